@@ -1,0 +1,184 @@
+"""The on-disk probe cache, keyed like libvirt's own capability cache.
+
+One JSON file per emulator, valid only for the exact binary identity (path, device, inode, size,
+ctime, mtime) and this tool's version. Writes go to a temporary file and are renamed into place, so a
+reader sees an old or a new file, never half of one. A per-emulator lock makes concurrent hooks with a
+cold cache probe once and share the answer. Anything wrong with a file (corrupt, other owner, other
+identity) means "not cached": it is logged and replaced, never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Optional
+
+from . import __version__
+from .capabilities import Support, SupportState
+from .qemu import EmulatorIdentity
+
+LOG = logging.getLogger(__name__)
+FORMAT = "libvirt-txmode-probe-cache"
+FORMAT_VERSION = 1
+MAX_CACHE_BYTES = 1024 * 1024
+
+
+def default_cache_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/cache/libvirt-txmode"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "libvirt-txmode")
+
+
+class ProbeCache:
+    def __init__(self, directory: Optional[str]) -> None:
+        self.directory = directory
+
+    def _path(self, identity: EmulatorIdentity, suffix: str = ".json") -> Optional[str]:
+        if self.directory is None:
+            return None
+        digest = hashlib.sha256(identity.realpath.encode()).hexdigest()[:32]
+        return os.path.join(self.directory, digest + suffix)
+
+    def _usable_dir(self, create: bool) -> bool:
+        """As root, only a directory no one else can write may feed the hook's decisions."""
+        if self.directory is None:
+            return False
+        try:
+            if create:
+                os.makedirs(self.directory, mode=0o755, exist_ok=True)
+            info = os.lstat(self.directory)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT or create:
+                LOG.warning("probe cache %s unusable: %s", self.directory, exc.strerror)
+            return False
+        if not stat.S_ISDIR(info.st_mode):
+            LOG.warning("probe cache %s is not a directory: ignored", self.directory)
+            return False
+        if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            LOG.warning("probe cache %s is writable by others: ignored", self.directory)
+            return False
+        return True
+
+    def load(self, identity: EmulatorIdentity) -> dict[str, Support]:
+        path = self._path(identity)
+        if path is None or not self._usable_dir(create=False):
+            return {}
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            LOG.warning("probe cache %s unreadable (%s): ignored", path, exc.strerror)
+            return {}
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                LOG.warning("probe cache %s has a foreign owner or mode: ignored", path)
+                return {}
+            raw = handle.read(MAX_CACHE_BYTES + 1)
+        return self._decode(path, raw, identity)
+
+    def _decode(self, path: str, raw: bytes, identity: EmulatorIdentity) -> dict[str, Support]:
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError("not a probe cache file")
+            if data.get("version") != FORMAT_VERSION or data.get("tool") != __version__:
+                return {}  # written by another version: stale, not corrupt
+            if data.get("identity") != identity.key():
+                return {}  # the binary changed since: re-probe, as libvirt does
+            devices = data["devices"]
+            if not isinstance(devices, dict):
+                raise ValueError("'devices' is not an object")
+            return {str(name): support_from_json(entry) for name, entry in devices.items()}
+        except (ValueError, KeyError, TypeError) as exc:
+            LOG.warning("probe cache %s is corrupt (%s): it will be replaced", path, exc)
+            return {}
+
+    def store(self, identity: EmulatorIdentity, results: dict[str, Support]) -> None:
+        """Merge ``results`` into the cache file. Failures are logged; the caller's answer stands."""
+        path = self._path(identity)
+        if path is None or not self._usable_dir(create=True):
+            return
+        known = self.load(identity)
+        known.update({d: s for d, s in results.items() if s.state is not SupportState.UNKNOWN})
+        document = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "tool": __version__,
+            "emulator": identity.path,
+            "identity": identity.key(),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "devices": {d: support_to_json(s) for d, s in sorted(known.items())},
+        }
+        try:
+            write_atomic(path, json.dumps(document, indent=1).encode() + b"\n")
+        except OSError as exc:
+            LOG.warning("cannot write probe cache %s: %s", path, exc.strerror)
+
+    @contextlib.contextmanager
+    def lock(self, identity: EmulatorIdentity, timeout: float) -> Iterator[bool]:
+        """Hold the emulator's probe lock; yields False (and proceeds unlocked) after ``timeout``."""
+        path = self._path(identity, ".lock")
+        if path is None or not self._usable_dir(create=True):
+            yield False
+            return
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            LOG.warning("cannot open probe lock %s: %s", path, exc.strerror)
+            yield False
+            return
+        try:
+            deadline = time.monotonic() + timeout
+            acquired = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    acquired = True
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.01)
+            yield acquired
+        finally:
+            os.close(fd)  # closing releases the flock
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def support_to_json(support: Support) -> dict[str, str]:
+    return {"state": support.state.value, "detail": support.detail, "method": support.method}
+
+
+def support_from_json(entry: object) -> Support:
+    if not isinstance(entry, dict):
+        raise TypeError("device entry is not an object")
+    return Support(
+        SupportState(entry["state"]), str(entry.get("detail", "")), str(entry.get("method", ""))
+    )

@@ -1,0 +1,372 @@
+"""Command line: ``validate-domain`` for CI and ``libvirt-txmode`` for hosts.
+
+Exit codes (validate-domain): 0 no error findings, 1 at least one (with --strict: or a warning),
+2 the tool could not do its job (usage, unreadable policy/snapshot/input path, internal error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Callable, Optional
+
+from . import __version__
+from .findings import XML_INVALID, Finding, Level, Report, printable, summarize
+
+if TYPE_CHECKING:
+    from .capabilities import HostCapabilities
+    from .policy import Policy
+
+EXIT_OK, EXIT_FINDINGS, EXIT_FATAL = 0, 1, 2
+LOG = logging.getLogger("libvirt_txmode")
+
+
+class FatalError(Exception):
+    """The user's input or environment keeps us from running: a clean message and exit 2."""
+
+
+# --- validate-domain -----------------------------------------------------------------------------
+
+
+def _validate_parser() -> argparse.ArgumentParser:
+    from .report import FORMATTERS  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="validate-domain",
+        description="Check the <driver txmode> of virtio NICs in libvirt domain XML against a "
+        "site policy and what the target hosts' QEMU supports.",
+        epilog="Exit status: 0 no errors, 1 errors found (--strict: or warnings), 2 could not run.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="domain XML files, directories (*.xml, recursively) or - for stdin")
+    parser.add_argument("-p", "--policy", help="policy file (default: /etc/libvirt-txmode/policy.yaml, else ./policy.yaml)")
+    parser.add_argument("--caps", action="append", default=[], metavar="SNAPSHOT", help="capability snapshot of a target host (repeatable); without it this machine's emulators are probed")
+    hosts = parser.add_mutually_exclusive_group()
+    hosts.add_argument("--all-hosts", dest="host_mode", action="store_const", const="all", help="with several --caps: every host must support each NIC (default: the domain may run and migrate anywhere)")
+    hosts.add_argument("--any-host", dest="host_mode", action="store_const", const="any", help="with several --caps: one supporting host is enough")
+    parser.set_defaults(host_mode="all")
+    parser.add_argument("-f", "--format", default="auto", choices=["auto", *sorted(FORMATTERS)], help="output format (auto: github under GitHub Actions, else text)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write the report in --format to FILE; the terminal gets text")
+    parser.add_argument("--strict", action="store_true", help="warnings count as failures for the exit code")
+    parser.add_argument("--no-color", action="store_true", help="never colour (NO_COLOR is honoured too)")
+    parser.add_argument("--cache-dir", help="probe cache directory (default: /var/cache/libvirt-txmode as root, else ~/.cache/libvirt-txmode)")
+    parser.add_argument("--no-cache", action="store_true", help="probe emulators afresh, don't read or write the cache")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log probing and cache decisions to stderr")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+@dataclass(frozen=True)
+class _Input:
+    label: str
+    read: Callable[[], bytes]
+
+
+def _inputs(paths: Sequence[str], stdin: IO[bytes]) -> Iterator[_Input]:
+    from .domain import MAX_XML_BYTES, read_bounded  # noqa: PLC0415
+
+    def reader(path: str) -> Callable[[], bytes]:
+        def read() -> bytes:
+            with open(path, "rb") as handle:
+                return read_bounded(handle, MAX_XML_BYTES)
+
+        return read
+
+    for path in paths:
+        if path == "-":
+            yield _Input("<stdin>", lambda: read_bounded(stdin, MAX_XML_BYTES))
+        elif os.path.isdir(path):
+            found = []
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                found.extend(os.path.join(root, f) for f in sorted(files) if f.endswith(".xml"))
+            for file in found:
+                yield _Input(file, reader(file))
+        elif os.path.exists(path):
+            if not os.access(path, os.R_OK):
+                raise FatalError(f"cannot read {path}: permission denied")
+            yield _Input(path, reader(path))
+        else:
+            raise FatalError(f"no such file or directory: {path}")
+
+
+def _default_policy() -> str:
+    from .policy import DEFAULT_POLICY_PATH  # noqa: PLC0415
+
+    for candidate in (DEFAULT_POLICY_PATH, "policy.yaml"):
+        if os.path.exists(candidate):
+            return candidate
+    raise FatalError(f"no policy given and neither {DEFAULT_POLICY_PATH} nor ./policy.yaml exists (use -p)")
+
+
+def _use_color(stream: IO[str], args: argparse.Namespace, environ: dict[str, str]) -> bool:
+    return not args.no_color and "NO_COLOR" not in environ and stream.isatty()
+
+
+def validate(argv: Sequence[str], stdin: IO[bytes], stdout: IO[str], environ: dict[str, str]) -> int:
+    from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
+    from .check import check_domain  # noqa: PLC0415
+    from .domain import Domain, DomainXMLError, parse_domain  # noqa: PLC0415
+    from .host import SnapshotError, load_snapshot  # noqa: PLC0415
+    from .local import local_capabilities  # noqa: PLC0415
+    from .policy import PolicyError, load_policy  # noqa: PLC0415
+    from .report import choose_format, render  # noqa: PLC0415
+
+    args = _validate_parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="validate-domain: %(message)s")
+    try:
+        policy = load_policy(args.policy or _default_policy())
+    except PolicyError as exc:
+        raise FatalError(f"bad policy: {exc}") from None
+
+    files: list[str] = []
+    domains: list[Domain] = []
+    found: list[Finding] = []
+    for item in _inputs(args.paths, stdin):
+        files.append(item.label)
+        try:
+            domains.append(parse_domain(item.read(), item.label))
+        except DomainXMLError as exc:
+            found.append(Finding(item.label, exc.line, "-", XML_INVALID, Level.ERROR, exc.message))
+        except OSError as exc:
+            raise FatalError(f"cannot read {item.label}: {exc.strerror}") from None
+
+    if args.caps:
+        try:
+            snapshots = [load_snapshot(path, require_root_owned=False) for path in args.caps]
+        except SnapshotError as exc:
+            raise FatalError(str(exc)) from None
+        names = [s.host for s in snapshots]
+        hosts = [
+            s.capabilities if names.count(s.host) == 1 else _renamed(s.capabilities, s.source)
+            for s in snapshots
+        ]
+    else:
+        cache = ProbeCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
+        hosts = [local_capabilities(domains, policy, cache)]
+
+    for domain in domains:
+        found.extend(check_domain(domain, policy, hosts, args.host_mode))
+    found.sort(key=lambda f: (files.index(f.file) if f.file in files else 0, f.line, f.code, f.host or ""))
+    report = Report(
+        files=tuple(files),
+        findings=tuple(found),
+        summary=summarize(len(files), len(domains), sum(len(d.nics) for d in domains), found),
+        hosts=tuple(h.name for h in hosts),
+        tool_version=__version__,
+    )
+    fmt = choose_format(args.format, environ)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(render(fmt, report, color=False))
+        stdout.write(render("text", report, color=_use_color(stdout, args, environ)))
+    else:
+        color = fmt == "text" and _use_color(stdout, args, environ)
+        stdout.write(render(fmt, report, color=color))
+    failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
+    return EXIT_FINDINGS if failing else EXIT_OK
+
+
+def _renamed(caps: HostCapabilities, source: str) -> HostCapabilities:
+    """Two snapshots of hosts with the same name: tell them apart by file name in findings."""
+    import dataclasses  # noqa: PLC0415
+
+    name = os.path.splitext(os.path.basename(source))[0]
+    return dataclasses.replace(caps, name=name)
+
+
+def validate_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _guard("validate-domain", lambda: validate(
+        sys.argv[1:] if argv is None else argv, sys.stdin.buffer, sys.stdout, dict(os.environ)
+    ))
+
+
+def _guard(prog: str, run: Callable[[], int]) -> int:
+    """FatalError -> one clean line and exit 2; anything unexpected -> no traceback unless asked."""
+    try:
+        return run()
+    except FatalError as exc:
+        sys.stderr.write(f"{prog}: error: {printable(str(exc))}\n")
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_FATAL
+    except Exception as exc:
+        sys.stderr.write(
+            f"{prog}: internal error: {type(exc).__name__}: {printable(str(exc))}\n"
+            f"{prog}: please report this; set LIBVIRT_TXMODE_DEBUG=1 for the traceback\n"
+        )
+        if os.environ.get("LIBVIRT_TXMODE_DEBUG"):
+            traceback.print_exc()
+        return EXIT_FATAL
+
+
+# --- libvirt-txmode ------------------------------------------------------------------------------
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    from .install import DEFAULT_CONFIG_DIR, DEFAULT_HOOKS_DIR, DEFAULT_STATE_DIR  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="libvirt-txmode", description="Host-side tools of libvirt-txmode.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    snap = sub.add_parser("snapshot", help="record this host's txmode capabilities (libvirt APIs + probes)")
+    snap.add_argument("-c", "--connect", default="qemu:///system", metavar="URI", help="libvirt URI (default: %(default)s)")
+    snap.add_argument("-o", "--output", default=None, metavar="FILE", help="where to write it, - for stdout (default: /var/lib/libvirt-txmode/snapshot.json)")
+    snap.add_argument("-p", "--policy", default=None, help="policy whose 'emulators' may be probed (default: /etc/libvirt-txmode/policy.yaml, else built-in)")
+
+    for name, helptext in (("install-hook", "install the qemu hook, default policy and a snapshot"),
+                           ("uninstall-hook", "remove exactly what install-hook added")):
+        cmd = sub.add_parser(name, help=helptext)
+        cmd.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR, help="libvirt's hook directory (default: %(default)s)")
+        cmd.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, help="where policy.yaml lives (default: %(default)s)")
+        cmd.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="snapshot and install manifest (default: %(default)s)")
+        cmd.add_argument("--no-reload", action="store_true", help="don't make the running daemon re-read its hooks")
+        if name == "install-hook":
+            cmd.add_argument("--no-snapshot", action="store_true", help="don't take a capability snapshot now")
+            cmd.add_argument("-c", "--connect", default="qemu:///system", metavar="URI")
+
+    probe = sub.add_parser("probe", help="ask an emulator directly whether its virtio-net devices have 'tx'")
+    probe.add_argument("emulator", help="path of the QEMU binary")
+    probe.add_argument("-d", "--device", action="append", help="device (repeatable; default: every virtio-net transport)")
+    probe.add_argument("-m", "--method", default="auto", choices=["auto", "help", "qmp"])
+    probe.add_argument("-p", "--policy", default=None, help="policy whose 'emulators' list must trust the binary")
+    probe.add_argument("-t", "--timeout", type=float, default=None, help="seconds (default: the policy's probe_timeout)")
+
+    explain = sub.add_parser("explain", help="what a finding code means and how to fix it")
+    explain.add_argument("code", nargs="?", help="finding code, e.g. txmode-unsupported (omit to list them)")
+    return parser
+
+
+def _host_policy(path: Optional[str]) -> Policy:
+    from .policy import DEFAULT_POLICY_PATH, PolicyError, load_policy  # noqa: PLC0415
+
+    if path is None and not os.path.exists(DEFAULT_POLICY_PATH):
+        from .policy import Policy as BuiltinPolicy  # noqa: PLC0415
+
+        return BuiltinPolicy()
+    try:
+        return load_policy(path or DEFAULT_POLICY_PATH)
+    except PolicyError as exc:
+        raise FatalError(f"bad policy: {exc}") from None
+
+
+def _cmd_snapshot(args: argparse.Namespace, out: IO[str]) -> int:
+    from .cache import write_atomic  # noqa: PLC0415
+    from .host import DEFAULT_SNAPSHOT_PATH, SnapshotError, open_libvirt, take_snapshot  # noqa: PLC0415
+
+    policy = _host_policy(args.policy)
+    try:
+        conn = open_libvirt(args.connect)
+    except SnapshotError as exc:
+        raise FatalError(str(exc)) from None
+    try:
+        document = take_snapshot(conn, policy, uri=args.connect)
+    finally:
+        conn.close()
+    text = json.dumps(document, indent=1, sort_keys=True) + "\n"
+    target = args.output or DEFAULT_SNAPSHOT_PATH
+    if target == "-":
+        out.write(text)
+        return EXIT_OK
+    os.makedirs(os.path.dirname(os.path.abspath(target)), mode=0o755, exist_ok=True)
+    write_atomic(target, text.encode(), mode=0o644)
+    failed = [p for p, e in document["emulators"].items() if e["error"]]
+    out.write(
+        f"wrote {target}: {len(document['emulators'])} emulators, "
+        f"{len(failed)} not probed{': ' + ', '.join(failed) if failed else ''}\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
+    from .install import InstallError, Layout, install, reload_daemon  # noqa: PLC0415
+
+    layout = Layout(args.hooks_dir, args.config_dir, args.state_dir)
+    try:
+        outcome = install(layout)
+    except (InstallError, OSError) as exc:
+        raise FatalError(f"install failed: {exc}") from None
+    for line in outcome.messages:
+        out.write(f"{line}\n")
+    if not args.no_snapshot:
+        snap_args = argparse.Namespace(connect=args.connect, output=layout.snapshot, policy=layout.policy)
+        try:
+            _cmd_snapshot(snap_args, out)
+        except FatalError as exc:
+            out.write(f"no snapshot taken ({exc}); the hook will probe emulators directly\n")
+    if not args.no_reload:
+        out.write(reload_daemon() + "\n")
+    return EXIT_OK
+
+
+def _cmd_uninstall(args: argparse.Namespace, out: IO[str]) -> int:
+    from .install import Layout, reload_daemon, uninstall  # noqa: PLC0415
+
+    outcome = uninstall(Layout(args.hooks_dir, args.config_dir, args.state_dir))
+    for line in outcome.messages:
+        out.write(f"{line}\n")
+    if not args.no_reload:
+        out.write(reload_daemon() + "\n")
+    return EXIT_OK
+
+
+def _cmd_probe(args: argparse.Namespace, out: IO[str]) -> int:
+    from .host import VIRTIO_NET_DEVICES  # noqa: PLC0415
+    from .qemu import ProbeError, probe, trust_problem  # noqa: PLC0415
+
+    policy = _host_policy(args.policy)
+    problem = trust_problem(args.emulator, policy.emulators)
+    if problem is not None:
+        raise FatalError(problem)
+    devices = args.device or list(VIRTIO_NET_DEVICES)
+    try:
+        results = probe(args.emulator, devices, timeout=args.timeout or policy.probe_timeout, method=args.method)
+    except ProbeError as exc:
+        raise FatalError(str(exc)) from None
+    for device in devices:
+        support = results[device]
+        out.write(f"{device}: {support.state.value} ({support.detail}; method {support.method})\n")
+    return EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace, out: IO[str]) -> int:
+    from .explain import EXPLANATIONS, explain  # noqa: PLC0415
+
+    if args.code is None:
+        for code, item in EXPLANATIONS.items():
+            out.write(f"{code}: {item.title}\n")
+        return EXIT_OK
+    try:
+        out.write(explain(args.code).rstrip("\n") + "\n")
+    except KeyError:
+        raise FatalError(f"unknown finding code {args.code!r} (known: {', '.join(EXPLANATIONS)})") from None
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, IO[str]], int]] = {
+    "snapshot": _cmd_snapshot,
+    "install-hook": _cmd_install,
+    "uninstall-hook": _cmd_uninstall,
+    "probe": _cmd_probe,
+    "explain": _cmd_explain,
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _main_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="libvirt-txmode: %(message)s")
+    return _guard("libvirt-txmode", lambda: COMMANDS[args.command](args, sys.stdout))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

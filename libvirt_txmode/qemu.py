@@ -1,0 +1,311 @@
+"""Direct probing of a QEMU binary: does a virtio-net device carry the ``tx`` property?
+
+Two methods, as libvirt itself has used over the years:
+- ``help``: ``EMULATOR -device DEV,help``. QEMU < 2.x printed ``DEV.tx=string`` lines on stderr,
+  later ones ``DEV.tx=str`` on stdout, and QEMU >= 5.x prints ``DEV options:`` then ``  tx=<str>``.
+  A missing device is reported as ``Device 'DEV' not found`` (QEMU 7.2 still exits 0 then).
+- ``qmp``: ``device-list-properties`` (QEMU >= 1.2) over a private stdio channel of a
+  ``-machine none`` instance; a missing device answers an error of class ``DeviceNotFound``.
+
+Probing runs a binary as root's hook, so: only binaries the policy trusts, owned by root and not
+writable by others; a clean environment; no inherited stdin; a timeout after which the whole process
+group is killed; bounded output; and an unprivileged user when we are root.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import pwd
+import re
+import selectors
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+from .capabilities import Support, SupportState
+
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024
+PROBE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+PROBE_USER = "nobody"
+METHODS = ("auto", "help", "qmp")
+
+
+class ProbeError(Exception):
+    """The emulator could not be probed at all (untrusted, missing, hung, crashed)."""
+
+
+@dataclass(frozen=True)
+class EmulatorIdentity:
+    """What libvirt keys its capability cache on: a binary replaced in place gets a new ctime."""
+
+    path: str
+    realpath: str
+    device: int
+    inode: int
+    size: int
+    ctime_ns: int
+    mtime_ns: int
+
+    def key(self) -> str:
+        return f"{self.realpath}:{self.device}:{self.inode}:{self.size}:{self.ctime_ns}:{self.mtime_ns}"
+
+
+def identify(path: str) -> EmulatorIdentity:
+    try:
+        real = os.path.realpath(path)
+        info = os.stat(real)
+    except OSError as exc:
+        raise ProbeError(f"emulator {path} is not accessible: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ProbeError(f"emulator {path} is not a regular file")
+    return EmulatorIdentity(
+        path=path,
+        realpath=real,
+        device=info.st_dev,
+        inode=info.st_ino,
+        size=info.st_size,
+        ctime_ns=info.st_ctime_ns,
+        mtime_ns=info.st_mtime_ns,
+    )
+
+
+def trust_problem(path: str, globs: Sequence[str]) -> Optional[str]:
+    """Why ``path`` must not be executed, or None when it may be."""
+    if not os.path.isabs(path):
+        return f"emulator path {path!r} is not absolute"
+    real = os.path.realpath(path)
+    if not any(fnmatch.fnmatchcase(path, g) or fnmatch.fnmatchcase(real, g) for g in globs):
+        return f"emulator {path} is not in the policy's trusted 'emulators' list"
+    try:
+        info = os.stat(real)
+    except OSError as exc:
+        return f"emulator {path} is not accessible: {exc.strerror}"
+    if not stat.S_ISREG(info.st_mode) or not info.st_mode & stat.S_IXUSR:
+        return f"emulator {path} is not an executable file"
+    allowed_owners = {0, os.geteuid()}
+    if info.st_uid not in allowed_owners:
+        return f"emulator {path} is owned by uid {info.st_uid}, not root: refusing to run it"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"emulator {path} is writable by group or others: refusing to run it"
+    return None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: Optional[int]
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+    truncated: bool = False
+
+
+def _demote() -> Optional[tuple[int, int]]:
+    """The uid/gid to probe as: never run someone's binary as root if we can avoid it."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(PROBE_USER)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def run_bounded(
+    argv: Sequence[str], *, timeout: float, input_data: Optional[bytes] = None,
+    max_output: int = MAX_OUTPUT_BYTES,
+) -> RunResult:
+    """Run argv with a clean environment, reading at most ``max_output`` bytes before ``timeout``.
+
+    The child gets its own session so a timeout kills everything it started, not just its pid.
+    """
+    ids = _demote()
+    extra: dict[str, object] = {}
+    if ids is not None:
+        extra = {"user": ids[0], "group": ids[1], "extra_groups": []}
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - argv list, trusted binary, clean env
+            list(argv),
+            stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(PROBE_ENV),
+            cwd="/",
+            close_fds=True,
+            start_new_session=True,
+            **extra,  # type: ignore[arg-type]
+        )
+    except OSError as exc:
+        raise ProbeError(f"cannot execute {argv[0]}: {exc.strerror}") from None
+
+    deadline = time.monotonic() + timeout
+    buffers = {"stdout": bytearray(), "stderr": bytearray()}
+    timed_out = truncated = False
+    with selectors.DefaultSelector() as selector:
+        assert proc.stdout is not None and proc.stderr is not None
+        selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
+        selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        if proc.stdin is not None:
+            try:
+                # Our requests are a few hundred bytes: they fit the pipe buffer, no need to poll.
+                proc.stdin.write(input_data or b"")
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        open_streams = 2
+        while open_streams:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            for key, _ in selector.select(remaining):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    open_streams -= 1
+                    continue
+                buffers[key.data] += chunk
+                if len(buffers["stdout"]) + len(buffers["stderr"]) > max_output:
+                    truncated = True
+                    open_streams = 0
+                    break
+    if timed_out or truncated:
+        _kill_group(proc)
+    try:
+        returncode: Optional[int] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        returncode = None
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return RunResult(returncode, bytes(buffers["stdout"]), bytes(buffers["stderr"]), timed_out, truncated)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+# --- the help method -----------------------------------------------------------------------------
+
+_NOT_FOUND = re.compile(
+    rb"(Device '[^']*' not found|Device \"[^\"]*\" not found|is not a valid device model name"
+    rb"|Parameter 'driver' expects)",
+)
+
+
+def parse_help(device: str, output: bytes) -> Optional[Support]:
+    """Interpret ``-device DEV,help`` output (stdout and stderr together); None if inconclusive."""
+    dev = re.escape(device.encode())
+    old_lines = re.findall(rb"^" + dev + rb"\.([A-Za-z0-9_-]+)=", output, re.M)
+    if old_lines:
+        if b"tx" in old_lines:
+            return Support(SupportState.SUPPORTED, f"{device}.tx listed by -device {device},help", "help")
+        return Support(SupportState.UNSUPPORTED, f"{device} has no tx property", "help")
+    if re.search(rb"^" + dev + rb" options:\s*$", output, re.M):
+        if re.search(rb"^\s+tx=", output, re.M):
+            return Support(SupportState.SUPPORTED, f"tx listed by -device {device},help", "help")
+        return Support(SupportState.UNSUPPORTED, f"{device} has no tx property", "help")
+    if _NOT_FOUND.search(output):
+        return Support(SupportState.UNSUPPORTED, f"this QEMU has no device {device}", "help")
+    return None
+
+
+def probe_help(emulator: str, device: str, timeout: float) -> Optional[Support]:
+    result = run_bounded([emulator, "-device", f"{device},help"], timeout=timeout)
+    if result.timed_out:
+        raise ProbeError(f"{emulator} -device {device},help did not finish within {timeout:g} s")
+    if result.truncated:
+        raise ProbeError(f"{emulator} -device {device},help printed more than {MAX_OUTPUT_BYTES} bytes")
+    return parse_help(device, result.stdout + b"\n" + result.stderr)
+
+
+# --- the QMP method ------------------------------------------------------------------------------
+
+QMP_ARGV = ("-machine", "none", "-nodefaults", "-nographic", "-display", "none", "-S", "-qmp", "stdio")
+
+
+def qmp_request(devices: Sequence[str]) -> bytes:
+    lines = [{"execute": "qmp_capabilities", "id": "caps"}]
+    lines += [
+        {"execute": "device-list-properties", "arguments": {"typename": d}, "id": f"dev{i}"}
+        for i, d in enumerate(devices)
+    ]
+    lines.append({"execute": "quit", "id": "quit"})
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def parse_qmp(devices: Sequence[str], output: bytes) -> dict[str, Support]:
+    """Interpret the QMP replies; devices without a conclusive reply are left out."""
+    replies: dict[str, dict[str, object]] = {}
+    for raw in output.splitlines():
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and isinstance(message.get("id"), str):
+            replies[message["id"]] = message
+    result: dict[str, Support] = {}
+    for i, device in enumerate(devices):
+        reply = replies.get(f"dev{i}")
+        if reply is None:
+            continue
+        if isinstance(reply.get("return"), list):
+            names = {p.get("name") for p in reply["return"] if isinstance(p, dict)}  # type: ignore[union-attr]
+            if "tx" in names:
+                result[device] = Support(SupportState.SUPPORTED, "tx listed by device-list-properties", "qmp")
+            else:
+                result[device] = Support(SupportState.UNSUPPORTED, f"{device} has no tx property", "qmp")
+        elif isinstance(reply.get("error"), dict):
+            error = reply["error"]
+            assert isinstance(error, dict)
+            if error.get("class") == "DeviceNotFound" or "not found" in str(error.get("desc", "")):
+                result[device] = Support(SupportState.UNSUPPORTED, f"this QEMU has no device {device}", "qmp")
+    return result
+
+
+def probe_qmp(emulator: str, devices: Sequence[str], timeout: float) -> dict[str, Support]:
+    result = run_bounded([emulator, *QMP_ARGV], timeout=timeout, input_data=qmp_request(devices))
+    if result.timed_out:
+        raise ProbeError(f"QMP probe of {emulator} did not finish within {timeout:g} s")
+    if result.truncated:
+        raise ProbeError(f"QMP probe of {emulator} printed more than {MAX_OUTPUT_BYTES} bytes")
+    return parse_qmp(devices, result.stdout)
+
+
+def probe(emulator: str, devices: Sequence[str], *, timeout: float, method: str = "auto") -> dict[str, Support]:
+    """Support of each device; a device no method could settle is UNKNOWN with the reason.
+
+    ``auto`` asks ``-device DEV,help`` first (about 20 ms on QEMU 7.2) and falls back to QMP for
+    answers it cannot read. Raises ProbeError when the binary cannot be run at all.
+    """
+    results: dict[str, Support] = {}
+    pending = list(devices)
+    if method in ("auto", "help"):
+        still: list[str] = []
+        for device in pending:
+            answer = probe_help(emulator, device, timeout)
+            if answer is None:
+                still.append(device)
+            else:
+                results[device] = answer
+        pending = still
+    if pending and method in ("auto", "qmp"):
+        results.update(probe_qmp(emulator, pending, timeout))
+        pending = [d for d in pending if d not in results]
+    for device in pending:
+        results[device] = Support(SupportState.UNKNOWN, f"{emulator} gave no readable answer for {device}", method)
+    return results
