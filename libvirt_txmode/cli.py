@@ -212,7 +212,12 @@ def _guard(prog: str, run: Callable[[], int]) -> int:
 
 
 def _main_parser() -> argparse.ArgumentParser:
-    from .install import DEFAULT_CONFIG_DIR, DEFAULT_HOOKS_DIR, DEFAULT_STATE_DIR  # noqa: PLC0415
+    from .install import (  # noqa: PLC0415
+        DEFAULT_CACHE_DIR,
+        DEFAULT_CONFIG_DIR,
+        DEFAULT_HOOKS_DIR,
+        DEFAULT_STATE_DIR,
+    )
 
     parser = argparse.ArgumentParser(prog="libvirt-txmode", description="Host-side tools of libvirt-txmode.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -230,6 +235,7 @@ def _main_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR, help="libvirt's hook directory (default: %(default)s)")
         cmd.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, help="where policy.yaml lives (default: %(default)s)")
         cmd.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="snapshot and install manifest (default: %(default)s)")
+        cmd.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="the hook's probe cache (default: %(default)s)")
         cmd.add_argument("--no-reload", action="store_true", help="don't make the running daemon re-read its hooks")
         if name == "install-hook":
             cmd.add_argument("--no-snapshot", action="store_true", help="don't take a capability snapshot now")
@@ -291,7 +297,7 @@ def _cmd_snapshot(args: argparse.Namespace, out: IO[str]) -> int:
 def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
     from .install import InstallError, Layout, install, reload_daemon  # noqa: PLC0415
 
-    layout = Layout(args.hooks_dir, args.config_dir, args.state_dir)
+    layout = Layout(args.hooks_dir, args.config_dir, args.state_dir, args.cache_dir)
     try:
         outcome = install(layout)
     except (InstallError, OSError) as exc:
@@ -312,7 +318,7 @@ def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
 def _cmd_uninstall(args: argparse.Namespace, out: IO[str]) -> int:
     from .install import Layout, reload_daemon, uninstall  # noqa: PLC0415
 
-    outcome = uninstall(Layout(args.hooks_dir, args.config_dir, args.state_dir))
+    outcome = uninstall(Layout(args.hooks_dir, args.config_dir, args.state_dir, args.cache_dir))
     for line in outcome.messages:
         out.write(f"{line}\n")
     if not args.no_reload:

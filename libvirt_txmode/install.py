@@ -28,6 +28,7 @@ DROPIN_NAME = "50-libvirt-txmode"
 DEFAULT_HOOKS_DIR = "/etc/libvirt/hooks"
 DEFAULT_CONFIG_DIR = "/etc/libvirt-txmode"
 DEFAULT_STATE_DIR = "/var/lib/libvirt-txmode"
+DEFAULT_CACHE_DIR = "/var/cache/libvirt-txmode"
 UNIT_PATH = "/etc/systemd/system/libvirt-txmode-snapshot.service"
 DAEMONS = ("libvirtd", "virtqemud")
 
@@ -41,6 +42,7 @@ class Layout:
     hooks_dir: str = DEFAULT_HOOKS_DIR
     config_dir: str = DEFAULT_CONFIG_DIR
     state_dir: str = DEFAULT_STATE_DIR
+    cache_dir: str = DEFAULT_CACHE_DIR
 
     @property
     def policy(self) -> str:
@@ -79,7 +81,12 @@ def _sha256(path: str) -> Optional[str]:
 def render_hook(python: str, layout: Layout) -> str:
     """The sh wrapper with this installation's interpreter and paths (libvirt gives a bare PATH)."""
     text = _packaged("qemu-hook")
-    for name, value in (("PYTHON", python), ("POLICY", layout.policy), ("SNAPSHOT", layout.snapshot)):
+    for name, value in (
+        ("PYTHON", python),
+        ("POLICY", layout.policy),
+        ("SNAPSHOT", layout.snapshot),
+        ("CACHE", layout.cache_dir),
+    ):
         if not re.fullmatch(r"[A-Za-z0-9_./+:@-]+", value):
             raise InstallError(f"refusing to embed unusual path {value!r} into a shell script")
         text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, count=1, flags=re.M)
@@ -176,8 +183,14 @@ def uninstall(layout: Layout) -> Outcome:
         if os.path.exists(path):
             os.unlink(path)
             outcome.say(f"removed {path}")
+    if os.path.isdir(layout.cache_dir):
+        # Only files the hook writes there: probe answers and their locks.
+        for name in os.listdir(layout.cache_dir):
+            if name.endswith((".json", ".lock")) or name.startswith(".tmp-"):
+                os.unlink(os.path.join(layout.cache_dir, name))
+        outcome.say(f"emptied probe cache {layout.cache_dir}")
     dropin_dir = os.path.join(layout.hooks_dir, "qemu.d")
-    for directory in (dropin_dir, layout.config_dir, layout.state_dir):
+    for directory in (dropin_dir, layout.config_dir, layout.state_dir, layout.cache_dir):
         try:
             os.rmdir(directory)  # only when empty: it may hold the operator's files
         except OSError:

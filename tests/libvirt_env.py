@@ -1,0 +1,208 @@
+"""Helpers for tests that drive a real libvirt daemon (Debian's libvirt-daemon-system)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from libvirt_txmode.install import DROPIN_NAME, is_ours
+
+REPO = Path(__file__).resolve().parent.parent
+URI = "qemu:///system"
+PREFIX = "txmtest-"
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+
+
+def require_libvirt() -> None:
+    """Skip without libvirt, except under CI where a skip would hide a broken setup."""
+    if shutil.which("virsh") and shutil.which("libvirtd") and os.geteuid() == 0:
+        return
+    reason = "needs root and Debian's libvirt-daemon-system (scripts/apt-deps installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"integration test cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
+def virsh(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"virsh {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+def daemon_up() -> None:
+    subprocess.run([str(REPO / "scripts" / "libvirt-up")], check=True, timeout=180)
+
+
+def daemon_pid() -> Optional[int]:
+    try:
+        pid = int(Path("/run/libvirtd.pid").read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def restart_daemon() -> None:
+    """Stop libvirtd (leaving domains running, as a package upgrade does) and start it again."""
+    pid = daemon_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+    daemon_up()
+
+
+def reload_daemon() -> None:
+    pid = daemon_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+        # SIGHUP is asynchronous: wait until the daemon answers again after re-reading its config.
+        time.sleep(0.3)
+        for _ in range(100):
+            if virsh("version", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+
+
+def domain_xml(
+    name: str,
+    *,
+    txmode: Optional[str] = None,
+    nics: int = 1,
+    model: str = "virtio",
+    domain_type: str = "qemu",
+    driver_name: Optional[str] = None,
+    padding: int = 0,
+) -> str:
+    attrs = ""
+    if driver_name:
+        attrs += f" name='{driver_name}'"
+    if txmode:
+        attrs += f" txmode='{txmode}'"
+    driver = f"<driver{attrs}/>" if attrs else ""
+    interfaces = "".join(
+        f"<interface type='user'><mac address='52:54:00:7e:{i // 256:02x}:{i % 256:02x}'/>"
+        f"<model type='{model}'/>{driver}</interface>\n"
+        for i in range(nics)
+    )
+    description = f"<description>{'x' * padding}</description>" if padding else ""
+    return (
+        f"<domain type='{domain_type}'>\n<name>{name}</name>{description}\n"
+        "<memory unit='MiB'>128</memory>\n"
+        "<os><type arch='x86_64'>hvm</type></os>\n"
+        f"<devices>\n{interfaces}</devices>\n</domain>\n"
+    )
+
+
+def remove_domain(name: str) -> None:
+    virsh("destroy", name, check=False)
+    virsh("undefine", name, "--managed-save", check=False)
+
+
+def cleanup_leftovers() -> None:
+    """Domains a killed earlier run left behind (the machine may be handed over as it is)."""
+    listing = virsh("list", "--all", "--name", check=False).stdout.split()
+    for name in listing:
+        if name.startswith(PREFIX):
+            remove_domain(name)
+
+
+def qemu_cmdline(name: str) -> str:
+    pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+class SyslogSink:
+    """Collects what processes send to /dev/log, so tests can see the hook's syslog lines.
+
+    There is no syslog daemon on these machines; if one is there we read its files instead.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._sock: Optional[socket.socket] = None
+        self._thread: Optional[threading.Thread] = None
+        self._own = False
+        self._start = time.time()
+
+    def __enter__(self) -> SyslogSink:
+        if not os.path.exists("/dev/log"):
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sock.bind("/dev/log")
+            os.chmod("/dev/log", 0o666)
+            self._own = True
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except OSError:
+                return
+            self.messages.append(data.decode("utf-8", "replace"))
+
+    def lines(self, ident: str = "libvirt-txmode") -> list[str]:
+        if self._own:
+            time.sleep(0.05)
+            return [m for m in self.messages if ident in m]
+        for path in ("/var/log/syslog", "/var/log/messages"):
+            if os.path.exists(path):
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    return [line for line in handle if ident in line]
+        journal = subprocess.run(
+            ["journalctl", "-t", ident, "--since", f"@{int(self._start)}", "-o", "cat"],
+            capture_output=True, text=True, check=False,
+        )
+        return journal.stdout.splitlines()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._own and self._sock is not None:
+            self._sock.close()
+            with contextlib.suppress(OSError):
+                os.unlink("/dev/log")
+
+
+@contextlib.contextmanager
+def installed_hook(base: Path, policy: str) -> Iterator[Path]:
+    """install-hook into the real /etc/libvirt/hooks, with the test's policy; uninstall after."""
+    config_dir, state_dir, cache_dir = base / "etc", base / "state", base / "cache"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "policy.yaml").write_text(policy)
+    os.chmod(config_dir / "policy.yaml", 0o644)
+    cli = str(VENV_BIN / "libvirt-txmode")
+    args = ["--config-dir", str(config_dir), "--state-dir", str(state_dir), "--cache-dir", str(cache_dir)]
+    result = subprocess.run(
+        [cli, "install-hook", *args], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    main_hook = Path("/etc/libvirt/hooks/qemu")
+    hook = main_hook if is_ours(str(main_hook)) else main_hook.parent / "qemu.d" / DROPIN_NAME
+    assert is_ours(str(hook)), result.stdout
+    try:
+        reload_daemon()
+        yield hook
+    finally:
+        subprocess.run([cli, "uninstall-hook", *args], capture_output=True, check=False, timeout=120)
+        reload_daemon()
