@@ -1,0 +1,270 @@
+"""The hook protocol, run as libvirt runs it (installed sh wrapper, libvirt's environment, XML on
+stdin) but without a daemon, so every outcome can be asserted exactly. The real-daemon side is in
+test_e2e_libvirt.py."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from libvirt_txmode import hook as hook_module
+from tests import libvirt_env as env
+from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, run_hook, shared_dir
+
+__all__ = ["shared_dir"]  # a fixture, imported for pytest
+
+NOOP_EVENTS = [
+    ("start", "begin"),
+    ("started", "begin"),
+    ("stopped", "end"),
+    ("release", "end"),
+    ("reconnect", "begin"),
+    ("migrate", "begin"),
+    ("restore", "begin"),
+    ("attach", "begin"),
+    ("prepare", "end"),
+    ("frobnicate", "begin"),
+]
+
+
+@pytest.fixture
+def hook(tmp_path: Path) -> InstalledHook:
+    return make_hook(tmp_path)
+
+
+@pytest.fixture
+def syslog() -> Iterator[env.SyslogSink]:
+    with env.SyslogSink() as sink:
+        yield sink
+
+
+@pytest.mark.parametrize(("op", "sub"), NOOP_EVENTS)
+def test_other_events_exit_0_without_touching_stdin(hook: InstalledHook, op: str, sub: str) -> None:
+    # stdin=None: a pipe nobody writes or closes. Reading it would hang; the wrapper must not.
+    result = hook.run("vm1", op, sub, "-", stdin=None, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["vm1"], ["vm1", "prepare"], ["--bogus"], ["vm1", "reconnect"], ["", "", "", ""]],
+    ids=["none", "one", "two", "option", "reconnect-short", "empty-strings"],
+)
+def test_missing_or_odd_argv_is_a_noop(hook: InstalledHook, argv: list[str]) -> None:
+    result = hook.run(*argv, stdin=None, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize(("op", "sub"), NOOP_EVENTS[:5])
+def test_python_module_run_directly_is_a_noop_too(op: str, sub: str) -> None:
+    import sys
+
+    argv = [sys.executable, "-I", "-m", "libvirt_txmode.hook", "--", "vm1", op, sub, "-"]
+    result = run_hook(argv, stdin=None, timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_compliant_domain_is_allowed_and_logged(hook: InstalledHook, syslog: env.SyslogSink) -> None:
+    xml = domain("web1", nic("52:54:00:00:00:01", "iothread"), nic("52:54:00:00:00:02", "timer"))
+    result = hook.run("web1", "prepare", "begin", "-", stdin=xml)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert any("allowed domain 'web1'" in line for line in syslog.lines())
+
+
+def test_violation_is_refused_with_one_line_per_nic(hook: InstalledHook, syslog: env.SyslogSink) -> None:
+    xml = domain(
+        "db-notimer",
+        nic("52:54:00:00:00:01", "iothread"),
+        nic("52:54:00:00:00:02", "timer"),
+        nic("52:54:00:00:00:03", "timer", model="virtio-transitional"),
+    )
+    result = hook.run("db-notimer", "prepare", "begin", "-", stdin=xml)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "libvirt-txmode: domain 'db-notimer' NIC #1 (52:54:00:00:00:02): txmode 'timer' is not "
+        "allowed by rule 'no-timer' (allowed: iothread) [txmode-not-allowed]",
+        "libvirt-txmode: domain 'db-notimer' NIC #2 (52:54:00:00:00:03): txmode 'timer' is not "
+        "allowed by rule 'no-timer' (allowed: iothread) [txmode-not-allowed]",
+        f"libvirt-txmode: refusing to start domain 'db-notimer': 2 violations of {hook.policy}",
+    ]
+    logged = syslog.lines()
+    assert sum("denied: domain 'db-notimer' NIC #" in line for line in logged) == 2
+    assert any("refused to start domain 'db-notimer' (2 violations)" in line for line in logged)
+
+
+def test_unsupported_transport_is_refused(hook: InstalledHook) -> None:
+    # libvirt itself refuses a ccw address on x86 at define time, so only the hook-level protocol
+    # is shown here; the probe answer comes from the real qemu-system-x86_64.
+    ccw = "<address type='ccw' cssid='0xfe' ssid='0x0' devno='0x0001'/>"
+    xml = domain("edge", nic("52:54:00:00:00:09", "iothread", extra=ccw))
+    result = hook.run("edge", "prepare", "begin", "-", stdin=xml)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "libvirt-txmode: domain 'edge' NIC #0 (52:54:00:00:00:09): txmode 'iothread' needs the 'tx' "
+        "property of virtio-net-ccw, which /usr/bin/qemu-system-x86_64 does not have (this QEMU has "
+        "no device virtio-net-ccw) [txmode-unsupported, rule 'defaults']"
+    )
+
+
+def test_audit_mode_starts_and_logs_the_violation(tmp_path: Path, syslog: env.SyslogSink) -> None:
+    hook = make_hook(tmp_path, POLICY.replace("action: enforce", "action: audit"))
+    xml = domain("db-notimer", nic("52:54:00:00:00:02", "timer"))
+    result = hook.run("db-notimer", "prepare", "begin", "-", stdin=xml)
+    # libvirt drops stderr on exit 0, so the warning must be in syslog, not (only) on stderr.
+    assert (result.returncode, result.stderr) == (0, "")
+    logged = syslog.lines()
+    assert any(
+        "warning: domain 'db-notimer' NIC #0 (52:54:00:00:00:02): txmode 'timer' is not allowed" in line
+        for line in logged
+    )
+    assert any("allowed domain 'db-notimer' with 1 warning" in line for line in logged)
+
+
+@pytest.mark.parametrize(
+    ("stdin", "reason"),
+    [
+        (b"", "empty document"),
+        (b"<domain><name>x</name>", "not well-formed XML"),
+        (b"<network><name>x</name></network>", "root element is <network>, expected <domain>"),
+        (b"\xff\xfe\x00garbage", "not well-formed XML"),
+    ],
+    ids=["closed-stdin", "truncated", "not-a-domain", "binary"],
+)
+def test_bad_xml_follows_on_error(tmp_path: Path, stdin: bytes, reason: str, syslog: env.SyslogSink) -> None:
+    deny = make_hook(tmp_path / "deny")
+    result = deny.run("vm1", "prepare", "begin", "-", stdin=stdin)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "libvirt-txmode: refusing to start domain 'vm1': cannot read the domain XML from libvirt: "
+    )
+    assert reason in result.stderr
+    assert result.stderr.rstrip().endswith("(on_error: deny)")
+    assert "Traceback" not in result.stderr
+
+    allow = make_hook(tmp_path / "allow", POLICY.replace("on_error: deny", "on_error: allow"))
+    result = allow.run("vm1", "prepare", "begin", "-", stdin=stdin)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert any("allowing domain 'vm1' despite an error (on_error: allow)" in x for x in syslog.lines())
+
+
+def test_broken_policy_fails_closed_naming_file_line_key(hook: InstalledHook) -> None:
+    hook.policy.write_text(POLICY.replace("on_unknown", "on_unknwon"))
+    result = hook.run("vm1", "prepare", "begin", "-", stdin=domain("vm1", nic("52:54:00:00:00:01")))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"libvirt-txmode: refusing to start domain 'vm1': policy unusable: {hook.policy}:3: "
+        "on_unknwon: unknown key (expected one of: version, action, on_unknown, on_error, emulators, "
+        "probe_timeout, defaults, rules)\n"
+    )
+
+
+def test_missing_policy_fails_closed(hook: InstalledHook) -> None:
+    hook.policy.unlink()
+    result = hook.run("vm1", "prepare", "begin", "-", stdin=domain("vm1", nic("52:54:00:00:00:01")))
+    assert result.returncode == 1
+    assert result.stderr.startswith("libvirt-txmode: refusing to start domain 'vm1': policy unusable: ")
+    assert str(hook.policy) in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership rules apply when the hook runs as root")
+@pytest.mark.parametrize("weaken", ["chmod-o+w", "chmod-g+w", "chown"])
+def test_policy_others_could_edit_is_refused(hook: InstalledHook, weaken: str) -> None:
+    # Anyone who can write the policy could switch the gate off: the root hook must not trust it.
+    if weaken == "chmod-o+w":
+        os.chmod(hook.policy, 0o646)
+    elif weaken == "chmod-g+w":
+        os.chmod(hook.policy, 0o664)
+    else:
+        os.chown(hook.policy, 65534, 65534)
+    result = hook.run("vm1", "prepare", "begin", "-", stdin=domain("vm1", nic("52:54:00:00:00:01", "timer")))
+    assert result.returncode == 1
+    assert "policy unusable" in result.stderr
+    assert str(hook.policy) in result.stderr
+
+
+def test_hook_never_writes_stdout(hook: InstalledHook) -> None:
+    # For migrate/restore libvirt treats a hook's stdout as replacement XML.
+    for xml in (domain("ok", nic("52:54:00:00:00:01", "iothread")), b"<broken"):
+        assert hook.run("vm1", "prepare", "begin", "-", stdin=xml).stdout == ""
+
+
+def test_internal_error_fails_closed_without_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syslog: env.SyslogSink
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("engine fell over")
+
+    monkeypatch.setattr("libvirt_txmode.check.check_domain", explode)
+    err = io.StringIO()
+    code = hook_module.main(
+        ["--policy", str(policy), "--snapshot", "", "--cache-dir", str(tmp_path / "c"), "--", "vm1", "prepare", "begin", "-"],
+        stdin=io.BytesIO(domain("vm1", nic("52:54:00:00:00:01", "iothread"))),
+        stderr=err,
+    )
+    assert code == 1
+    assert err.getvalue() == (
+        "libvirt-txmode: internal error checking domain 'vm1': RuntimeError: engine fell over "
+        "(details in syslog); refusing to start (fail closed)\n"
+    )
+    assert any("Traceback" in line and "engine fell over" in line for line in syslog.lines())
+
+
+def test_control_characters_cannot_forge_lines(hook: InstalledHook) -> None:
+    mac = "52:54:00:00:00:01&#10;libvirt-txmode: allowed"
+    xml = domain("evil&#10;name", nic(mac, "bogus"))
+    result = hook.run("evil", "prepare", "begin", "-", stdin=xml)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("libvirt-txmode: domain 'evil\\x0aname' NIC #0 (52:54:00:00:00:01\\x0alibvirt")
+
+
+def test_external_entity_file_is_never_opened(hook: InstalledHook, tmp_path: Path) -> None:
+    # The entity points at a FIFO: a writer blocked on it is released only if somebody opens the
+    # read end, which is exactly what a resolving parser would do.
+    import threading
+
+    fifo = tmp_path / "secret"
+    os.mkfifo(fifo)
+    opened = threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "w") as handle:
+            opened.set()
+            handle.write("TOPSECRET")
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    xml = (
+        f'<?xml version="1.0"?>\n<!DOCTYPE domain [<!ENTITY s SYSTEM "file://{fifo}">]>\n'
+        "<domain type='qemu'><name>&s;</name><devices/></domain>\n"
+    ).encode()
+    result = hook.run("vm1", "prepare", "begin", "-", stdin=xml)
+    was_opened = opened.is_set()
+    with open(fifo) as release:  # unblock our writer thread whatever happened
+        release.read()
+    thread.join(5)
+    assert not was_opened
+    assert result.returncode == 1
+    assert "TOPSECRET" not in result.stderr
+    assert "DOCTYPE is not allowed" in result.stderr or "not well-formed" in result.stderr
+
+
+def test_100_mb_on_stdin_is_refused_in_bounded_memory(hook: InstalledHook) -> None:
+    head = b"<domain type='qemu'><name>big</name><description>"
+    filler = b"x" * (1024 * 1024)
+    xml = itertools.chain([head], itertools.repeat(filler, 100), [b"</description></domain>"])
+    result = hook.run("big", "prepare", "begin", "-", stdin=xml, timeout=120)
+    assert result.returncode == 1
+    assert "input is larger than 10485760 bytes" in result.stderr
+    # The reader stops at the 10 MiB limit: the process never holds the 100 MB document.
+    assert result.maxrss_kib < 80 * 1024, result.maxrss_kib
