@@ -1,12 +1,14 @@
 """install-hook / uninstall-hook: put the hook where libvirt looks, and take it away again.
 
-libvirt runs ``$HOOKS/qemu`` and, since 6.5, every executable in ``$HOOKS/qemu.d/``. We never replace
-a hook we did not write: if a foreign ``qemu`` exists we go into ``qemu.d``. A manifest records what
-install created, so uninstall removes exactly that and nothing an operator changed afterwards.
+libvirt runs ``$HOOKS/qemu`` and, since 6.5, every executable in ``$HOOKS/qemu.d/``. We never
+replace a hook we did not write: if a foreign ``qemu`` exists we go into ``qemu.d``. A manifest
+records what install created, so uninstall removes exactly that and nothing an operator changed
+afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -67,7 +69,8 @@ class Outcome:
 
 
 def _packaged(name: str) -> str:
-    return resources.files("libvirt_txmode").joinpath("data", name).read_text(encoding="utf-8")
+    data = resources.files("libvirt_txmode").joinpath("data")
+    return data.joinpath(name).read_text(encoding="utf-8")
 
 
 def _sha256(path: str) -> Optional[str]:
@@ -191,10 +194,8 @@ def uninstall(layout: Layout) -> Outcome:
         outcome.say(f"emptied probe cache {layout.cache_dir}")
     dropin_dir = os.path.join(layout.hooks_dir, "qemu.d")
     for directory in (dropin_dir, layout.config_dir, layout.state_dir, layout.cache_dir):
-        try:
+        with contextlib.suppress(OSError):
             os.rmdir(directory)  # only when empty: it may hold the operator's files
-        except OSError:
-            pass
     return outcome
 
 

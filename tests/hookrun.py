@@ -8,6 +8,7 @@ PATH in the environment (src/util/virhook.c), so these helpers do the same again
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,10 @@ import pytest
 
 from libvirt_txmode.install import Layout, install
 
-LIBVIRT_ENV = {"LC_ALL": "C", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+LIBVIRT_ENV = {
+    "LC_ALL": "C",
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+}
 
 POLICY = """\
 version: 1
@@ -62,19 +66,32 @@ class InstalledHook:
         *argv: str,
         stdin: Union[bytes, Iterable[bytes], None] = b"",
         timeout: float = 60,
+        data_limit: Optional[int] = None,
     ) -> HookResult:
         """Run the hook; ``stdin=None`` hands it a pipe that is never written nor closed."""
-        return run_hook([str(self.path), *argv], stdin=stdin, timeout=timeout)
+        return run_hook(
+            [str(self.path), *argv], stdin=stdin, timeout=timeout, data_limit=data_limit
+        )
 
 
 def run_hook(
-    argv: list[str], *, stdin: Union[bytes, Iterable[bytes], None], timeout: float = 60
+    argv: list[str],
+    *,
+    stdin: Union[bytes, Iterable[bytes], None],
+    timeout: float = 60,
+    data_limit: Optional[int] = None,
 ) -> HookResult:
     """Run argv with libvirt's environment; collects exit code, output and peak memory (KiB).
 
     ``stdin`` may be an iterable of chunks, so a 100 MB input never sits in the test's memory (a
-    forked child's peak RSS starts from its parent's).
+    forked child's peak RSS starts from its parent's, so ``maxrss_kib`` is only an upper bound).
+    ``data_limit`` caps the child's data segment (RLIMIT_DATA), the way to prove bounded memory.
     """
+
+    def limit() -> None:
+        if data_limit is not None:
+            resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
+
     read_end, write_end = os.pipe()
     proc = subprocess.Popen(
         argv,
@@ -83,6 +100,7 @@ def run_hook(
         stderr=subprocess.PIPE,
         env=dict(LIBVIRT_ENV),
         cwd="/",
+        preexec_fn=limit if data_limit is not None else None,  # noqa: PLW1509 - no threads touch it
     )
     os.close(read_end)
     writer: Optional[threading.Thread] = None
@@ -167,15 +185,15 @@ def domain(
         f"<domain type='{domain_type}'>\n  <name>{name}</name>\n"
         "  <memory unit='MiB'>128</memory>\n"
         "  <os><type arch='x86_64' machine='pc'>hvm</type></os>\n"
-        f"  <devices>{emu}\n" + "".join(f"    {nic}\n" for nic in nics) + "  </devices>\n</domain>\n"
+        f"  <devices>{emu}\n"
+        + "".join(f"    {nic}\n" for nic in nics)
+        + "  </devices>\n</domain>\n"
     ).encode()
 
 
 def nic(mac: str, txmode: Optional[str] = None, *, model: str = "virtio", extra: str = "") -> str:
     driver = f"<driver txmode='{txmode}'/>" if txmode else ""
-    return (
-        f"<interface type='user'><mac address='{mac}'/><model type='{model}'/>{driver}{extra}</interface>"
-    )
+    return f"<interface type='user'><mac address='{mac}'/><model type='{model}'/>{driver}{extra}</interface>"
 
 
 @pytest.fixture

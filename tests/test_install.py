@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.install import DROPIN_NAME, InstallError, Layout, install, is_ours, render_hook, uninstall
+from libvirt_txmode.install import (
+    DROPIN_NAME,
+    InstallError,
+    Layout,
+    install,
+    is_ours,
+    render_hook,
+    uninstall,
+)
 
 FOREIGN = "#!/bin/sh\n# the operator's own hook\nexit 0\n"
 
@@ -47,7 +55,9 @@ def test_install_writes_an_executable_wrapper_with_this_installation(tmp_path: P
     assert stat.S_IMODE(hook.stat().st_mode) == 0o755
     assert is_ours(str(hook))
     # The default policy is the bundled one, installed root-only-writable.
-    assert Path(lay.policy).read_text() == (Path(__file__).parent.parent / "policy.yaml").read_text()
+    assert (
+        Path(lay.policy).read_text() == (Path(__file__).parent.parent / "policy.yaml").read_text()
+    )
     assert stat.S_IMODE(os.stat(lay.policy).st_mode) == 0o644
     assert outcome.messages == [
         f"installed hook {hook} (interpreter /opt/venv/bin/python3)",
@@ -57,7 +67,9 @@ def test_install_writes_an_executable_wrapper_with_this_installation(tmp_path: P
 
 def test_rendered_wrapper_is_valid_posix_sh(tmp_path: Path) -> None:
     install(layout(tmp_path), python=sys.executable)
-    assert subprocess.run(["sh", "-n", str(tmp_path / "hooks" / "qemu")], check=False).returncode == 0
+    assert (
+        subprocess.run(["sh", "-n", str(tmp_path / "hooks" / "qemu")], check=False).returncode == 0
+    )
 
 
 def test_install_is_idempotent(tmp_path: Path) -> None:
@@ -110,7 +122,10 @@ def test_uninstall_keeps_an_edited_policy_and_operator_files(tmp_path: Path) -> 
     Path(lay.policy).write_text(Path(lay.policy).read_text() + "# tuned by the operator\n")
     (Path(lay.config_dir) / "notes.txt").write_text("mine")
     outcome = uninstall(lay)
-    assert f"kept {lay.policy}: changed since install (remove it yourself if you want)" in outcome.messages
+    assert (
+        f"kept {lay.policy}: changed since install (remove it yourself if you want)"
+        in outcome.messages
+    )
     assert Path(lay.policy).read_text().endswith("# tuned by the operator\n")
     assert (Path(lay.config_dir) / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "hooks" / "qemu").exists()
@@ -130,7 +145,9 @@ def test_uninstall_without_install_says_so(tmp_path: Path) -> None:
     assert outcome.messages == ["nothing to uninstall (no install manifest)"]
 
 
-@pytest.mark.parametrize("bad", ["/opt/my venv/python", "/opt/$(reboot)/python", "/opt/`id`/py", "/a;b"])
+@pytest.mark.parametrize(
+    "bad", ["/opt/my venv/python", "/opt/$(reboot)/python", "/opt/`id`/py", "/a;b"]
+)
 def test_paths_that_would_be_shell_code_are_refused(tmp_path: Path, bad: str) -> None:
     with pytest.raises(InstallError, match="refusing to embed unusual path"):
         render_hook(bad, layout(tmp_path))
@@ -146,14 +163,19 @@ def test_install_hook_command_through_console_script(tmp_path: Path) -> None:
         "--no-reload",
     ]  # fmt: skip
     result = subprocess.run(
-        [str(cli), "install-hook", "--no-snapshot", *args], capture_output=True, text=True, check=False
+        [str(cli), "install-hook", "--no-snapshot", *args],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.splitlines() == [
         f"installed hook {tmp_path / 'hooks' / 'qemu'} (interpreter {sys.executable})",
         f"installed default policy {tmp_path / 'etc' / 'policy.yaml'}",
     ]
-    result = subprocess.run([str(cli), "uninstall-hook", *args], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(cli), "uninstall-hook", *args], capture_output=True, text=True, check=False
+    )
     assert (result.returncode, result.stderr) == (0, "")
     assert not (tmp_path / "hooks" / "qemu").exists()
     assert not (tmp_path / "etc").exists()
