@@ -31,10 +31,22 @@ class FatalError(Exception):
     """The user's input or environment keeps us from running: a clean message and exit 2."""
 
 
+# Shell-completion hints, read by shtab when scripts/gen-docs or `libvirt-txmode completion` build
+# the completion scripts: the names of shtab's own file/directory completers (shtab.FILE/.DIR),
+# spelled out so that the CLI itself never imports shtab.
+_FILES = {"bash": "_shtab_compgen_files", "zsh": "_files"}
+_DIRS = {"bash": "_shtab_compgen_dirs", "zsh": "_files -/"}
+
+
+def _complete(action: argparse.Action, kind: dict[str, str]) -> None:
+    action.complete = kind  # type: ignore[attr-defined]
+
+
 # --- validate-domain -----------------------------------------------------------------------------
 
 
-def _validate_parser() -> argparse.ArgumentParser:
+def validate_parser() -> argparse.ArgumentParser:
+    """The ``validate-domain`` parser (public: scripts/gen-docs builds man page and completion)."""
     from .report import FORMATTERS  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
@@ -43,20 +55,89 @@ def _validate_parser() -> argparse.ArgumentParser:
         "site policy and what the target hosts' QEMU supports.",
         epilog="Exit status: 0 no errors, 1 errors found (--strict: or warnings), 2 could not run.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="domain XML files, directories (*.xml, recursively) or - for stdin")
-    parser.add_argument("-p", "--policy", help="policy file (default: /etc/libvirt-txmode/policy.yaml, else ./policy.yaml)")
-    parser.add_argument("--caps", action="append", default=[], metavar="SNAPSHOT", help="capability snapshot of a target host (repeatable); without it this machine's emulators are probed")
+    _complete(
+        parser.add_argument(
+            "paths",
+            nargs="+",
+            metavar="PATH",
+            help="domain XML files, directories (*.xml, recursively) or - for stdin",
+        ),
+        _FILES,
+    )
+    _complete(
+        parser.add_argument(
+            "-p",
+            "--policy",
+            help="policy file (default: /etc/libvirt-txmode/policy.yaml, else ./policy.yaml)",
+        ),
+        _FILES,
+    )
+    _complete(
+        parser.add_argument(
+            "--caps",
+            action="append",
+            default=[],
+            metavar="SNAPSHOT",
+            help="capability snapshot of a target host (repeatable); "
+            "without it this machine's emulators are probed",
+        ),
+        _FILES,
+    )
     hosts = parser.add_mutually_exclusive_group()
-    hosts.add_argument("--all-hosts", dest="host_mode", action="store_const", const="all", help="with several --caps: every host must support each NIC (default: the domain may run and migrate anywhere)")
-    hosts.add_argument("--any-host", dest="host_mode", action="store_const", const="any", help="with several --caps: one supporting host is enough")
+    hosts.add_argument(
+        "--all-hosts",
+        dest="host_mode",
+        action="store_const",
+        const="all",
+        help="with several --caps: every host must support each NIC "
+        "(default: the domain may run and migrate anywhere)",
+    )
+    hosts.add_argument(
+        "--any-host",
+        dest="host_mode",
+        action="store_const",
+        const="any",
+        help="with several --caps: one supporting host is enough",
+    )
     parser.set_defaults(host_mode="all")
-    parser.add_argument("-f", "--format", default="auto", choices=["auto", *sorted(FORMATTERS)], help="output format (auto: github under GitHub Actions, else text)")
-    parser.add_argument("-o", "--output", metavar="FILE", help="write the report in --format to FILE; the terminal gets text")
-    parser.add_argument("--strict", action="store_true", help="warnings count as failures for the exit code")
-    parser.add_argument("--no-color", action="store_true", help="never colour (NO_COLOR is honoured too)")
-    parser.add_argument("--cache-dir", help="probe cache directory (default: /var/cache/libvirt-txmode as root, else ~/.cache/libvirt-txmode)")
-    parser.add_argument("--no-cache", action="store_true", help="probe emulators afresh, don't read or write the cache")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log probing and cache decisions to stderr")
+    parser.add_argument(
+        "-f",
+        "--format",
+        default="auto",
+        choices=["auto", *sorted(FORMATTERS)],
+        help="output format (auto: github under GitHub Actions, else text)",
+    )
+    _complete(
+        parser.add_argument(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="write the report in --format to FILE; the terminal gets text",
+        ),
+        _FILES,
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="warnings count as failures for the exit code"
+    )
+    parser.add_argument(
+        "--no-color", action="store_true", help="never colour (NO_COLOR is honoured too)"
+    )
+    _complete(
+        parser.add_argument(
+            "--cache-dir",
+            help="probe cache directory "
+            "(default: /var/cache/libvirt-txmode as root, else ~/.cache/libvirt-txmode)",
+        ),
+        _DIRS,
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="probe emulators afresh, don't read or write the cache",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log probing and cache decisions to stderr"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -81,7 +162,7 @@ def _inputs(paths: Sequence[str], stdin: IO[bytes]) -> Iterator[_Input]:
         if path == "-":
             yield _Input("<stdin>", lambda: read_bounded(stdin, MAX_XML_BYTES))
         elif os.path.isdir(path):
-            found = []
+            found: list[str] = []
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 found.extend(os.path.join(root, f) for f in sorted(files) if f.endswith(".xml"))
@@ -101,14 +182,18 @@ def _default_policy() -> str:
     for candidate in (DEFAULT_POLICY_PATH, "policy.yaml"):
         if os.path.exists(candidate):
             return candidate
-    raise FatalError(f"no policy given and neither {DEFAULT_POLICY_PATH} nor ./policy.yaml exists (use -p)")
+    raise FatalError(
+        f"no policy given and neither {DEFAULT_POLICY_PATH} nor ./policy.yaml exists (use -p)"
+    )
 
 
 def _use_color(stream: IO[str], args: argparse.Namespace, environ: dict[str, str]) -> bool:
     return not args.no_color and "NO_COLOR" not in environ and stream.isatty()
 
 
-def validate(argv: Sequence[str], stdin: IO[bytes], stdout: IO[str], environ: dict[str, str]) -> int:
+def validate(
+    argv: Sequence[str], stdin: IO[bytes], stdout: IO[str], environ: dict[str, str]
+) -> int:
     from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
     from .domain import Domain, DomainXMLError, parse_domain  # noqa: PLC0415
@@ -117,7 +202,7 @@ def validate(argv: Sequence[str], stdin: IO[bytes], stdout: IO[str], environ: di
     from .policy import PolicyError, load_policy  # noqa: PLC0415
     from .report import choose_format, render  # noqa: PLC0415
 
-    args = _validate_parser().parse_args(argv)
+    args = validate_parser().parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="validate-domain: %(message)s")
     try:
@@ -153,7 +238,9 @@ def validate(argv: Sequence[str], stdin: IO[bytes], stdout: IO[str], environ: di
 
     for domain in domains:
         found.extend(check_domain(domain, policy, hosts, args.host_mode))
-    found.sort(key=lambda f: (files.index(f.file) if f.file in files else 0, f.line, f.code, f.host or ""))
+    found.sort(
+        key=lambda f: (files.index(f.file) if f.file in files else 0, f.line, f.code, f.host or "")
+    )
     report = Report(
         files=tuple(files),
         findings=tuple(found),
@@ -182,9 +269,12 @@ def _renamed(caps: HostCapabilities, source: str) -> HostCapabilities:
 
 
 def validate_main(argv: Optional[Sequence[str]] = None) -> int:
-    return _guard("validate-domain", lambda: validate(
-        sys.argv[1:] if argv is None else argv, sys.stdin.buffer, sys.stdout, dict(os.environ)
-    ))
+    return _guard(
+        "validate-domain",
+        lambda: validate(
+            sys.argv[1:] if argv is None else argv, sys.stdin.buffer, sys.stdout, dict(os.environ)
+        ),
+    )
 
 
 def _guard(prog: str, run: Callable[[], int]) -> int:
@@ -211,7 +301,8 @@ def _guard(prog: str, run: Callable[[], int]) -> int:
 # --- libvirt-txmode ------------------------------------------------------------------------------
 
 
-def _main_parser() -> argparse.ArgumentParser:
+def main_parser() -> argparse.ArgumentParser:
+    """The ``libvirt-txmode`` parser (public: scripts/gen-docs builds man page and completion)."""
     from .install import (  # noqa: PLC0415
         DEFAULT_CACHE_DIR,
         DEFAULT_CONFIG_DIR,
@@ -219,37 +310,134 @@ def _main_parser() -> argparse.ArgumentParser:
         DEFAULT_STATE_DIR,
     )
 
-    parser = argparse.ArgumentParser(prog="libvirt-txmode", description="Host-side tools of libvirt-txmode.")
+    parser = argparse.ArgumentParser(
+        prog="libvirt-txmode", description="Host-side tools of libvirt-txmode."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    snap = sub.add_parser("snapshot", help="record this host's txmode capabilities (libvirt APIs + probes)")
-    snap.add_argument("-c", "--connect", default="qemu:///system", metavar="URI", help="libvirt URI (default: %(default)s)")
-    snap.add_argument("-o", "--output", default=None, metavar="FILE", help="where to write it, - for stdout (default: /var/lib/libvirt-txmode/snapshot.json)")
-    snap.add_argument("-p", "--policy", default=None, help="policy whose 'emulators' may be probed (default: /etc/libvirt-txmode/policy.yaml, else built-in)")
+    snap = sub.add_parser(
+        "snapshot", help="record this host's txmode capabilities (libvirt APIs + probes)"
+    )
+    snap.add_argument(
+        "-c",
+        "--connect",
+        default="qemu:///system",
+        metavar="URI",
+        help="libvirt URI (default: %(default)s)",
+    )
+    _complete(
+        snap.add_argument(
+            "-o",
+            "--output",
+            default=None,
+            metavar="FILE",
+            help="where to write it, - for stdout (default: /var/lib/libvirt-txmode/snapshot.json)",
+        ),
+        _FILES,
+    )
+    _complete(
+        snap.add_argument(
+            "-p",
+            "--policy",
+            default=None,
+            help="policy whose 'emulators' may be probed "
+            "(default: /etc/libvirt-txmode/policy.yaml, else built-in)",
+        ),
+        _FILES,
+    )
 
-    for name, helptext in (("install-hook", "install the qemu hook, default policy and a snapshot"),
-                           ("uninstall-hook", "remove exactly what install-hook added")):
+    for name, helptext in (
+        ("install-hook", "install the qemu hook, default policy and a snapshot"),
+        ("uninstall-hook", "remove exactly what install-hook added"),
+    ):
         cmd = sub.add_parser(name, help=helptext)
-        cmd.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR, help="libvirt's hook directory (default: %(default)s)")
-        cmd.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, help="where policy.yaml lives (default: %(default)s)")
-        cmd.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="snapshot and install manifest (default: %(default)s)")
-        cmd.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help="the hook's probe cache (default: %(default)s)")
-        cmd.add_argument("--no-reload", action="store_true", help="don't make the running daemon re-read its hooks")
+        _complete(
+            cmd.add_argument(
+                "--hooks-dir",
+                default=DEFAULT_HOOKS_DIR,
+                help="libvirt's hook directory (default: %(default)s)",
+            ),
+            _DIRS,
+        )
+        _complete(
+            cmd.add_argument(
+                "--config-dir",
+                default=DEFAULT_CONFIG_DIR,
+                help="where policy.yaml lives (default: %(default)s)",
+            ),
+            _DIRS,
+        )
+        _complete(
+            cmd.add_argument(
+                "--state-dir",
+                default=DEFAULT_STATE_DIR,
+                help="snapshot and install manifest (default: %(default)s)",
+            ),
+            _DIRS,
+        )
+        _complete(
+            cmd.add_argument(
+                "--cache-dir",
+                default=DEFAULT_CACHE_DIR,
+                help="the hook's probe cache (default: %(default)s)",
+            ),
+            _DIRS,
+        )
+        cmd.add_argument(
+            "--no-reload",
+            action="store_true",
+            help="don't make the running daemon re-read its hooks",
+        )
         if name == "install-hook":
-            cmd.add_argument("--no-snapshot", action="store_true", help="don't take a capability snapshot now")
+            cmd.add_argument(
+                "--no-snapshot", action="store_true", help="don't take a capability snapshot now"
+            )
             cmd.add_argument("-c", "--connect", default="qemu:///system", metavar="URI")
 
-    probe = sub.add_parser("probe", help="ask an emulator directly whether its virtio-net devices have 'tx'")
-    probe.add_argument("emulator", help="path of the QEMU binary")
-    probe.add_argument("-d", "--device", action="append", help="device (repeatable; default: every virtio-net transport)")
+    probe = sub.add_parser(
+        "probe", help="ask an emulator directly whether its virtio-net devices have 'tx'"
+    )
+    _complete(probe.add_argument("emulator", help="path of the QEMU binary"), _FILES)
+    probe.add_argument(
+        "-d",
+        "--device",
+        action="append",
+        help="device (repeatable; default: every virtio-net transport)",
+    )
     probe.add_argument("-m", "--method", default="auto", choices=["auto", "help", "qmp"])
-    probe.add_argument("-p", "--policy", default=None, help="policy whose 'emulators' list must trust the binary")
-    probe.add_argument("-t", "--timeout", type=float, default=None, help="seconds (default: the policy's probe_timeout)")
+    _complete(
+        probe.add_argument(
+            "-p",
+            "--policy",
+            default=None,
+            help="policy whose 'emulators' list must trust the binary",
+        ),
+        _FILES,
+    )
+    probe.add_argument(
+        "-t",
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds (default: the policy's probe_timeout)",
+    )
 
     explain = sub.add_parser("explain", help="what a finding code means and how to fix it")
-    explain.add_argument("code", nargs="?", help="finding code, e.g. txmode-unsupported (omit to list them)")
+    explain.add_argument(
+        "code", nargs="?", help="finding code, e.g. txmode-unsupported (omit to list them)"
+    )
+
+    completion = sub.add_parser("completion", help="print a shell completion script (needs shtab)")
+    completion.add_argument("shell", choices=COMPLETION_SHELLS)
+    completion.add_argument(
+        "program",
+        nargs="?",
+        default="libvirt-txmode",
+        choices=sorted(PARSERS),
+        help="the command to complete (default: %(default)s)",
+    )
     return parser
 
 
@@ -305,7 +493,9 @@ def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
     for line in outcome.messages:
         out.write(f"{line}\n")
     if not args.no_snapshot:
-        snap_args = argparse.Namespace(connect=args.connect, output=layout.snapshot, policy=layout.policy)
+        snap_args = argparse.Namespace(
+            connect=args.connect, output=layout.snapshot, policy=layout.policy
+        )
         try:
             _cmd_snapshot(snap_args, out)
         except FatalError as exc:
@@ -336,7 +526,9 @@ def _cmd_probe(args: argparse.Namespace, out: IO[str]) -> int:
         raise FatalError(problem)
     devices = args.device or list(VIRTIO_NET_DEVICES)
     try:
-        results = probe(args.emulator, devices, timeout=args.timeout or policy.probe_timeout, method=args.method)
+        results = probe(
+            args.emulator, devices, timeout=args.timeout or policy.probe_timeout, method=args.method
+        )
     except ProbeError as exc:
         raise FatalError(str(exc)) from None
     for device in devices:
@@ -355,7 +547,19 @@ def _cmd_explain(args: argparse.Namespace, out: IO[str]) -> int:
     try:
         out.write(explain(args.code).rstrip("\n") + "\n")
     except KeyError:
-        raise FatalError(f"unknown finding code {args.code!r} (known: {', '.join(EXPLANATIONS)})") from None
+        raise FatalError(
+            f"unknown finding code {args.code!r} (known: {', '.join(EXPLANATIONS)})"
+        ) from None
+    return EXIT_OK
+
+
+def _cmd_completion(args: argparse.Namespace, out: IO[str]) -> int:
+    from .manpage import completion_script  # noqa: PLC0415
+
+    try:
+        out.write(completion_script(args.program, args.shell))
+    except ImportError:
+        raise FatalError("shell completion needs shtab: pip install shtab") from None
     return EXIT_OK
 
 
@@ -365,12 +569,21 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, IO[str]], int]] = {
     "uninstall-hook": _cmd_uninstall,
     "probe": _cmd_probe,
     "explain": _cmd_explain,
+    "completion": _cmd_completion,
+}
+COMPLETION_SHELLS = ("bash", "zsh")
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "validate-domain": validate_parser,
+    "libvirt-txmode": main_parser,
 }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _main_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="libvirt-txmode: %(message)s")
+    args = main_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="libvirt-txmode: %(message)s",
+    )
     return _guard("libvirt-txmode", lambda: COMMANDS[args.command](args, sys.stdout))
 
 
