@@ -1,4 +1,7 @@
-"""The check engine: (domain, policy, capabilities) -> findings. Pure: no I/O, no clock, no globals."""
+"""The check engine: (domain, policy, capabilities) -> findings.
+
+Pure: no I/O, no clock, no globals.
+"""
 
 from __future__ import annotations
 
@@ -79,22 +82,26 @@ def _check_nic(
             )
         return
 
+    ineffective = vhost_reason(domain, nic)
+    ineffective_level = {"error": Level.ERROR, "warn": Level.WARNING}.get(settings.ineffective)
+    if not nic.is_virtio or nic.type == "hostdev":
+        # libvirt drops the attribute here without even validating it (libvirt 9.0 defines an e1000
+        # or hostdev NIC with txmode='bogus' and no <driver txmode>), so neither validity, policy
+        # nor host support is at stake.
+        if ineffective_level is not None:
+            yield subject.finding(
+                codes.INEFFECTIVE,
+                ineffective_level,
+                f"txmode '{nic.txmode}' has no effect: {ineffective}",
+            )
+        return
+
     if nic.txmode not in TXMODES:
         yield subject.finding(
             codes.INVALID,
             Level.ERROR,
             f"txmode '{nic.txmode}' is not a valid value (libvirt accepts: {', '.join(TXMODES)})",
         )
-        return
-
-    ineffective = vhost_reason(domain, nic)
-    ineffective_level = {"error": Level.ERROR, "warn": Level.WARNING}.get(settings.ineffective)
-    if not nic.is_virtio or nic.type == "hostdev":
-        # libvirt drops the attribute here, so neither policy nor host support is at stake.
-        if ineffective_level is not None:
-            yield subject.finding(
-                codes.INEFFECTIVE, ineffective_level, f"txmode '{nic.txmode}' has no effect: {ineffective}"
-            )
         return
 
     if nic.txmode not in settings.allowed:
@@ -106,17 +113,22 @@ def _check_nic(
         )
     if ineffective and ineffective_level is not None:
         yield subject.finding(
-            codes.INEFFECTIVE, ineffective_level, f"txmode '{nic.txmode}' has no effect: {ineffective}"
+            codes.INEFFECTIVE,
+            ineffective_level,
+            f"txmode '{nic.txmode}' has no effect: {ineffective}",
         )
 
     device = qemu_device(domain, nic)
     if device is not None:
-        yield from _support_findings(subject, device, policy, settings, hosts, host_mode)
+        yield from _support_findings(
+            subject, device, policy=policy, settings=settings, hosts=hosts, host_mode=host_mode
+        )
 
 
 def _support_findings(
     subject: _Subject,
     device: str,
+    *,
     policy: Policy,
     settings: Settings,
     hosts: Sequence[HostCapabilities],
@@ -147,7 +159,8 @@ def _support_findings(
                 subject.finding(
                     codes.UNKNOWN_SUPPORT,
                     level,
-                    f"cannot tell whether {device}{on_host} supports txmode '{txmode}': {support.detail}",
+                    f"cannot tell whether {device}{on_host} supports txmode '{txmode}': "
+                    f"{support.detail}",
                     label,
                 )
             )

@@ -7,8 +7,9 @@ touches no network, refuses any DOCTYPE and reads a bounded number of bytes.
 from __future__ import annotations
 
 import platform
+import re
 from dataclasses import dataclass, field
-from typing import IO, Optional
+from typing import IO, Any, Optional
 
 from lxml import etree
 
@@ -19,6 +20,10 @@ VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
 TXMODES = ("iothread", "timer")
 # libvirt turns on vhost-net for these interface types (qemuInterfaceOpenVhostNet).
 VHOST_CAPABLE_TYPES = ("network", "bridge", "direct", "ethernet")
+# The first markup that is a DOCTYPE or a start tag. A DOCTYPE can only precede the root element, so
+# finding it first means the document has one: refuse it before libxml2 reads its internal subset.
+_PROLOG_MARKUP = re.compile(rb"<!DOCTYPE|<[A-Za-z_:]")
+_DOCTYPE_REFUSED = "a DOCTYPE is not allowed in domain XML"
 
 
 class DomainXMLError(Exception):
@@ -84,6 +89,12 @@ def _parser() -> etree.XMLParser:
     )
 
 
+def _line(element: etree._Element) -> int:
+    # lxml-stubs type sourceline loosely; libxml2 reports 0/None when it does not know.
+    line: Optional[int] = element.sourceline  # type: ignore[assignment]
+    return line or 1
+
+
 def read_bounded(stream: IO[bytes], limit: int = MAX_XML_BYTES) -> bytes:
     """Read at most ``limit`` bytes; raise if there is more (never buffer an unbounded input)."""
     data = stream.read(limit + 1)
@@ -98,6 +109,10 @@ def parse_domain(data: bytes, source: str) -> Domain:
         raise DomainXMLError(f"input is larger than {MAX_XML_BYTES} bytes")
     if not data.strip():
         raise DomainXMLError("empty document")
+    first = _PROLOG_MARKUP.search(data)
+    if first is not None and first.group() == b"<!DOCTYPE":
+        # Entities (external ones read files, nested ones explode) never reach the parser.
+        raise DomainXMLError(_DOCTYPE_REFUSED, data.count(b"\n", 0, first.start()) + 1)
     try:
         root = etree.fromstring(data, parser=_parser())
     except etree.XMLSyntaxError as exc:
@@ -106,21 +121,24 @@ def parse_domain(data: bytes, source: str) -> Domain:
         raise DomainXMLError(f"not well-formed XML: {msg}", line) from None
     except ValueError as exc:  # e.g. an encoding declaration lxml cannot honour
         raise DomainXMLError(f"unreadable XML: {exc}") from None
-    tree = root.getroottree()
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
-        raise DomainXMLError("a DOCTYPE is not allowed in domain XML", 1)
+    # Still checked after parsing: an encoding the byte scan cannot read (UTF-16) hides a DOCTYPE
+    # from it, and the parser above neither resolves entities nor loads a DTD in any case.
+    docinfo: Any = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise DomainXMLError(_DOCTYPE_REFUSED, 1)
     if not isinstance(root.tag, str) or root.tag != "domain":
-        raise DomainXMLError(f"root element is <{root.tag}>, expected <domain>", root.sourceline or 1)
+        raise DomainXMLError(f"root element is <{root.tag}>, expected <domain>", _line(root))
 
     name = _text(root.find("name")) or "(unnamed)"
     os_type = root.find("os/type")
     nics = tuple(
-        _parse_nic(index, element) for index, element in enumerate(root.iterfind("devices/interface"))
+        _parse_nic(index, element)
+        for index, element in enumerate(root.iterfind("devices/interface"))
     )
     return Domain(
         name=name,
         file=source,
-        line=root.sourceline or 1,
+        line=_line(root),
         type=root.get("type") or "qemu",
         uuid=_text(root.find("uuid")),
         arch=os_type.get("arch") if os_type is not None else None,
@@ -143,7 +161,7 @@ def _parse_nic(index: int, element: etree._Element) -> Nic:
 
     return Nic(
         index=index,
-        line=element.sourceline or 1,
+        line=_line(element),
         type=element.get("type") or "",
         mac=attr("mac", "address"),
         network=attr("source", "network"),
@@ -194,7 +212,8 @@ def vhost_reason(domain: Domain, nic: Nic) -> Optional[str]:
     if nic.type == "hostdev":
         return "libvirt ignores txmode on hostdev interfaces"
     if not nic.is_virtio:
-        return f"libvirt ignores txmode on model '{nic.model or 'default'}' (only virtio models use it)"
+        model = nic.model or "default"
+        return f"libvirt ignores txmode on model '{model}' (only virtio models use it)"
     if domain.type == "kvm" and nic.type in VHOST_CAPABLE_TYPES and nic.driver_name != "qemu":
         return "vhost-net does the transmit in the kernel (set <driver name='qemu'/> to use txmode)"
     return None

@@ -75,7 +75,9 @@ class Report:
     tool_version: str = ""
 
 
-def summarize(files: int, domains: int, nics: int, found: "tuple[Finding, ...] | list[Finding]") -> Summary:
+def summarize(
+    files: int, domains: int, nics: int, found: tuple[Finding, ...] | list[Finding]
+) -> Summary:
     return Summary(
         files=files,
         domains=domains,
@@ -90,7 +92,10 @@ def printable(value: str) -> str:
     terminals, syslog lines and libvirt error strings, where a newline could forge a line."""
     if value.isprintable():
         return value
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in value)
+    return "".join(
+        c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+        for c in value
+    )
 
 
 def describe(finding: Finding) -> str:

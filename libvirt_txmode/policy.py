@@ -1,8 +1,8 @@
 """policy.yaml -> a validated, immutable Policy.
 
-The YAML is composed into nodes (never constructed into Python objects, so no tag can run code) and
-walked against a schema; every error names the file, the line and the dotted key, because a typo that
-silently weakened the policy would be worse than no policy at all.
+The YAML is composed into nodes (never constructed into Python objects, so no tag can run code)
+and walked against a schema; every error names the file, the line and the dotted key, because a
+typo that silently weakened the policy would be worse than no policy at all.
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ class Match:
             if pattern is None:
                 continue
             value = values[key]
+            if key == "mac":
+                # libvirt lower-cases MAC addresses, and people write them in either case.
+                pattern = pattern.lower()
             if value is None or not fnmatch.fnmatchcase(value, pattern):
                 return False
         return True
@@ -117,6 +120,11 @@ _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_TRUE = ("true", "yes", "on")
+_FALSE = ("false", "no", "off")
 
 
 class _Reader:
@@ -127,7 +135,8 @@ class _Reader:
         return PolicyError(self.file, node.start_mark.line + 1, key, message)
 
     def mapping(self, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
-        if not isinstance(node, yaml.MappingNode):
+        # The tag too: `!!python/object {...}` or `!!omap` must not pass for a plain mapping.
+        if not isinstance(node, yaml.MappingNode) or node.tag != _MAP:
             raise self.error(node, key, "expected a mapping")
         result: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
@@ -162,11 +171,19 @@ class _Reader:
         return value
 
     def boolean(self, node: yaml.Node, key: str) -> bool:
-        value = self.scalar(node, key, (_BOOL,), "true or false")
-        return value.lower() in ("true", "yes", "on")
+        value = self.scalar(node, key, (_BOOL,), "true or false").lower()
+        # An explicit tag (`!!bool maybe`) gets past the resolver: never read junk as false.
+        if value not in _TRUE + _FALSE:
+            raise self.error(node, key, "expected true or false")
+        return value in _TRUE
 
     def number(self, node: yaml.Node, key: str, low: float, high: float) -> float:
-        value = float(self.scalar(node, key, (_INT, _FLOAT), "a number").replace("_", ""))
+        text = self.scalar(node, key, (_INT, _FLOAT), "a number")
+        try:
+            # YAML 1.1 also resolves 0x10, 0o7, 1:30 and .inf as numbers: plain decimals only.
+            value = float(text.replace("_", ""))
+        except ValueError:
+            raise self.error(node, key, f"expected a decimal number, not '{text}'") from None
         if not low <= value <= high:
             raise self.error(node, key, f"must be between {low:g} and {high:g}")
         return value
@@ -174,18 +191,27 @@ class _Reader:
     def sequence(
         self, node: yaml.Node, key: str, item: Callable[[yaml.Node, str], Any]
     ) -> tuple[Any, ...]:
-        if not isinstance(node, yaml.SequenceNode):
+        if not isinstance(node, yaml.SequenceNode) or node.tag != _SEQ:
             raise self.error(node, key, "expected a list")
         return tuple(item(child, f"{key}[{i}]") for i, child in enumerate(node.value))
 
 
 _TOP_KEYS = (
-    "version", "action", "on_unknown", "on_error", "emulators", "probe_timeout", "defaults", "rules",
+    "version",
+    "action",
+    "on_unknown",
+    "on_error",
+    "emulators",
+    "probe_timeout",
+    "defaults",
+    "rules",
 )
 _SETTING_KEYS = ("allowed", "require", "ineffective", "action")
 
 
-def _settings(reader: _Reader, node: yaml.Node, key: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def _settings(
+    reader: _Reader, node: yaml.Node, key: str, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     items = reader.mapping(node, key, _SETTING_KEYS + extra)
     for name, child in items.items():
@@ -204,7 +230,9 @@ def _settings(reader: _Reader, node: yaml.Node, key: str, extra: tuple[str, ...]
 def _rule(reader: _Reader, node: yaml.Node, key: str) -> Rule:
     items = reader.mapping(node, key, ("name", "match", *_SETTING_KEYS))
     if "name" not in items:
-        raise reader.error(node, f"{key}.name", "every rule needs a name (it is quoted in findings)")
+        raise reader.error(
+            node, f"{key}.name", "every rule needs a name (it is quoted in findings)"
+        )
     name = reader.string(items["name"], f"{key}.name")
     match = Match()
     if "match" in items:
@@ -214,8 +242,11 @@ def _rule(reader: _Reader, node: yaml.Node, key: str) -> Rule:
     overrides: dict[str, Any] = {}
     if setting_nodes:
         synthetic = yaml.MappingNode(
-            "tag:yaml.org,2002:map",
-            [(yaml.ScalarNode(_STR, k, start_mark=v.start_mark), v) for k, v in setting_nodes.items()],
+            _MAP,
+            [
+                (yaml.ScalarNode(_STR, k, start_mark=v.start_mark), v)
+                for k, v in setting_nodes.items()
+            ],
             start_mark=node.start_mark,
         )
         overrides = _settings(reader, synthetic, key)
@@ -236,14 +267,19 @@ def parse_policy(text: str, file: str) -> Policy:
         raise PolicyError(file, line, "", f"not valid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise PolicyError(file, 1, "", f"not valid YAML: {exc}") from None
-    if root is None:
+    except RecursionError:
+        # PyYAML's composer recurses per nesting level: `[[[[...` a few thousand deep is enough.
+        raise PolicyError(file, 1, "", "not valid YAML: nested too deeply") from None
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
         raise PolicyError(file, 1, "", "the policy is empty (expected at least 'version: 1')")
     items = reader.mapping(root, "", _TOP_KEYS)
     if "version" not in items:
         raise reader.error(root, "version", "missing (this tool reads policy version 1)")
     version = reader.scalar(items["version"], "version", (_INT,), "the integer 1")
     if version != "1":
-        raise reader.error(items["version"], "version", f"unsupported version {version} (expected 1)")
+        raise reader.error(
+            items["version"], "version", f"unsupported version {version} (expected 1)"
+        )
 
     top: dict[str, Any] = {"source": file}
     for name in ("action",):
@@ -256,7 +292,11 @@ def parse_policy(text: str, file: str) -> Policy:
         top["emulators"] = reader.sequence(items["emulators"], "emulators", reader.string)
         for i, glob in enumerate(top["emulators"]):
             if not glob.startswith("/"):
-                raise reader.error(items["emulators"].value[i], f"emulators[{i}]", "must be an absolute path or glob")
+                raise reader.error(
+                    items["emulators"].value[i],
+                    f"emulators[{i}]",
+                    "must be an absolute path or glob",
+                )
     if "probe_timeout" in items:
         top["probe_timeout"] = reader.number(items["probe_timeout"], "probe_timeout", 0.1, 120)
 
@@ -272,7 +312,9 @@ def parse_policy(text: str, file: str) -> Policy:
         seen: set[str] = set()
         for i, rule in enumerate(rules):
             if rule.name in seen:
-                raise PolicyError(file, rule.line, f"rules[{i}].name", f"duplicate rule name '{rule.name}'")
+                raise PolicyError(
+                    file, rule.line, f"rules[{i}].name", f"duplicate rule name '{rule.name}'"
+                )
             seen.add(rule.name)
         top["rules"] = rules
     return Policy(**top)
@@ -287,19 +329,28 @@ def load_policy(path: str, *, require_root_owned: Optional[bool] = None) -> Poli
     if require_root_owned is None:
         require_root_owned = os.geteuid() == 0
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO in place of the policy must not hang the hook (and libvirt) in open().
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise PolicyError(path, 0, "", f"cannot read policy: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
+            # Checked on the descriptor: fdopen itself raises IsADirectoryError on a directory.
             raise PolicyError(path, 0, "", "not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
         if require_root_owned:
             if info.st_uid != 0:
                 raise PolicyError(path, 0, "", f"refused: owned by uid {info.st_uid}, not root")
             if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
                 raise PolicyError(
-                    path, 0, "", f"refused: writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+                    path,
+                    0,
+                    "",
+                    f"refused: writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})",
                 )
         raw = handle.read(MAX_POLICY_BYTES + 1)
     if len(raw) > MAX_POLICY_BYTES:

@@ -1,0 +1,152 @@
+"""The fixture corpus: each tests/data/domains/*.xml states the findings it must produce.
+
+Like pycodestyle's testsuite, the first line of every fixture is a header comment,
+``<!-- expect: CODE@LINE ... -->`` (``<!-- expect: -->`` for a clean file). The domains are
+checked with tests/data/policies/site.yaml against one host, built here: an x86_64 QEMU 7.2 that
+has every PCI/mmio virtio-net device (and no virtio-net-ccw), an s390x QEMU, an old QEMU without
+``tx``, and an aarch64 QEMU whose probe failed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from libvirt_txmode import findings as codes
+from libvirt_txmode.capabilities import Guest, HostCapabilities, Support, SupportState
+from libvirt_txmode.check import check_domain
+from libvirt_txmode.domain import MAX_XML_BYTES, DomainXMLError, parse_domain, read_bounded
+from libvirt_txmode.findings import Finding, Level
+from libvirt_txmode.policy import Policy, load_policy
+
+DATA = Path(__file__).resolve().parent / "data"
+DOMAINS = sorted((DATA / "domains").glob("*.xml"))
+POLICY = DATA / "policies" / "site.yaml"
+HEADER = re.compile(r"<!-- expect:((?: [a-z-]+@[0-9]+)*) -->")
+
+X86 = "/usr/bin/qemu-system-x86_64"
+S390 = "/usr/bin/qemu-system-s390x"
+ARM = "/usr/bin/qemu-system-aarch64"
+OLD = "/opt/qemu-0.13/bin/qemu-system-x86_64"
+
+
+def _tx(device: str) -> Support:
+    return Support(SupportState.SUPPORTED, f"tx listed by -device {device},help", "help")
+
+
+def _absent(device: str) -> Support:
+    return Support(SupportState.UNSUPPORTED, f"this QEMU has no device {device}", "help")
+
+
+PCI_DEVICES = (
+    "virtio-net-pci",
+    "virtio-net-pci-transitional",
+    "virtio-net-pci-non-transitional",
+    "virtio-net-device",
+)
+HOST = HostCapabilities(
+    name="fixture-host",
+    guests=(
+        Guest("x86_64", X86, ("qemu", "kvm")),
+        Guest("s390x", S390, ("qemu",)),
+        Guest("aarch64", ARM, ("qemu",)),
+    ),
+    devices={
+        X86: {**{d: _tx(d) for d in PCI_DEVICES}, "virtio-net-ccw": _absent("virtio-net-ccw")},
+        S390: {"virtio-net-ccw": _tx("virtio-net-ccw"), "virtio-net-pci": _tx("virtio-net-pci")},
+        OLD: {
+            "virtio-net-pci": Support(
+                SupportState.UNSUPPORTED, "virtio-net-pci has no property 'tx'", "help"
+            )
+        },
+    },
+    emulator_errors={ARM: f"{ARM}: probe timed out after 5 s"},
+)
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy(str(POLICY), require_root_owned=False)
+
+
+def expected(path: Path) -> list[str]:
+    first = path.read_text(encoding="utf-8").split("\n", 1)[0]
+    header = HEADER.fullmatch(first)
+    assert header is not None, f"{path.name}: first line is not an '<!-- expect: ... -->' header"
+    return sorted(header.group(1).split())
+
+
+def run(path: Path, policy: Policy) -> list[Finding]:
+    """What validate-domain does with one file (cli.validate), minus reporting."""
+    label = str(path)
+    with open(path, "rb") as handle:
+        try:
+            domain = parse_domain(read_bounded(handle, MAX_XML_BYTES), label)
+        except DomainXMLError as exc:
+            return [Finding(label, exc.line, "-", codes.XML_INVALID, Level.ERROR, exc.message)]
+    return check_domain(domain, policy, [HOST])
+
+
+@pytest.mark.parametrize("path", DOMAINS, ids=[p.name for p in DOMAINS])
+def test_fixture(path: Path, policy: Policy) -> None:
+    found = run(path, policy)
+    assert sorted(f"{f.code}@{f.line}" for f in found) == expected(path)
+    assert all(f.file == str(path) for f in found)
+
+
+def test_corpus_size_and_coverage() -> None:
+    assert 10 <= len(DOMAINS) <= 20
+    seen = {item.split("@")[0] for path in DOMAINS for item in expected(path)}
+    assert seen == set(codes.CODES)
+    assert any(expected(path) == [] for path in DOMAINS)
+
+
+def test_headers_name_interface_lines() -> None:
+    # A finding's line is its <interface> element's line (or, for xml-invalid, the error's).
+    for path in DOMAINS:
+        lines = path.read_text(encoding="utf-8").split("\n")
+        for item in expected(path):
+            code, line = item.split("@")
+            if code != codes.XML_INVALID:
+                assert lines[int(line) - 1].lstrip().startswith("<interface"), (path.name, item)
+
+
+def test_fixture_levels(policy: Policy) -> None:
+    """The levels the site policy gives, for the fixtures whose rules change them."""
+    levels = {
+        path.name: sorted((f.code, f.line, f.level.value) for f in run(path, policy))
+        for path in DOMAINS
+    }
+    assert levels["05-storage-timer-vhost.xml"] == [
+        ("txmode-ineffective", 12, "warning"),
+        ("txmode-not-allowed", 12, "error"),
+    ]
+    assert levels["14-lab-audit.xml"] == [
+        ("txmode-ineffective", 12, "error"),
+        ("txmode-not-allowed", 18, "error"),
+    ]
+    assert levels["13-unknown-support.xml"] == [("txmode-unknown-support", 12, "error")]
+
+
+def test_fixture_messages(policy: Policy) -> None:
+    by_name = {path.name: run(path, policy) for path in DOMAINS}
+    assert [f.message for f in by_name["10-ccw-on-x86.xml"]] == [
+        "txmode 'iothread' needs the 'tx' property of virtio-net-ccw, which "
+        "/usr/bin/qemu-system-x86_64 does not have (this QEMU has no device virtio-net-ccw)"
+    ]
+    assert [f.message for f in by_name["17-doctype-entity.xml"]] == [
+        "a DOCTYPE is not allowed in domain XML"
+    ]
+    assert [(f.message, f.rule) for f in by_name["06-db-missing-txmode.xml"]] == [
+        (
+            "virtio NIC has no txmode, but rule 'db-explicit' requires one "
+            "(add <driver txmode='iothread|timer'/>)",
+            "db-explicit",
+        )
+    ]
+    assert [f.message for f in by_name["16-malformed.xml"]] == [
+        "not well-formed XML: Opening and ending tag mismatch: driver line 12 and interface, "
+        "line 13, column 17"
+    ]
