@@ -92,10 +92,16 @@ def printable(value: str) -> str:
     terminals, syslog lines and libvirt error strings, where a newline could forge a line."""
     if value.isprintable():
         return value
-    return "".join(
-        c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
-        for c in value
-    )
+    return "".join(c if c.isprintable() else _escape(ord(c)) for c in value)
+
+
+def _escape(code: int) -> str:
+    # Python's own escapes, so every escape has one fixed width and reads back unambiguously.
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
 
 
 def describe(finding: Finding) -> str:
