@@ -1,10 +1,10 @@
 """The on-disk probe cache, keyed like libvirt's own capability cache.
 
 One JSON file per emulator, valid only for the exact binary identity (path, device, inode, size,
-ctime, mtime) and this tool's version. Writes go to a temporary file and are renamed into place, so a
-reader sees an old or a new file, never half of one. A per-emulator lock makes concurrent hooks with a
-cold cache probe once and share the answer. Anything wrong with a file (corrupt, other owner, other
-identity) means "not cached": it is logged and replaced, never trusted.
+ctime, mtime) and this tool's version. Writes go to a temporary file and are renamed into place, so
+a reader sees an old or a new file, never half of one. A per-emulator lock makes concurrent hooks
+with a cold cache probe once and share the answer. Anything wrong with a file (corrupt, other owner,
+other identity) means "not cached": it is logged and replaced, never trusted.
 """
 
 from __future__ import annotations
@@ -65,7 +65,11 @@ class ProbeCache:
             LOG.warning("probe cache %s is not a directory: ignored", self.directory)
             return False
         if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            LOG.warning("probe cache %s is writable by others: ignored", self.directory)
+            LOG.warning(
+                "probe cache %s is owned by uid %d or writable by others: ignored",
+                self.directory,
+                info.st_uid,
+            )
             return False
         return True
 
@@ -93,20 +97,32 @@ class ProbeCache:
             data = json.loads(raw)
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise ValueError("not a probe cache file")
-            if data.get("version") != FORMAT_VERSION or data.get("tool") != __version__:
-                return {}  # written by another version: stale, not corrupt
+            if data.get("version") != FORMAT_VERSION:
+                raise ValueError(
+                    f"format version {data.get('version')!r}, this tool reads {FORMAT_VERSION}"
+                )
+            if data.get("tool") != __version__:
+                # Written by another release of this tool: stale, not corrupt (libvirt, too,
+                # drops its capability cache on upgrades).
+                LOG.info(
+                    "probe cache %s was written by version %r: re-probing", path, data.get("tool")
+                )
+                return {}
             if data.get("identity") != identity.key():
+                LOG.info(
+                    "probe cache %s is for another build of %s: re-probing", path, identity.path
+                )
                 return {}  # the binary changed since: re-probe, as libvirt does
             devices = data["devices"]
             if not isinstance(devices, dict):
                 raise ValueError("'devices' is not an object")
             return {str(name): support_from_json(entry) for name, entry in devices.items()}
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             LOG.warning("probe cache %s is corrupt (%s): it will be replaced", path, exc)
             return {}
 
     def store(self, identity: EmulatorIdentity, results: dict[str, Support]) -> None:
-        """Merge ``results`` into the cache file. Failures are logged; the caller's answer stands."""
+        """Merge ``results`` into the cache file; failures are only logged, never raised."""
         path = self._path(identity)
         if path is None or not self._usable_dir(create=True):
             return
@@ -128,7 +144,7 @@ class ProbeCache:
 
     @contextlib.contextmanager
     def lock(self, identity: EmulatorIdentity, timeout: float) -> Iterator[bool]:
-        """Hold the emulator's probe lock; yields False (and proceeds unlocked) after ``timeout``."""
+        """Hold the emulator's probe lock; yields False (and goes on unlocked) after ``timeout``."""
         path = self._path(identity, ".lock")
         if path is None or not self._usable_dir(create=True):
             yield False
@@ -179,6 +195,10 @@ def support_to_json(support: Support) -> dict[str, str]:
 def support_from_json(entry: object) -> Support:
     if not isinstance(entry, dict):
         raise TypeError("device entry is not an object")
-    return Support(
-        SupportState(entry["state"]), str(entry.get("detail", "")), str(entry.get("method", ""))
-    )
+    state = entry.get("state")
+    try:
+        parsed = SupportState(state)
+    except ValueError:
+        known = ", ".join(repr(s.value) for s in SupportState)
+        raise ValueError(f"'state' is {state!r}, not one of {known}") from None
+    return Support(parsed, str(entry.get("detail", "")), str(entry.get("method", "")))

@@ -1,7 +1,7 @@
 """What a host can do, as plain data: the check engine reads this and never does I/O itself.
 
-A HostCapabilities comes either from a snapshot file (taken on the host with libvirt's APIs and direct
-probes) or from probing this machine's emulators on the spot; both end up as the same records.
+A HostCapabilities comes either from a snapshot file (taken on the host with libvirt's APIs and
+direct probes) or from probing this machine's emulators on the spot; both give the same records.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class HostCapabilities:
     emulator_errors: Mapping[str, str] = field(default_factory=dict)
 
     def resolve_emulator(self, domain: Domain) -> Optional[str]:
-        """The binary libvirt would run: the domain's <emulator>, else the host's default for the arch."""
+        """The binary libvirt would run: the domain's <emulator>, else the host's for the arch."""
         if domain.emulator:
             return domain.emulator
         arch = domain.effective_arch
@@ -68,7 +68,9 @@ class HostCapabilities:
             return emulator, Support(SupportState.UNKNOWN, self.emulator_errors[emulator])
         known = self.devices.get(emulator)
         if known is None:
-            return emulator, Support(SupportState.UNKNOWN, f"emulator {emulator} is not known on {self.name}")
+            return emulator, Support(
+                SupportState.UNKNOWN, f"emulator {emulator} is not known on {self.name}"
+            )
         result = known.get(device)
         if result is None:
             return emulator, Support(SupportState.UNKNOWN, f"{device} was not probed on {emulator}")

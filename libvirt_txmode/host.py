@@ -40,8 +40,8 @@ VIRTIO_NET_DEVICES = (
 )
 
 
-class SnapshotError(Exception):
-    pass
+class SnapshotError(ValueError):
+    """A snapshot that cannot be read or is not a valid document; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,17 @@ class Snapshot:
 # --- reading -------------------------------------------------------------------------------------
 
 
-def load_snapshot(path: str, *, require_root_owned: Optional[bool] = None, name: Optional[str] = None) -> Snapshot:
+def load_snapshot(
+    path: str, *, require_root_owned: Optional[bool] = None, name: Optional[str] = None
+) -> Snapshot:
     if require_root_owned is None:
         require_root_owned = os.geteuid() == 0
     try:
         with open(path, "rb") as handle:
             info = os.fstat(handle.fileno())
-            if require_root_owned and (info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+            if require_root_owned and (
+                info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            ):
                 raise SnapshotError(f"{path}: refused: not owned by root or writable by others")
             raw = handle.read(MAX_SNAPSHOT_BYTES + 1)
     except OSError as exc:
@@ -71,34 +75,83 @@ def load_snapshot(path: str, *, require_root_owned: Optional[bool] = None, name:
     if len(raw) > MAX_SNAPSHOT_BYTES:
         raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
     try:
-        return parse_snapshot(json.loads(raw), path, name)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SnapshotError(f"{path}: not a valid snapshot: {exc}") from None
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
+        raise SnapshotError(f"{path}: not a valid snapshot: not JSON: {exc}") from None
+    return parse_snapshot(data, path, name)
 
 
 def parse_snapshot(data: Any, source: str, name: Optional[str] = None) -> Snapshot:
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"'format' is not {FORMAT!r}")
+    """Validate a decoded snapshot document; SnapshotError names ``source`` and the bad key."""
+    try:
+        return _parse_snapshot(data, source, name)
+    except _Invalid as exc:
+        raise SnapshotError(f"{source}: not a valid snapshot: {exc}") from None
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _get(mapping: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in mapping:
+        raise _Invalid(f"{where}: missing key {key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        raise _Invalid(f"{where}: {key!r} is not {_KIND_NAMES.get(kind, kind.__name__)}")
+    return value
+
+
+_KIND_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+
+
+def _parse_snapshot(data: Any, source: str, name: Optional[str]) -> Snapshot:
+    if not isinstance(data, dict):
+        raise _Invalid("the document is not a JSON object")
+    if data.get("format") != FORMAT:
+        raise _Invalid(f"'format' is not {FORMAT!r}")
     if data.get("version") != FORMAT_VERSION:
-        raise ValueError(f"unsupported version {data.get('version')!r} (this tool reads {FORMAT_VERSION})")
-    host = str(data["host"])
-    guests = tuple(
-        Guest(str(g["arch"]), str(g["emulator"]), tuple(str(t) for t in g["domain_types"]))
-        for g in data["guests"]
-    )
+        raise _Invalid(
+            f"unsupported version {data.get('version')!r} (this tool reads {FORMAT_VERSION})"
+        )
+    host = _get(data, "host", str, "top level")
+    guests: list[Guest] = []
+    for i, g in enumerate(_get(data, "guests", list, "top level")):
+        where = f"guests[{i}]"
+        if not isinstance(g, dict):
+            raise _Invalid(f"{where} is not an object")
+        types = _get(g, "domain_types", list, where)
+        if not all(isinstance(t, str) for t in types):
+            raise _Invalid(f"{where}: 'domain_types' is not a list of strings")
+        guests.append(
+            Guest(_get(g, "arch", str, where), _get(g, "emulator", str, where), tuple(types))
+        )
     devices: dict[str, dict[str, Support]] = {}
     errors: dict[str, str] = {}
     identities: dict[str, str] = {}
-    for path, entry in data["emulators"].items():
+    for path, entry in _get(data, "emulators", dict, "top level").items():
+        where = f"emulators[{path!r}]"
+        if not isinstance(entry, dict):
+            raise _Invalid(f"{where} is not an object")
         if entry.get("error"):
             errors[path] = f"{entry['error']} (on {name or host})"
             continue
-        devices[path] = {d: support_from_json(s) for d, s in entry["devices"].items()}
+        found: dict[str, Support] = {}
+        for device, support in _get(entry, "devices", dict, where).items():
+            try:
+                found[device] = support_from_json(support)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _Invalid(f"{where}.devices[{device!r}]: {exc}") from None
+        devices[path] = found
         if entry.get("identity"):
             identities[path] = str(entry["identity"])
-    caps = HostCapabilities(name=name or host, guests=guests, devices=devices, emulator_errors=errors)
-    return Snapshot(host=host, source=source, capabilities=caps, identities=identities,
-                    created=str(data.get("created", "")))
+    caps = HostCapabilities(
+        name=name or host, guests=tuple(guests), devices=devices, emulator_errors=errors
+    )
+    created = data.get("created", "")
+    return Snapshot(
+        host=host, source=source, capabilities=caps, identities=identities, created=str(created)
+    )
 
 
 # --- taking --------------------------------------------------------------------------------------
@@ -183,7 +236,8 @@ def take_snapshot(
             "hypervisor_version": _version(conn.getVersion()),
         },
         "guests": [
-            {"arch": g.arch, "emulator": g.emulator, "domain_types": list(g.domain_types)} for g in guests
+            {"arch": g.arch, "emulator": g.emulator, "domain_types": list(g.domain_types)}
+            for g in guests
         ],
         "domain_capabilities": domain_caps,
         "emulators": emulators,

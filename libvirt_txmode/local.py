@@ -1,4 +1,4 @@
-"""Capabilities of this machine, from a snapshot's recorded probes, the probe cache, or a fresh probe.
+"""Capabilities of this machine: a snapshot's recorded probes, the probe cache, or a fresh probe.
 
 Order of trust per emulator: the binary must pass the policy's trust rules before anything is
 believed about it; a snapshot's or cache's answers count only while the binary's identity is the one
@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Callable, Optional
 
 from .cache import ProbeCache
-from .capabilities import Guest, HostCapabilities, Support
+from .capabilities import Guest, HostCapabilities, Support, SupportState
 from .domain import Domain, qemu_device
 from .policy import Policy
 from .qemu import ProbeError, identify, probe, trust_problem
@@ -74,7 +74,13 @@ def local_capabilities(
     for emulator, devices in sorted(wanted.items()):
         try:
             results[emulator] = _emulator_support(
-                emulator, sorted(devices), policy, cache, snapshot, snapshot_identities or {}, prober
+                emulator,
+                devices=sorted(devices),
+                policy=policy,
+                cache=cache,
+                snapshot=snapshot,
+                snapshot_identities=snapshot_identities or {},
+                prober=prober,
             )
         except ProbeError as exc:
             LOG.warning("%s", exc)
@@ -89,6 +95,7 @@ def local_capabilities(
 
 def _emulator_support(
     emulator: str,
+    *,
     devices: list[str],
     policy: Policy,
     cache: ProbeCache,
@@ -102,16 +109,16 @@ def _emulator_support(
     identity = identify(emulator)
     known: dict[str, Support] = {}
     if snapshot is not None and snapshot_identities.get(emulator) == identity.key():
-        known.update(snapshot.devices.get(emulator, {}))
+        known.update(_settled(snapshot.devices.get(emulator, {})))
     missing = [d for d in devices if d not in known]
     if missing:
-        known.update(cache.load(identity))
+        known.update(_settled(cache.load(identity)))
         missing = [d for d in devices if d not in known]
     if not missing:
         return known
     # Wait for a concurrent prober of the same binary rather than probing it again ourselves.
     with cache.lock(identity, timeout=policy.probe_timeout + 1.0):
-        known.update(cache.load(identity))
+        known.update(_settled(cache.load(identity)))
         missing = [d for d in devices if d not in known]
         if missing:
             fresh = prober(emulator, missing, policy.probe_timeout)
@@ -121,3 +128,8 @@ def _emulator_support(
             cache.store(identity, fresh)
             known.update(fresh)
     return known
+
+
+def _settled(answers: Mapping[str, Support]) -> dict[str, Support]:
+    """Recorded answers worth reusing: an UNKNOWN (a snapshot's failed probe) is asked again."""
+    return {d: s for d, s in answers.items() if s.state is not SupportState.UNKNOWN}

@@ -14,6 +14,7 @@ group is killed; bounded output; and an unprivileged user when we are root.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -53,7 +54,10 @@ class EmulatorIdentity:
     mtime_ns: int
 
     def key(self) -> str:
-        return f"{self.realpath}:{self.device}:{self.inode}:{self.size}:{self.ctime_ns}:{self.mtime_ns}"
+        return (
+            f"{self.realpath}:{self.device}:{self.inode}:{self.size}"
+            f":{self.ctime_ns}:{self.mtime_ns}"
+        )
 
 
 def identify(path: str) -> EmulatorIdentity:
@@ -79,6 +83,10 @@ def trust_problem(path: str, globs: Sequence[str]) -> Optional[str]:
     """Why ``path`` must not be executed, or None when it may be."""
     if not os.path.isabs(path):
         return f"emulator path {path!r} is not absolute"
+    if any(part in (".", "..") for part in path.split("/")):
+        # fnmatch's '*' also matches '/': '/usr/bin/qemu-system-x/../../../tmp/evil' would fit the
+        # default glob, so a path must be matched as written, without '.' or '..' components.
+        return f"emulator path {path!r} has '.' or '..' components"
     real = os.path.realpath(path)
     if not any(fnmatch.fnmatchcase(path, g) or fnmatch.fnmatchcase(real, g) for g in globs):
         return f"emulator {path} is not in the policy's trusted 'emulators' list"
@@ -117,7 +125,10 @@ def _demote() -> Optional[tuple[int, int]]:
 
 
 def run_bounded(
-    argv: Sequence[str], *, timeout: float, input_data: Optional[bytes] = None,
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    input_data: Optional[bytes] = None,
     max_output: int = MAX_OUTPUT_BYTES,
 ) -> RunResult:
     """Run argv with a clean environment, reading at most ``max_output`` bytes before ``timeout``.
@@ -125,11 +136,8 @@ def run_bounded(
     The child gets its own session so a timeout kills everything it started, not just its pid.
     """
     ids = _demote()
-    extra: dict[str, object] = {}
-    if ids is not None:
-        extra = {"user": ids[0], "group": ids[1], "extra_groups": []}
     try:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, trusted binary, clean env
+        proc = subprocess.Popen(  # argv list, trusted binary, clean env
             list(argv),
             stdin=subprocess.PIPE if input_data is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -138,7 +146,9 @@ def run_bounded(
             cwd="/",
             close_fds=True,
             start_new_session=True,
-            **extra,  # type: ignore[arg-type]
+            user=ids[0] if ids is not None else None,
+            group=ids[1] if ids is not None else None,
+            extra_groups=[] if ids is not None else None,
         )
     except OSError as exc:
         raise ProbeError(f"cannot execute {argv[0]}: {exc.strerror}") from None
@@ -147,7 +157,8 @@ def run_bounded(
     buffers = {"stdout": bytearray(), "stderr": bytearray()}
     timed_out = truncated = False
     with selectors.DefaultSelector() as selector:
-        assert proc.stdout is not None and proc.stderr is not None
+        if proc.stdout is None or proc.stderr is None:  # for mypy: both are PIPEs above
+            raise ProbeError(f"cannot read the output of {argv[0]}")
         selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
         selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
         if proc.stdin is not None:
@@ -182,21 +193,23 @@ def run_bounded(
         timed_out = True
         _kill_group(proc)
         returncode = None
+    # Whatever the binary left behind in its session (a forked child that closed its pipes) must not
+    # outlive the probe. The group id cannot be reused while any member of the group is alive.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
-    return RunResult(returncode, bytes(buffers["stdout"]), bytes(buffers["stderr"]), timed_out, truncated)
+    return RunResult(
+        returncode, bytes(buffers["stdout"]), bytes(buffers["stderr"]), timed_out, truncated
+    )
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 # --- the help method -----------------------------------------------------------------------------
@@ -213,7 +226,9 @@ def parse_help(device: str, output: bytes) -> Optional[Support]:
     old_lines = re.findall(rb"^" + dev + rb"\.([A-Za-z0-9_-]+)=", output, re.M)
     if old_lines:
         if b"tx" in old_lines:
-            return Support(SupportState.SUPPORTED, f"{device}.tx listed by -device {device},help", "help")
+            return Support(
+                SupportState.SUPPORTED, f"{device}.tx listed by -device {device},help", "help"
+            )
         return Support(SupportState.UNSUPPORTED, f"{device} has no tx property", "help")
     if re.search(rb"^" + dev + rb" options:\s*$", output, re.M):
         if re.search(rb"^\s+tx=", output, re.M):
@@ -229,17 +244,33 @@ def probe_help(emulator: str, device: str, timeout: float) -> Optional[Support]:
     if result.timed_out:
         raise ProbeError(f"{emulator} -device {device},help did not finish within {timeout:g} s")
     if result.truncated:
-        raise ProbeError(f"{emulator} -device {device},help printed more than {MAX_OUTPUT_BYTES} bytes")
+        raise ProbeError(
+            f"{emulator} -device {device},help printed more than {MAX_OUTPUT_BYTES} bytes"
+        )
+    if result.returncode is None or result.returncode < 0:
+        # Killed by a signal: a property list cut short would read as "no tx". (A non-zero exit is
+        # normal: QEMU 0.14-1.x exit 1 after "Parameter 'driver' expects a driver name".)
+        return None
     return parse_help(device, result.stdout + b"\n" + result.stderr)
 
 
 # --- the QMP method ------------------------------------------------------------------------------
 
-QMP_ARGV = ("-machine", "none", "-nodefaults", "-nographic", "-display", "none", "-S", "-qmp", "stdio")
+QMP_ARGV = (
+    "-machine",
+    "none",
+    "-nodefaults",
+    "-nographic",
+    "-display",
+    "none",
+    "-S",
+    "-qmp",
+    "stdio",
+)
 
 
 def qmp_request(devices: Sequence[str]) -> bytes:
-    lines = [{"execute": "qmp_capabilities", "id": "caps"}]
+    lines: list[dict[str, object]] = [{"execute": "qmp_capabilities", "id": "caps"}]
     lines += [
         {"execute": "device-list-properties", "arguments": {"typename": d}, "id": f"dev{i}"}
         for i, d in enumerate(devices)
@@ -263,17 +294,25 @@ def parse_qmp(devices: Sequence[str], output: bytes) -> dict[str, Support]:
         reply = replies.get(f"dev{i}")
         if reply is None:
             continue
-        if isinstance(reply.get("return"), list):
-            names = {p.get("name") for p in reply["return"] if isinstance(p, dict)}  # type: ignore[union-attr]
+        properties = reply.get("return")
+        if isinstance(properties, list):
+            names = {p.get("name") for p in properties if isinstance(p, dict)}
             if "tx" in names:
-                result[device] = Support(SupportState.SUPPORTED, "tx listed by device-list-properties", "qmp")
+                result[device] = Support(
+                    SupportState.SUPPORTED, "tx listed by device-list-properties", "qmp"
+                )
             else:
-                result[device] = Support(SupportState.UNSUPPORTED, f"{device} has no tx property", "qmp")
-        elif isinstance(reply.get("error"), dict):
-            error = reply["error"]
-            assert isinstance(error, dict)
-            if error.get("class") == "DeviceNotFound" or "not found" in str(error.get("desc", "")):
-                result[device] = Support(SupportState.UNSUPPORTED, f"this QEMU has no device {device}", "qmp")
+                result[device] = Support(
+                    SupportState.UNSUPPORTED, f"{device} has no tx property", "qmp"
+                )
+            continue
+        error = reply.get("error")
+        if isinstance(error, dict) and (
+            error.get("class") == "DeviceNotFound" or "not found" in str(error.get("desc", ""))
+        ):
+            result[device] = Support(
+                SupportState.UNSUPPORTED, f"this QEMU has no device {device}", "qmp"
+            )
     return result
 
 
@@ -286,7 +325,9 @@ def probe_qmp(emulator: str, devices: Sequence[str], timeout: float) -> dict[str
     return parse_qmp(devices, result.stdout)
 
 
-def probe(emulator: str, devices: Sequence[str], *, timeout: float, method: str = "auto") -> dict[str, Support]:
+def probe(
+    emulator: str, devices: Sequence[str], *, timeout: float, method: str = "auto"
+) -> dict[str, Support]:
     """Support of each device; a device no method could settle is UNKNOWN with the reason.
 
     ``auto`` asks ``-device DEV,help`` first (about 20 ms on QEMU 7.2) and falls back to QMP for
@@ -307,5 +348,7 @@ def probe(emulator: str, devices: Sequence[str], *, timeout: float, method: str 
         results.update(probe_qmp(emulator, pending, timeout))
         pending = [d for d in pending if d not in results]
     for device in pending:
-        results[device] = Support(SupportState.UNKNOWN, f"{emulator} gave no readable answer for {device}", method)
+        results[device] = Support(
+            SupportState.UNKNOWN, f"{emulator} gave no readable answer for {device}", method
+        )
     return results
