@@ -133,3 +133,17 @@ def test_every_example_produces_what_its_header_says() -> None:
         assert found == expected, path
         errors = any(c.split("@")[0] != "txmode-ineffective" for c in expected)
         assert result.returncode == (1 if errors else 0), path
+
+
+def test_fault_matrix_names_tests_that_exist() -> None:
+    matrix = README.split("## Fault matrix", 1)[1].split("\n## ", 1)[0]
+    current = ""
+    checked = 0
+    for token in re.findall(r"`((?:test_\w+\.py)?(?:::\w+)?)(?:\[[^\]]*\])?`", matrix):
+        file, _, name = token.partition("::")
+        current = file or current
+        source = (REPO / "tests" / current).read_text()
+        if name:
+            assert re.search(rf"^def {name}\(", source, re.M), f"{current}::{name}"
+        checked += 1
+    assert checked > 40
