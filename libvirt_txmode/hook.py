@@ -1,10 +1,10 @@
 """libvirt's qemu hook protocol: argv + domain XML on stdin -> exit code, stderr, syslog.
 
-Installed behind a POSIX sh wrapper (hooks/qemu) that starts Python only for ``prepare begin``; this
-module still exits 0 for any other event in case it is run directly. libvirt runs ``prepare begin``
-before it labels resources, also for incoming migration and restore, and aborts the start when we
-exit non-zero, quoting our stderr to the user. It drops stderr when we exit 0, so every decision also
-goes to syslog (ident ``libvirt-txmode``).
+Installed behind a POSIX sh wrapper (hooks/qemu) that starts Python only for ``prepare begin``;
+this module still exits 0 for any other event in case it is run directly. libvirt runs
+``prepare begin`` before it labels resources, also for incoming migration and restore, and aborts
+the start when we exit non-zero, quoting our stderr to the user. It drops stderr when we exit 0, so
+every decision also goes to syslog (ident ``libvirt-txmode``).
 
 Rules kept here: never call back into libvirt (it would deadlock: DESIGN.md), never write to stdout
 (libvirt reads it as replacement XML for migrate/restore), never show a traceback.
@@ -12,12 +12,10 @@ Rules kept here: never call back into libvirt (it would deadlock: DESIGN.md), ne
 
 from __future__ import annotations
 
-import argparse
 import sys
 import syslog
-import traceback
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING, Optional
+from typing import IO, TYPE_CHECKING, NamedTuple, Optional
 
 from .findings import Finding, Level, describe, printable
 
@@ -32,18 +30,40 @@ def _log(priority: int, message: str) -> None:
     syslog.syslog(priority, printable(message))
 
 
-def _arguments(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+class _Options(NamedTuple):
+    policy: str
+    snapshot: str
+    cache_dir: Optional[str]
+
+
+_WRAPPER_FLAGS = ("--policy", "--snapshot", "--cache-dir", "--")
+
+
+def _arguments(argv: Sequence[str]) -> tuple[_Options, list[str]]:
+    argv = list(argv)
+    # Fast path for the exact shape hooks/qemu passes (every value set, none looking like an
+    # option): argparse would read it the same way, but importing it costs more than the check.
+    if len(argv) >= 7 and all(argv[i] == flag for i, flag in zip((0, 2, 4, 6), _WRAPPER_FLAGS)):
+        values = argv[1], argv[3], argv[5]
+        if all(value and not value.startswith("-") for value in values):
+            return _Options(*values), argv[7:]
+    import argparse  # noqa: PLC0415 - any other command line: let argparse decide, as always
+
     parser = argparse.ArgumentParser(prog="libvirt_txmode.hook", add_help=False)
     parser.add_argument("--policy", default="/etc/libvirt-txmode/policy.yaml")
     parser.add_argument("--snapshot", default=DEFAULT_SNAPSHOT)
     parser.add_argument("--cache-dir", default=None)
-    options, rest = parser.parse_known_args(list(argv))
+    options, rest = parser.parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
-    return options, rest
+    return _Options(options.policy, options.snapshot, options.cache_dir), rest
 
 
-def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[bytes]] = None, stderr: Optional[IO[str]] = None) -> int:
+def main(
+    argv: Optional[Sequence[str]] = None,
+    stdin: Optional[IO[bytes]] = None,
+    stderr: Optional[IO[str]] = None,
+) -> int:
     argv = sys.argv[1:] if argv is None else argv
     err = stderr if stderr is not None else sys.stderr
     try:
@@ -58,6 +78,8 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[bytes]] = None
     try:
         return _prepare(domain_name, options, stream, err)
     except Exception as exc:  # the last line of defence: no traceback ever reaches libvirt's user
+        import traceback  # noqa: PLC0415 - only on this path
+
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         _log(syslog.LOG_ERR, f"internal error checking domain '{domain_name}': {detail}")
         err.write(
@@ -68,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None, stdin: Optional[IO[bytes]] = None
         return 1
 
 
-def _prepare(domain_name: str, options: argparse.Namespace, stream: IO[bytes], err: IO[str]) -> int:
+def _prepare(domain_name: str, options: _Options, stream: IO[bytes], err: IO[str]) -> int:
     # Imports are deferred so that a no-op event never pays for lxml and yaml.
     from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
@@ -77,15 +99,19 @@ def _prepare(domain_name: str, options: argparse.Namespace, stream: IO[bytes], e
     from .policy import PolicyError  # noqa: PLC0415
     from .policy_cache import load_policy_cached  # noqa: PLC0415
 
+    cache_dir = options.cache_dir or default_cache_dir()
     try:
-        policy = load_policy_cached(options.policy)
+        policy = load_policy_cached(options.policy, cache_dir)
     except PolicyError as exc:
         # Without a readable policy there is no on_error to consult: fail closed.
         return _refuse(err, domain_name, f"policy unusable: {exc}")
 
     def on_error(reason: str) -> int:
         if policy.on_error == "allow":
-            _log(syslog.LOG_WARNING, f"allowing domain '{domain_name}' despite an error (on_error: allow): {reason}")
+            _log(
+                syslog.LOG_WARNING,
+                f"allowing domain '{domain_name}' despite an error (on_error: allow): {reason}",
+            )
             return 0
         return _refuse(err, domain_name, f"{reason} (on_error: deny)")
 
@@ -101,7 +127,7 @@ def _prepare(domain_name: str, options: argparse.Namespace, stream: IO[bytes], e
     caps = local_capabilities(
         [domain],
         policy,
-        ProbeCache(options.cache_dir or default_cache_dir()),
+        ProbeCache(cache_dir),
         snapshot=snapshot_caps,
         snapshot_identities=identities,
     )
@@ -148,7 +174,9 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str, err: 
 
 def _refuse(err: IO[str], domain_name: str, reason: str) -> int:
     _log(syslog.LOG_ERR, f"refused to start domain '{domain_name}': {reason}")
-    err.write(f"{IDENT}: refusing to start domain '{printable(domain_name)}': {printable(reason)}\n")
+    err.write(
+        f"{IDENT}: refusing to start domain '{printable(domain_name)}': {printable(reason)}\n"
+    )
     return 1
 
 
