@@ -34,7 +34,11 @@ def hook_domain(name: str, nics: int, emulator: str) -> bytes:
         f"    </interface>\n"
         for i in range(nics)
     )
-    return _domain(name, "qemu", emulator, interfaces).encode()
+    # As libvirt passes it to prepare begin: the live XML, whose root carries the run-time id.
+    live = _domain(name, "qemu", emulator, interfaces).replace(
+        "<domain type='qemu'>", "<domain type='qemu' id='42'>", 1
+    )
+    return live.encode()
 
 
 def virsh_domain(name: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -269,19 +270,20 @@ def bench_hook(bench: Bench) -> None:
         use_snapshot(False)
         clear_dir(layout.cache_dir)
 
-    def warm() -> None:
+    def warm(nics: int = 4) -> None:
+        # Whatever ran before may have emptied the cache: a start of this very domain, untimed,
+        # fills it (compiled policy, probe answers, this definition's verdict) as a real one would.
         use_snapshot(False)
-        names = os.listdir(layout.cache_dir) if os.path.isdir(layout.cache_dir) else []
-        if not (
-            any(n.startswith("policy-") for n in names)
-            and any(n.endswith(".json") and not n.startswith("policy-") for n in names)
-        ):
-            # Whatever ran before emptied part of the cache: fill it, untimed, as a start would.
-            spawn(argv(("prepare", "begin"), 4), base_env, xml[4])
+        spawn(argv(("prepare", "begin"), nics), base_env, xml[nics])
 
     def stale_policy() -> None:
         warm()
-        clear_dir(layout.cache_dir, keep=lambda name: not name.startswith("policy-"))
+        clear_dir(layout.cache_dir, keep=lambda name: not name.startswith(("policy-", "verdict-")))
+
+    def new_definition() -> None:
+        # The domain was edited since its last start: no verdict, but probes and policy are warm.
+        warm()
+        clear_dir(layout.cache_dir, keep=lambda name: not name.startswith("verdict-"))
 
     def snapshot_only() -> None:
         use_snapshot(True)
@@ -299,7 +301,7 @@ def bench_hook(bench: Bench) -> None:
     noops = [Case(f"{e[0]} {e[1]} (no-op)", argv(e), base_env, xml[4]) for e in NOOP_EVENTS]
     prepare: dict[tuple[int, str], Case] = {}
     for nics in (1, 4, 64):
-        for state, hook_prep in (("cold", cold), ("warm", warm)):
+        for state, hook_prep in (("cold", cold), ("warm", functools.partial(warm, nics))):
             prepare[(nics, state)] = Case(
                 f"prepare begin, {nics} NIC{'s' if nics > 1 else ''}, {state} cache",
                 argv(("prepare", "begin"), nics),
@@ -308,8 +310,16 @@ def bench_hook(bench: Bench) -> None:
                 hook_prep,
                 probes=count,
             )
+    prepare[(4, "miss")] = Case(
+        "prepare begin, 4 NICs, edited domain (no verdict), warm probes and policy",
+        argv(("prepare", "begin"), 4),
+        base_env,
+        xml[4],
+        new_definition,
+        probes=count,
+    )
     prepare[(4, "stale")] = Case(
-        "prepare begin, 4 NICs, warm probes, YAML parsed (no compiled policy)",
+        "prepare begin, 4 NICs, warm probes, YAML parsed (no compiled policy, no verdict)",
         argv(("prepare", "begin"), 4),
         base_env,
         xml[4],
@@ -330,6 +340,7 @@ def bench_hook(bench: Bench) -> None:
         prepare[(1, "cold")],
         prepare[(1, "warm")],
         prepare[(4, "cold")],
+        prepare[(4, "miss")],
         prepare[(4, "stale")],
         prepare[(4, "warm")],
         prepare[(4, "snapshot")],

@@ -6,6 +6,9 @@ import enum
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+# Also imported from here by report.py and the tests.
+from .text import printable
+
 
 class Level(str, enum.Enum):
     ERROR = "error"
@@ -85,23 +88,6 @@ def summarize(
         errors=sum(1 for f in found if f.level is Level.ERROR),
         warnings=sum(1 for f in found if f.level is Level.WARNING),
     )
-
-
-def printable(value: str) -> str:
-    """Escape control characters: names and messages come from untrusted XML and end up in
-    terminals, syslog lines and libvirt error strings, where a newline could forge a line."""
-    if value.isprintable():
-        return value
-    return "".join(c if c.isprintable() else _escape(ord(c)) for c in value)
-
-
-def _escape(code: int) -> str:
-    # Python's own escapes, so every escape has one fixed width and reads back unambiguously.
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
 
 
 def describe(finding: Finding) -> str:

@@ -17,10 +17,15 @@ import syslog
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, NamedTuple, Optional
 
-from .findings import Finding, Level, describe, printable
+from .text import printable
 
 if TYPE_CHECKING:
     from .capabilities import HostCapabilities
+    from .findings import Finding
+    from .verdict import Verdict
+
+# libvirt refuses domain XML above 10 MiB; equal to domain.MAX_XML_BYTES (domain imports lxml).
+MAX_XML_BYTES = 10 * 1024 * 1024
 
 IDENT = "libvirt-txmode"
 DEFAULT_SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
@@ -91,38 +96,81 @@ def main(
 
 
 def _prepare(domain_name: str, options: _Options, stream: IO[bytes], err: IO[str]) -> int:
-    # Imports are deferred so that a no-op event never pays for lxml and yaml.
+    # Read before anything else: a verdict cached for this exact XML answers without lxml or YAML.
+    data: Optional[bytes] = None
+    read_error: Optional[str] = None
+    try:
+        data = stream.read(MAX_XML_BYTES + 1)
+        if len(data) > MAX_XML_BYTES:
+            data, read_error = None, f"input is larger than {MAX_XML_BYTES} bytes"
+    except OSError as exc:
+        read_error = str(exc.strerror)
+    context: Optional[dict[str, str]] = None
+    if data is not None and options.cache_dir:
+        from . import verdict  # noqa: PLC0415
+
+        hit = verdict.lookup(options.cache_dir, data, options.policy, options.snapshot)
+        if hit is not None:
+            return _emit(hit, err)
+        context = verdict.context(options.policy, options.snapshot)
+    outcome, emulators = _check(domain_name, options, data, read_error)
+    if context is not None and emulators is not None and data is not None:
+        from . import verdict  # noqa: PLC0415
+
+        verdict.store(
+            options.cache_dir or "",
+            data,
+            outcome,
+            policy=options.policy,
+            snapshot=options.snapshot,
+            emulators=emulators,
+            context=context,
+        )
+    return _emit(outcome, err)
+
+
+def _check(
+    domain_name: str, options: _Options, data: Optional[bytes], read_error: Optional[str]
+) -> tuple[Verdict, Optional[dict[str, str]]]:
+    """The full check: the decision and, if it may be cached, the emulators it rests on."""
+    # Deferred so that a no-op event or a cached verdict never pays for lxml and yaml.
     from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
-    from .domain import DomainXMLError, parse_domain, read_bounded  # noqa: PLC0415
-    from .local import local_capabilities  # noqa: PLC0415
+    from .domain import DomainXMLError, parse_domain  # noqa: PLC0415
+    from .findings import UNKNOWN_SUPPORT  # noqa: PLC0415
+    from .local import local_capabilities, needed_devices  # noqa: PLC0415
     from .policy import PolicyError  # noqa: PLC0415
     from .policy_cache import load_policy_cached  # noqa: PLC0415
+    from .verdict import emulator_key  # noqa: PLC0415
 
+    _route_library_logs_to_syslog()
     cache_dir = options.cache_dir or default_cache_dir()
     try:
         policy = load_policy_cached(options.policy, cache_dir)
     except PolicyError as exc:
         # Without a readable policy there is no on_error to consult: fail closed.
-        return _refuse(err, domain_name, f"policy unusable: {exc}")
+        return _refusal(domain_name, f"policy unusable: {exc}"), None
 
-    def on_error(reason: str) -> int:
+    def on_error(reason: str) -> Verdict:
         if policy.on_error == "allow":
-            _log(
-                syslog.LOG_WARNING,
-                f"allowing domain '{domain_name}' despite an error (on_error: allow): {reason}",
+            message = (
+                f"allowing domain '{domain_name}' despite an error (on_error: allow): {reason}"
             )
-            return 0
-        return _refuse(err, domain_name, f"{reason} (on_error: deny)")
+            return _verdict(0, (), ((syslog.LOG_WARNING, message),))
+        return _refusal(domain_name, f"{reason} (on_error: deny)")
 
+    if data is None:
+        return on_error(f"cannot read the domain XML from libvirt: {read_error}"), None
     try:
-        data = read_bounded(stream)
         domain = parse_domain(data, "<stdin>")
     except DomainXMLError as exc:
-        return on_error(f"cannot read the domain XML from libvirt: {exc.message}")
-    except OSError as exc:
-        return on_error(f"cannot read the domain XML from libvirt: {exc.strerror}")
+        return on_error(f"cannot read the domain XML from libvirt: {exc.message}"), None
 
+    # Taken before probing: if a binary changes while we look at it, the verdict is not kept.
+    emulators: Optional[dict[str, str]] = {}
+    if needed_devices([domain]):
+        key = emulator_key(domain.emulator) if domain.emulator else None
+        emulators = {domain.emulator: key} if domain.emulator and key else None
     snapshot_caps, identities = _snapshot(options.snapshot)
     caps = local_capabilities(
         [domain],
@@ -132,7 +180,26 @@ def _prepare(domain_name: str, options: _Options, stream: IO[bytes], err: IO[str
         snapshot_identities=identities,
     )
     findings = check_domain(domain, policy, [caps])
-    return _decide(domain.name, findings, policy.source, err)
+    if any(f.code == UNKNOWN_SUPPORT for f in findings):
+        emulators = None  # a failed probe may succeed next time: never remember it
+    return _decide(domain.name, findings, policy.source), emulators
+
+
+def _route_library_logs_to_syslog() -> None:
+    """Warnings from the cache and prober go to syslog: on stderr libvirt would either drop them
+    (exit 0) or mix them into the refusal it shows the user."""
+    import logging  # noqa: PLC0415
+
+    class SyslogHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            priority = syslog.LOG_ERR if record.levelno >= logging.ERROR else syslog.LOG_WARNING
+            _log(priority, self.format(record))
+
+    logger = logging.getLogger("libvirt_txmode")
+    if not any(type(h).__name__ == "SyslogHandler" for h in logger.handlers):
+        logger.addHandler(SyslogHandler())
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
 
 
 def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
@@ -151,33 +218,51 @@ def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
     return snapshot.capabilities, snapshot.identities
 
 
-def _decide(domain_name: str, findings: list[Finding], policy_source: str, err: IO[str]) -> int:
+def _verdict(code: int, stderr: tuple[str, ...], logged: tuple[tuple[int, str], ...]) -> Verdict:
+    from .verdict import Verdict  # noqa: PLC0415
+
+    return Verdict(code, stderr, logged)
+
+
+def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> Verdict:
+    from .findings import Level, describe  # noqa: PLC0415
+
     errors = [f for f in findings if f.level is Level.ERROR]
+    logged: list[tuple[int, str]] = []
     for finding in findings:
         level = "denied" if finding.level is Level.ERROR else "warning"
         priority = syslog.LOG_ERR if finding.level is Level.ERROR else syslog.LOG_WARNING
-        _log(priority, f"{level}: {describe(finding)}")
+        logged.append((priority, f"{level}: {describe(finding)}"))
     if errors:
-        for finding in errors:
-            err.write(f"{IDENT}: {describe(finding)}\n")
-        err.write(
+        lines = [f"{IDENT}: {describe(finding)}" for finding in errors]
+        lines.append(
             f"{IDENT}: refusing to start domain '{printable(domain_name)}': {len(errors)} "
-            f"violation{'s' if len(errors) != 1 else ''} of {printable(policy_source)}\n"
+            f"violation{'s' if len(errors) != 1 else ''} of {printable(policy_source)}"
         )
-        _log(syslog.LOG_ERR, f"refused to start domain '{domain_name}' ({len(errors)} violations)")
-        return 1
+        logged.append(
+            (syslog.LOG_ERR, f"refused to start domain '{domain_name}' ({len(errors)} violations)")
+        )
+        return _verdict(1, tuple(lines), tuple(logged))
     warnings = len(findings)
     note = f" with {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
-    _log(syslog.LOG_INFO, f"allowed domain '{domain_name}'{note}")
-    return 0
+    logged.append((syslog.LOG_INFO, f"allowed domain '{domain_name}'{note}"))
+    return _verdict(0, (), tuple(logged))
 
 
-def _refuse(err: IO[str], domain_name: str, reason: str) -> int:
-    _log(syslog.LOG_ERR, f"refused to start domain '{domain_name}': {reason}")
-    err.write(
-        f"{IDENT}: refusing to start domain '{printable(domain_name)}': {printable(reason)}\n"
+def _refusal(domain_name: str, reason: str) -> Verdict:
+    return _verdict(
+        1,
+        (f"{IDENT}: refusing to start domain '{printable(domain_name)}': {printable(reason)}",),
+        ((syslog.LOG_ERR, f"refused to start domain '{domain_name}': {reason}"),),
     )
-    return 1
+
+
+def _emit(outcome: Verdict, err: IO[str]) -> int:
+    for priority, message in outcome.syslog:
+        _log(priority, message)
+    for line in outcome.stderr:
+        err.write(line + "\n")
+    return outcome.code
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ import fnmatch
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
 from .domain import TXMODES, Domain, Nic
 
@@ -135,6 +136,8 @@ class _Reader:
         return PolicyError(self.file, node.start_mark.line + 1, key, message)
 
     def mapping(self, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
+        import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
+
         # The tag too: `!!python/object {...}` or `!!omap` must not pass for a plain mapping.
         if not isinstance(node, yaml.MappingNode) or node.tag != _MAP:
             raise self.error(node, key, "expected a mapping")
@@ -154,6 +157,8 @@ class _Reader:
         return result
 
     def scalar(self, node: yaml.Node, key: str, tags: tuple[str, ...], what: str) -> str:
+        import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
+
         if not isinstance(node, yaml.ScalarNode) or node.tag not in tags:
             raise self.error(node, key, f"expected {what}")
         return str(node.value)
@@ -191,6 +196,8 @@ class _Reader:
     def sequence(
         self, node: yaml.Node, key: str, item: Callable[[yaml.Node, str], Any]
     ) -> tuple[Any, ...]:
+        import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
+
         if not isinstance(node, yaml.SequenceNode) or node.tag != _SEQ:
             raise self.error(node, key, "expected a list")
         return tuple(item(child, f"{key}[{i}]") for i, child in enumerate(node.value))
@@ -228,6 +235,8 @@ def _settings(
 
 
 def _rule(reader: _Reader, node: yaml.Node, key: str) -> Rule:
+    import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
+
     items = reader.mapping(node, key, ("name", "match", *_SETTING_KEYS))
     if "name" not in items:
         raise reader.error(
@@ -259,6 +268,8 @@ def _rule(reader: _Reader, node: yaml.Node, key: str) -> Rule:
 
 
 def parse_policy(text: str, file: str) -> Policy:
+    import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
+
     reader = _Reader(file)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)

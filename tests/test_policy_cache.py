@@ -327,11 +327,6 @@ def test_warm_run_does_not_parse_yaml_in_a_fresh_interpreter(
     assert out == "audit"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy.py imports yaml at module level; BENCHMARKS.md, 'Recommended changes', makes it "
-    "lazy. Remove this marker once it is.",
-)
 def test_warm_run_does_not_import_yaml(policy_file: Path, cache_dir: Path) -> None:
     load_policy_cached(str(policy_file), str(cache_dir))
     out = _fresh_interpreter(

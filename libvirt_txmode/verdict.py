@@ -1,0 +1,220 @@
+"""The hook's verdict cache: the same domain XML, policy, snapshot and emulators, the same answer.
+
+libvirt hands ``prepare begin`` the live domain XML, and between two starts of an unchanged domain
+it differs only in the root element's ``id='N'`` (seen with libvirt 9.0: three starts, one-line
+diffs). So a decision is stored under the SHA-256 of the XML without that attribute, together with
+the identity of everything it was derived from: the policy file (path, device, inode, size, mtime,
+ctime, owner and mode), the snapshot file, each emulator binary (realpath, device, inode, size,
+ctime, mtime: the probe cache's key) and this tool's version. A later start with the same XML
+replays the decision (exit code, stderr lines, syslog lines) if every one of those identities is
+still the same; anything else is a miss and the full check runs.
+
+This module is the hook's hot path: it imports nothing beyond os, stat, json and a SHA-256, and in
+particular neither lxml nor YAML. Entries are JSON, trusted only from a directory and file owned by
+us (or root) and not writable by group or others, opened without following symlinks. Decisions that
+rest on something transient (support unknown because a probe failed) are never stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+from typing import Any, NamedTuple, Optional
+
+from . import __version__
+
+FORMAT = "libvirt-txmode-verdict"
+FORMAT_VERSION = 1
+PREFIX = "verdict-"
+MAX_ENTRY_BYTES = 1024 * 1024
+# Distinct domain definitions a host keeps verdicts for; beyond it the oldest are dropped on write.
+MAX_ENTRIES = 1024
+_UNSAFE_BITS = stat.S_IWGRP | stat.S_IWOTH
+
+
+class Verdict(NamedTuple):
+    code: int
+    stderr: tuple[str, ...]
+    syslog: tuple[tuple[int, str], ...]
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib  # noqa: PLC0415 - only once stdin has been read
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def normalized(xml: bytes) -> bytes:
+    """The XML without the root ``<domain>``'s run-time ``id`` attribute (new on every start)."""
+    start = xml.find(b"<domain")
+    end = xml.find(b">", start)
+    if start < 0 or end < 0:
+        return xml
+    head = xml[start:end]
+    for quote in (b"'", b'"'):
+        at = head.find(b" id=" + quote)
+        if at >= 0:
+            close = head.find(quote, at + 5)
+            if close > at + 5 and head[at + 5 : close].isdigit():
+                head = head[:at] + head[close + 1 :]
+                return xml[:start] + head + xml[end:]
+    return xml
+
+
+def file_key(path: str) -> str:
+    """Identity of a plain file (policy, snapshot), or 'absent'."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "absent"
+    # Owner and mode are part of it: the policy is trusted only while root-owned and not writable.
+    return (
+        ":".join(
+            str(v)
+            for v in (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        )
+        + f":{info.st_uid}:{info.st_mode:o}"
+    )
+
+
+def emulator_key(path: str) -> Optional[str]:
+    """The probe cache's identity of a binary (``qemu.EmulatorIdentity.key``), None if unusable."""
+    try:
+        real = os.path.realpath(path)
+        info = os.stat(real)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    # chmod and chown, which decide trust, bump the ctime: they make the key change too.
+    return (
+        f"{real}:{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_ctime_ns}:{info.st_mtime_ns}"
+    )
+
+
+def entry_path(cache_dir: str, xml_digest: str) -> str:
+    return os.path.join(cache_dir, f"{PREFIX}{xml_digest[:40]}.json")
+
+
+def _trusted(info: os.stat_result) -> bool:
+    return info.st_uid in (0, os.geteuid()) and not info.st_mode & _UNSAFE_BITS
+
+
+def _context(policy: str, snapshot: str) -> dict[str, str]:
+    return {
+        "tool": __version__,
+        "policy_path": policy,
+        "policy": file_key(policy),
+        "snapshot_path": snapshot,
+        "snapshot": file_key(snapshot) if snapshot else "absent",
+        "euid": str(os.geteuid()),
+    }
+
+
+def lookup(cache_dir: str, xml: bytes, policy: str, snapshot: str) -> Optional[Verdict]:
+    """The stored decision for this exact input, or None (a miss is always safe)."""
+    digest = _sha256(normalized(xml))
+    try:
+        info = os.lstat(cache_dir)
+        if not stat.S_ISDIR(info.st_mode) or not _trusted(info):
+            return None
+        fd = os.open(entry_path(cache_dir, digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            meta = os.fstat(handle.fileno())
+            if not stat.S_ISREG(meta.st_mode) or not _trusted(meta):
+                return None
+            raw = handle.read(MAX_ENTRY_BYTES + 1)
+        if len(raw) > MAX_ENTRY_BYTES:
+            return None
+        entry = json.loads(raw)
+    except (OSError, ValueError, RecursionError):
+        return None
+    return _verdict(entry, digest, _context(policy, snapshot))
+
+
+def _verdict(entry: Any, digest: str, context: dict[str, str]) -> Optional[Verdict]:
+    if not isinstance(entry, dict) or entry.get("format") != FORMAT:
+        return None
+    if entry.get("version") != FORMAT_VERSION or entry.get("xml") != digest:
+        return None
+    if entry.get("context") != context:
+        return None
+    emulators = entry.get("emulators")
+    if not isinstance(emulators, dict) or not emulators:
+        return None
+    for path, key in emulators.items():
+        if not isinstance(path, str) or emulator_key(path) != key:
+            return None
+    code, stderr, logged = entry.get("code"), entry.get("stderr"), entry.get("syslog")
+    if code not in (0, 1) or not isinstance(stderr, list) or not isinstance(logged, list):
+        return None
+    if not all(isinstance(line, str) for line in stderr):
+        return None
+    lines: list[tuple[int, str]] = []
+    for item in logged:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], int)
+            and isinstance(item[1], str)
+        ):
+            return None
+        lines.append((item[0], item[1]))
+    return Verdict(code, tuple(stderr), tuple(lines))
+
+
+def store(
+    cache_dir: str,
+    xml: bytes,
+    verdict: Verdict,
+    *,
+    policy: str,
+    snapshot: str,
+    emulators: dict[str, str],
+    context: dict[str, str],
+) -> None:
+    """Record a decision; ``context`` is ``_context`` taken *before* the check ran, so a policy or
+    snapshot edited meanwhile makes the entry stale instead of wrong. Failures are ignored."""
+    if context != _context(policy, snapshot):
+        return
+    if any(emulator_key(path) != key for path, key in emulators.items()):
+        return
+    from .cache import write_atomic  # noqa: PLC0415 - only on a miss
+
+    digest = _sha256(normalized(xml))
+    document = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "xml": digest,
+        "context": context,
+        "emulators": emulators,
+        "code": verdict.code,
+        "stderr": list(verdict.stderr),
+        "syslog": [list(item) for item in verdict.syslog],
+    }
+    try:
+        os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+        info = os.lstat(cache_dir)
+        if not stat.S_ISDIR(info.st_mode) or not _trusted(info):
+            return
+        _prune(cache_dir)
+        write_atomic(entry_path(cache_dir, digest), json.dumps(document).encode(), mode=0o644)
+    except OSError:
+        return
+
+
+def context(policy: str, snapshot: str) -> dict[str, str]:
+    return _context(policy, snapshot)
+
+
+def _prune(cache_dir: str) -> None:
+    """Keep the number of entries bounded: every edited definition leaves an old one behind."""
+    entries = [e for e in os.scandir(cache_dir) if e.name.startswith(PREFIX)]
+    if len(entries) < MAX_ENTRIES:
+        return
+    entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
+    for old in entries[: len(entries) - MAX_ENTRIES // 2]:
+        with contextlib.suppress(OSError):
+            os.unlink(old.path)

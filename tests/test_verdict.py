@@ -1,0 +1,190 @@
+"""The hook's verdict cache: replayed only while everything the decision rests on is unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from libvirt_txmode import verdict
+from libvirt_txmode.qemu import identify
+from tests import libvirt_env as env
+from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, shared_dir
+from tests.test_faults import counting_emulator
+
+__all__ = ["shared_dir"]
+
+QEMU = "/usr/bin/qemu-system-x86_64"
+
+
+def live_xml(name: str, run_id: int, txmode: str = "iothread", emulator: str = QEMU) -> bytes:
+    """What libvirt passes to prepare begin: the root carries the run-time domain id."""
+    xml = domain(name, nic("52:54:00:00:00:01", txmode), emulator=emulator)
+    return xml.replace(b"<domain type='qemu'>", f"<domain type='qemu' id='{run_id}'>".encode(), 1)
+
+
+def verdicts(hook: InstalledHook) -> list[Path]:
+    return sorted(Path(hook.layout.cache_dir).glob("verdict-*.json"))
+
+
+def run_in_process(hook: InstalledHook, xml: bytes) -> tuple[int, str, bool]:
+    """Run hook.main in a fresh interpreter; report whether lxml or yaml got imported."""
+    code = (
+        "import io, sys\n"
+        "from libvirt_txmode import hook\n"
+        "err = io.StringIO()\n"
+        f"rc = hook.main(['--policy', {str(hook.policy)!r}, '--snapshot', {hook.layout.snapshot!r},"
+        f" '--cache-dir', {hook.layout.cache_dir!r}, '--', 'vm', 'prepare', 'begin', '-'],"
+        " stdin=sys.stdin.buffer, stderr=err)\n"
+        "sys.stdout.write(f\"{rc}|{err.getvalue()}|{'lxml' in sys.modules or 'yaml' in sys.modules}\")\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code], input=xml, capture_output=True, check=True
+    )
+    rc, stderr, heavy = done.stdout.decode().split("|")
+    return int(rc), stderr, heavy == "True"
+
+
+def test_normalized_drops_only_the_root_run_time_id() -> None:
+    a = b"<?xml version='1.0'?>\n<domain type='kvm' id='7'>\n<name>x</name><id>9</id></domain>"
+    b = b"<?xml version='1.0'?>\n<domain type='kvm' id='12345'>\n<name>x</name><id>9</id></domain>"
+    assert verdict.normalized(a) == verdict.normalized(b)
+    assert verdict.normalized(a) == b"<?xml version='1.0'?>\n<domain type='kvm'>\n<name>x</name><id>9</id></domain>"
+    assert verdict.normalized(b'<domain id="3" type="qemu"/>') == b'<domain type="qemu"/>'
+    # Only a numeric id of the root is run-time state; anything else is content.
+    assert verdict.normalized(b"<domain type='kvm' id='x1'/>") == b"<domain type='kvm' id='x1'/>"
+    assert verdict.normalized(b"<domain type='kvm'><x id='1'/></domain>") == b"<domain type='kvm'><x id='1'/></domain>"
+
+
+def test_emulator_key_is_the_probe_cache_identity() -> None:
+    assert verdict.emulator_key(QEMU) == identify(QEMU).key()
+    assert verdict.emulator_key("/nonexistent/qemu") is None
+
+
+def test_second_start_is_answered_without_lxml_or_yaml(tmp_path: Path) -> None:
+    hook = make_hook(tmp_path)
+    first = hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 1))
+    assert (first.returncode, first.stderr) == (0, "")
+    assert len(verdicts(hook)) == 1
+    rc, stderr, heavy = run_in_process(hook, live_xml("vm", 2))
+    assert (rc, stderr, heavy) == (0, "", False)
+
+
+def test_a_denial_is_replayed_word_for_word(tmp_path: Path) -> None:
+    hook = make_hook(tmp_path)
+    xml = live_xml("db-notimer", 1, txmode="timer")
+    first = hook.run("db-notimer", "prepare", "begin", "-", stdin=xml)
+    assert first.returncode == 1
+    rc, stderr, heavy = run_in_process(hook, live_xml("db-notimer", 2, txmode="timer"))
+    assert (rc, stderr, heavy) == (1, first.stderr, False)
+
+
+def test_replay_is_logged_like_a_fresh_decision(tmp_path: Path) -> None:
+    hook = make_hook(tmp_path)
+    hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 1))
+    with env.SyslogSink() as sink:
+        assert hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 2)).returncode == 0
+        assert any("allowed domain 'vm'" in line for line in sink.lines())
+
+
+def test_policy_edit_is_seen_at_once(tmp_path: Path) -> None:
+    hook = make_hook(tmp_path)
+    assert hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 1, "timer")).returncode == 0
+    hook.policy.write_text(POLICY.replace("allowed: [iothread, timer]", "allowed: [iothread]"))
+    result = hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 2, "timer"))
+    assert result.returncode == 1
+    assert "[txmode-not-allowed, rule 'defaults']" in result.stderr or "[txmode-not-allowed]" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership rules apply when the hook runs as root")
+def test_policy_made_writable_is_refused_not_replayed(tmp_path: Path) -> None:
+    hook = make_hook(tmp_path)
+    assert hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 1)).returncode == 0
+    os.chmod(hook.policy, 0o666)
+    result = hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 2))
+    assert result.returncode == 1
+    assert "policy unusable" in result.stderr
+
+
+def test_replaced_emulator_is_probed_again(tmp_path: Path, shared_dir: Path) -> None:
+    emulator, calls = counting_emulator(shared_dir)
+    hook = make_hook(tmp_path)
+    xml = live_xml("vm", 1, emulator=str(emulator))
+    assert hook.run("vm", "prepare", "begin", "-", stdin=xml).returncode == 0
+    assert hook.run("vm", "prepare", "begin", "-", stdin=xml).returncode == 0
+    assert len(calls.read_text().splitlines()) == 1
+    emulator.write_text(emulator.read_text() + "# upgraded\n")  # new size and ctime
+    assert hook.run("vm", "prepare", "begin", "-", stdin=xml).returncode == 0
+    assert len(calls.read_text().splitlines()) == 2
+
+
+def test_new_snapshot_invalidates(tmp_path: Path) -> None:
+    hook = make_hook(tmp_path)
+    assert hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 1)).returncode == 0
+    (entry,) = verdicts(hook)
+    os.makedirs(hook.layout.state_dir, exist_ok=True)
+    Path(hook.layout.snapshot).write_text("{}")
+    assert hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 2)).returncode == 0
+    assert json.loads(entry.read_text())["context"]["snapshot"] != "absent"
+
+
+def test_other_xml_is_a_miss(tmp_path: Path) -> None:
+    hook = make_hook(tmp_path)
+    hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 1))
+    result = hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 1, txmode="bogus"))
+    assert result.returncode == 1
+    assert len(verdicts(hook)) == 2
+
+
+@pytest.mark.parametrize("tamper", ["writable", "corrupt", "forged-code", "symlink"])
+def test_tampered_verdict_is_not_trusted(tmp_path: Path, tamper: str) -> None:
+    hook = make_hook(tmp_path)
+    xml = live_xml("db-notimer", 1, txmode="timer")
+    assert hook.run("db-notimer", "prepare", "begin", "-", stdin=xml).returncode == 1
+    (entry,) = verdicts(hook)
+    document = json.loads(entry.read_text())
+    if tamper == "writable":
+        document.update(code=0, stderr=[])
+        entry.write_text(json.dumps(document))
+        os.chmod(entry, 0o666)
+    elif tamper == "corrupt":
+        entry.write_text("{")
+    elif tamper == "forged-code":
+        document.update(code=7)
+        entry.write_text(json.dumps(document))
+    else:
+        forged = tmp_path / "forged.json"
+        document.update(code=0, stderr=[])
+        forged.write_text(json.dumps(document))
+        entry.unlink()
+        entry.symlink_to(forged)
+    result = hook.run("db-notimer", "prepare", "begin", "-", stdin=xml)
+    assert result.returncode == 1
+    assert "[txmode-not-allowed]" in result.stderr
+
+
+def test_unknown_support_is_never_remembered(tmp_path: Path) -> None:
+    hook = make_hook(tmp_path)
+    xml = live_xml("vm", 1, emulator="/usr/bin/qemu-system-nonexistent")
+    assert hook.run("vm", "prepare", "begin", "-", stdin=xml).returncode == 1
+    assert verdicts(hook) == []
+
+
+def test_entries_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdict, "MAX_ENTRIES", 4)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    outcome = verdict.Verdict(0, (), ())
+    for i in range(10):
+        xml = live_xml(f"vm{i}", 1)
+        verdict.store(
+            str(cache), xml, outcome, policy=str(policy), snapshot="", emulators={},
+            context=verdict.context(str(policy), ""),
+        )  # fmt: skip
+    assert 2 <= len(list(cache.glob("verdict-*.json"))) <= 4
