@@ -7,7 +7,7 @@
 
 
 
-_shtab_validate_domain_option_strings=(-h --help -p --policy --caps --all-hosts --any-host -f --format -o --output --strict --no-color --cache-dir --no-cache -v --verbose --version)
+_shtab_validate_domain_option_strings=(-h --help -p --policy --caps --all-hosts --any-host -f --format -o --output --strict --no-color --cache-dir --no-cache -j --jobs -v --verbose --version)
 
 _shtab_validate_domain_pos_0_COMPGEN=_shtab_compgen_files
 _shtab_validate_domain__p_COMPGEN=_shtab_compgen_files

@@ -17,6 +17,8 @@ from .policy import Policy, Settings
 
 ALL_HOSTS = "all"
 ANY_HOST = "any"
+# policy "ineffective" setting -> finding level; "ignore" has none.
+_INEFFECTIVE_LEVELS = {"error": Level.ERROR, "warn": Level.WARNING}
 
 
 def _violation(settings: Settings) -> Level:
@@ -83,7 +85,7 @@ def _check_nic(
         return
 
     ineffective = vhost_reason(domain, nic)
-    ineffective_level = {"error": Level.ERROR, "warn": Level.WARNING}.get(settings.ineffective)
+    ineffective_level = _INEFFECTIVE_LEVELS.get(settings.ineffective)
     if not nic.is_virtio or nic.type == "hostdev":
         # libvirt drops the attribute here without even validating it (libvirt 9.0 defines an e1000
         # or hostdev NIC with txmode='bogus' and no <driver txmode>), so neither validity, policy

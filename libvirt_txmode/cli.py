@@ -7,13 +7,14 @@ Exit codes (validate-domain): 0 no error findings, 1 at least one (with --strict
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Callable, Optional
 
 from . import __version__
@@ -21,9 +22,12 @@ from .findings import XML_INVALID, Finding, Level, Report, printable, summarize
 
 if TYPE_CHECKING:
     from .capabilities import HostCapabilities
+    from .domain import Domain
     from .policy import Policy
 
 EXIT_OK, EXIT_FINDINGS, EXIT_FATAL = 0, 1, 2
+# From this many input files on, validate-domain --caps uses one process per CPU by default.
+PARALLEL_MIN_FILES = 200
 LOG = logging.getLogger("libvirt_txmode")
 
 
@@ -136,44 +140,179 @@ def validate_parser() -> argparse.ArgumentParser:
         help="probe emulators afresh, don't read or write the cache",
     )
     parser.add_argument(
+        "-j",
+        "--jobs",
+        type=_job_count,
+        default=None,
+        metavar="N",
+        help="with --caps, parse and check in N processes (default: one per CPU from "
+        f"{PARALLEL_MIN_FILES} files on; the report is the same either way)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="log probing and cache decisions to stderr"
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
+def _job_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number of processes: {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class _Input:
     label: str
-    read: Callable[[], bytes]
+    path: Optional[str]  # None: standard input
 
 
-def _inputs(paths: Sequence[str], stdin: IO[bytes]) -> Iterator[_Input]:
-    from .domain import MAX_XML_BYTES, read_bounded  # noqa: PLC0415
-
-    def reader(path: str) -> Callable[[], bytes]:
-        def read() -> bytes:
-            with open(path, "rb") as handle:
-                return read_bounded(handle, MAX_XML_BYTES)
-
-        return read
-
+def _inputs(paths: Sequence[str]) -> Iterator[_Input]:
     for path in paths:
         if path == "-":
-            yield _Input("<stdin>", lambda: read_bounded(stdin, MAX_XML_BYTES))
+            yield _Input("<stdin>", None)
         elif os.path.isdir(path):
             found: list[str] = []
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 found.extend(os.path.join(root, f) for f in sorted(files) if f.endswith(".xml"))
             for file in found:
-                yield _Input(file, reader(file))
+                yield _Input(file, file)
         elif os.path.exists(path):
             if not os.access(path, os.R_OK):
                 raise FatalError(f"cannot read {path}: permission denied")
-            yield _Input(path, reader(path))
+            yield _Input(path, path)
         else:
             raise FatalError(f"no such file or directory: {path}")
+
+
+@dataclass
+class _Results:
+    """What reading, parsing and checking a run of consecutive inputs gave.
+
+    Parse errors and check findings are kept apart, so that the parts of a parallel run, joined in
+    input order, are exactly the lists one process builds: the report cannot tell them apart.
+    """
+
+    invalid: list[Finding] = field(default_factory=list)  # xml-invalid, in input order
+    checked: list[Finding] = field(default_factory=list)  # check findings, in domain order
+    domains: list[Domain] = field(default_factory=list)  # kept only when there was no check yet
+    domain_count: int = 0
+    nic_count: int = 0
+    fatal: Optional[str] = None  # the first unreadable input: nothing after it was read
+
+
+def _process(
+    items: Sequence[_Input],
+    stdin: IO[bytes],
+    check: Optional[Callable[[Domain], list[Finding]]],
+) -> _Results:
+    """Read, parse and (with ``check``) check ``items`` in order, stopping at an unreadable one."""
+    from .domain import (  # noqa: PLC0415
+        MAX_XML_BYTES,
+        DomainXMLError,
+        make_parser,
+        parse_domain,
+        read_bounded,
+        read_file_bounded,
+    )
+
+    parser = make_parser()  # one per run of inputs (and process), not one per document
+    results = _Results()
+    for item in items:
+        try:
+            if item.path is None:
+                data = read_bounded(stdin, MAX_XML_BYTES)
+            else:
+                data = read_file_bounded(item.path, MAX_XML_BYTES)
+            domain = parse_domain(data, item.label, parser=parser)
+        except DomainXMLError as exc:
+            results.invalid.append(
+                Finding(item.label, exc.line, "-", XML_INVALID, Level.ERROR, exc.message)
+            )
+            continue
+        except OSError as exc:
+            results.fatal = f"cannot read {item.label}: {exc.strerror}"
+            break
+        results.domain_count += 1
+        results.nic_count += len(domain.nics)
+        if check is None:
+            results.domains.append(domain)
+        else:
+            results.checked.extend(check(domain))
+    return results
+
+
+def _jobs(requested: Optional[int], count: int) -> int:
+    if requested is not None:
+        return max(1, min(requested, count))
+    if count < PARALLEL_MIN_FILES:
+        return 1  # forking costs more than it saves on a few files
+    try:
+        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may use, not the machine's
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, count // (PARALLEL_MIN_FILES // 2)))
+
+
+def _in_parallel(
+    items: Sequence[_Input], jobs: int, work: Callable[[Sequence[_Input]], _Results]
+) -> list[_Results]:
+    """``work`` on ``jobs`` consecutive slices of ``items``, the first in this process and the
+    others in forked children; the results come back in slice order.
+
+    fork, not multiprocessing: the children inherit the policy, the capabilities and ``work``
+    itself, so only their results are pickled, and nothing else needs importing. A child never
+    returns into the caller's code: it writes its pickled result (or its error) to a pipe and
+    leaves with os._exit, which flushes none of the parent's buffered output.
+    """
+    import pickle  # noqa: PLC0415
+
+    size = -(-len(items) // jobs)
+    slices = [items[i : i + size] for i in range(0, len(items), size)]
+    children: list[tuple[int, int]] = []
+    try:
+        for part in slices[1:]:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child; its results are what the tests compare
+                os.close(read_end)
+                for _, sibling in children:  # earlier workers' pipes: only the parent reads them
+                    os.close(sibling)
+                try:
+                    try:
+                        payload = pickle.dumps((True, work(part)), pickle.HIGHEST_PROTOCOL)
+                    except BaseException as exc:  # reported by the parent instead
+                        payload = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+                    with os.fdopen(write_end, "wb") as pipe:
+                        pipe.write(payload)
+                finally:
+                    os._exit(0)
+            os.close(write_end)
+            children.append((pid, read_end))
+        results = [work(slices[0])]
+        for _, read_end in children:
+            with os.fdopen(read_end, "rb", closefd=False) as pipe:
+                payload = pipe.read()
+            if not payload:
+                raise RuntimeError("worker process exited without a result")
+            # Our own child's output, through a pipe nobody else holds.
+            ok, value = pickle.loads(payload)  # noqa: S301
+            if not ok:
+                raise RuntimeError(f"worker process failed: {value}")
+            results.append(value)
+        return results
+    finally:
+        # On every path (also an exception above): no open pipe, no zombie. All read ends are
+        # closed before the first wait, so a child still writing gets EPIPE and exits.
+        for _, read_end in children:
+            os.close(read_end)
+        for pid, _ in children:
+            os.waitpid(pid, 0)
 
 
 def _default_policy() -> str:
@@ -196,8 +335,6 @@ def validate(
 ) -> int:
     from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
-    from .domain import Domain, DomainXMLError, parse_domain  # noqa: PLC0415
-    from .host import SnapshotError, load_snapshot  # noqa: PLC0415
     from .local import local_capabilities  # noqa: PLC0415
     from .policy import PolicyError, load_policy  # noqa: PLC0415
     from .report import choose_format, render  # noqa: PLC0415
@@ -210,41 +347,69 @@ def validate(
     except PolicyError as exc:
         raise FatalError(f"bad policy: {exc}") from None
 
-    files: list[str] = []
-    domains: list[Domain] = []
-    found: list[Finding] = []
-    for item in _inputs(args.paths, stdin):
-        files.append(item.label)
-        try:
-            domains.append(parse_domain(item.read(), item.label))
-        except DomainXMLError as exc:
-            found.append(Finding(item.label, exc.line, "-", XML_INVALID, Level.ERROR, exc.message))
-        except OSError as exc:
-            raise FatalError(f"cannot read {item.label}: {exc.strerror}") from None
-
+    # Snapshots first, so that every domain can be checked as soon as it is parsed (nothing kept,
+    # and workers can check too); their errors still come after the inputs' ones, as they always
+    # did, because an unreadable input is reported first.
+    hosts: Optional[list[HostCapabilities]] = None
+    snapshot_error: Optional[FatalError] = None
     if args.caps:
         try:
-            snapshots = [load_snapshot(path, require_root_owned=False) for path in args.caps]
-        except SnapshotError as exc:
-            raise FatalError(str(exc)) from None
-        names = [s.host for s in snapshots]
-        hosts = [
-            s.capabilities if names.count(s.host) == 1 else _renamed(s.capabilities, s.source)
-            for s in snapshots
-        ]
-    else:
+            hosts = _snapshot_hosts(args.caps)
+        except FatalError as exc:
+            snapshot_error = exc
+    check: Optional[Callable[[Domain], list[Finding]]] = None
+    if hosts is not None:
+        check = functools.partial(
+            check_domain, policy=policy, hosts=hosts, host_mode=args.host_mode
+        )
+
+    items: list[_Input] = []
+    pending: Optional[FatalError] = None  # a bad path: raised once the inputs before it were read
+    try:
+        items.extend(_inputs(args.paths))
+    except FatalError as exc:
+        pending = exc
+
+    def work(part: Sequence[_Input]) -> _Results:
+        return _process(part, stdin, check)
+
+    # Without snapshots, what to probe depends on every domain: those runs stay in one process.
+    jobs = 1 if check is None else _jobs(args.jobs, len(items))
+    parts = _in_parallel(items, jobs, work) if jobs > 1 else [work(items)]
+    for part in parts:
+        if part.fatal is not None:
+            raise FatalError(part.fatal)
+    if pending is not None:
+        raise pending
+    if snapshot_error is not None:
+        raise snapshot_error
+
+    found = [f for part in parts for f in part.invalid]
+    if hosts is None:
+        domains = [d for part in parts for d in part.domains]
         cache = ProbeCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
         hosts = [local_capabilities(domains, policy, cache)]
+        for domain in domains:
+            found.extend(check_domain(domain, policy, hosts, args.host_mode))
+    else:
+        found.extend(f for part in parts for f in part.checked)
 
-    for domain in domains:
-        found.extend(check_domain(domain, policy, hosts, args.host_mode))
-    found.sort(
-        key=lambda f: (files.index(f.file) if f.file in files else 0, f.line, f.code, f.host or "")
-    )
+    files = [item.label for item in items]
+    # The file's first position in the input order (a file given twice sorts as its first copy);
+    # a dict built once, not files.index per finding, which made the sort quadratic.
+    order: dict[str, int] = {}
+    for position, name in enumerate(files):
+        order.setdefault(name, position)
+    found.sort(key=lambda f: (order.get(f.file, 0), f.line, f.code, f.host or ""))
     report = Report(
         files=tuple(files),
         findings=tuple(found),
-        summary=summarize(len(files), len(domains), sum(len(d.nics) for d in domains), found),
+        summary=summarize(
+            len(files),
+            sum(part.domain_count for part in parts),
+            sum(part.nic_count for part in parts),
+            found,
+        ),
         hosts=tuple(h.name for h in hosts),
         tool_version=__version__,
     )
@@ -258,6 +423,20 @@ def validate(
         stdout.write(render(fmt, report, color=color))
     failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
     return EXIT_FINDINGS if failing else EXIT_OK
+
+
+def _snapshot_hosts(paths: Sequence[str]) -> list[HostCapabilities]:
+    from .host import SnapshotError, load_snapshot  # noqa: PLC0415
+
+    try:
+        snapshots = [load_snapshot(path, require_root_owned=False) for path in paths]
+    except SnapshotError as exc:
+        raise FatalError(str(exc)) from None
+    names = [s.host for s in snapshots]
+    return [
+        s.capabilities if names.count(s.host) == 1 else _renamed(s.capabilities, s.source)
+        for s in snapshots
+    ]
 
 
 def _renamed(caps: HostCapabilities, source: str) -> HostCapabilities:

@@ -6,7 +6,7 @@ touches no network, refuses any DOCTYPE and reads a bounded number of bytes.
 
 from __future__ import annotations
 
-import platform
+import os
 import re
 from dataclasses import dataclass, field
 from typing import IO, Any, Optional
@@ -73,12 +73,15 @@ class Domain:
 
 
 def host_arch() -> str:
-    machine = platform.machine()
+    # What platform.machine() returns on Linux, without importing platform (~3 ms per hook run).
+    machine = os.uname().machine
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
-def _parser() -> etree.XMLParser:
-    # A fresh parser per call: lxml parsers are not thread-safe and we keep no global state.
+def make_parser() -> etree.XMLParser:
+    """The hardened parser. Callers that parse many documents make one and pass it to every
+    ``parse_domain`` call (creating it costs as much as a tenth of a small parse); it is never
+    shared between threads (lxml parsers are not thread-safe) and never kept in a global."""
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -103,8 +106,38 @@ def read_bounded(stream: IO[bytes], limit: int = MAX_XML_BYTES) -> bytes:
     return data
 
 
-def parse_domain(data: bytes, source: str) -> Domain:
-    """Parse one domain XML document. Raises DomainXMLError with a line number."""
+def read_file_bounded(path: str, limit: int = MAX_XML_BYTES) -> bytes:
+    """``read_bounded`` for a path, without the per-file cost of a buffered file object.
+
+    A buffered ``read(limit + 1)`` allocates a 10 MiB buffer for every 2 KiB domain; here the first
+    read asks for the size fstat reports plus one byte, and reading goes on until EOF (a file that
+    grows, a FIFO, a /proc file reporting size 0), never past ``limit + 1`` bytes.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        request = min(os.fstat(fd).st_size, limit) + 1
+        parts: list[bytes] = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, request)
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+            request = min(limit + 1 - total, 1 << 16)
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise DomainXMLError(f"input is larger than {limit} bytes")
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def parse_domain(data: bytes, source: str, *, parser: Optional[etree.XMLParser] = None) -> Domain:
+    """Parse one domain XML document. Raises DomainXMLError with a line number.
+
+    ``parser`` must come from ``make_parser`` (its settings are what makes untrusted input safe);
+    without it a fresh one is made.
+    """
     if len(data) > MAX_XML_BYTES:
         raise DomainXMLError(f"input is larger than {MAX_XML_BYTES} bytes")
     if not data.strip():
@@ -114,7 +147,7 @@ def parse_domain(data: bytes, source: str) -> Domain:
         # Entities (external ones read files, nested ones explode) never reach the parser.
         raise DomainXMLError(_DOCTYPE_REFUSED, data.count(b"\n", 0, first.start()) + 1)
     try:
-        root = etree.fromstring(data, parser=_parser())
+        root = etree.fromstring(data, parser=parser or make_parser())
     except etree.XMLSyntaxError as exc:
         line = exc.lineno or 1
         msg = exc.msg or str(exc)
@@ -129,23 +162,45 @@ def parse_domain(data: bytes, source: str) -> Domain:
     if not isinstance(root.tag, str) or root.tag != "domain":
         raise DomainXMLError(f"root element is <{root.tag}>, expected <domain>", _line(root))
 
-    name = _text(root.find("name")) or "(unnamed)"
-    os_type = root.find("os/type")
-    nics = tuple(
-        _parse_nic(index, element)
-        for index, element in enumerate(root.iterfind("devices/interface"))
-    )
+    # One pass over the children instead of a find() per path (an ElementPath lookup each). Same
+    # answers: find("name") is the first <name> child; find("os/type") the first <type> child of
+    # the first <os> that has one; iterfind("devices/interface") every <interface> of every
+    # <devices>, in document order. Comments and entity references have non-string tags.
+    named: dict[str, etree._Element] = {}
+    os_type: Optional[etree._Element] = None
+    emulator: Optional[etree._Element] = None
+    interfaces: list[etree._Element] = []
+    for child in root:
+        tag = child.tag
+        if tag == "devices":
+            for device in child:
+                if device.tag == "interface":
+                    interfaces.append(device)
+                elif device.tag == "emulator" and emulator is None:
+                    emulator = device
+        elif tag == "os":
+            if os_type is None:
+                os_type = _first_child(child, "type")
+        elif tag not in named and isinstance(tag, str):
+            named[tag] = child
     return Domain(
-        name=name,
+        name=_text(named.get("name")) or "(unnamed)",
         file=source,
         line=_line(root),
         type=root.get("type") or "qemu",
-        uuid=_text(root.find("uuid")),
+        uuid=_text(named.get("uuid")),
         arch=os_type.get("arch") if os_type is not None else None,
         machine=os_type.get("machine") if os_type is not None else None,
-        emulator=_text(root.find("devices/emulator")),
-        nics=nics,
+        emulator=_text(emulator),
+        nics=tuple(_parse_nic(index, element) for index, element in enumerate(interfaces)),
     )
+
+
+def _first_child(element: etree._Element, tag: str) -> Optional[etree._Element]:
+    for child in element:
+        if child.tag == tag:
+            return child
+    return None
 
 
 def _text(element: Optional[etree._Element]) -> Optional[str]:
@@ -155,22 +210,30 @@ def _text(element: Optional[etree._Element]) -> Optional[str]:
 
 
 def _parse_nic(index: int, element: etree._Element) -> Nic:
-    def attr(path: str, name: str) -> Optional[str]:
-        child = element.find(path)
-        return child.get(name) if child is not None else None
-
+    # The first child per tag, as element.find(tag) (and libvirt's first-match XPath) would pick
+    # it, collected in one pass: eight find() calls per NIC were a fifth of validate-domain's time.
+    first: dict[Any, etree._Element] = {}
+    for child in element:
+        tag = child.tag
+        if tag not in first:
+            first[tag] = child
+    mac = first.get("mac")
+    source = first.get("source")
+    model = first.get("model")
+    driver = first.get("driver")
+    address = first.get("address")
     return Nic(
         index=index,
         line=_line(element),
         type=element.get("type") or "",
-        mac=attr("mac", "address"),
-        network=attr("source", "network"),
-        bridge=attr("source", "bridge"),
-        dev=attr("source", "dev"),
-        model=attr("model", "type"),
-        driver_name=attr("driver", "name"),
-        txmode=attr("driver", "txmode"),
-        address_type=attr("address", "type"),
+        mac=mac.get("address") if mac is not None else None,
+        network=source.get("network") if source is not None else None,
+        bridge=source.get("bridge") if source is not None else None,
+        dev=source.get("dev") if source is not None else None,
+        model=model.get("type") if model is not None else None,
+        driver_name=driver.get("name") if driver is not None else None,
+        txmode=driver.get("txmode") if driver is not None else None,
+        address_type=address.get("type") if address is not None else None,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 # Also imported from here by report.py and the tests.
@@ -44,7 +44,9 @@ class Finding:
     host: Optional[str] = None
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Every field is a scalar, so dataclasses.asdict's recursive deep copy (a third of the json
+        # report's time for 10,000 files) would copy nothing: a flat read gives the same dict.
+        data = {f.name: getattr(self, f.name) for f in _FINDING_FIELDS}
         data["level"] = self.level.value
         return data
 
@@ -53,6 +55,9 @@ class Finding:
         if self.interface is None:
             return ""
         return f"NIC #{self.interface} ({self.mac or 'no MAC'})"
+
+
+_FINDING_FIELDS = fields(Finding)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class Summary:
     warnings: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)

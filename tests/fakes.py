@@ -29,7 +29,7 @@ class FakeEmulators:
         # Where a fake that runs as nobody may leave evidence that it ran (sticky, like /tmp).
         self.dropbox = directory.parent / (directory.name + "-dropbox")
         self.dropbox.mkdir(mode=0o1777)
-        os.chmod(self.dropbox, 0o1777)  # noqa: S103 - fakes run as nobody and write here
+        os.chmod(self.dropbox, 0o1777)
 
     @property
     def glob(self) -> str:
@@ -102,10 +102,10 @@ class FakeEmulators:
 
 def make_fakes() -> Iterator[FakeEmulators]:
     base = Path(tempfile.mkdtemp(prefix="txmode-fakes-", dir="/tmp"))
-    os.chmod(base, 0o755)  # noqa: S103 - nobody must traverse it
+    os.chmod(base, 0o755)
     directory = base / "bin"
     directory.mkdir()
-    os.chmod(directory, 0o755)  # noqa: S103 - nobody must traverse it
+    os.chmod(directory, 0o755)
     try:
         yield FakeEmulators(directory)
     finally:

@@ -173,7 +173,9 @@ class SyslogSink:
                     return [line for line in handle if ident in line]
         journal = subprocess.run(
             ["journalctl", "-t", ident, "--since", f"@{int(self._start)}", "-o", "cat"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         return journal.stdout.splitlines()
 
@@ -192,7 +194,14 @@ def installed_hook(base: Path, policy: str) -> Iterator[Path]:
     (config_dir / "policy.yaml").write_text(policy)
     os.chmod(config_dir / "policy.yaml", 0o644)
     cli = str(VENV_BIN / "libvirt-txmode")
-    args = ["--config-dir", str(config_dir), "--state-dir", str(state_dir), "--cache-dir", str(cache_dir)]
+    args = [
+        "--config-dir",
+        str(config_dir),
+        "--state-dir",
+        str(state_dir),
+        "--cache-dir",
+        str(cache_dir),
+    ]
     result = subprocess.run(
         [cli, "install-hook", *args], capture_output=True, text=True, check=False, timeout=120
     )
@@ -204,5 +213,7 @@ def installed_hook(base: Path, policy: str) -> Iterator[Path]:
         reload_daemon()
         yield hook
     finally:
-        subprocess.run([cli, "uninstall-hook", *args], capture_output=True, check=False, timeout=120)
+        subprocess.run(
+            [cli, "uninstall-hook", *args], capture_output=True, check=False, timeout=120
+        )
         reload_daemon()

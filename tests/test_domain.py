@@ -10,6 +10,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import pytest
@@ -146,9 +147,10 @@ def test_header_comment_keeps_line_numbers() -> None:
 
 
 def test_effective_arch_defaults_to_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("platform.machine", lambda: "arm64")
+    # host_arch reads os.uname().machine (what platform.machine() returns on Linux).
+    monkeypatch.setattr("os.uname", lambda: SimpleNamespace(machine="arm64"))
     assert _domain(arch=None).effective_arch == "aarch64"
-    monkeypatch.setattr("platform.machine", lambda: "amd64")
+    monkeypatch.setattr("os.uname", lambda: SimpleNamespace(machine="amd64"))
     assert _domain(arch=None).effective_arch == "x86_64"
     assert _domain(arch="s390x").effective_arch == "s390x"
 

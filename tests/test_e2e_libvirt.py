@@ -102,7 +102,9 @@ def test_violating_domain_is_refused_with_the_hook_message(
     assert "Traceback" not in result.stderr
     assert env.virsh("domstate", name).stdout.strip() == "shut off"
     logged = syslog.lines()
-    assert any("denied:" in line and name in line and "txmode-not-allowed" in line for line in logged)
+    assert any(
+        "denied:" in line and name in line and "txmode-not-allowed" in line for line in logged
+    )
 
 
 def test_audit_mode_lets_the_domain_start_and_logs_the_violation(
@@ -113,7 +115,9 @@ def test_audit_mode_lets_the_domain_start_and_logs_the_violation(
     env.virsh("start", name)
     assert env.virsh("domstate", name).stdout.strip() == "running"
     logged = syslog.lines()
-    assert any("warning:" in line and name in line and "txmode-not-allowed" in line for line in logged)
+    assert any(
+        "warning:" in line and name in line and "txmode-not-allowed" in line for line in logged
+    )
 
 
 OLD_QEMU = Path("/usr/local/libexec/txmtest-qemu-without-tx")
@@ -138,9 +142,15 @@ def qemu_without_tx() -> Iterator[Path]:
 
 
 def test_emulator_without_tx_is_refused(
-    hook: tuple[Path, Path], policy_file: Path, domains: Defined, tmp_path: Path, qemu_without_tx: Path
+    hook: tuple[Path, Path],
+    policy_file: Path,
+    domains: Defined,
+    tmp_path: Path,
+    qemu_without_tx: Path,
 ) -> None:
-    policy_file.write_text(POLICY.replace("[/usr/bin/qemu-system-*]", f"[/usr/bin/qemu-system-*, {qemu_without_tx}]"))
+    policy_file.write_text(
+        POLICY.replace("[/usr/bin/qemu-system-*]", f"[/usr/bin/qemu-system-*, {qemu_without_tx}]")
+    )
     name = f"{env.PREFIX}oldqemu-{uuid.uuid4().hex[:6]}"
     xml = env.domain_xml(name, txmode="iothread").replace(
         "<devices>", f"<devices><emulator>{qemu_without_tx}</emulator>"

@@ -47,7 +47,9 @@ def cache_files(cache_dir: str) -> list[Path]:
     """The probe cache's entries (compiled policy and verdicts live beside them)."""
     if not os.path.isdir(cache_dir):
         return []
-    return sorted(p for p in Path(cache_dir).glob("*.json") if not p.name.startswith(("policy-", "verdict-")))
+    return sorted(
+        p for p in Path(cache_dir).glob("*.json") if not p.name.startswith(("policy-", "verdict-"))
+    )
 
 
 def test_twenty_parallel_hooks_with_a_cold_cache(tmp_path: Path, shared_dir: Path) -> None:

@@ -372,7 +372,7 @@ def test_binary_replaced_while_probing_is_not_cached(
     def replacing_prober(emu: str, devices: Sequence[str], timeout: float) -> dict[str, Support]:
         fresh = fakes.directory / "qemu-a.new"
         fresh.write_text("#!/bin/sh\n# a new build\nexit 0\n")
-        os.chmod(fresh, 0o755)  # noqa: S103 - an emulator is 0755
+        os.chmod(fresh, 0o755)
         os.replace(fresh, path)  # a package upgrade renames the new binary into place
         return {d: probed() for d in devices}
 
