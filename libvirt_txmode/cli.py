@@ -23,6 +23,7 @@ from .findings import XML_INVALID, Finding, Level, Report, printable, summarize
 if TYPE_CHECKING:
     from .capabilities import HostCapabilities
     from .domain import Domain
+    from .install import Layout
     from .policy import Policy
 
 EXIT_OK, EXIT_FINDINGS, EXIT_FATAL = 0, 1, 2
@@ -661,10 +662,18 @@ def _cmd_snapshot(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
-def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
-    from .install import InstallError, Layout, install, reload_daemon  # noqa: PLC0415
+def _layout(args: argparse.Namespace) -> Layout:
+    from .install import Layout  # noqa: PLC0415
 
-    layout = Layout(args.hooks_dir, args.config_dir, args.state_dir, args.cache_dir)
+    # Absolute: the paths are written into the hook, which libvirt runs from its own directory.
+    dirs = (args.hooks_dir, args.config_dir, args.state_dir, args.cache_dir)
+    return Layout(*(os.path.abspath(d) for d in dirs))
+
+
+def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
+    from .install import InstallError, install, reload_daemon  # noqa: PLC0415
+
+    layout = _layout(args)
     try:
         outcome = install(layout)
     except (InstallError, OSError) as exc:
@@ -685,9 +694,9 @@ def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _cmd_uninstall(args: argparse.Namespace, out: IO[str]) -> int:
-    from .install import Layout, reload_daemon, uninstall  # noqa: PLC0415
+    from .install import reload_daemon, uninstall  # noqa: PLC0415
 
-    outcome = uninstall(Layout(args.hooks_dir, args.config_dir, args.state_dir, args.cache_dir))
+    outcome = uninstall(_layout(args))
     for line in outcome.messages:
         out.write(f"{line}\n")
     if not args.no_reload:

@@ -92,6 +92,9 @@ def render_hook(python: str, layout: Layout) -> str:
     ):
         if not re.fullmatch(r"[A-Za-z0-9_./+:@-]+", value):
             raise InstallError(f"refusing to embed unusual path {value!r} into a shell script")
+        if not os.path.isabs(value):
+            # libvirt runs hooks from its own working directory: a relative path would not resolve.
+            raise InstallError(f"{name.lower()} path {value!r} must be absolute")
         text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, count=1, flags=re.M)
     return text
 

@@ -153,6 +153,13 @@ def test_paths_that_would_be_shell_code_are_refused(tmp_path: Path, bad: str) ->
         render_hook(bad, layout(tmp_path))
 
 
+def test_relative_paths_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InstallError, match="python path '.venv/bin/python' must be absolute"):
+        render_hook(".venv/bin/python", layout(tmp_path))
+    with pytest.raises(InstallError, match="policy path 'etc/policy.yaml' must be absolute"):
+        render_hook("/usr/bin/python3", Layout("hooks", "etc", "state", "cache"))
+
+
 def test_install_hook_command_through_console_script(tmp_path: Path) -> None:
     cli = Path(sys.executable).parent / "libvirt-txmode"
     args = [
