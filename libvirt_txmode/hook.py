@@ -234,14 +234,13 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> Ve
         priority = syslog.LOG_ERR if finding.level is Level.ERROR else syslog.LOG_WARNING
         logged.append((priority, f"{level}: {describe(finding)}"))
     if errors:
+        count = f"{len(errors)} violation{'s' if len(errors) != 1 else ''}"
         lines = [f"{IDENT}: {describe(finding)}" for finding in errors]
         lines.append(
-            f"{IDENT}: refusing to start domain '{printable(domain_name)}': {len(errors)} "
-            f"violation{'s' if len(errors) != 1 else ''} of {printable(policy_source)}"
+            f"{IDENT}: refusing to start domain '{printable(domain_name)}': {count} of "
+            f"{printable(policy_source)}"
         )
-        logged.append(
-            (syslog.LOG_ERR, f"refused to start domain '{domain_name}' ({len(errors)} violations)")
-        )
+        logged.append((syslog.LOG_ERR, f"refused to start domain '{domain_name}' ({count})"))
         return _verdict(1, tuple(lines), tuple(logged))
     warnings = len(findings)
     note = f" with {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""

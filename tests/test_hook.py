@@ -102,6 +102,22 @@ def test_violation_is_refused_with_one_line_per_nic(
     assert any("refused to start domain 'db-notimer' (2 violations)" in line for line in logged)
 
 
+def test_single_violation_is_logged_in_the_singular(
+    hook: InstalledHook, syslog: env.SyslogSink
+) -> None:
+    result = hook.run(
+        "x-notimer",
+        "prepare",
+        "begin",
+        "-",
+        stdin=domain("x-notimer", nic("52:54:00:00:00:02", "timer")),
+    )
+    assert result.stderr.endswith("1 violation of " + str(hook.policy) + "\n")
+    assert any(
+        "refused to start domain 'x-notimer' (1 violation)" in line for line in syslog.lines()
+    )
+
+
 def test_unsupported_transport_is_refused(hook: InstalledHook) -> None:
     # libvirt itself refuses a ccw address on x86 at define time, so only the hook-level protocol
     # is shown here; the probe answer comes from the real qemu-system-x86_64.
