@@ -203,7 +203,7 @@ class _Reader:
         return tuple(item(child, f"{key}[{i}]") for i, child in enumerate(node.value))
 
 
-_TOP_KEYS = (
+TOP_KEYS = (
     "version",
     "action",
     "on_unknown",
@@ -283,7 +283,7 @@ def parse_policy(text: str, file: str) -> Policy:
         raise PolicyError(file, 1, "", "not valid YAML: nested too deeply") from None
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
         raise PolicyError(file, 1, "", "the policy is empty (expected at least 'version: 1')")
-    items = reader.mapping(root, "", _TOP_KEYS)
+    items = reader.mapping(root, "", TOP_KEYS)
     if "version" not in items:
         raise reader.error(root, "version", "missing (this tool reads policy version 1)")
     version = reader.scalar(items["version"], "version", (_INT,), "the integer 1")

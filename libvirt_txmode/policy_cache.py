@@ -33,6 +33,7 @@ from .policy import (
     DECISIONS,
     INEFFECTIVE_LEVELS,
     MATCH_KEYS,
+    TOP_KEYS,
     Match,
     Policy,
     Rule,
@@ -235,17 +236,8 @@ def policy_from_json(data: object) -> Policy:
     )
 
 
-_TOP_FIELDS = (
-    "source",
-    "version",
-    "action",
-    "on_unknown",
-    "on_error",
-    "emulators",
-    "probe_timeout",
-    "defaults",
-    "rules",
-)
+# The policy file's keys, plus where it was read from.
+_TOP_FIELDS = ("source", *TOP_KEYS)
 _DEFAULT_FIELDS = ("allowed", "require", "ineffective", "action", "rule")
 _RULE_FIELDS = ("name", "line", "match", "overrides")
 
