@@ -17,6 +17,7 @@ import syslog
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, NamedTuple, Optional
 
+from .files import MAX_XML_BYTES
 from .text import printable
 
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from .findings import Finding
     from .verdict import Verdict
 
-# libvirt refuses domain XML above 10 MiB; equal to domain.MAX_XML_BYTES (domain imports lxml).
-MAX_XML_BYTES = 10 * 1024 * 1024
 
 IDENT = "libvirt-txmode"
 DEFAULT_SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
@@ -105,26 +104,23 @@ def _prepare(domain_name: str, options: _Options, stream: IO[bytes], err: IO[str
             data, read_error = None, f"input is larger than {MAX_XML_BYTES} bytes"
     except OSError as exc:
         read_error = str(exc.strerror)
-    context: Optional[dict[str, str]] = None
+    entry_key = None
     if data is not None and options.cache_dir:
         from . import verdict  # noqa: PLC0415
 
-        hit = verdict.lookup(options.cache_dir, data, options.policy, options.snapshot)
+        entry_key = verdict.key(data, options.policy, options.snapshot)
+        hit = verdict.lookup(options.cache_dir, entry_key)
         if hit is not None:
             return _emit(hit, err)
-        context = verdict.context(options.policy, options.snapshot)
     outcome, emulators = _check(domain_name, options, data, read_error)
-    if context is not None and emulators is not None and data is not None:
-        from . import verdict  # noqa: PLC0415
-
+    if entry_key is not None and emulators is not None:
         verdict.store(
             options.cache_dir or "",
-            data,
+            entry_key,
             outcome,
             policy=options.policy,
             snapshot=options.snapshot,
             emulators=emulators,
-            context=context,
         )
     return _emit(outcome, err)
 

@@ -26,7 +26,7 @@ import os
 import stat
 from typing import Any, Optional
 
-from . import __version__
+from . import __version__, files
 from .domain import TXMODES
 from .policy import (
     ACTIONS,
@@ -45,7 +45,6 @@ FORMAT = "libvirt-txmode-compiled-policy"
 FORMAT_VERSION = 1
 MAX_COMPILED_BYTES = 4 * 1024 * 1024
 _SETTING_KEYS = ("action", "allowed", "ineffective", "require")
-_UNSAFE_BITS = stat.S_IWGRP | stat.S_IWOTH
 
 
 class CompiledPolicyError(ValueError):
@@ -94,15 +93,9 @@ def _policy_key(path: str, require_root_owned: bool) -> Optional[str]:
         return None
     if not stat.S_ISREG(info.st_mode):
         return None
-    if require_root_owned and (info.st_uid != 0 or info.st_mode & _UNSAFE_BITS):
+    if require_root_owned and (info.st_uid != 0 or files.writable_by_others(info)):
         return None
-    return (
-        f"{path}:{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}"
-    )
-
-
-def _trusted_owner(info: os.stat_result) -> bool:
-    return info.st_uid in (0, os.geteuid()) and not info.st_mode & _UNSAFE_BITS
+    return f"{path}:{files.file_key(info)}"
 
 
 def _usable_dir(cache_dir: str) -> bool:
@@ -110,7 +103,7 @@ def _usable_dir(cache_dir: str) -> bool:
         info = os.lstat(cache_dir)
     except OSError:
         return False
-    return stat.S_ISDIR(info.st_mode) and _trusted_owner(info)
+    return stat.S_ISDIR(info.st_mode) and files.trusted(info)
 
 
 def _read_compiled(compiled: str, cache_dir: str, key: str, path: str) -> Policy:
@@ -119,7 +112,7 @@ def _read_compiled(compiled: str, cache_dir: str, key: str, path: str) -> Policy
     fd = os.open(compiled, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or not _trusted_owner(info):
+        if not stat.S_ISREG(info.st_mode) or not files.trusted(info):
             raise CompiledPolicyError(f"{compiled} has a foreign owner or mode")
         raw = handle.read(MAX_COMPILED_BYTES + 1)
     if len(raw) > MAX_COMPILED_BYTES:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .capabilities import Support, SupportState
+from .files import binary_key
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 PROBE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -54,9 +55,13 @@ class EmulatorIdentity:
     mtime_ns: int
 
     def key(self) -> str:
-        return (
-            f"{self.realpath}:{self.device}:{self.inode}:{self.size}"
-            f":{self.ctime_ns}:{self.mtime_ns}"
+        return binary_key(
+            self.realpath,
+            device=self.device,
+            inode=self.inode,
+            size=self.size,
+            ctime_ns=self.ctime_ns,
+            mtime_ns=self.mtime_ns,
         )
 
 

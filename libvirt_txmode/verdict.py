@@ -23,7 +23,7 @@ import os
 import stat
 from typing import Any, NamedTuple, Optional
 
-from . import __version__
+from . import __version__, files
 
 FORMAT = "libvirt-txmode-verdict"
 FORMAT_VERSION = 1
@@ -31,7 +31,6 @@ PREFIX = "verdict-"
 MAX_ENTRY_BYTES = 1024 * 1024
 # Distinct domain definitions a host keeps verdicts for; beyond it the oldest are dropped on write.
 MAX_ENTRIES = 1024
-_UNSAFE_BITS = stat.S_IWGRP | stat.S_IWOTH
 
 
 class Verdict(NamedTuple):
@@ -64,23 +63,21 @@ def normalized(xml: bytes) -> bytes:
 
 
 def file_key(path: str) -> str:
-    """Identity of a plain file (policy, snapshot), or 'absent'."""
+    """Identity of the policy or snapshot file, or 'absent'."""
     try:
         info = os.stat(path)
     except OSError:
         return "absent"
-    # Owner and mode are part of it: the policy is trusted only while root-owned and not writable.
-    return (
-        ":".join(
-            str(v)
-            for v in (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-        )
-        + f":{info.st_uid}:{info.st_mode:o}"
-    )
+    # Owner and mode too: the policy is trusted only while root-owned and not writable by others.
+    return f"{files.file_key(info)}:{info.st_uid}:{info.st_mode:o}"
 
 
 def emulator_key(path: str) -> Optional[str]:
-    """The probe cache's identity of a binary (``qemu.EmulatorIdentity.key``), None if unusable."""
+    """The probe cache's identity of a binary (``qemu.EmulatorIdentity.key``), None if unusable.
+
+    Computed here rather than with qemu.identify, which would import the prober on the hot path.
+    chmod and chown, which decide whether a binary is trusted, bump its ctime: they change it too.
+    """
     try:
         real = os.path.realpath(path)
         info = os.stat(real)
@@ -88,18 +85,18 @@ def emulator_key(path: str) -> Optional[str]:
         return None
     if not stat.S_ISREG(info.st_mode):
         return None
-    # chmod and chown, which decide trust, bump the ctime: they make the key change too.
-    return (
-        f"{real}:{info.st_dev}:{info.st_ino}:{info.st_size}:{info.st_ctime_ns}:{info.st_mtime_ns}"
+    return files.binary_key(
+        real,
+        device=info.st_dev,
+        inode=info.st_ino,
+        size=info.st_size,
+        ctime_ns=info.st_ctime_ns,
+        mtime_ns=info.st_mtime_ns,
     )
 
 
 def entry_path(cache_dir: str, xml_digest: str) -> str:
     return os.path.join(cache_dir, f"{PREFIX}{xml_digest[:40]}.json")
-
-
-def _trusted(info: os.stat_result) -> bool:
-    return info.st_uid in (0, os.geteuid()) and not info.st_mode & _UNSAFE_BITS
 
 
 def _context(policy: str, snapshot: str) -> dict[str, str]:
@@ -113,17 +110,30 @@ def _context(policy: str, snapshot: str) -> dict[str, str]:
     }
 
 
-def lookup(cache_dir: str, xml: bytes, policy: str, snapshot: str) -> Optional[Verdict]:
+class Key(NamedTuple):
+    """What a decision is stored under: the XML's digest, and the files it was derived from."""
+
+    digest: str
+    context: dict[str, str]
+
+
+def key(xml: bytes, policy: str, snapshot: str) -> Key:
+    """Taken once, before the check runs: ``store`` compares it with the files afterwards, so a
+    policy or snapshot edited meanwhile makes the entry stale instead of wrong."""
+    return Key(_sha256(normalized(xml)), _context(policy, snapshot))
+
+
+def lookup(cache_dir: str, entry_key: Key) -> Optional[Verdict]:
     """The stored decision for this exact input, or None (a miss is always safe)."""
-    digest = _sha256(normalized(xml))
+    digest = entry_key.digest
     try:
         info = os.lstat(cache_dir)
-        if not stat.S_ISDIR(info.st_mode) or not _trusted(info):
+        if not stat.S_ISDIR(info.st_mode) or not files.trusted(info):
             return None
         fd = os.open(entry_path(cache_dir, digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as handle:
             meta = os.fstat(handle.fileno())
-            if not stat.S_ISREG(meta.st_mode) or not _trusted(meta):
+            if not stat.S_ISREG(meta.st_mode) or not files.trusted(meta):
                 return None
             raw = handle.read(MAX_ENTRY_BYTES + 1)
         if len(raw) > MAX_ENTRY_BYTES:
@@ -131,7 +141,7 @@ def lookup(cache_dir: str, xml: bytes, policy: str, snapshot: str) -> Optional[V
         entry = json.loads(raw)
     except (OSError, ValueError, RecursionError):
         return None
-    return _verdict(entry, digest, _context(policy, snapshot))
+    return _verdict(entry, digest, entry_key.context)
 
 
 def _verdict(entry: Any, digest: str, context: dict[str, str]) -> Optional[Verdict]:
@@ -141,8 +151,8 @@ def _verdict(entry: Any, digest: str, context: dict[str, str]) -> Optional[Verdi
         return None
     if entry.get("context") != context:
         return None
-    emulators = entry.get("emulators")
-    if not isinstance(emulators, dict) or not emulators:
+    emulators = entry.get("emulators")  # empty when no NIC needed the emulator's support
+    if not isinstance(emulators, dict):
         return None
     for path, key in emulators.items():
         if not isinstance(path, str) or emulator_key(path) != key:
@@ -167,28 +177,28 @@ def _verdict(entry: Any, digest: str, context: dict[str, str]) -> Optional[Verdi
 
 def store(
     cache_dir: str,
-    xml: bytes,
+    entry_key: Key,
     verdict: Verdict,
     *,
     policy: str,
     snapshot: str,
     emulators: dict[str, str],
-    context: dict[str, str],
 ) -> None:
-    """Record a decision; ``context`` is ``_context`` taken *before* the check ran, so a policy or
-    snapshot edited meanwhile makes the entry stale instead of wrong. Failures are ignored."""
-    if context != _context(policy, snapshot):
+    """Record a decision unless a file it rests on changed since ``entry_key`` was taken.
+    ``emulators`` maps each binary consulted to its key from before the check. Failures are
+    ignored: the cache only saves time."""
+    if entry_key.context != _context(policy, snapshot):
         return
     if any(emulator_key(path) != key for path, key in emulators.items()):
         return
     from .cache import write_atomic  # noqa: PLC0415 - only on a miss
 
-    digest = _sha256(normalized(xml))
+    digest = entry_key.digest
     document = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "xml": digest,
-        "context": context,
+        "context": entry_key.context,
         "emulators": emulators,
         "code": verdict.code,
         "stderr": list(verdict.stderr),
@@ -197,16 +207,12 @@ def store(
     try:
         os.makedirs(cache_dir, mode=0o755, exist_ok=True)
         info = os.lstat(cache_dir)
-        if not stat.S_ISDIR(info.st_mode) or not _trusted(info):
+        if not stat.S_ISDIR(info.st_mode) or not files.trusted(info):
             return
         _prune(cache_dir)
         write_atomic(entry_path(cache_dir, digest), json.dumps(document).encode(), mode=0o644)
     except OSError:
         return
-
-
-def context(policy: str, snapshot: str) -> dict[str, str]:
-    return _context(policy, snapshot)
 
 
 def _prune(cache_dir: str) -> None:

@@ -80,6 +80,14 @@ def test_second_start_is_answered_without_lxml_or_yaml(tmp_path: Path) -> None:
     assert (rc, stderr, heavy) == (0, "", False)
 
 
+def test_domain_without_txmode_is_replayed_too(tmp_path: Path) -> None:
+    # No NIC needs the emulator's support, so the decision rests on the XML and the policy alone.
+    hook = make_hook(tmp_path)
+    xml = domain("plain", nic("52:54:00:00:00:01"), emulator=QEMU)
+    assert hook.run("plain", "prepare", "begin", "-", stdin=xml).returncode == 0
+    assert run_in_process(hook, xml) == (0, "", False)
+
+
 def test_a_denial_is_replayed_word_for_word(tmp_path: Path) -> None:
     hook = make_hook(tmp_path)
     xml = live_xml("db-notimer", 1, txmode="timer")
@@ -193,7 +201,7 @@ def test_entries_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for i in range(10):
         xml = live_xml(f"vm{i}", 1)
         verdict.store(
-            str(cache), xml, outcome, policy=str(policy), snapshot="", emulators={},
-            context=verdict.context(str(policy), ""),
+            str(cache), verdict.key(xml, str(policy), ""), outcome,
+            policy=str(policy), snapshot="", emulators={},
         )  # fmt: skip
     assert 2 <= len(list(cache.glob("verdict-*.json"))) <= 4
