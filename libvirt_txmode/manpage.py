@@ -1,9 +1,9 @@
 """Man pages and shell completions, generated from the argparse parsers.
 
-The parsers in ``cli`` are the one description of the command line; ``scripts/gen-docs`` writes
-these generated files into the tree, and a test regenerates them and compares, so the checked-in
-copies never drift from ``--help``. argparse-manpage and shtab are test/doc dependencies only:
-they are imported inside the functions, so the CLI runs without them.
+The parsers in ``cli`` and ``host_commands`` are the one description of the command line;
+``scripts/gen-docs`` writes these generated files into the tree, and a test regenerates them and
+compares, so the checked-in copies never drift from ``--help``. argparse-manpage and shtab are
+test/doc dependencies only: they are imported inside the functions, so the CLI runs without them.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ HELP_WIDTH = 80
 
 
 def _parser(program: str) -> argparse.ArgumentParser:
-    from .cli import PARSERS  # noqa: PLC0415 - cli imports this module lazily too
+    # Imported here: both command modules import this one lazily (completion, gen-docs).
+    from .cli import validate_parser  # noqa: PLC0415
+    from .host_commands import main_parser  # noqa: PLC0415
 
-    parser = PARSERS[program]()
+    parser = {"validate-domain": validate_parser, "libvirt-txmode": main_parser}[program]()
     for each in _all_parsers(parser):
         each.formatter_class = functools.partial(argparse.HelpFormatter, width=HELP_WIDTH)
     return parser
