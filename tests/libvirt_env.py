@@ -28,7 +28,11 @@ def require_libvirt() -> None:
     """Skip without libvirt, except under CI where a skip would hide a broken setup."""
     if shutil.which("virsh") and shutil.which("libvirtd") and os.geteuid() == 0:
         return
-    reason = "needs root and Debian's libvirt-daemon-system (scripts/apt-deps installs it)"
+    skip_unless_ci("needs root and Debian's libvirt-daemon-system (scripts/apt-deps installs it)")
+
+
+def skip_unless_ci(reason: str) -> None:
+    """An integration test that cannot run: a skip here, a failure under CI=true."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"integration test cannot run under CI: {reason}")
     pytest.skip(reason)

@@ -226,7 +226,7 @@ def test_unread_stdin_on_noop_events_is_safe(hook: tuple[Path, Path], domains: D
 
 def test_kvm_domain_is_checked_too(hook: tuple[Path, Path], domains: Defined) -> None:
     if not os.path.exists("/dev/kvm"):
-        pytest.skip("no /dev/kvm on this machine")
+        env.skip_unless_ci("no /dev/kvm on this machine")
     name = domains.define("notimer-kvm", txmode="timer", domain_type="kvm")
     result = env.virsh("start", name, check=False)
     assert result.returncode != 0 and "[txmode-not-allowed" in result.stderr
