@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -8,6 +9,16 @@ import pytest
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The e2e tests share one daemon; run them last so unit failures show up quickly.
     items.sort(key=lambda item: item.get_closest_marker("integration") is not None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    # Under CI a skipped integration test hides a broken setup, whatever skipped it: fail it.
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and os.environ.get("CI") == "true" and item.get_closest_marker("integration"):
+        report.outcome = "failed"
+        report.longrepr = f"integration test skipped under CI=true: {report.longrepr}"
 
 
 @pytest.fixture(autouse=True)
