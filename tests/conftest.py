@@ -1,14 +1,38 @@
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
+from typing import IO
 
 import pytest
+
+# One libvirt daemon and one /etc/libvirt/hooks serve every test run on this machine: two pytest
+# sessions that both install hooks and start domains would see each other's hooks. The first
+# integration test of a session takes this lock and holds it until the session ends.
+E2E_LOCK = "/run/lock/libvirt-txmode-e2e.lock"
+_LOCK_KEY = pytest.StashKey[IO[str]]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The e2e tests share one daemon; run them last so unit failures show up quickly.
     items.sort(key=lambda item: item.get_closest_marker("integration") is not None)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("integration") is None or _LOCK_KEY in item.config.stash:
+        return
+    if os.geteuid() != 0 or not os.path.isdir(os.path.dirname(E2E_LOCK)):
+        return  # such a run skips its integration tests anyway
+    handle = open(E2E_LOCK, "a")  # noqa: SIM115 - held for the whole session
+    fcntl.flock(handle, fcntl.LOCK_EX)  # waits for another session's e2e tests to finish
+    item.config.stash[_LOCK_KEY] = handle
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    handle = config.stash.get(_LOCK_KEY, None)
+    if handle is not None:
+        handle.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
