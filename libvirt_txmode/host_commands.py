@@ -1,5 +1,9 @@
-"""``libvirt-txmode``: the host-side commands (snapshot, install-hook, uninstall-hook, probe,
-explain, completion). validate-domain and the shared error handling are in cli.py.
+"""``libvirt-txmode``: the host-side commands (snapshot, install-hook, uninstall-hook, doctor,
+audit, probe, explain, completion). validate-domain and the shared error handling are in cli.py.
+
+Each subcommand is one ``_add_NAME(sub)`` function that builds its parser and binds its handler
+(``set_defaults(run=...)``); ``SUBCOMMANDS`` lists them in help order. Adding a command is adding
+one such function to that tuple.
 """
 
 from __future__ import annotations
@@ -10,162 +14,313 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING, Callable, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from . import __version__
 from .cli import (
     DIR_COMPLETION,
+    EXIT_FATAL,
+    EXIT_FINDINGS,
     EXIT_OK,
     FILE_COMPLETION,
     FatalError,
     complete_as,
     guard,
+    validate_parser,
 )
-from .manpage import PROGRAMS, SHELLS
+from .manpage import PROGRAMS, SHELLS, completion_script
 
 if TYPE_CHECKING:
     from .install import Layout
     from .policy import Policy
 
+DEFAULT_URI = "qemu:///system"
+DEFAULT_HOOKS_DIR = "/etc/libvirt/hooks"
+DEFAULT_CONFIG_DIR = "/etc/libvirt-txmode"
+DEFAULT_STATE_DIR = "/var/lib/libvirt-txmode"
+DEFAULT_CACHE_DIR = "/var/cache/libvirt-txmode"
+DEFAULT_SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
+Handler = Callable[[argparse.Namespace, IO[str]], int]
 
-def main_parser() -> argparse.ArgumentParser:
-    """The ``libvirt-txmode`` parser (public: scripts/gen-docs builds man page and completion)."""
-    from .install import (  # noqa: PLC0415
-        DEFAULT_CACHE_DIR,
-        DEFAULT_CONFIG_DIR,
-        DEFAULT_HOOKS_DIR,
-        DEFAULT_STATE_DIR,
-    )
 
-    parser = argparse.ArgumentParser(
-        prog="libvirt-txmode", description="Host-side tools of libvirt-txmode."
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+# --- shared options ------------------------------------------------------------------------------
 
-    snap = sub.add_parser(
-        "snapshot", help="record this host's txmode capabilities (libvirt APIs + probes)"
-    )
-    snap.add_argument(
+
+def _add_directories(cmd: argparse.ArgumentParser) -> None:
+    """The directory options of install-hook, uninstall-hook and doctor (one installation)."""
+    for flag, default, helptext in (
+        ("--hooks-dir", DEFAULT_HOOKS_DIR, "libvirt's hook directory"),
+        ("--config-dir", DEFAULT_CONFIG_DIR, "where policy.yaml lives"),
+        ("--state-dir", DEFAULT_STATE_DIR, "snapshot and install manifests"),
+        ("--cache-dir", DEFAULT_CACHE_DIR, "the hook's probe and verdict cache"),
+    ):
+        complete_as(
+            cmd.add_argument(flag, default=default, help=f"{helptext} (default: %(default)s)"),
+            DIR_COMPLETION,
+        )
+
+
+def _add_connect(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
         "-c",
         "--connect",
-        default="qemu:///system",
+        default=DEFAULT_URI,
         metavar="URI",
         help="libvirt URI (default: %(default)s)",
     )
+
+
+def _add_policy(cmd: argparse.ArgumentParser, helptext: str) -> None:
+    complete_as(cmd.add_argument("-p", "--policy", default=None, help=helptext), FILE_COMPLETION)
+
+
+def _add_reload(cmd: argparse.ArgumentParser) -> None:
+    group = cmd.add_mutually_exclusive_group()
+    group.add_argument(
+        "--reload",
+        dest="reload",
+        action="store_const",
+        const=True,
+        help="reload the running libvirt daemon (and, on systemd hosts, manage the snapshot "
+        "unit) even for a --hooks-dir that is not libvirt's own",
+    )
+    group.add_argument(
+        "--no-reload",
+        dest="reload",
+        action="store_const",
+        const=False,
+        help="never touch the running daemon (default for a --hooks-dir other than "
+        f"{DEFAULT_HOOKS_DIR})",
+    )
+    cmd.set_defaults(reload=None)
+
+
+# --- subcommands ---------------------------------------------------------------------------------
+
+
+def _add_snapshot(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "snapshot", help="record this host's txmode capabilities (libvirt APIs + probes)"
+    )
+    _add_connect(cmd)
     complete_as(
-        snap.add_argument(
+        cmd.add_argument(
             "-o",
             "--output",
             default=None,
             metavar="FILE",
-            help="where to write it, - for stdout (default: /var/lib/libvirt-txmode/snapshot.json)",
+            help=f"where to write it, - for stdout (default: {DEFAULT_SNAPSHOT}); "
+            "with --check: the snapshot to check",
         ),
         FILE_COMPLETION,
+    )
+    _add_policy(
+        cmd,
+        "policy whose 'emulators' may be probed "
+        "(default: /etc/libvirt-txmode/policy.yaml, else built-in)",
+    )
+    cmd.add_argument(
+        "--check",
+        action="store_true",
+        help="take nothing: say whether the stored snapshot still matches this host's emulators "
+        "(exit 1 when stale)",
+    )
+    cmd.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (which emulator is probed)",
+    )
+    cmd.set_defaults(run=_cmd_snapshot)
+
+
+def _add_install_hook(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "install-hook",
+        help="install the qemu hook, default policy and a snapshot; the hook is run once on "
+        "sample events before it goes live",
+    )
+    _add_directories(cmd)
+    complete_as(
+        cmd.add_argument(
+            "--python",
+            default=None,
+            metavar="PATH",
+            help="the hook's interpreter (default: the one running this command); it must import "
+            "libvirt_txmode with -I and be trusted (root-owned, not group/other-writable)",
+        ),
+        FILE_COMPLETION,
+    )
+    cmd.add_argument(
+        "--no-snapshot", action="store_true", help="don't take a capability snapshot now"
+    )
+    cmd.add_argument(
+        "--dry-run", action="store_true", help="print what would be written, change nothing"
+    )
+    _add_reload(cmd)
+    _add_connect(cmd)
+    cmd.set_defaults(run=_cmd_install)
+
+
+def _add_uninstall_hook(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "uninstall-hook", help="remove exactly what install-hook wrote for this --hooks-dir"
+    )
+    _add_directories(cmd)
+    cmd.add_argument(
+        "--dry-run", action="store_true", help="print what would be removed, change nothing"
+    )
+    _add_reload(cmd)
+    cmd.set_defaults(run=_cmd_uninstall)
+
+
+def _add_doctor(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "doctor",
+        help="check the installed hook, interpreter, policy, snapshot, cache and logging "
+        "(one line per check; exit 1 if one fails)",
+    )
+    _add_directories(cmd)
+    cmd.add_argument("-f", "--format", default="text", choices=["text", "json"])
+    cmd.set_defaults(run=_cmd_doctor)
+
+
+def _add_audit(sub: Any) -> None:
+    from .report import FORMATTERS  # noqa: PLC0415
+
+    cmd = sub.add_parser(
+        "audit",
+        help="check every defined domain (inactive XML) and every running one (live XML) "
+        "against the policy, as validate-domain does",
+    )
+    _add_connect(cmd)
+    _add_policy(cmd, "policy file (default: /etc/libvirt-txmode/policy.yaml)")
+    complete_as(
+        cmd.add_argument(
+            "--snapshot",
+            default=None,
+            metavar="FILE",
+            help=f"capability snapshot to believe for unchanged emulators (default: "
+            f"{DEFAULT_SNAPSHOT} when present); other emulators are probed, as the hook does",
+        ),
+        FILE_COMPLETION,
+    )
+    cmd.add_argument(
+        "-d",
+        "--domain",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this domain (repeatable; default: all)",
+    )
+    cmd.add_argument(
+        "-f",
+        "--format",
+        default="auto",
+        choices=["auto", *sorted(FORMATTERS)],
+        help="output format (auto: github under GitHub Actions, else text)",
     )
     complete_as(
-        snap.add_argument(
-            "-p",
-            "--policy",
-            default=None,
-            help="policy whose 'emulators' may be probed "
-            "(default: /etc/libvirt-txmode/policy.yaml, else built-in)",
+        cmd.add_argument(
+            "-o", "--output", metavar="FILE", help="write the report in --format to FILE"
         ),
         FILE_COMPLETION,
     )
-
-    for name, helptext in (
-        ("install-hook", "install the qemu hook, default policy and a snapshot"),
-        ("uninstall-hook", "remove exactly what install-hook added"),
-    ):
-        cmd = sub.add_parser(name, help=helptext)
-        complete_as(
-            cmd.add_argument(
-                "--hooks-dir",
-                default=DEFAULT_HOOKS_DIR,
-                help="libvirt's hook directory (default: %(default)s)",
-            ),
-            DIR_COMPLETION,
-        )
-        complete_as(
-            cmd.add_argument(
-                "--config-dir",
-                default=DEFAULT_CONFIG_DIR,
-                help="where policy.yaml lives (default: %(default)s)",
-            ),
-            DIR_COMPLETION,
-        )
-        complete_as(
-            cmd.add_argument(
-                "--state-dir",
-                default=DEFAULT_STATE_DIR,
-                help="snapshot and install manifest (default: %(default)s)",
-            ),
-            DIR_COMPLETION,
-        )
-        complete_as(
-            cmd.add_argument(
-                "--cache-dir",
-                default=DEFAULT_CACHE_DIR,
-                help="the hook's probe cache (default: %(default)s)",
-            ),
-            DIR_COMPLETION,
-        )
+    cmd.add_argument(
+        "--strict", action="store_true", help="warnings count as failures for the exit code"
+    )
+    cmd.add_argument("--no-color", action="store_true", help="never colour (NO_COLOR too)")
+    complete_as(
         cmd.add_argument(
-            "--no-reload",
-            action="store_true",
-            help="don't make the running daemon re-read its hooks",
-        )
-        if name == "install-hook":
-            cmd.add_argument(
-                "--no-snapshot", action="store_true", help="don't take a capability snapshot now"
-            )
-            cmd.add_argument("-c", "--connect", default="qemu:///system", metavar="URI")
+            "--cache-dir",
+            help="probe cache directory (default: /var/cache/libvirt-txmode as root)",
+        ),
+        DIR_COMPLETION,
+    )
+    cmd.add_argument("--no-cache", action="store_true", help="don't read or write the cache")
+    cmd.set_defaults(run=_cmd_audit)
 
-    probe = sub.add_parser(
+
+def _add_probe(sub: Any) -> None:
+    cmd = sub.add_parser(
         "probe", help="ask an emulator directly whether its virtio-net devices have 'tx'"
     )
-    complete_as(probe.add_argument("emulator", help="path of the QEMU binary"), FILE_COMPLETION)
-    probe.add_argument(
+    complete_as(cmd.add_argument("emulator", help="path of the QEMU binary"), FILE_COMPLETION)
+    cmd.add_argument(
         "-d",
         "--device",
         action="append",
         help="device (repeatable; default: every virtio-net transport)",
     )
-    probe.add_argument("-m", "--method", default="auto", choices=["auto", "help", "qmp"])
-    complete_as(
-        probe.add_argument(
-            "-p",
-            "--policy",
-            default=None,
-            help="policy whose 'emulators' list must trust the binary",
-        ),
-        FILE_COMPLETION,
-    )
-    probe.add_argument(
+    cmd.add_argument("-m", "--method", default="auto", choices=["auto", "help", "qmp"])
+    _add_policy(cmd, "policy whose 'emulators' list must trust the binary")
+    cmd.add_argument(
         "-t",
         "--timeout",
         type=float,
         default=None,
         help="seconds (default: the policy's probe_timeout)",
     )
+    cmd.set_defaults(run=_cmd_probe)
 
-    explain = sub.add_parser("explain", help="what a finding code means and how to fix it")
-    explain.add_argument(
+
+def _add_explain(sub: Any) -> None:
+    cmd = sub.add_parser("explain", help="what a finding code means and how to fix it")
+    cmd.add_argument(
         "code", nargs="?", help="finding code, e.g. txmode-unsupported (omit to list them)"
     )
+    cmd.set_defaults(run=_cmd_explain)
 
-    completion = sub.add_parser("completion", help="print a shell completion script (needs shtab)")
-    completion.add_argument("shell", choices=SHELLS)
-    completion.add_argument(
+
+def _add_completion(sub: Any) -> None:
+    cmd = sub.add_parser("completion", help="print a shell completion script (needs shtab)")
+    cmd.add_argument("shell", choices=SHELLS)
+    cmd.add_argument(
         "program",
         nargs="?",
         default="libvirt-txmode",
         choices=sorted(PROGRAMS),
         help="the command to complete (default: %(default)s)",
     )
+    cmd.set_defaults(run=_cmd_completion)
+
+
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+    _add_snapshot,
+    _add_install_hook,
+    _add_uninstall_hook,
+    _add_doctor,
+    _add_audit,
+    _add_probe,
+    _add_explain,
+    _add_completion,
+)
+
+
+def main_parser() -> argparse.ArgumentParser:
+    """The ``libvirt-txmode`` parser (public: scripts/gen-docs builds man page and completion)."""
+    parser = argparse.ArgumentParser(
+        prog="libvirt-txmode",
+        description="Host-side tools of libvirt-txmode.",
+        epilog="Exit status: 0 success, 1 doctor/audit/snapshot --check found a problem, "
+        "2 could not run.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
+
+
+# The parsers man pages and completions are generated from (scripts/gen-docs, `completion`).
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "validate-domain": validate_parser,
+    "libvirt-txmode": main_parser,
+}
+
+
+# --- handlers ------------------------------------------------------------------------------------
 
 
 def _host_policy(path: Optional[str]) -> Policy:
@@ -181,31 +336,74 @@ def _host_policy(path: Optional[str]) -> Policy:
         raise FatalError(f"bad policy: {exc}") from None
 
 
-def _cmd_snapshot(args: argparse.Namespace, out: IO[str]) -> int:
-    from .cache import write_atomic  # noqa: PLC0415
-    from .host import DEFAULT_SNAPSHOT_PATH, SnapshotError, open_libvirt, take_snapshot  # noqa: PLC0415
+def _progress(quiet: bool) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        if not quiet:
+            sys.stderr.write(f"libvirt-txmode: {message}\n")
+            sys.stderr.flush()
 
-    policy = _host_policy(args.policy)
+    return say
+
+
+def _cmd_snapshot(args: argparse.Namespace, out: IO[str]) -> int:
+    if args.check:
+        return _check_snapshot(args, out)
+    progress = _progress(args.quiet)
+    target = args.output or DEFAULT_SNAPSHOT
+    text, summary = _take_snapshot(args.connect, _host_policy(args.policy), target, progress)
+    out.write(text if target == "-" else summary + "\n")
+    return EXIT_OK
+
+
+def _take_snapshot(
+    uri: str, policy: Policy, target: str, progress: Callable[[str], None]
+) -> tuple[str, str]:
+    """Take a snapshot and write it to ``target`` (unless "-"): (document, one-line summary)."""
+    from .cache import write_atomic  # noqa: PLC0415
+    from .host import SnapshotError, open_libvirt, take_snapshot  # noqa: PLC0415
+    from .qemu import probe  # noqa: PLC0415
+
+    def prober(emulator: str, devices: Sequence[str], timeout: float) -> Any:
+        # Probing dominates a snapshot's time (up to probe_timeout per emulator): say which one.
+        progress(f"probing {emulator} ({len(devices)} devices, timeout {timeout:g} s)")
+        return probe(emulator, devices, timeout=timeout)
+
+    progress(f"asking {uri} for its guests, emulators and domain capabilities")
     try:
-        conn = open_libvirt(args.connect)
+        conn = open_libvirt(uri)
     except SnapshotError as exc:
         raise FatalError(str(exc)) from None
     try:
-        document = take_snapshot(conn, policy, uri=args.connect)
+        document = take_snapshot(conn, policy, uri=uri, prober=prober)
     finally:
         conn.close()
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"
-    target = args.output or DEFAULT_SNAPSHOT_PATH
     if target == "-":
-        out.write(text)
-        return EXIT_OK
+        return text, ""
     os.makedirs(os.path.dirname(os.path.abspath(target)), mode=0o755, exist_ok=True)
     write_atomic(target, text.encode(), mode=0o644)
     failed = [p for p, e in document["emulators"].items() if e["error"]]
-    out.write(
+    return text, (
         f"wrote {target}: {len(document['emulators'])} emulators, "
-        f"{len(failed)} not probed{': ' + ', '.join(failed) if failed else ''}\n"
+        f"{len(failed)} not probed{': ' + ', '.join(failed) if failed else ''}"
     )
+
+
+def _check_snapshot(args: argparse.Namespace, out: IO[str]) -> int:
+    from .doctor import snapshot_drift  # noqa: PLC0415
+
+    path = args.output or DEFAULT_SNAPSHOT
+    problems, notes = snapshot_drift(path, uri=args.connect)
+    if problems is None:
+        raise FatalError(notes[0] if notes else f"{path}: unreadable")
+    for line in notes:
+        out.write(f"{line}\n")
+    for line in problems:
+        out.write(f"stale: {line}\n")
+    if problems:
+        out.write(f"{path} is stale: run 'libvirt-txmode snapshot' to take it again\n")
+        return EXIT_FINDINGS
+    out.write(f"{path} matches this host\n")
     return EXIT_OK
 
 
@@ -217,38 +415,89 @@ def _layout(args: argparse.Namespace) -> Layout:
     return Layout(*(os.path.abspath(d) for d in dirs))
 
 
+def _manages_daemon(args: argparse.Namespace, layout: Layout) -> bool:
+    """Only libvirt's own hooks directory concerns the running daemon, unless --reload says so."""
+    return layout.is_libvirts_own if args.reload is None else bool(args.reload)
+
+
 def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
     from .install import InstallError, install, reload_daemon  # noqa: PLC0415
+    from .policy import PolicyError, load_policy  # noqa: PLC0415
 
     layout = _layout(args)
+
+    def snapshot(path: str) -> str:
+        try:
+            policy = load_policy(layout.policy)
+        except PolicyError as exc:
+            return f"no snapshot taken (bad policy: {exc})"
+        try:
+            return _take_snapshot(args.connect, policy, path, _progress(False))[1]
+        except FatalError as exc:
+            return f"no snapshot taken ({exc}); the hook will probe emulators directly"
+
     try:
-        outcome = install(layout)
+        outcome = install(
+            layout,
+            python=os.path.abspath(args.python) if args.python else None,
+            dry_run=args.dry_run,
+            # A systemd unit serves libvirt's own daemon: only for its hooks dir or on request.
+            manage_daemon=layout.is_libvirts_own or args.reload is True,
+            take_snapshot=None if args.no_snapshot else snapshot,
+        )
     except (InstallError, OSError) as exc:
-        raise FatalError(f"install failed: {exc}") from None
+        raise FatalError(f"install refused: {exc}") from None
     for line in outcome.messages:
         out.write(f"{line}\n")
-    if not args.no_snapshot:
-        snap_args = argparse.Namespace(
-            connect=args.connect, output=layout.snapshot, policy=layout.policy
-        )
-        try:
-            _cmd_snapshot(snap_args, out)
-        except FatalError as exc:
-            out.write(f"no snapshot taken ({exc}); the hook will probe emulators directly\n")
-    if not args.no_reload:
-        out.write(reload_daemon() + "\n")
+    _daemon_step(args, layout, out, reload_daemon)
     return EXIT_OK
+
+
+def _daemon_step(
+    args: argparse.Namespace, layout: Layout, out: IO[str], reload: Callable[[], str]
+) -> None:
+    if args.reload is False:
+        out.write("daemon not reloaded (--no-reload)\n")
+    elif not _manages_daemon(args, layout):
+        out.write(
+            f"daemon not reloaded: {layout.hooks_dir} is not libvirt's own hooks directory "
+            "(--reload to reload it anyway)\n"
+        )
+    elif args.dry_run:
+        out.write("would make the libvirt daemon re-read its hooks\n")
+    else:
+        out.write(reload() + "\n")
 
 
 def _cmd_uninstall(args: argparse.Namespace, out: IO[str]) -> int:
     from .install import reload_daemon, uninstall  # noqa: PLC0415
 
-    outcome = uninstall(_layout(args))
+    layout = _layout(args)
+    try:
+        outcome = uninstall(layout, dry_run=args.dry_run)
+    except OSError as exc:
+        raise FatalError(f"uninstall failed: {exc}") from None
     for line in outcome.messages:
         out.write(f"{line}\n")
-    if not args.no_reload:
-        out.write(reload_daemon() + "\n")
+    _daemon_step(args, layout, out, reload_daemon)
     return EXIT_OK
+
+
+def _cmd_doctor(args: argparse.Namespace, out: IO[str]) -> int:
+    from .doctor import render_checks, run_checks  # noqa: PLC0415
+
+    checks = run_checks(_layout(args))
+    out.write(render_checks(checks, args.format))
+    return EXIT_FINDINGS if any(c.status == "fail" for c in checks) else EXIT_OK
+
+
+def _cmd_audit(args: argparse.Namespace, out: IO[str]) -> int:
+    from .audit import AuditError, audit  # noqa: PLC0415
+
+    try:
+        return audit(args, out, dict(os.environ))
+    except AuditError as exc:
+        raise FatalError(str(exc)) from None
 
 
 def _cmd_probe(args: argparse.Namespace, out: IO[str]) -> int:
@@ -289,23 +538,11 @@ def _cmd_explain(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _cmd_completion(args: argparse.Namespace, out: IO[str]) -> int:
-    from .manpage import completion_script  # noqa: PLC0415
-
     try:
-        out.write(completion_script(args.program, args.shell))
+        out.write(completion_script(PARSERS[args.program], args.shell))
     except ImportError:
         raise FatalError("shell completion needs shtab: pip install shtab") from None
     return EXIT_OK
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace, IO[str]], int]] = {
-    "snapshot": _cmd_snapshot,
-    "install-hook": _cmd_install,
-    "uninstall-hook": _cmd_uninstall,
-    "probe": _cmd_probe,
-    "explain": _cmd_explain,
-    "completion": _cmd_completion,
-}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -314,7 +551,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="libvirt-txmode: %(message)s",
     )
-    return guard("libvirt-txmode", lambda: COMMANDS[args.command](args, sys.stdout))
+    run: Handler = args.run
+    return guard("libvirt-txmode", lambda: run(args, sys.stdout))
+
+
+__all__ = ["EXIT_FATAL", "PARSERS", "SUBCOMMANDS", "main", "main_parser"]
 
 
 if __name__ == "__main__":

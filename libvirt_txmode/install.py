@@ -1,9 +1,17 @@
 """install-hook / uninstall-hook: put the hook where libvirt looks, and take it away again.
 
 libvirt runs ``$HOOKS/qemu`` and, since 6.5, every executable in ``$HOOKS/qemu.d/``. We never
-replace a hook we did not write: if a foreign ``qemu`` exists we go into ``qemu.d``. A manifest
-records what install created, so uninstall removes exactly that and nothing an operator changed
-afterwards.
+replace a hook we did not write: if a foreign ``qemu`` exists we go into ``qemu.d``.
+
+Each install keeps its own manifest, keyed by its hooks directory
+(``STATE/installs/<sha256(hooks dir)[:16]>.json``): uninstalling one hooks directory removes what
+that install wrote and nothing of another's. A file both installs use (the policy, the snapshot,
+the probe cache, when they share config/state/cache directories) stays while any other manifest
+still names it. Nothing is ever removed through a symlink or outside the file names we write.
+
+Before the hook goes live it is run once, as libvirt would run it, on a ``prepare begin`` event of
+a sample domain and on a no-op event: a hook that cannot start (``pip install --user`` is invisible
+to ``python -I``) is refused instead of refusing every VM start later.
 """
 
 from __future__ import annotations
@@ -16,11 +24,14 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from .cache import write_atomic
 
@@ -33,6 +44,24 @@ DEFAULT_STATE_DIR = "/var/lib/libvirt-txmode"
 DEFAULT_CACHE_DIR = "/var/cache/libvirt-txmode"
 UNIT_PATH = "/etc/systemd/system/libvirt-txmode-snapshot.service"
 DAEMONS = ("libvirtd", "virtqemud")
+MANIFEST_FORMAT = "libvirt-txmode-install"
+MANIFEST_VERSION = 2
+# The environment libvirt gives a hook (virCommandAddEnvPassCommon: LC_ALL=C and a short PATH).
+HOOK_ENV = {"LC_ALL": "C", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+SELFTEST_DOMAIN = "libvirt-txmode-selftest"
+# A domain without NICs: compliant under every valid policy, yet it goes through the whole hook
+# (policy, XML parser, engine, logging), which is what the self-test must prove.
+SELFTEST_XML = (
+    f"<domain type='qemu'><name>{SELFTEST_DOMAIN}</name><memory unit='MiB'>64</memory>"
+    "<os><type arch='x86_64'>hvm</type></os><devices/></domain>\n"
+)
+SELFTEST_TIMEOUT = 120.0
+# What the hook writes into the cache directory (probe answers and their locks, compiled policies,
+# verdicts, atomic-write temporaries): uninstall removes these names and no others.
+CACHE_NAMES = re.compile(
+    r"(?:(?:verdict|policy)-)?[0-9a-f]{16,64}\.(?:json|lock)|\.tmp-[A-Za-z0-9_]{1,16}"
+)
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_./+:@-]+")
 
 
 class InstallError(Exception):
@@ -55,8 +84,22 @@ class Layout:
         return os.path.join(self.state_dir, "snapshot.json")
 
     @property
+    def manifests(self) -> str:
+        return os.path.join(self.state_dir, "installs")
+
+    @property
     def manifest(self) -> str:
+        digest = hashlib.sha256(os.path.normpath(self.hooks_dir).encode()).hexdigest()[:16]
+        return os.path.join(self.manifests, f"{digest}.json")
+
+    @property
+    def legacy_manifest(self) -> str:
+        """Version 1 kept one manifest per state directory, whichever hooks dir it served."""
         return os.path.join(self.state_dir, "install-manifest.json")
+
+    @property
+    def is_libvirts_own(self) -> bool:
+        return os.path.normpath(self.hooks_dir) == DEFAULT_HOOKS_DIR
 
 
 @dataclass
@@ -66,6 +109,15 @@ class Outcome:
 
     def say(self, message: str) -> None:
         self.messages.append(message)
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """What the hook's interpreter, run as the wrapper runs it (``-I``), imports and trusts."""
+
+    python: str
+    package: str  # the libvirt_txmode package directory it imports
+    path: tuple[str, ...]  # its sys.path: every directory code is imported from as root
 
 
 def _packaged(name: str) -> str:
@@ -81,22 +133,35 @@ def _sha256(path: str) -> Optional[str]:
         return None
 
 
-def render_hook(python: str, layout: Layout) -> str:
+def render_hook(python: str, layout: Layout, package: Optional[str] = None) -> str:
     """The sh wrapper with this installation's interpreter and paths (libvirt gives a bare PATH)."""
     text = _packaged("qemu-hook")
-    for name, value in (
-        ("PYTHON", python),
-        ("POLICY", layout.policy),
-        ("SNAPSHOT", layout.snapshot),
-        ("CACHE", layout.cache_dir),
-    ):
-        if not re.fullmatch(r"[A-Za-z0-9_./+:@-]+", value):
+    settings = [("PYTHON", python)]
+    if package is not None:
+        settings.append(("PACKAGE", package))
+    settings += [("POLICY", layout.policy), ("SNAPSHOT", layout.snapshot)]
+    settings.append(("CACHE", layout.cache_dir))
+    for name, value in settings:
+        if not _SAFE_VALUE.fullmatch(value):
             raise InstallError(f"refusing to embed unusual path {value!r} into a shell script")
         if not os.path.isabs(value):
             # libvirt runs hooks from its own working directory: a relative path would not resolve.
             raise InstallError(f"{name.lower()} path {value!r} must be absolute")
         text = re.sub(rf"^{name}=.*$", f"{name}={value}", text, count=1, flags=re.M)
     return text
+
+
+def hook_settings(path: str) -> dict[str, str]:
+    """The NAME=value settings of an installed wrapper (for doctor)."""
+    found: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(8192)
+    except OSError:
+        return found
+    for match in re.finditer(r"^(PYTHON|PACKAGE|POLICY|SNAPSHOT|CACHE)=(.*)$", head, flags=re.M):
+        found.setdefault(match.group(1), match.group(2))
+    return found
 
 
 def is_ours(path: str) -> bool:
@@ -107,99 +172,452 @@ def is_ours(path: str) -> bool:
         return False
 
 
-def _load_manifest(layout: Layout) -> dict[str, str]:
-    try:
-        with open(layout.manifest, encoding="utf-8") as handle:
-            data = json.load(handle)
-        return {str(k): str(v) for k, v in data.get("files", {}).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def _save_manifest(layout: Layout, files: dict[str, str]) -> None:
-    os.makedirs(layout.state_dir, mode=0o755, exist_ok=True)
-    document = {"format": "libvirt-txmode-install", "version": 1, "files": files}
-    write_atomic(layout.manifest, json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
-
-
-def install(layout: Layout, *, python: Optional[str] = None) -> Outcome:
-    outcome = Outcome()
-    python = python or sys.executable
-    files = _load_manifest(layout)
+def hook_target(layout: Layout) -> tuple[str, Optional[str]]:
+    """Where our hook goes, and why not ``qemu`` when a foreign one is there."""
     main_hook = os.path.join(layout.hooks_dir, "qemu")
     if os.path.lexists(main_hook) and not is_ours(main_hook):
         target = os.path.join(layout.hooks_dir, "qemu.d", DROPIN_NAME)
-        outcome.say(
+        return target, (
             f"{main_hook} belongs to someone else: left alone; installing {target} instead "
             "(libvirt >= 6.5 runs hooks in qemu.d/ after qemu)"
         )
-    else:
-        target = main_hook
-    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-    content = render_hook(python, layout).encode()
-    if _sha256(target) == hashlib.sha256(content).hexdigest():
-        outcome.say(f"hook {target} already installed")
-    else:
-        write_atomic(target, content, mode=0o755)
-        outcome.say(f"installed hook {target} (interpreter {python})")
-    files[target] = hashlib.sha256(content).hexdigest()
-    outcome.hook_path = target
-
-    if not os.path.exists(layout.policy):
-        os.makedirs(layout.config_dir, mode=0o755, exist_ok=True)
-        policy = _packaged("policy.yaml").encode()
-        write_atomic(layout.policy, policy, mode=0o644)
-        files[layout.policy] = hashlib.sha256(policy).hexdigest()
-        outcome.say(f"installed default policy {layout.policy}")
-    else:
-        outcome.say(f"kept existing policy {layout.policy}")
-
-    if os.path.isdir("/run/systemd/system") and not os.path.exists(UNIT_PATH):
-        unit = _packaged("libvirt-txmode-snapshot.service").replace("@PYTHON@", python).encode()
-        write_atomic(UNIT_PATH, unit, mode=0o644)
-        files[UNIT_PATH] = hashlib.sha256(unit).hexdigest()
-        subprocess.run(["systemctl", "daemon-reload"], check=False)
-        subprocess.run(["systemctl", "enable", os.path.basename(UNIT_PATH)], check=False)
-        outcome.say(f"installed {UNIT_PATH} (refreshes the snapshot when the daemon starts)")
-    _save_manifest(layout, files)
-    return outcome
+    return main_hook, None
 
 
-def uninstall(layout: Layout) -> Outcome:
+# --- the interpreter -----------------------------------------------------------------------------
+
+_INSPECT = (
+    "import json, os, sys, libvirt_txmode; "
+    "print(json.dumps({'package': os.path.dirname(os.path.abspath(libvirt_txmode.__file__)), "
+    "'path': [p for p in sys.path if p]}))"
+)
+
+
+def inspect_interpreter(python: str) -> Interpreter:
+    """Run ``python -I`` as the hook will, and learn where it imports libvirt_txmode from."""
+    if not os.path.isabs(python):
+        raise InstallError(f"python path {python!r} must be absolute")
+    try:
+        proc = subprocess.run(
+            [python, "-I", "-c", _INSPECT],
+            capture_output=True,
+            text=True,
+            env=HOOK_ENV,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+    except OSError as exc:
+        raise InstallError(f"cannot run the hook's interpreter {python}: {exc.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise InstallError(f"the hook's interpreter {python} did not answer in 60 s") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InstallError(
+            f"the hook's interpreter {python}, run isolated (-I) as the hook runs it, cannot "
+            f"import libvirt_txmode ({last}); a 'pip install --user' is invisible to it: install "
+            "into a venv (python3 -m venv /opt/libvirt-txmode) or system-wide"
+        )
+    try:
+        data = json.loads(proc.stdout)
+        return Interpreter(python, str(data["package"]), tuple(str(p) for p in data["path"]))
+    except (ValueError, KeyError, TypeError):
+        raise InstallError(f"the hook's interpreter {python} gave an unreadable answer") from None
+
+
+def interpreter_trust_problem(interpreter: Interpreter) -> Optional[str]:
+    """Why code the interpreter runs as root could be planted by someone else, or None.
+
+    The interpreter itself, the package directory and every existing directory on its ``-I``
+    sys.path (site-packages with its ``.pth`` files included) must pass the whole-path trust rule
+    of ``files.path_trust_problem``: owned by root, writable by no one else, from ``/`` down."""
+    from .files import path_trust_problem  # noqa: PLC0415
+
+    candidates = [interpreter.python, interpreter.package]
+    candidates += [p for p in interpreter.path if os.path.exists(p)]
+    for path in dict.fromkeys(candidates):
+        problem = path_trust_problem(path, allowed_uids=frozenset({0}))
+        if problem is not None:
+            return (
+                f"refusing the hook's interpreter {interpreter.python}: {problem} (it runs as "
+                "root on every VM start; whoever can write there could plant code in it)"
+            )
+    return None
+
+
+def self_test(hook: str) -> None:
+    """Run the wrapper as libvirt would, once on ``prepare begin`` of a compliant sample domain
+    and once on a no-op event; InstallError with the hook's own words when it cannot run."""
+    events = (("prepare", "begin"), ("started", "begin"), ("reconnect", "begin"))
+    for operation, sub in events:
+        try:
+            proc = subprocess.run(
+                ["/bin/sh", hook, SELFTEST_DOMAIN, operation, sub, "-"],
+                input=SELFTEST_XML.encode(),
+                capture_output=True,
+                env=HOOK_ENV,
+                cwd="/",
+                timeout=SELFTEST_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise InstallError(
+                f"the hook did not answer '{operation} {sub}' in {SELFTEST_TIMEOUT:.0f} s"
+            ) from None
+        if proc.returncode != 0 or proc.stdout:
+            said = proc.stderr.decode("utf-8", "replace").strip() or "no message"
+            if proc.stdout:
+                said += " (and it wrote to stdout, which libvirt would take as XML)"
+            raise InstallError(
+                f"the hook failed its self-test on a sample '{operation} {sub}' event "
+                f"(exit {proc.returncode}): {said}"
+            )
+
+
+# --- manifests -----------------------------------------------------------------------------------
+
+
+def _read_json(path: str) -> Optional[dict[str, Any]]:
+    try:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _files_of(document: dict[str, Any]) -> dict[str, dict[str, str]]:
+    files: dict[str, dict[str, str]] = {}
+    raw = document.get("files")
+    if not isinstance(raw, dict):
+        return files
+    for path, entry in raw.items():
+        if isinstance(entry, str):  # version 1: path -> sha256
+            files[str(path)] = {"sha256": entry, "role": _role_of(str(path))}
+        elif isinstance(entry, dict):
+            files[str(path)] = {str(k): str(v) for k, v in entry.items()}
+    return files
+
+
+def _role_of(path: str) -> str:
+    if path == UNIT_PATH:
+        return "unit"
+    if path.endswith(("/qemu", "/" + DROPIN_NAME)):
+        return "hook"
+    return "policy"
+
+
+def load_manifest(layout: Layout) -> dict[str, dict[str, str]]:
+    """The files this hooks directory's install wrote: path -> {sha256, role}."""
+    document = _read_json(layout.manifest)
+    if document is not None:
+        return _files_of(document)
+    legacy = _read_json(layout.legacy_manifest)
+    if legacy is None:
+        return {}
+    files = _files_of(legacy)
+    # A version-1 manifest is adopted only by the hooks directory its hook was installed in.
+    hooks = (os.path.join(layout.hooks_dir, "qemu"), hook_target(layout)[0])
+    if any(entry.get("role") == "hook" and path in hooks for path, entry in files.items()):
+        return files
+    return {}
+
+
+def _save_manifest(layout: Layout, files: dict[str, dict[str, str]]) -> None:
+    os.makedirs(layout.manifests, mode=0o755, exist_ok=True)
+    document = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "hooks_dir": os.path.normpath(layout.hooks_dir),
+        "uses": sorted(_uses(layout)),
+        "files": files,
+    }
+    write_atomic(layout.manifest, json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
+    if os.path.lexists(layout.legacy_manifest) and load_manifest_legacy_is_ours(layout):
+        os.unlink(layout.legacy_manifest)
+
+
+def load_manifest_legacy_is_ours(layout: Layout) -> bool:
+    legacy = _read_json(layout.legacy_manifest)
+    if legacy is None:
+        return False
+    hooks = (os.path.join(layout.hooks_dir, "qemu"), hook_target(layout)[0])
+    return any(path in hooks for path in _files_of(legacy))
+
+
+def _uses(layout: Layout) -> set[str]:
+    """Shared paths an installed hook depends on, whoever wrote them."""
+    return {layout.policy, layout.snapshot, os.path.normpath(layout.cache_dir)}
+
+
+def _used_elsewhere(layout: Layout) -> dict[str, str]:
+    """Paths other installs (other hooks directories, same state directory) still use or own,
+    with the manifest of the install that uses them."""
+    used: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(layout.manifests))
+    except OSError:
+        return used
+    own = os.path.basename(layout.manifest)
+    for name in names:
+        if name == own or not name.endswith(".json"):
+            continue
+        manifest = os.path.join(layout.manifests, name)
+        document = _read_json(manifest)
+        if document is None:
+            continue
+        uses = document.get("uses")
+        for path in [*(uses if isinstance(uses, list) else []), *_files_of(document)]:
+            used.setdefault(str(path), manifest)
+    return used
+
+
+def _hand_over(manifest: str, path: str, entry: dict[str, str]) -> str:
+    """A file our install wrote that another install still uses becomes that install's: its
+    uninstall removes it then, so no install leaves an orphan behind. Returns its hooks dir."""
+    document = _read_json(manifest) or {}
+    files = _files_of(document)
+    files.setdefault(path, entry)
+    document["files"] = files
+    write_atomic(manifest, json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
+    return str(document.get("hooks_dir", "?"))
+
+
+# --- install -------------------------------------------------------------------------------------
+
+
+def install(
+    layout: Layout,
+    *,
+    python: Optional[str] = None,
+    dry_run: bool = False,
+    manage_daemon: Optional[bool] = None,
+    verify: bool = True,
+    take_snapshot: Optional[Callable[[str], str]] = None,
+) -> Outcome:
+    """Install the hook for ``layout``.
+
+    ``manage_daemon`` (default: only for libvirt's own hooks directory) allows a systemd unit;
+    ``verify`` checks the interpreter's trust and self-tests the hook before it goes live;
+    ``take_snapshot(path)`` writes a snapshot and returns what to say (None: no snapshot).
+    """
     outcome = Outcome()
-    files = _load_manifest(layout)
-    if not files:
-        outcome.say("nothing to uninstall (no install manifest)")
-    for path, digest in sorted(files.items()):
-        current = _sha256(path)
-        if current is None:
-            outcome.say(f"{path} already gone")
-        elif current != digest and not path.endswith(("/qemu", "/" + DROPIN_NAME)):
-            outcome.say(f"kept {path}: changed since install (remove it yourself if you want)")
-            continue
-        elif current != digest and not is_ours(path):
-            outcome.say(f"kept {path}: no longer ours")
-            continue
+    python = python or sys.executable
+    if manage_daemon is None:
+        manage_daemon = layout.is_libvirts_own
+    files = load_manifest(layout)
+    interpreter: Optional[Interpreter] = None
+    if verify:
+        interpreter = inspect_interpreter(python)
+        problem = interpreter_trust_problem(interpreter)
+        if problem is not None:
+            raise InstallError(problem)
+    target, moved = hook_target(layout)
+    if moved:
+        outcome.say(moved)
+    outcome.hook_path = target
+    content = render_hook(python, layout, interpreter.package if interpreter else None).encode()
+    digest = hashlib.sha256(content).hexdigest()
+    verb = "would install" if dry_run else "installed"
+
+    policy_written = False
+    if os.path.lexists(layout.policy):
+        outcome.say(f"kept existing policy {layout.policy}")
+    else:
+        policy = _packaged("policy.yaml").encode()
+        if not dry_run:
+            os.makedirs(layout.config_dir, mode=0o755, exist_ok=True)
+            write_atomic(layout.policy, policy, mode=0o644)
+            files[layout.policy] = {"sha256": hashlib.sha256(policy).hexdigest(), "role": "policy"}
+            policy_written = True
+        outcome.say(f"{verb} default policy {layout.policy}")
+
+    try:
+        if _sha256(target) == digest:
+            if verify and not dry_run:
+                self_test(target)
+            outcome.say(f"hook {target} already installed")
         else:
-            if path == UNIT_PATH:
-                subprocess.run(["systemctl", "disable", os.path.basename(UNIT_PATH)], check=False)
-            os.unlink(path)
-            outcome.say(f"removed {path}")
-    for path in (layout.snapshot, layout.manifest):
-        if os.path.exists(path):
-            os.unlink(path)
-            outcome.say(f"removed {path}")
-    if os.path.isdir(layout.cache_dir):
-        # Only files the hook writes there: probe answers and their locks.
-        for name in os.listdir(layout.cache_dir):
-            if name.endswith((".json", ".lock")) or name.startswith(".tmp-"):
-                os.unlink(os.path.join(layout.cache_dir, name))
-        outcome.say(f"emptied probe cache {layout.cache_dir}")
-    dropin_dir = os.path.join(layout.hooks_dir, "qemu.d")
-    for directory in (dropin_dir, layout.config_dir, layout.state_dir, layout.cache_dir):
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)  # only when empty: it may hold the operator's files
+            if not dry_run:
+                _install_verified(target, content, verify)
+            outcome.say(f"{verb} hook {target} (interpreter {python})")
+    except (InstallError, OSError):
+        if policy_written:  # nothing of a refused install stays behind
+            with contextlib.suppress(OSError):
+                os.unlink(layout.policy)
+                os.rmdir(layout.config_dir)
+        raise
+    files[target] = {"sha256": digest, "role": "hook"}
+
+    if manage_daemon and os.path.isdir("/run/systemd/system") and not os.path.exists(UNIT_PATH):
+        unit = _packaged("libvirt-txmode-snapshot.service").replace("@PYTHON@", python).encode()
+        if not dry_run:
+            write_atomic(UNIT_PATH, unit, mode=0o644)
+            files[UNIT_PATH] = {"sha256": hashlib.sha256(unit).hexdigest(), "role": "unit"}
+            subprocess.run(["systemctl", "daemon-reload"], check=False)
+            subprocess.run(["systemctl", "enable", os.path.basename(UNIT_PATH)], check=False)
+        outcome.say(f"{verb} {UNIT_PATH} (refreshes the snapshot when the daemon starts)")
+
+    if take_snapshot is not None:
+        if dry_run:
+            outcome.say(f"would take a capability snapshot to {layout.snapshot}")
+        else:
+            existed = os.path.lexists(layout.snapshot)
+            outcome.say(take_snapshot(layout.snapshot))
+            owned = layout.snapshot in files or not existed
+            if owned and os.path.isfile(layout.snapshot):
+                files[layout.snapshot] = {"sha256": "", "role": "snapshot"}
+    if dry_run:
+        outcome.say(f"would record the install in {layout.manifest}")
+    else:
+        _save_manifest(layout, files)
     return outcome
+
+
+def _install_verified(target: str, content: bytes, verify: bool) -> None:
+    """Write the hook beside its place, self-test it there and only then rename it into place.
+
+    The temporary file is 0600: libvirt runs every *executable* in qemu.d, so an untested hook must
+    never be executable under that directory, not even for the time of the test."""
+    directory = os.path.dirname(target)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".libvirt-txmode-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if verify:
+            self_test(tmp)
+        os.chmod(tmp, 0o755)  # noqa: S103 - libvirt runs hooks that are executable
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+# --- uninstall -----------------------------------------------------------------------------------
+
+
+def uninstall(layout: Layout, *, dry_run: bool = False) -> Outcome:
+    outcome = Outcome()
+    files = load_manifest(layout)
+    if not files and not os.path.lexists(layout.manifest):
+        outcome.say(f"nothing to uninstall for {layout.hooks_dir} (no install manifest)")
+        return outcome
+    used = _used_elsewhere(layout)
+    verb = "would remove" if dry_run else "removed"
+    for path, entry in sorted(files.items()):
+        role = entry.get("role", "")
+        if path in used:
+            other = _read_json(used[path]) or {}
+            hooks_dir = str(other.get("hooks_dir", "?"))
+            if not dry_run:
+                hooks_dir = _hand_over(used[path], path, entry)
+            outcome.say(f"kept {path}: still used by the install in {hooks_dir}")
+            continue
+        problem = _removal_problem(path, entry)
+        if problem is not None:
+            outcome.say(problem)
+            continue
+        if not dry_run:
+            if role == "unit":
+                subprocess.run(["systemctl", "disable", os.path.basename(path)], check=False)
+            os.unlink(path)
+        outcome.say(f"{verb} {path}")
+    cache = os.path.normpath(layout.cache_dir)
+    if cache in used:
+        hooks_dir = str((_read_json(used[cache]) or {}).get("hooks_dir", "?"))
+        outcome.say(
+            f"kept probe cache {layout.cache_dir}: still used by the install in {hooks_dir}"
+        )
+    else:
+        outcome.messages.extend(empty_cache(layout.cache_dir, dry_run=dry_run))
+    for manifest in (layout.manifest, layout.legacy_manifest):
+        if manifest == layout.legacy_manifest and not load_manifest_legacy_is_ours(layout):
+            continue
+        if os.path.lexists(manifest):
+            if not dry_run:
+                os.unlink(manifest)
+            outcome.say(f"{verb} {manifest}")
+    if not dry_run:
+        directories = (
+            os.path.join(layout.hooks_dir, "qemu.d"),
+            layout.config_dir,
+            layout.manifests,
+            layout.state_dir,
+            layout.cache_dir,
+        )
+        for directory in directories:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)  # only when empty (a symlink is not removed by rmdir)
+    return outcome
+
+
+def _removal_problem(path: str, entry: dict[str, str]) -> Optional[str]:
+    """Why a manifest entry must stay, or None when it is still exactly what install wrote."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return f"{path} already gone"
+    except OSError as exc:
+        return f"kept {path}: {exc.strerror}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"kept {path}: no longer a regular file (never removed through a symlink)"
+    if os.path.realpath(path) != os.path.abspath(path):
+        return f"kept {path}: reached through a symlinked directory"
+    role = entry.get("role", "")
+    if role == "snapshot":
+        return None  # rewritten by every refresh: ours by name, whatever its content
+    if _sha256(path) == entry.get("sha256"):
+        return None
+    if role == "hook":
+        if is_ours(path):
+            return None  # an older or newer rendering of our own wrapper
+        return f"kept {path}: no longer ours"
+    return f"kept {path}: changed since install (remove it yourself if you want)"
+
+
+def empty_cache(cache_dir: str, *, dry_run: bool = False) -> list[str]:
+    """Remove the files the hook writes into ``cache_dir``: by name (CACHE_NAMES), regular files
+    only, never through a symlink, and only in a directory owned by us or root."""
+    try:
+        fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        if os.path.islink(cache_dir):
+            return [f"kept probe cache {cache_dir}: a symlink, never followed"]
+        return [f"kept probe cache {cache_dir}: {exc.strerror}"]
+    try:
+        info = os.fstat(fd)
+        if info.st_uid not in (0, os.geteuid()) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return [f"kept probe cache {cache_dir}: not a directory only we can write"]
+        if os.path.realpath(cache_dir) != os.path.abspath(cache_dir):
+            return [f"kept probe cache {cache_dir}: reached through a symlinked directory"]
+        removed = 0
+        for name in sorted(os.listdir(fd)):
+            if not CACHE_NAMES.fullmatch(name):
+                continue
+            try:
+                entry = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISREG(entry.st_mode):
+                    continue  # a directory named x.json, a symlink: not something we wrote
+                if not dry_run:
+                    os.unlink(name, dir_fd=fd)
+                removed += 1
+            except FileNotFoundError:
+                continue
+        verb = "would remove" if dry_run else "removed"
+        return [f"{verb} {removed} cache file{'s' if removed != 1 else ''} from {cache_dir}"]
+    finally:
+        os.close(fd)
+
+
+# --- the daemon ----------------------------------------------------------------------------------
 
 
 def reload_daemon() -> str:
@@ -211,14 +629,14 @@ def reload_daemon() -> str:
                 subprocess.run(["systemctl", "reload", daemon], check=False)
                 return f"reloaded {daemon} (systemctl reload)"
     for daemon in DAEMONS:
-        pid = _pid_of(daemon)
+        pid = daemon_pid(daemon)
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
             return f"sent SIGHUP to {daemon} (pid {pid})"
     return "no libvirt daemon running: it will read the hook when it starts"
 
 
-def _pid_of(daemon: str) -> Optional[int]:
+def daemon_pid(daemon: str) -> Optional[int]:
     try:
         with open(f"/run/{daemon}.pid", encoding="ascii") as handle:
             pid = int(handle.read().strip())
@@ -232,3 +650,7 @@ def _pid_of(daemon: str) -> Optional[int]:
     except OSError:
         return None
     return pid
+
+
+def running_daemons(names: Sequence[str] = DAEMONS) -> list[str]:
+    return [name for name in names if daemon_pid(name) is not None]

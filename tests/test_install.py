@@ -1,7 +1,12 @@
-"""install-hook / uninstall-hook on a temporary hooks directory (the real /etc is in the e2e tests)."""
+"""install-hook / uninstall-hook on a temporary hooks directory (the real /etc is in the e2e tests).
+
+Every install here runs the real self-test: the written wrapper is started with `sh`, as libvirt
+starts it, on a sample `prepare begin` and on no-op events, with the real interpreter.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -15,6 +20,7 @@ from libvirt_txmode.install import (
     DROPIN_NAME,
     InstallError,
     Layout,
+    hook_settings,
     install,
     is_ours,
     render_hook,
@@ -22,11 +28,14 @@ from libvirt_txmode.install import (
 )
 
 FOREIGN = "#!/bin/sh\n# the operator's own hook\nexit 0\n"
+REPO = Path(__file__).resolve().parent.parent
+CLI = Path(sys.executable).parent / "libvirt-txmode"
+HOOK_ENV = {"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
-def layout(base: Path) -> Layout:
+def layout(base: Path, hooks: str = "hooks") -> Layout:
     return Layout(
-        hooks_dir=str(base / "hooks"),
+        hooks_dir=str(base / hooks),
         config_dir=str(base / "etc"),
         state_dir=str(base / "state"),
         cache_dir=str(base / "cache"),
@@ -34,36 +43,57 @@ def layout(base: Path) -> Layout:
 
 
 def tree(base: Path) -> dict[str, str]:
-    """Every file under base with its content (for before/after comparisons)."""
+    """Every file and link under base with its content (for before/after comparisons)."""
     return {
-        str(p.relative_to(base)): p.read_text(errors="replace")
+        str(p.relative_to(base)): (
+            "-> " + os.readlink(p) if p.is_symlink() else p.read_text(errors="replace")
+        )
         for p in sorted(base.rglob("*"))
-        if p.is_file()
+        if p.is_file() or p.is_symlink()
     }
+
+
+def cli_args(base: Path, hooks: str = "hooks") -> list[str]:
+    return [
+        "--hooks-dir", str(base / hooks),
+        "--config-dir", str(base / "etc"),
+        "--state-dir", str(base / "state"),
+        "--cache-dir", str(base / "cache"),
+    ]  # fmt: skip
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args], capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+# --- the wrapper ---------------------------------------------------------------------------------
 
 
 def test_install_writes_an_executable_wrapper_with_this_installation(tmp_path: Path) -> None:
     lay = layout(tmp_path)
-    outcome = install(lay, python="/opt/venv/bin/python3")
+    outcome = install(lay, python=sys.executable)
     hook = tmp_path / "hooks" / "qemu"
     assert outcome.hook_path == str(hook)
     text = hook.read_text()
     assert text.startswith("#!/bin/sh\n")
-    assert "PYTHON=/opt/venv/bin/python3\n" in text
+    assert f"PYTHON={sys.executable}\n" in text
+    assert f"PACKAGE={REPO / 'libvirt_txmode'}\n" in text  # where `python -I` imports it from
     assert f"POLICY={lay.policy}\n" in text
     assert f"SNAPSHOT={lay.snapshot}\n" in text
     assert f"CACHE={lay.cache_dir}\n" in text
     assert stat.S_IMODE(hook.stat().st_mode) == 0o755
     assert is_ours(str(hook))
     # The default policy is the bundled one, installed root-only-writable.
-    assert (
-        Path(lay.policy).read_text() == (Path(__file__).parent.parent / "policy.yaml").read_text()
-    )
+    assert Path(lay.policy).read_text() == (REPO / "policy.yaml").read_text()
     assert stat.S_IMODE(os.stat(lay.policy).st_mode) == 0o644
     assert outcome.messages == [
-        f"installed hook {hook} (interpreter /opt/venv/bin/python3)",
         f"installed default policy {lay.policy}",
+        f"installed hook {hook} (interpreter {sys.executable})",
     ]
+    # No temporary file of the self-test is left beside the hook.
+    assert sorted(os.listdir(tmp_path / "hooks")) == ["qemu"]
 
 
 def test_rendered_wrapper_is_valid_posix_sh(tmp_path: Path) -> None:
@@ -73,6 +103,175 @@ def test_rendered_wrapper_is_valid_posix_sh(tmp_path: Path) -> None:
     )
 
 
+def wrapper(tmp_path: Path, *, python: str, package: str, on_error: str) -> tuple[Path, Path]:
+    """A wrapper whose interpreter or package went away after install (a removed venv)."""
+    lay = layout(tmp_path)
+    Path(lay.config_dir).mkdir(parents=True)
+    policy = Path(lay.policy)
+    policy.write_text(f"version: 1\non_error: {on_error}  # the operator's choice\n")
+    policy.chmod(0o644)
+    hook = tmp_path / "qemu"
+    hook.write_text(render_hook(python, lay, package))
+    hook.chmod(0o755)
+    return hook, policy
+
+
+def run_hook(
+    hook: Path, *event: str, stdin: bytes = b"<domain/>"
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(hook), *event],
+        input=stdin.decode(),
+        capture_output=True,
+        text=True,
+        env=HOOK_ENV,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_missing_interpreter_says_what_and_how_to_fix_and_follows_on_error(
+    tmp_path: Path,
+) -> None:
+    gone = str(tmp_path / "venv" / "bin" / "python3")
+    hook, policy = wrapper(tmp_path, python=gone, package=str(tmp_path / "pkg"), on_error="deny")
+    result = run_hook(hook, "vm\n1", "prepare", "begin", "-")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"libvirt-txmode: hook {hook} cannot check domain 'vm1': its interpreter {gone} is "
+        "missing or not executable; fix: reinstall libvirt-txmode and run 'libvirt-txmode "
+        "install-hook' (or 'libvirt-txmode uninstall-hook' to remove the gate); refusing to "
+        "start it (on_error: deny)\n"
+    )
+    # on_error: allow in the installed (root-owned, 0644) policy lets the domain start ...
+    policy.write_text("version: 1\non_error: allow\n")
+    assert run_hook(hook, "vm1", "prepare", "begin", "-").returncode == 0
+    # ... but not from a policy others could write: the hook itself would not believe it.
+    policy.chmod(0o666)
+    assert run_hook(hook, "vm1", "prepare", "begin", "-").returncode == 1
+
+
+def test_missing_package_says_the_interpreter_cannot_import_it(tmp_path: Path) -> None:
+    package = str(tmp_path / "site-packages" / "libvirt_txmode")
+    hook, _ = wrapper(tmp_path, python=sys.executable, package=package, on_error="deny")
+    result = run_hook(hook, "vm1", "prepare", "begin", "-")
+    assert result.returncode == 1
+    assert (
+        f"its interpreter {sys.executable} cannot import libvirt_txmode ({package}/hook.py is "
+        "missing); fix: reinstall libvirt-txmode" in result.stderr
+    )
+    assert result.stderr.count("\n") == 1  # one line
+
+
+@pytest.mark.parametrize(
+    "event",
+    [("reconnect", "begin"), ("started", "begin"), ("stopped", "end"), ("release", "end"), ()],
+)
+def test_every_other_event_stays_a_noop_without_an_interpreter(
+    tmp_path: Path, event: tuple[str, ...]
+) -> None:
+    """A failing `reconnect` makes libvirt kill running VMs: a removed venv must not do that."""
+    hook, _ = wrapper(
+        tmp_path, python="/nonexistent/python3", package="/nonexistent", on_error="deny"
+    )
+    result = run_hook(hook, "vm1", *event, "-")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+# --- refusing a hook that cannot run -------------------------------------------------------------
+
+
+def test_interpreter_that_cannot_import_the_package_isolated_is_refused(tmp_path: Path) -> None:
+    """What `pip install --user` leaves: the package importable without -I, not with it. Here
+    PYTHONPATH plays the user site: both are ignored by `python -I`, which the hook runs."""
+    before = tree(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    check = subprocess.run(
+        ["/usr/bin/python3", "-c", "import libvirt_txmode"], env=env, check=False
+    )
+    assert check.returncode == 0  # importable for the operator's shell ...
+    result = subprocess.run(
+        [
+            str(CLI),
+            "install-hook",
+            "--no-snapshot",
+            "--python",
+            "/usr/bin/python3",
+            *cli_args(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "libvirt-txmode: error: install refused: the hook's interpreter /usr/bin/python3, run "
+        "isolated (-I) as the hook runs it, cannot import libvirt_txmode (ModuleNotFoundError: "
+        "No module named 'libvirt_txmode'); a 'pip install --user' is invisible to it"
+    )
+    assert tree(tmp_path) == before  # nothing written
+
+
+def test_hook_failing_its_self_test_is_not_installed(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    Path(lay.config_dir).mkdir()
+    Path(lay.policy).write_text("version: 1\non_unknwon: deny\n")  # refuses every start
+    with pytest.raises(InstallError) as caught:
+        install(lay, python=sys.executable)
+    assert str(caught.value).startswith(
+        "the hook failed its self-test on a sample 'prepare begin' event (exit 1): "
+        "libvirt-txmode: refusing to start domain 'libvirt-txmode-selftest': policy unusable: "
+        f"{lay.policy}:2: on_unknwon: unknown key"
+    )
+    assert not (tmp_path / "hooks" / "qemu").exists()
+    assert os.listdir(tmp_path / "hooks") == []  # no temporary file either
+    assert not Path(lay.manifest).exists()
+
+
+def fake_venv(base: Path) -> Path:
+    """A venv whose site-packages makes libvirt_txmode importable (a .pth file to this tree)."""
+    venv = base / "venv"
+    site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "bin").mkdir()
+    real = os.path.realpath(sys.executable)
+    (venv / "bin" / "python3").symlink_to(real)
+    (venv / "pyvenv.cfg").write_text(
+        f"home = {os.path.dirname(real)}\ninclude-system-site-packages = false\n"
+    )
+    import lxml
+    import yaml
+
+    # This tree and the test venv's dependencies, as a real venv's install would provide them.
+    deps = {os.path.dirname(os.path.dirname(m.__file__ or "")) for m in (lxml, yaml)}
+    (site / "txmode.pth").write_text("".join(f"{p}\n" for p in [str(REPO), *sorted(deps)]))
+    return venv
+
+
+def test_interpreter_in_a_venv_owned_by_nobody_is_refused(tmp_path: Path) -> None:
+    """Code planted in such a venv (a .pth file, a module) would run as root on every start."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the venv to nobody")
+    venv = fake_venv(tmp_path)
+    python = str(venv / "bin" / "python3")
+    lay = layout(tmp_path)
+    install(lay, python=python)  # root-owned: accepted, and the self-test passes
+    uninstall(lay)
+    site = next(venv.glob("lib/*/site-packages"))
+    os.chown(site, 65534, 65534)
+    with pytest.raises(
+        InstallError, match=re.escape(f"refusing the hook's interpreter {python}: ")
+    ):
+        install(lay, python=python)
+    with pytest.raises(InstallError, match="owned by uid 65534, not root"):
+        install(lay, python=python)
+    assert not (tmp_path / "hooks" / "qemu").exists()
+
+
+# --- idempotence, foreign hooks, scoped manifests ------------------------------------------------
+
+
 def test_install_is_idempotent(tmp_path: Path) -> None:
     lay = layout(tmp_path)
     install(lay, python=sys.executable)
@@ -80,8 +279,8 @@ def test_install_is_idempotent(tmp_path: Path) -> None:
     outcome = install(lay, python=sys.executable)
     assert tree(tmp_path) == before
     assert outcome.messages == [
-        f"hook {tmp_path / 'hooks' / 'qemu'} already installed",
         f"kept existing policy {lay.policy}",
+        f"hook {tmp_path / 'hooks' / 'qemu'} already installed",
     ]
 
 
@@ -102,19 +301,81 @@ def test_foreign_hook_is_never_clobbered(tmp_path: Path) -> None:
     assert not (hooks / "qemu.d").exists()
 
 
+def test_uninstall_of_one_hooks_dir_leaves_another_install_alone(tmp_path: Path) -> None:
+    """Two installs sharing config, state and cache: each uninstall removes only its own hook;
+    the shared policy stays while the other install uses it, then goes with the last one."""
+    first, second = layout(tmp_path, "hooks-a"), layout(tmp_path, "hooks-b")
+    install(first, python=sys.executable)
+    install(second, python=sys.executable)
+    assert first.manifest != second.manifest
+    outcome = uninstall(first)
+    assert not (tmp_path / "hooks-a" / "qemu").exists()
+    assert is_ours(str(tmp_path / "hooks-b" / "qemu"))
+    assert Path(second.policy).exists()
+    assert f"kept {first.policy}: still used by the install in {second.hooks_dir}" in (
+        outcome.messages
+    )
+    # The hook of B still runs after A's uninstall (policy and cache still there).
+    hook_b = tmp_path / "hooks-b" / "qemu"
+    xml = b"<domain type='qemu'><name>vm</name><devices/></domain>"
+    assert run_hook(hook_b, "vm", "prepare", "begin", "-", stdin=xml).returncode == 0
+    uninstall(second)
+    assert sorted(os.listdir(tmp_path)) == ["hooks-a", "hooks-b"]
+    assert os.listdir(tmp_path / "hooks-a") == os.listdir(tmp_path / "hooks-b") == []
+
+
+def test_version_1_manifest_is_adopted_only_by_its_own_hooks_dir(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    install(lay, python=sys.executable)
+    # Rewrite the manifest as version 1 kept it: one per state dir, path -> sha256.
+    document = json.loads(Path(lay.manifest).read_text())
+    Path(lay.manifest).unlink()
+    legacy = {"format": "libvirt-txmode-install", "version": 1}
+    legacy["files"] = {path: entry["sha256"] for path, entry in document["files"].items()}
+    Path(lay.legacy_manifest).write_text(json.dumps(legacy))
+    other = uninstall(layout(tmp_path, "elsewhere"))
+    assert other.messages == [
+        f"nothing to uninstall for {tmp_path / 'elsewhere'} (no install manifest)"
+    ]
+    assert (tmp_path / "hooks" / "qemu").exists()
+    uninstall(lay)
+    assert not (tmp_path / "hooks" / "qemu").exists()
+    assert not Path(lay.legacy_manifest).exists()
+
+
 def test_uninstall_removes_exactly_what_install_added(tmp_path: Path) -> None:
     lay = layout(tmp_path)
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks" / "daemon").write_text(FOREIGN)  # another object's hook: not ours
     before = tree(tmp_path)
     install(lay, python=sys.executable)
-    Path(lay.cache_dir).mkdir()
-    (Path(lay.cache_dir) / "abc.json").write_text("{}")
-    (Path(lay.cache_dir) / "abc.lock").write_text("")
+    (Path(lay.cache_dir) / ("a" * 32 + ".json")).write_text("{}")
+    (Path(lay.cache_dir) / ("a" * 32 + ".lock")).write_text("")
     outcome = uninstall(lay)
     assert tree(tmp_path) == before
     assert sorted(os.listdir(tmp_path)) == ["hooks"]
     assert f"removed {tmp_path / 'hooks' / 'qemu'}" in outcome.messages
+
+
+def test_dry_run_changes_nothing_and_says_what_it_would_do(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    result = run_cli("install-hook", "--no-snapshot", "--dry-run", *cli_args(tmp_path))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert not tmp_path.joinpath("hooks").exists() and list(tmp_path.iterdir()) == []
+    assert result.stdout.splitlines() == [
+        f"would install default policy {lay.policy}",
+        f"would install hook {tmp_path / 'hooks' / 'qemu'} (interpreter {sys.executable})",
+        f"would record the install in {lay.manifest}",
+        f"daemon not reloaded: {tmp_path / 'hooks'} is not libvirt's own hooks directory "
+        "(--reload to reload it anyway)",
+    ]
+    install(lay, python=sys.executable)
+    before = tree(tmp_path)
+    result = run_cli("uninstall-hook", "--dry-run", *cli_args(tmp_path))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert tree(tmp_path) == before
+    assert f"would remove {tmp_path / 'hooks' / 'qemu'}" in result.stdout.splitlines()
+    assert f"would remove {lay.policy}" in result.stdout.splitlines()
 
 
 def test_uninstall_keeps_an_edited_policy_and_operator_files(tmp_path: Path) -> None:
@@ -141,9 +402,49 @@ def test_uninstall_leaves_a_hook_someone_replaced(tmp_path: Path) -> None:
     assert f"kept {tmp_path / 'hooks' / 'qemu'}: no longer ours" in outcome.messages
 
 
+def test_uninstall_never_follows_a_symlinked_cache_dir(tmp_path: Path) -> None:
+    """An operator who moved the cache to another disk must not lose that disk's files."""
+    lay = layout(tmp_path)
+    install(lay, python=sys.executable)
+    elsewhere = tmp_path / "other-disk"
+    elsewhere.mkdir()
+    (elsewhere / ("b" * 32 + ".json")).write_text("{}")
+    (elsewhere / "db.lock").write_text("")
+    for entry in Path(lay.cache_dir).iterdir():
+        entry.unlink()
+    Path(lay.cache_dir).rmdir()
+    Path(lay.cache_dir).symlink_to(elsewhere)
+    outcome = uninstall(lay)
+    assert sorted(os.listdir(elsewhere)) == ["b" * 32 + ".json", "db.lock"]
+    assert f"kept probe cache {lay.cache_dir}: a symlink, never followed" in outcome.messages
+
+
+def test_uninstall_removes_only_our_file_names_and_skips_directories(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    install(lay, python=sys.executable)
+    cache = Path(lay.cache_dir)
+    (cache / "x.json").mkdir()  # a directory with a cache-like name: no crash, not touched
+    (cache / ("c" * 32 + ".json")).mkdir()
+    (cache / "notes.json").write_text("the operator's")  # not a name the hook writes
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    (cache / ("d" * 32 + ".json")).symlink_to(target)  # a link with our name: not ours either
+    (cache / ("e" * 32 + ".json")).write_text("{}")  # ours
+    uninstall(lay)
+    assert sorted(os.listdir(cache)) == [
+        "c" * 32 + ".json",
+        "d" * 32 + ".json",
+        "notes.json",
+        "x.json",
+    ]
+    assert target.read_text() == "keep me"
+
+
 def test_uninstall_without_install_says_so(tmp_path: Path) -> None:
     outcome = uninstall(layout(tmp_path))
-    assert outcome.messages == ["nothing to uninstall (no install manifest)"]
+    assert outcome.messages == [
+        f"nothing to uninstall for {tmp_path / 'hooks'} (no install manifest)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -166,28 +467,18 @@ def test_relative_paths_are_refused(tmp_path: Path) -> None:
 
 
 def test_install_hook_command_through_console_script(tmp_path: Path) -> None:
-    cli = Path(sys.executable).parent / "libvirt-txmode"
-    args = [
-        "--hooks-dir", str(tmp_path / "hooks"),
-        "--config-dir", str(tmp_path / "etc"),
-        "--state-dir", str(tmp_path / "state"),
-        "--cache-dir", str(tmp_path / "cache"),
-        "--no-reload",
-    ]  # fmt: skip
-    result = subprocess.run(
-        [str(cli), "install-hook", "--no-snapshot", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_cli("install-hook", "--no-snapshot", *cli_args(tmp_path))
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.splitlines() == [
-        f"installed hook {tmp_path / 'hooks' / 'qemu'} (interpreter {sys.executable})",
         f"installed default policy {tmp_path / 'etc' / 'policy.yaml'}",
+        f"installed hook {tmp_path / 'hooks' / 'qemu'} (interpreter {sys.executable})",
+        f"daemon not reloaded: {tmp_path / 'hooks'} is not libvirt's own hooks directory "
+        "(--reload to reload it anyway)",
     ]
-    result = subprocess.run(
-        [str(cli), "uninstall-hook", *args], capture_output=True, text=True, check=False
-    )
+    settings = hook_settings(str(tmp_path / "hooks" / "qemu"))
+    assert settings["PYTHON"] == sys.executable
+    result = run_cli("uninstall-hook", "--no-reload", *cli_args(tmp_path))
     assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-1] == "daemon not reloaded (--no-reload)"
     assert not (tmp_path / "hooks" / "qemu").exists()
     assert not (tmp_path / "etc").exists()

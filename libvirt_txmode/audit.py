@@ -1,0 +1,169 @@
+"""``libvirt-txmode audit``: check the domains libvirt already has, the way the hook would.
+
+Every defined domain is checked in its inactive XML (what the next start uses) and every running
+domain also in its live XML: libvirt runs no hook for ``virsh attach-device --live``, and domains
+started before the hook was installed were never checked. The engine, policy and capability
+sources are the hook's (snapshot for unchanged emulators, direct probes otherwise), the formats
+and exit codes validate-domain's: 0 no error finding, 1 at least one (``--strict``: or a
+warning), 2 could not run. It is how an operator turns on ``action: enforce`` safely: audit first.
+
+One read-only libvirt connection suffices: ``virDomainGetXMLDesc`` needs write access only for
+``VIR_DOMAIN_XML_SECURE``, which we never ask for (passwords are not our business).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Any, Optional
+
+from . import __version__
+
+DEFAULT_SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
+EXIT_OK, EXIT_FINDINGS = 0, 1
+
+
+class AuditError(Exception):
+    """The audit cannot run (no libvirt, bad policy or snapshot, unknown domain): exit 2."""
+
+
+@dataclass(frozen=True)
+class DomainXML:
+    """One document to check: a domain's inactive or live XML, and how reports name it."""
+
+    name: str
+    state: str  # "inactive" | "live"
+    xml: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.state} XML)"
+
+
+def fetch_domains(conn: Any, names: list[str]) -> list[DomainXML]:
+    """Inactive XML of every (or each named) domain, plus the live XML of running ones."""
+    import libvirt  # noqa: PLC0415
+
+    try:
+        if names:
+            found = []
+            for name in names:
+                try:
+                    found.append(conn.lookupByName(name))
+                except libvirt.libvirtError:
+                    raise AuditError(f"no domain named {name!r} on {conn.getURI()}") from None
+        else:
+            found = conn.listAllDomains(0)
+        documents: list[DomainXML] = []
+        for dom in sorted(found, key=lambda d: d.name()):
+            name = dom.name()
+            try:
+                documents.append(
+                    DomainXML(name, "inactive", dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                )
+                if dom.isActive():
+                    documents.append(DomainXML(name, "live", dom.XMLDesc(0)))
+            except libvirt.libvirtError as exc:
+                # Undefined or stopped between listing and asking: nothing left to check.
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        return documents
+    except libvirt.libvirtError as exc:
+        raise AuditError(f"libvirt: {exc}") from None
+
+
+def open_read_only(uri: str) -> Any:
+    try:
+        import libvirt  # noqa: PLC0415
+    except ImportError:
+        raise AuditError(
+            "libvirt-python is not installed: pip install 'libvirt-txmode[libvirt]'"
+        ) from None
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        return libvirt.openReadOnly(uri)
+    except libvirt.libvirtError as exc:
+        raise AuditError(f"cannot connect to {uri}: {exc}") from None
+
+
+def _snapshot(path: Optional[str]) -> tuple[Any, dict[str, str]]:
+    from .host import SnapshotError, load_snapshot  # noqa: PLC0415
+
+    chosen = path or (DEFAULT_SNAPSHOT if os.path.lexists(DEFAULT_SNAPSHOT) else None)
+    if chosen is None:
+        return None, {}
+    try:
+        snapshot = load_snapshot(chosen)
+    except SnapshotError as exc:
+        if path is not None:
+            raise AuditError(str(exc)) from None
+        import logging  # noqa: PLC0415
+
+        logging.getLogger(__name__).warning("ignoring %s; probing emulators directly", exc)
+        return None, {}
+    return snapshot.capabilities, dict(snapshot.identities)
+
+
+def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) -> int:
+    from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
+    from .check import check_domain  # noqa: PLC0415
+    from .domain import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415
+    from .findings import XML_INVALID, Finding, Level, Report, summarize  # noqa: PLC0415
+    from .local import local_capabilities  # noqa: PLC0415
+    from .policy import DEFAULT_POLICY_PATH, PolicyError, load_policy  # noqa: PLC0415
+    from .report import choose_format, render  # noqa: PLC0415
+
+    try:
+        policy = load_policy(args.policy or DEFAULT_POLICY_PATH)
+    except PolicyError as exc:
+        raise AuditError(f"bad policy: {exc}") from None
+    snapshot, identities = _snapshot(args.snapshot)
+    conn = open_read_only(args.connect)
+    try:
+        documents = fetch_domains(conn, list(args.domain))
+    finally:
+        conn.close()
+
+    parser = make_parser()
+    found: list[Finding] = []
+    parsed = []
+    for document in documents:
+        try:
+            parsed.append(
+                (document, parse_domain(document.xml.encode(), document.label, parser=parser))
+            )
+        except DomainXMLError as exc:
+            found.append(
+                Finding(
+                    document.label, exc.line, document.name, XML_INVALID, Level.ERROR, exc.message
+                )
+            )
+    cache = ProbeCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
+    domains = [domain for _, domain in parsed]
+    caps = local_capabilities(
+        domains, policy, cache, snapshot=snapshot, snapshot_identities=identities
+    )
+    for domain in domains:
+        found.extend(check_domain(domain, policy, [caps]))
+    labels = tuple(d.label for d in documents)
+    order = {label: i for i, label in enumerate(labels)}
+    found.sort(key=lambda f: (order.get(f.file, 0), f.line, f.code))
+    report = Report(
+        files=labels,
+        findings=tuple(found),
+        summary=summarize(len(labels), len(domains), sum(len(d.nics) for d in domains), found),
+        hosts=(caps.name,),
+        tool_version=__version__,
+    )
+    fmt = choose_format(args.format, environ)
+    color = not args.no_color and "NO_COLOR" not in environ and out.isatty()
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(render(fmt, report, color=False))
+        out.write(render("text", report, color=color))
+    else:
+        out.write(render(fmt, report, color=color and fmt == "text"))
+    failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
+    return EXIT_FINDINGS if failing else EXIT_OK

@@ -1,0 +1,249 @@
+"""Where the hook's decisions go: journald, else syslog, else a file of our own; never nowhere.
+
+* **journald** (``/run/systemd/journal/socket``): the native protocol, one datagram of
+  ``KEY=value`` lines (systemd's "Native Journal Protocol"), with the message and these fields:
+  ``DOMAIN``, ``NIC_MAC``, ``TXMODE``, ``CODE``, ``RULE``, ``DECISION`` (``denied``, ``warning``,
+  ``refused``, ``allowed``), plus ``SYSLOG_IDENTIFIER=libvirt-txmode``. Standard library only:
+  ``journalctl -t libvirt-txmode DECISION=denied`` finds every refusal.
+* **syslog** (``/dev/log``): an RFC 3164 datagram, as libc's ``syslog(3)`` sends it, with the
+  message only.
+* **the fallback file** ``/var/log/libvirt-txmode.log`` (mode 0600: domain names and MACs are as
+  private as libvirt's own 0600 domain XML) when neither socket takes the message: containers and
+  minimal hosts without ``/dev/log`` lost every decision before.
+
+The hook caches decisions (verdict.py) as (priority, text) pairs; ``encode`` carries the fields
+inside that text, behind a control character no logged text can contain (``printable`` escapes
+every control character of untrusted input), and ``emit`` takes them out again.
+
+Standard library only, and ``socket`` is imported only when a socket is there: this module is on
+the hook's hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+from .text import printable
+
+IDENT = "libvirt-txmode"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+SYSLOG_SOCKET = "/dev/log"
+FALLBACK_FILE = "/var/log/libvirt-txmode.log"
+FIELDS = ("DOMAIN", "NIC_MAC", "TXMODE", "CODE", "RULE", "DECISION")
+_MARK = "\x1e"  # ASCII record separator: never survives printable(), so it cannot be forged
+_FACILITY_DAEMON = 3
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The three places, in order of preference (tests point them into a temporary directory)."""
+
+    journal: str = JOURNAL_SOCKET
+    syslog: str = SYSLOG_SOCKET
+    fallback: str = FALLBACK_FILE
+
+
+def encode(message: str, **fields: Optional[str]) -> str:
+    """``message`` with structured fields attached, for a (priority, text) log entry."""
+    present = {key.upper(): str(value) for key, value in fields.items() if value is not None}
+    if not present:
+        return message
+    return f"{_MARK}{json.dumps(present, sort_keys=True)}{_MARK}{message}"
+
+
+def decode(entry: str) -> tuple[str, dict[str, str]]:
+    if not entry.startswith(_MARK):
+        return entry, {}
+    end = entry.find(_MARK, 1)
+    try:
+        fields = json.loads(entry[1:end]) if end > 0 else None
+    except ValueError:
+        fields = None
+    if not isinstance(fields, dict):
+        return entry, {}
+    return entry[end + 1 :], {
+        str(k): str(v) for k, v in fields.items() if str(k) in FIELDS and v is not None
+    }
+
+
+def emit(priority: int, entry: str, targets: Targets = Targets()) -> str:
+    """Log an entry made by ``encode`` (or plain text); returns where it went."""
+    message, fields = decode(entry)
+    return log(priority, printable(message), fields, targets=targets)
+
+
+def log(
+    priority: int,
+    message: str,
+    fields: Optional[Mapping[str, str]] = None,
+    *,
+    targets: Targets = Targets(),
+) -> str:
+    """Send one message to the first sink that takes it: "journald", "syslog", "file" or "lost"."""
+    fields = {k: printable(v) for k, v in (fields or {}).items() if k in FIELDS}
+    if _is_socket(targets.journal) and _send(
+        targets.journal, _journal_datagram(priority, message, fields)
+    ):
+        return "journald"
+    if _is_socket(targets.syslog) and _send(targets.syslog, _syslog_datagram(priority, message)):
+        return "syslog"
+    if _append(targets.fallback, _file_line(priority, message, fields)):
+        return "file"
+    return "lost"
+
+
+def destination(targets: Targets = Targets()) -> tuple[str, Optional[str]]:
+    """Where the next message would go, and why that may fail (for ``doctor``)."""
+    if _is_socket(targets.journal):
+        return f"journald ({targets.journal})", None
+    if _is_socket(targets.syslog):
+        return f"syslog ({targets.syslog})", None
+    directory = os.path.dirname(targets.fallback) or "."
+    if not os.path.isdir(directory):
+        return f"file {targets.fallback}", f"{directory} does not exist"
+    if os.path.lexists(targets.fallback):
+        try:
+            info = os.lstat(targets.fallback)
+        except OSError as exc:
+            return f"file {targets.fallback}", exc.strerror
+        if not stat.S_ISREG(info.st_mode):
+            return f"file {targets.fallback}", "not a regular file"
+        if info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o077:
+            return (
+                f"file {targets.fallback}",
+                f"mode {stat.S_IMODE(info.st_mode):04o} uid {info.st_uid}",
+            )
+    elif not os.access(directory, os.W_OK):
+        return f"file {targets.fallback}", f"{directory} is not writable"
+    return f"file {targets.fallback} (neither journald nor syslog listens)", None
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _send(path: str, datagram: bytes) -> bool:
+    import socket  # noqa: PLC0415 - only when a socket is there
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(datagram, path)
+        return True
+    except OSError:  # nobody listening (a stale socket file), message too large, ...
+        return False
+
+
+def _journal_datagram(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
+    items = [
+        ("MESSAGE", message),
+        ("PRIORITY", str(priority)),
+        ("SYSLOG_IDENTIFIER", IDENT),
+        ("SYSLOG_FACILITY", str(_FACILITY_DAEMON)),
+        ("SYSLOG_PID", str(os.getpid())),
+        *sorted(fields.items()),
+    ]
+    out = bytearray()
+    for key, value in items:
+        data = value.encode("utf-8", "replace")
+        if b"\n" in data:
+            # The protocol's binary form: name, newline, 64-bit little-endian length, data.
+            out += key.encode() + b"\n" + len(data).to_bytes(8, "little") + data + b"\n"
+        else:
+            out += key.encode() + b"=" + data + b"\n"
+    return bytes(out)
+
+
+def _syslog_datagram(priority: int, message: str) -> bytes:
+    now = time.localtime()
+    clock = f"{now.tm_hour:02d}:{now.tm_min:02d}:{now.tm_sec:02d}"
+    stamp = f"{_MONTHS[now.tm_mon - 1]} {now.tm_mday:2d} {clock}"
+    head = f"<{_FACILITY_DAEMON * 8 + priority}>{stamp} {IDENT}[{os.getpid()}]: "
+    return (head + message).encode("utf-8", "replace")
+
+
+def _file_line(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tail = "".join(f" {key}={json.dumps(value)}" for key, value in sorted(fields.items()))
+    # One record per line: a traceback's newlines are escaped like any other control character.
+    text = printable(message.replace("\n", " | "))
+    return f"{stamp} {IDENT}[{os.getpid()}] <{priority}>: {text}{tail}\n".encode("utf-8", "replace")
+
+
+def _append(path: str, line: bytes) -> bool:
+    """Append to the fallback file: created 0600, never through a symlink, never blocking on a
+    FIFO planted there, and only into a regular file only we (or root) can write."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid not in (0, os.geteuid()):
+            return False
+        if info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        os.write(fd, line)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def recent_decisions(count: int = 5, targets: Targets = Targets()) -> list[str]:
+    """The last decisions the hook logged, from wherever this host keeps them (best effort)."""
+    import subprocess  # noqa: PLC0415
+
+    lines: list[str] = []
+    if _is_socket(targets.journal):
+        try:
+            proc = subprocess.run(
+                ["journalctl", "-t", IDENT, "-n", str(count * 4), "-o", "cat", "--no-pager"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+            lines = proc.stdout.splitlines()
+        except (OSError, subprocess.TimeoutExpired):
+            lines = []
+    candidates = [targets.fallback, "/var/log/syslog", "/var/log/messages"]
+    for path in candidates if not lines else ():
+        lines = [line for line in _tail(path) if IDENT in line]
+        if lines:
+            break
+    decisions = [line for line in lines if _is_decision(line)]
+    return decisions[-count:]
+
+
+def _is_decision(line: str) -> bool:
+    return any(word in line for word in ("allowed domain", "refused to start", "allowing domain"))
+
+
+def _tail(path: str, size: int = 256 * 1024) -> list[str]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return []
+        os.lseek(fd, max(0, info.st_size - size), os.SEEK_SET)
+        data = os.read(fd, size)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace").splitlines()
