@@ -8,22 +8,30 @@ The host-side ``libvirt-txmode`` command lives in host_commands.py. Exit codes (
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import functools
+import io
 import logging
 import os
 import sys
+import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Callable, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
 from . import __version__
+from .discovery import find_policy, repository_root
 from .findings import XML_INVALID, Finding, Level, Report, printable, summarize
+from .inputs import Collector, Input, InputError, Selection, read_input
 from .parallel import PARALLEL_MIN_FILES, in_slices, job_count
 
 if TYPE_CHECKING:
     from .capabilities import HostCapabilities
     from .domain import Domain
+    from .policy import Policy
+    from .report import RunInfo
 
 EXIT_OK, EXIT_FINDINGS, EXIT_FATAL = 0, 1, 2
 LOG = logging.getLogger("libvirt_txmode")
@@ -70,7 +78,9 @@ def validate_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             "-p",
             "--policy",
-            help="policy file (default: /etc/libvirt-txmode/policy.yaml, else ./policy.yaml)",
+            help="policy file (default: $LIBVIRT_TXMODE_POLICY, else .libvirt-txmode.yaml or "
+            ".libvirt-txmode/policy.yaml from here up to the repository root, else "
+            "/etc/libvirt-txmode/policy.yaml, else the bundled default)",
         ),
         FILE_COMPLETION,
     )
@@ -119,7 +129,23 @@ def validate_parser() -> argparse.ArgumentParser:
         FILE_COMPLETION,
     )
     parser.add_argument(
-        "--strict", action="store_true", help="warnings count as failures for the exit code"
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip matching files and folders (.gitignore syntax, relative to the current "
+        "directory; repeatable); .libvirt-txmode-ignore files are read too",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="warnings count as failures for the exit code (and so does checking no file)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only findings: no summary line, no notes on stderr",
     )
     parser.add_argument(
         "--no-color", action="store_true", help="never colour (NO_COLOR is honoured too)"
@@ -147,7 +173,10 @@ def validate_parser() -> argparse.ArgumentParser:
         f"{PARALLEL_MIN_FILES} files on; the report is the same either way)",
     )
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log probing and cache decisions to stderr"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say which policy is used; log skipped files, probing and cache decisions to stderr",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -163,31 +192,6 @@ def _job_count(text: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class _Input:
-    label: str
-    path: Optional[str]  # None: standard input
-
-
-def _inputs(paths: Sequence[str]) -> Iterator[_Input]:
-    for path in paths:
-        if path == "-":
-            yield _Input("<stdin>", None)
-        elif os.path.isdir(path):
-            found: list[str] = []
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                found.extend(os.path.join(root, f) for f in sorted(files) if f.endswith(".xml"))
-            for file in found:
-                yield _Input(file, file)
-        elif os.path.exists(path):
-            if not os.access(path, os.R_OK):
-                raise FatalError(f"cannot read {path}: permission denied")
-            yield _Input(path, path)
-        else:
-            raise FatalError(f"no such file or directory: {path}")
-
-
 @dataclass
 class _Results:
     """What reading, parsing and checking a run of consecutive inputs gave.
@@ -201,81 +205,195 @@ class _Results:
     domains: list[Domain] = field(default_factory=list)  # kept only when there was no check yet
     domain_count: int = 0
     nic_count: int = 0
+    skipped: list[str] = field(default_factory=list)  # not a <domain>, or no longer regular
+    times: list[tuple[str, float]] = field(default_factory=list)  # seconds per input read
     fatal: Optional[str] = None  # the first unreadable input: nothing after it was read
 
 
 def _process(
-    items: Sequence[_Input],
+    items: Sequence[Input],
     stdin: IO[bytes],
     check: Optional[Callable[[Domain], list[Finding]]],
 ) -> _Results:
     """Read, parse and (with ``check``) check ``items`` in order, stopping at an unreadable one."""
-    from .domain import (  # noqa: PLC0415
-        MAX_XML_BYTES,
-        DomainXMLError,
-        make_parser,
-        parse_domain,
-        read_bounded,
-        read_file_bounded,
-    )
+    from .domain import MAX_XML_BYTES, DomainXMLError, make_parser, read_bounded  # noqa: PLC0415
 
     parser = make_parser()  # one per run of inputs (and process), not one per document
     results = _Results()
+    clock = time.perf_counter
     for item in items:
+        began = clock()
         try:
             if item.path is None:
-                data = read_bounded(stdin, MAX_XML_BYTES)
+                data: Optional[bytes] = read_bounded(stdin, MAX_XML_BYTES)
             else:
-                data = read_file_bounded(item.path, MAX_XML_BYTES)
-            domain = parse_domain(data, item.label, parser=parser)
+                data = read_input(item, MAX_XML_BYTES)
         except DomainXMLError as exc:
-            results.invalid.append(
-                Finding(item.label, exc.line, "-", XML_INVALID, Level.ERROR, exc.message)
-            )
+            results.invalid.append(_invalid(item.label, exc))
             continue
         except OSError as exc:
-            results.fatal = f"cannot read {item.label}: {exc.strerror}"
-            break
-        results.domain_count += 1
-        results.nic_count += len(domain.nics)
-        if check is None:
-            results.domains.append(domain)
+            if item.regular_only and exc.errno == errno.ELOOP:
+                data = None  # replaced by a symlink since the walk: never followed
+            else:
+                results.fatal = f"cannot read {item.label}: {exc.strerror}"
+                break
+        if data is None:
+            results.skipped.append(item.label)
+            continue
+        outcome = _parse(data, item.label, parser)
+        if isinstance(outcome, Finding):
+            results.invalid.append(outcome)
+        elif outcome is None:
+            results.skipped.append(item.label)
         else:
-            results.checked.extend(check(domain))
+            results.domain_count += 1
+            results.nic_count += len(outcome.nics)
+            if check is None:
+                results.domains.append(outcome)
+            else:
+                results.checked.extend(check(outcome))
+        results.times.append((item.label, clock() - began))
     return results
 
 
-def _default_policy() -> str:
-    from .policy import DEFAULT_POLICY_PATH  # noqa: PLC0415
+def _parse(data: bytes, label: str, parser: Any) -> Union[Domain, Finding, None]:
+    """The domain, an xml-invalid finding, or None for XML whose root is not <domain> (a libvirt
+    <network> or <pool> beside the domains: skipped, not an error)."""
+    from .domain import DomainXMLError, parse_domain  # noqa: PLC0415
 
-    for candidate in (DEFAULT_POLICY_PATH, "policy.yaml"):
-        if os.path.exists(candidate):
-            return candidate
-    raise FatalError(
-        f"no policy given and neither {DEFAULT_POLICY_PATH} nor ./policy.yaml exists (use -p)"
-    )
+    try:
+        return parse_domain(data, label, parser=parser)
+    except DomainXMLError as exc:
+        if exc.message.startswith(_NOT_A_DOMAIN):
+            LOG.info("skipped %s: %s", label, exc.message)
+            return None
+        return _invalid(label, exc)
 
 
-def _use_color(stream: IO[str], args: argparse.Namespace, environ: dict[str, str]) -> bool:
+# domain.parse_domain's message for well-formed XML with another root element.
+_NOT_A_DOMAIN = "root element is <"
+
+
+def _invalid(label: str, exc: Exception) -> Finding:
+    line = getattr(exc, "line", 1)
+    # libxml2's column: domain.DomainXMLError keeps the XMLSyntaxError it was raised from.
+    col = getattr(exc, "column", None)
+    position = getattr(exc.__context__, "position", None)  # libxml2's (line, 1-based column)
+    if col is None and isinstance(position, tuple) and len(position) == 2:
+        col = position[1] or None
+    message = getattr(exc, "message", str(exc))
+    from .report import PositionedFinding  # noqa: PLC0415
+
+    return PositionedFinding(label, line, "-", XML_INVALID, Level.ERROR, message, column=col)
+
+
+def _use_color(stream: IO[str], args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     return not args.no_color and "NO_COLOR" not in environ and stream.isatty()
 
 
 def validate(
-    argv: Sequence[str], stdin: IO[bytes], stdout: IO[str], environ: dict[str, str]
+    argv: Sequence[str],
+    stdin: IO[bytes],
+    stdout: IO[str],
+    environ: Mapping[str, str],
+    stderr: Optional[IO[str]] = None,
 ) -> int:
-    from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
-    from .check import check_domain  # noqa: PLC0415
-    from .local import local_capabilities  # noqa: PLC0415
-    from .policy import PolicyError, load_policy  # noqa: PLC0415
-    from .report import choose_format, render  # noqa: PLC0415
+    from .report import RunInfo, choose_format  # noqa: PLC0415
 
     args = validate_parser().parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="validate-domain: %(message)s")
+    cwd = os.getcwd()
+    run = RunInfo(arguments=tuple(argv), cwd=cwd, base=repository_root(cwd), started=time.time())
+    fmt = choose_format(args.format, environ)
     try:
-        policy = load_policy(args.policy or _default_policy())
+        report, run = _validate(args, stdin, environ, run)
+    except FatalError as exc:
+        if args.output:
+            # A report even when the run failed: CI uploads it with `if: always()`, and the
+            # reason is in it (SARIF invocations, a JUnit error, a JSON "error").
+            failed = dataclasses.replace(
+                run, fatal=str(exc), exit_code=EXIT_FATAL, ended=time.time()
+            )
+            empty = Report(files=(), findings=(), summary=summarize(0, 0, 0, []))
+            _write_report(
+                args.output, fmt, dataclasses.replace(empty, tool_version=__version__), failed
+            )
+        raise
+    checked = report.summary.files
+    failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
+    if checked == 0:
+        failing += 1 if args.strict else 0
+        if not args.quiet:
+            _emit(
+                stderr or sys.stderr, "validate-domain: warning: no domain XML file was checked\n"
+            )
+    code = EXIT_FINDINGS if failing else EXIT_OK
+    run = dataclasses.replace(run, exit_code=code, ended=time.time(), quiet=args.quiet)
+    if args.output:
+        _write_report(args.output, fmt, report, run)
+        fmt = "text"
+    from .report import render  # noqa: PLC0415
+
+    color = fmt == "text" and _use_color(stdout, args, environ)
+    _emit(stdout, render(fmt, report, color=color, run=run))
+    return code
+
+
+def _write_report(path: str, fmt: str, report: Report, run: RunInfo) -> None:
+    from .report import render  # noqa: PLC0415
+
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(render(fmt, report, color=False, run=run))
+    except OSError as exc:
+        raise FatalError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _emit(stream: IO[str], text: str) -> None:
+    """Write to the terminal; if nobody is listening any more (stdout closed, a pipe whose reader
+    left) the report is still whole in -o and the exit code stays what the findings say."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str) -> Policy:
+    from .policy import PolicyError, load_policy  # noqa: PLC0415
+
+    choice = find_policy(args.policy, environ, cwd)
+    LOG.info("using %s", choice.describe())
+    # The trust check protects what it is for: a policy that picks the binaries probed as root.
+    # With --caps nothing is ever executed, so a policy in a CI checkout (often group-writable)
+    # is fine.
+    require_root_owned = os.geteuid() == 0 and not args.caps
+    try:
+        return load_policy(choice.path, require_root_owned=require_root_owned)
     except PolicyError as exc:
         raise FatalError(f"bad policy: {exc}") from None
+
+
+def _select(args: argparse.Namespace, cwd: str) -> tuple[Selection, Optional[FatalError]]:
+    collector = Collector(args.exclude, cwd)
+    for path in args.paths:
+        try:
+            collector.add(path)
+        except InputError as exc:
+            # Raised once the inputs before it were read: an unreadable one is reported first.
+            return collector.selection, FatalError(str(exc))
+    return collector.selection, None
+
+
+def _validate(
+    args: argparse.Namespace, stdin: IO[bytes], environ: Mapping[str, str], run: RunInfo
+) -> tuple[Report, RunInfo]:
+    from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
+    from .check import check_domain  # noqa: PLC0415
+    from .local import local_capabilities  # noqa: PLC0415
+
+    policy = _load_policy(args, environ, run.cwd)
 
     # Snapshots first, so that every domain can be checked as soon as it is parsed (nothing kept,
     # and workers can check too); their errors still come after the inputs' ones, as they always
@@ -293,14 +411,10 @@ def validate(
             check_domain, policy=policy, hosts=hosts, host_mode=args.host_mode
         )
 
-    items: list[_Input] = []
-    pending: Optional[FatalError] = None  # a bad path: raised once the inputs before it were read
-    try:
-        items.extend(_inputs(args.paths))
-    except FatalError as exc:
-        pending = exc
+    selection, pending = _select(args, run.cwd)
+    items = selection.inputs
 
-    def work(part: Sequence[_Input]) -> _Results:
+    def work(part: Sequence[Input]) -> _Results:
         return _process(part, stdin, check)
 
     # Without snapshots, what to probe depends on every domain: those runs stay in one process.
@@ -324,7 +438,8 @@ def validate(
     else:
         found.extend(f for part in parts for f in part.checked)
 
-    files = [item.label for item in items]
+    skipped = {label for part in parts for label in part.skipped}
+    files = [item.label for item in items if item.label not in skipped]
     # The file's first position in the input order (a file given twice sorts as its first copy);
     # a dict built once, not files.index per finding, which made the sort quadratic.
     order: dict[str, int] = {}
@@ -343,16 +458,14 @@ def validate(
         hosts=tuple(h.name for h in hosts),
         tool_version=__version__,
     )
-    fmt = choose_format(args.format, environ)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(render(fmt, report, color=False))
-        stdout.write(render("text", report, color=_use_color(stdout, args, environ)))
-    else:
-        color = fmt == "text" and _use_color(stdout, args, environ)
-        stdout.write(render(fmt, report, color=color))
-    failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
-    return EXIT_FINDINGS if failing else EXIT_OK
+    times = {label: seconds for part in parts for label, seconds in part.times}
+    run = dataclasses.replace(
+        run,
+        skipped=len(skipped) + len(selection.skipped),
+        excluded=selection.excluded,
+        times=times,
+    )
+    return report, run
 
 
 def _snapshot_hosts(paths: Sequence[str]) -> list[HostCapabilities]:
@@ -378,12 +491,29 @@ def _renamed(caps: HostCapabilities, source: str) -> HostCapabilities:
 
 
 def validate_main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard(
+    # A closed stdout (`validate-domain ... >&-`) leaves sys.stdout None: write into the void
+    # instead, so the report in -o and the exit code are the same as with a terminal.
+    stdout = sys.stdout if sys.stdout is not None else open(os.devnull, "w")  # noqa: SIM115
+    stdin = sys.stdin.buffer if sys.stdin is not None else io.BytesIO()
+    code = guard(
         "validate-domain",
-        lambda: validate(
-            sys.argv[1:] if argv is None else argv, sys.stdin.buffer, sys.stdout, dict(os.environ)
-        ),
+        lambda: validate(sys.argv[1:] if argv is None else argv, stdin, stdout, os.environ),
     )
+    _quiet_exit(stdout)
+    return code
+
+
+def _quiet_exit(stream: IO[str]) -> None:
+    """A stdout whose reader left would make the interpreter's final flush print a warning."""
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
 
 
 def guard(prog: str, run: Callable[[], int]) -> int:

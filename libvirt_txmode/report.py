@@ -1,4 +1,4 @@
-"""Findings -> text, json, junit, github or sarif.
+"""Findings -> text, json, junit, github, sarif or codeclimate.
 
 Like flake8's formatters, every format is a class behind one small interface: ``beginning`` before
 the findings, ``handle`` for each one, ``finished`` after them. Line formats write as they go;
@@ -11,14 +11,14 @@ Names, MACs and messages come from untrusted domain XML, so every format passes 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 from urllib.parse import quote
-
-from lxml import etree
 
 from .explain import EXPLANATIONS, explain, explain_markdown
 from .findings import CODES, Finding, Level, Report, Summary, printable
@@ -31,9 +31,74 @@ SARIF_VERSION = "2.1.0"
 # GitHub code scanning and other SARIF viewers resolve relative paths against the checkout root.
 SRCROOT = "%SRCROOT%"
 JUNIT_SUITE = "validate-domain"
+# GitHub code scanning accepts at most 25,000 results per run and rejects the whole upload above.
+SARIF_MAX_RESULTS = 25_000
+# The key of our partialFingerprints entry; bump the suffix if what it hashes ever changes.
+FINGERPRINT_KEY = "libvirtTxmodeFinding/v1"
 
 _ANSI = {Level.ERROR: "\033[31m", Level.WARNING: "\033[33m"}
 _ANSI_RESET = "\033[0m"
+
+
+@dataclass(frozen=True)
+class PositionedFinding(Finding):
+    """A finding that also knows its column (libxml2 gives one for a parse error)."""
+
+    column: Optional[int] = None
+
+
+def column(finding: Finding) -> Optional[int]:
+    return getattr(finding, "column", None)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a report says about the run itself, beyond its findings."""
+
+    skipped: int = 0  # XML whose root is not <domain>, FIFOs, links out of the tree
+    excluded: int = 0  # by --exclude or an ignore file
+    fatal: Optional[str] = None  # why the run could not do its job (exit 2)
+    exit_code: int = 0
+    arguments: tuple[str, ...] = ()
+    cwd: str = "."  # relative file names are relative to this directory (absolute)
+    base: Optional[str] = None  # the repository root: SARIF/Code Quality paths are relative to it
+    started: float = 0.0  # time.time() at the start and end
+    ended: float = 0.0
+    times: Mapping[str, float] = field(default_factory=dict)  # seconds per input file
+    quiet: bool = False
+
+
+def repo_path(file: str, run: RunInfo) -> Optional[str]:
+    """``file`` relative to the repository root, with '/' (``./`` gone), or None if outside it."""
+    if file == "<stdin>":
+        return None
+    absolute = os.path.normpath(os.path.join(run.cwd, file))
+    base = run.base or run.cwd
+    relative = os.path.relpath(absolute, base)
+    if relative == ".." or relative.startswith(".." + os.sep):
+        return None
+    return relative.replace(os.sep, "/")
+
+
+def fingerprint(finding: Finding, path: str) -> str:
+    """Stable across edits that only move lines: what the finding is about, not where it is."""
+    parts = (
+        finding.code,
+        path,
+        finding.domain,
+        "" if finding.interface is None else str(finding.interface),
+        finding.mac or "",
+        finding.txmode or "",
+        finding.rule or "",
+        finding.host or "",
+    )
+    data = "\0".join(parts).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(data).hexdigest()
+
+
+def _utf8(text: str) -> str:
+    """A file name that is not valid UTF-8 (surrogate escapes) as valid text, for JSON readers."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 # --- shared wording ------------------------------------------------------------------------------
@@ -71,19 +136,31 @@ def line(finding: Finding, color: bool = False) -> str:
     level = finding.level.value
     if color:
         level = f"{_ANSI[finding.level]}{level}{_ANSI_RESET}"
-    return f"{printable(finding.file)}:{finding.line}: {level}: {message(finding)}"
+    col = column(finding)
+    where = f"{finding.line}:{col}" if col else f"{finding.line}"
+    return f"{printable(finding.file)}:{where}: {level}: {message(finding)}"
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def summary_line(summary: Summary) -> str:
-    return (
+def summary_line(summary: Summary, run: Optional[RunInfo] = None) -> str:
+    text = (
         f"{_count(summary.files, 'file')}, {_count(summary.domains, 'domain')}, "
         f"{_count(summary.nics, 'NIC')}: {_count(summary.errors, 'error')}, "
         f"{_count(summary.warnings, 'warning')}"
     )
+    if run is not None and run.skipped:
+        text += f"; {run.skipped} skipped (not a <domain>, or not a regular file in the tree)"
+    return text
+
+
+def summary_dict(report: Report, run: RunInfo) -> dict[str, Any]:
+    data: dict[str, Any] = dict(report.summary.as_dict())
+    data["skipped"] = run.skipped
+    data["excluded"] = run.excluded
+    return data
 
 
 # --- the interface -------------------------------------------------------------------------------
@@ -94,8 +171,9 @@ class Formatter:
 
     name: ClassVar[str] = ""
 
-    def __init__(self, color: bool = False) -> None:
+    def __init__(self, color: bool = False, run: Optional[RunInfo] = None) -> None:
         self.color = color
+        self.run = run or RunInfo()
 
     def beginning(self, report: Report) -> str:
         return ""
@@ -114,41 +192,64 @@ class TextFormatter(Formatter):
         return line(finding, self.color) + "\n"
 
     def finished(self, report: Report) -> str:
-        return summary_line(report.summary) + "\n"
+        if self.run.quiet or self.run.fatal is not None:
+            return ""
+        return summary_line(report.summary, self.run) + "\n"
 
 
 class JsonFormatter(Formatter):
     name = "json"
 
     def finished(self, report: Report) -> str:
-        document = {
+        findings = []
+        for finding in report.findings:
+            data = finding.as_dict()
+            col = column(finding)
+            if col:
+                data["column"] = col
+            findings.append(data)
+        document: dict[str, Any] = {
             "tool": {"name": TOOL_NAME, "version": report.tool_version},
             "files": list(report.files),
             "hosts": list(report.hosts),
-            "findings": [f.as_dict() for f in report.findings],
-            "summary": report.summary.as_dict(),
+            "findings": findings,
+            "summary": summary_dict(report, self.run),
         }
+        if self.run.fatal is not None:
+            document["error"] = self.run.fatal
         # ASCII escapes keep the output writable whatever the locale, even for undecodable names.
         return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
 
 
 class JUnitFormatter(Formatter):
-    """One testcase per input file: CI systems show a failed file, with its findings as detail."""
+    """One testcase per input file: CI systems show a failed file, with its findings as detail.
+
+    ``file`` and ``time`` on each testcase are what GitLab and Jenkins show beside it.
+    """
 
     name = "junit"
 
     def finished(self, report: Report) -> str:
-        files = list(report.files)
-        files.extend(f.file for f in report.findings if f.file not in files)
+        from lxml import etree  # noqa: PLC0415 - only this format needs it
+
+        by_file = _by_file(report)
         suites = etree.Element("testsuites", name=JUNIT_SUITE)
         suite = etree.SubElement(suites, "testsuite", name=JUNIT_SUITE)
         failures = 0
-        for file in files:
-            mine = [f for f in report.findings if f.file == file]
+        times = self.run.times
+        for file, mine in by_file.items():
             errors = [f for f in mine if f.level is Level.ERROR]
             warnings = [f for f in mine if f.level is Level.WARNING]
             # lxml refuses control characters in text and attributes: printable() removes them.
-            case = etree.SubElement(suite, "testcase", classname=JUNIT_SUITE, name=printable(file))
+            name = printable(file)
+            case = etree.SubElement(
+                suite,
+                "testcase",
+                classname=JUNIT_SUITE,
+                name=name,
+                file=name,
+                time=f"{times.get(file, 0.0):.6f}",
+            )
             if errors:
                 failures += 1
                 failure = etree.SubElement(
@@ -158,15 +259,32 @@ class JUnitFormatter(Formatter):
             if warnings:
                 out = etree.SubElement(case, "system-out")
                 out.text = "".join(line(f) + "\n" for f in warnings)
+        tests, errored = len(by_file), 0
+        if self.run.fatal is not None:
+            # The run itself failed (exit 2): one errored testcase says why, so that the CI page
+            # shows the reason instead of a missing report.
+            case = etree.SubElement(suite, "testcase", classname=JUNIT_SUITE, name=JUNIT_SUITE)
+            etree.SubElement(case, "error", message=printable(self.run.fatal), type="fatal")
+            tests, errored = tests + 1, 1
+        elapsed = max(0.0, self.run.ended - self.run.started)
         for element in (suites, suite):
-            element.set("tests", str(len(files)))
+            element.set("tests", str(tests))
             element.set("failures", str(failures))
-            element.set("errors", "0")
+            element.set("errors", str(errored))
+            element.set("time", f"{elapsed:.6f}")
         suite.set("skipped", "0")
         text: bytes = etree.tostring(
             suites, xml_declaration=True, encoding="UTF-8", pretty_print=True
         )
         return text.decode("utf-8")
+
+
+def _by_file(report: Report) -> dict[str, list[Finding]]:
+    """Every input file (also those without findings), in input order, with its findings."""
+    grouped: dict[str, list[Finding]] = {file: [] for file in report.files}
+    for finding in report.findings:
+        grouped.setdefault(finding.file, []).append(finding)
+    return grouped
 
 
 def github_escape_data(value: str) -> str:
@@ -194,77 +312,114 @@ class GitHubFormatter(Formatter):
         )
 
     def finished(self, report: Report) -> str:
+        if self.run.quiet or self.run.fatal is not None:
+            return ""
         # Not a workflow command, so it shows in the log as the run's last line.
-        return summary_line(report.summary) + "\n"
-
-
-def _artifact_location(path: str) -> dict[str, str]:
-    """A SARIF artifactLocation: relative paths stay relative to the checkout, as given."""
-    posix = path.replace(os.sep, "/")
-    if os.path.isabs(path):
-        return {"uri": "file://" + quote(posix)}
-    return {"uri": quote(posix), "uriBaseId": SRCROOT}
+        return summary_line(report.summary, self.run) + "\n"
 
 
 class SarifFormatter(Formatter):
+    """SARIF 2.1.0 as GitHub code scanning reads it: paths relative to the repository root
+    (``%SRCROOT%``), a stable partialFingerprints entry (API uploads would duplicate alerts
+    without one), the run's exit state in ``invocations``, and at most 25,000 results."""
+
     name = "sarif"
 
+    def _location(self, path: str) -> dict[str, Any]:
+        relative = repo_path(path, self.run)
+        if relative is not None:
+            return {"uri": quote(os.fsencode(relative)), "uriBaseId": SRCROOT}
+        absolute = os.path.normpath(os.path.join(self.run.cwd, path))
+        return {"uri": "file://" + quote(os.fsencode(absolute.replace(os.sep, "/")))}
+
     def finished(self, report: Report) -> str:
-        rules = [self._rule(code) for code in CODES]
         index = {code: i for i, code in enumerate(CODES)}
-        files = list(report.files)
-        files.extend(f.file for f in report.findings if f.file not in files)
-        artifacts = [{"location": _artifact_location(f)} for f in files]
-        results = []
-        for finding in report.findings:
-            location = dict(_artifact_location(finding.file), index=files.index(finding.file))
-            properties: dict[str, Any] = {
-                "domain": finding.domain,
-                "interface": finding.interface,
-                "mac": finding.mac,
-                "txmode": finding.txmode,
-                "host": finding.host,
-                "policyRule": finding.rule,
-            }
-            results.append(
+        files = list(_by_file(report))
+        positions = {file: i for i, file in enumerate(files)}
+        locations = {file: self._location(file) for file in files}
+        chosen = list(report.findings)
+        omitted = max(0, len(chosen) - SARIF_MAX_RESULTS)
+        if omitted:
+            # Errors first, so that the cap drops warnings before any error.
+            chosen.sort(key=lambda f: f.level is not Level.ERROR)
+            chosen = chosen[:SARIF_MAX_RESULTS]
+        results = [
+            self._result(f, index, dict(locations[f.file], index=positions[f.file])) for f in chosen
+        ]
+        run: dict[str, Any] = {
+            "tool": {
+                "driver": {
+                    "name": TOOL_NAME,
+                    "version": report.tool_version or "0",
+                    "rules": [self._rule(code) for code in CODES],
+                }
+            },
+            "artifacts": [{"location": locations[f]} for f in files],
+            "invocations": [self._invocation(omitted)],
+            "results": results,
+            "properties": {"hosts": list(report.hosts), "summary": summary_dict(report, self.run)},
+        }
+        base = self.run.base or self.run.cwd
+        run["originalUriBaseIds"] = {
+            SRCROOT: {"uri": "file://" + quote(os.fsencode(base.rstrip("/") + "/"))}
+        }
+        if omitted:
+            run["properties"]["omittedResults"] = omitted
+        document = {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
+        return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+
+    def _result(
+        self, finding: Finding, index: Mapping[str, int], location: dict[str, Any]
+    ) -> dict[str, Any]:
+        properties: dict[str, Any] = {
+            "domain": finding.domain,
+            "interface": finding.interface,
+            "mac": finding.mac,
+            "txmode": finding.txmode,
+            "host": finding.host,
+            "policyRule": finding.rule,
+        }
+        region: dict[str, int] = {"startLine": max(1, finding.line)}
+        col = column(finding)
+        if col:
+            region["startColumn"] = col
+        path = repo_path(finding.file, self.run) or finding.file
+        return {
+            "ruleId": finding.code,
+            "ruleIndex": index[finding.code],
+            "level": finding.level.value,
+            "message": {"text": message(finding)},
+            "locations": [{"physicalLocation": {"artifactLocation": location, "region": region}}],
+            "partialFingerprints": {FINGERPRINT_KEY: fingerprint(finding, path)},
+            "properties": {k: v for k, v in properties.items() if v is not None},
+        }
+
+    def _invocation(self, omitted: int) -> dict[str, Any]:
+        run = self.run
+        notes: list[dict[str, Any]] = []
+        if run.fatal is not None:
+            notes.append({"level": "error", "message": {"text": printable(run.fatal)}})
+        if omitted:
+            notes.append(
                 {
-                    "ruleId": finding.code,
-                    "ruleIndex": index[finding.code],
-                    "level": finding.level.value,
-                    "message": {"text": message(finding)},
-                    "locations": [
-                        {
-                            "physicalLocation": {
-                                "artifactLocation": location,
-                                "region": {"startLine": max(1, finding.line)},
-                            }
-                        }
-                    ],
-                    "properties": {k: v for k, v in properties.items() if v is not None},
+                    "level": "warning",
+                    "message": {
+                        "text": f"{omitted} results omitted: GitHub code scanning accepts at "
+                        f"most {SARIF_MAX_RESULTS} per run (errors were kept first)"
+                    },
                 }
             )
-        document = {
-            "$schema": SARIF_SCHEMA,
-            "version": SARIF_VERSION,
-            "runs": [
-                {
-                    "tool": {
-                        "driver": {
-                            "name": TOOL_NAME,
-                            "version": report.tool_version or "0",
-                            "rules": rules,
-                        }
-                    },
-                    "artifacts": artifacts,
-                    "results": results,
-                    "properties": {
-                        "hosts": list(report.hosts),
-                        "summary": report.summary.as_dict(),
-                    },
-                }
-            ],
+        invocation: dict[str, Any] = {
+            "executionSuccessful": run.fatal is None,
+            "exitCode": run.exit_code,
+            "arguments": [_utf8(a) for a in run.arguments],
+            "workingDirectory": {"uri": "file://" + quote(os.fsencode(run.cwd.rstrip("/") + "/"))},
+            "toolExecutionNotifications": notes,
         }
-        return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+        if run.started:
+            invocation["startTimeUtc"] = _utc(run.started)
+            invocation["endTimeUtc"] = _utc(max(run.started, run.ended))
+        return invocation
 
     @staticmethod
     def _rule(code: str) -> dict[str, Any]:
@@ -279,10 +434,55 @@ class SarifFormatter(Formatter):
         }
 
 
+def _utc(seconds: float) -> str:
+    import time  # noqa: PLC0415
+
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{whole}.{int(seconds % 1 * 1000):03d}Z"
+
+
+# GitLab Code Quality severities: info, minor, major, critical, blocker.
+_CODECLIMATE_SEVERITY = {Level.ERROR: "major", Level.WARNING: "minor"}
+
+
+class CodeClimateFormatter(Formatter):
+    """GitLab Code Quality: a JSON array of issues, shown in the merge request's widget.
+
+    GitLab needs ``location.path`` relative to the repository root and a ``fingerprint`` per
+    issue (it tells new issues from fixed ones by it); the rest is the Code Climate spec.
+    """
+
+    name = "codeclimate"
+
+    def finished(self, report: Report) -> str:
+        issues = []
+        for finding in report.findings:
+            path = repo_path(finding.file, self.run) or finding.file
+            issues.append(
+                {
+                    "type": "issue",
+                    "check_name": finding.code,
+                    "description": message(finding),
+                    "categories": ["Bug Risk"],
+                    "severity": _CODECLIMATE_SEVERITY[finding.level],
+                    "fingerprint": fingerprint(finding, path),
+                    "location": {"path": _utf8(path), "lines": {"begin": max(1, finding.line)}},
+                }
+            )
+        return json.dumps(issues, indent=2, ensure_ascii=True) + "\n"
+
+
 FORMATTERS: Mapping[str, type[Formatter]] = MappingProxyType(
     {
         cls.name: cls
-        for cls in (TextFormatter, JsonFormatter, JUnitFormatter, GitHubFormatter, SarifFormatter)
+        for cls in (
+            TextFormatter,
+            JsonFormatter,
+            JUnitFormatter,
+            GitHubFormatter,
+            SarifFormatter,
+            CodeClimateFormatter,
+        )
     }
 )
 
@@ -296,8 +496,8 @@ def choose_format(requested: str, environ: Mapping[str, str]) -> str:
     return requested
 
 
-def render(fmt: str, report: Report, color: bool) -> str:
-    formatter = FORMATTERS[fmt](color=color)
+def render(fmt: str, report: Report, color: bool, run: Optional[RunInfo] = None) -> str:
+    formatter = FORMATTERS[fmt](color=color, run=run)
     parts = [formatter.beginning(report)]
     parts.extend(formatter.handle(finding) for finding in report.findings)
     parts.append(formatter.finished(report))

@@ -96,7 +96,7 @@ NOT_ALLOWED = (
     "by rule 'defaults' (allowed: iothread) [txmode-not-allowed]"
 )
 BROKEN_LINE = (
-    "broken.xml:3: error: not well-formed XML: Opening and ending tag mismatch: name line 2 and "
+    "broken.xml:3:10: error: not well-formed XML: Opening and ending tag mismatch: name line 2 and "
     "domain, line 3, column 10 [xml-invalid]"
 )
 
@@ -204,7 +204,7 @@ def test_stdin(site: Path) -> None:
     )
     code, out, _ = validate(site, "-", stdin=BROKEN)
     assert code == 1
-    assert out.splitlines()[0].startswith("<stdin>:3: error: not well-formed XML: ")
+    assert out.splitlines()[0].startswith("<stdin>:3:10: error: not well-formed XML: ")
 
 
 def test_directory_recursion(site: Path) -> None:
@@ -277,7 +277,15 @@ def test_json(site: Path) -> None:
     code, out, err = validate(site, "-f", "json", "good.xml", "timer.xml")
     assert (code, err) == (0, "")
     data = json.loads(out)
-    assert data["summary"] == {"files": 2, "domains": 2, "nics": 3, "errors": 0, "warnings": 1}
+    assert data["summary"] == {
+        "files": 2,
+        "domains": 2,
+        "nics": 3,
+        "errors": 0,
+        "warnings": 1,
+        "skipped": 0,
+        "excluded": 0,
+    }
     assert data["hosts"] == ["h1"]
     assert data["tool"]["name"] == "libvirt-txmode"
     (finding,) = data["findings"]
@@ -355,7 +363,7 @@ def test_output_file_gets_the_format_and_stdout_gets_text(site: Path) -> None:
     assert [f["code"] for f in data["findings"]] == ["txmode-ineffective"]
     code, out, _ = validate(site, "-f", "sarif", "-o", "report.sarif", "broken.xml")
     assert code == 1
-    assert out.startswith("broken.xml:3: error: ")
+    assert out.startswith("broken.xml:3:10: error: ")
     assert json.loads((site / "report.sarif").read_text(encoding="utf-8"))["version"] == "2.1.0"
 
 
@@ -383,7 +391,7 @@ def test_exit_code_never_depends_on_format(site: Path, scenario: str) -> None:
 # --- colour --------------------------------------------------------------------------------------
 
 RED_LINE = (
-    "broken.xml:3: \033[31merror\033[0m: not well-formed XML: Opening and ending tag mismatch: "
+    "broken.xml:3:10: \033[31merror\033[0m: not well-formed XML: Opening and ending tag mismatch: "
     "name line 2 and domain, line 3, column 10 [xml-invalid]"
 )
 

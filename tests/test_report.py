@@ -87,8 +87,8 @@ SUMMARY = "4 files, 3 domains, 5 NICs: 3 errors, 2 warnings"
 # --- format selection ----------------------------------------------------------------------------
 
 
-def test_formatters_are_the_documented_five() -> None:
-    assert sorted(rp.FORMATTERS) == ["github", "json", "junit", "sarif", "text"]
+def test_formatters_are_the_documented_six() -> None:
+    assert sorted(rp.FORMATTERS) == ["codeclimate", "github", "json", "junit", "sarif", "text"]
     assert all(cls.name == name for name, cls in rp.FORMATTERS.items())
 
 
@@ -173,7 +173,15 @@ def test_json_round_trip() -> None:
     assert data["tool"] == {"name": "libvirt-txmode", "version": "0.1.0"}
     assert data["files"] == list(FILES)
     assert data["hosts"] == ["h1"]
-    assert data["summary"] == {"files": 4, "domains": 3, "nics": 5, "errors": 3, "warnings": 2}
+    assert data["summary"] == {
+        "files": 4,
+        "domains": 3,
+        "nics": 5,
+        "errors": 3,
+        "warnings": 2,
+        "skipped": 0,
+        "excluded": 0,
+    }
     assert data["findings"] == [f.as_dict() for f in FINDINGS]
     rebuilt = [Finding(**dict(d, level=Level(d["level"]))) for d in data["findings"]]
     assert tuple(rebuilt) == FINDINGS

@@ -1,0 +1,315 @@
+"""Which files validate-domain reads: paths in, an ordered list of inputs out.
+
+- Directories are walked in sorted order for ``*.xml``; hidden folders (``.git``, ``.venv``) are
+  not entered.
+- ``--exclude GLOB`` and ``.libvirt-txmode-ignore`` files use .gitignore syntax: ``#`` comments,
+  ``!`` to re-include, a trailing ``/`` for folders only, a ``/`` inside anchors the pattern to the
+  ignore file's folder (for ``--exclude``: the current directory), ``*``, ``?``, ``[...]`` and
+  ``**``. The ignore file of the current directory applies to every path; one inside a walked
+  folder to what is below it. Named files are filtered too, so pre-commit's file lists honour them.
+- A walk only reads regular files inside the tree: a FIFO, socket or device is skipped (opening a
+  FIFO would block for ever), and so is a symlink whose target lies outside the folder given.
+  A file named on the command line is read as named (``<(cmd)`` is a pipe on purpose).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Optional
+
+IGNORE_FILE = ".libvirt-txmode-ignore"
+LOG = logging.getLogger("libvirt_txmode")
+
+
+class InputError(Exception):
+    """A path given on the command line that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Input:
+    label: str  # as the user wrote it (or as found below a folder they named)
+    path: Optional[str]  # None: standard input
+    # Opened with O_NONBLOCK|O_NOFOLLOW and checked to be a regular file: found by a walk.
+    regular_only: bool = False
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    regex: re.Pattern[str]
+    negated: bool
+    dir_only: bool
+
+
+def _glob_regex(glob: str) -> str:
+    """A .gitignore glob (without its leading ``!``/``/`` and trailing ``/``) as a regex body."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        if glob.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+            continue
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = glob.find("]", i + 2)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = glob[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
+                i = end
+        elif c == "\\" and i + 1 < len(glob):
+            i += 1
+            out.append(re.escape(glob[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def compile_pattern(line: str) -> Optional[_Pattern]:
+    """One line of an ignore file (or one --exclude), or None for blanks and comments."""
+    text = line.rstrip("\n")
+    if not text.endswith("\\ "):
+        text = text.rstrip()
+    if not text or text.startswith("#"):
+        return None
+    negated = text.startswith("!")
+    if negated or text.startswith(("\\!", "\\#")):
+        text = text[1:]
+    dir_only = text.endswith("/")
+    text = text.rstrip("/")
+    if not text:
+        return None
+    anchored = "/" in text
+    text = text.lstrip("/")
+    prefix = "" if anchored else "(?:.*/)?"
+    return _Pattern(re.compile(f"^{prefix}{_glob_regex(text)}$", re.S), negated, dir_only)
+
+
+@dataclass
+class Ignore:
+    """Patterns relative to ``base`` (a directory, absolute)."""
+
+    base: str
+    patterns: list[_Pattern] = field(default_factory=list)
+
+    @classmethod
+    def from_lines(cls, base: str, lines: Iterable[str]) -> Ignore:
+        found = [compile_pattern(line) for line in lines]
+        return cls(os.path.abspath(base), [p for p in found if p is not None])
+
+    @classmethod
+    def from_file(cls, directory: str) -> Optional[Ignore]:
+        path = os.path.join(directory, IGNORE_FILE)
+        try:
+            # O_NONBLOCK: a FIFO in its place must not hang the run.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            text = handle.read(1024 * 1024).decode("utf-8", "surrogateescape")
+        return cls.from_lines(directory, text.splitlines())
+
+    def verdict(self, absolute: str, is_dir: bool) -> Optional[bool]:
+        """True: ignored, False: re-included, None: no pattern here says anything."""
+        relative = os.path.relpath(absolute, self.base)
+        if relative.startswith("..") or relative == ".":
+            return None
+        relative = relative.replace(os.sep, "/")
+        result: Optional[bool] = None
+        for pattern in self.patterns:
+            if pattern.dir_only and not is_dir:
+                continue
+            if pattern.regex.match(relative):
+                result = not pattern.negated
+        return result
+
+
+def _ignored(rules: Sequence[Ignore], absolute: str, is_dir: bool) -> bool:
+    result = False
+    for rule in rules:  # outermost first: a nearer ignore file has the last word
+        verdict = rule.verdict(absolute, is_dir)
+        if verdict is not None:
+            result = verdict
+    return result
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+@dataclass
+class Selection:
+    inputs: list[Input] = field(default_factory=list)
+    excluded: int = 0  # by --exclude or an ignore file
+    skipped: list[str] = field(default_factory=list)  # not regular, or a link out of the tree
+
+
+class Collector:
+    def __init__(self, excludes: Sequence[str], cwd: str) -> None:
+        self.cwd = os.path.abspath(cwd)
+        self.top: list[Ignore] = [Ignore.from_lines(self.cwd, excludes)]
+        here = Ignore.from_file(self.cwd)
+        if here is not None:
+            self.top.insert(0, here)
+        self.selection = Selection()
+        self._rules_cache: dict[str, list[Ignore]] = {}
+
+    def _rules_for(self, directory: str) -> list[Ignore]:
+        """The ignore rules that apply inside ``directory`` (absolute): the current directory's,
+        then the ignore file of every folder from there down to ``directory``."""
+        if directory in self._rules_cache:
+            return self._rules_cache[directory]
+        if directory == self.cwd or not _inside(directory, self.cwd):
+            rules = list(self.top)
+        else:
+            rules = list(self._rules_for(os.path.dirname(directory)))
+            local = Ignore.from_file(directory)
+            if local is not None:
+                rules.append(local)
+        self._rules_cache[directory] = rules
+        return rules
+
+    def _excluded_path(self, path: str, is_dir: bool) -> bool:
+        """A path named on the command line: excluded itself, or below an excluded folder."""
+        absolute = os.path.abspath(path)
+        chain: list[str] = []
+        current = absolute
+        while _inside(current, self.cwd) and current != self.cwd:
+            chain.append(current)
+            current = os.path.dirname(current)
+        if not chain:
+            return _ignored(self.top, absolute, is_dir)
+        for depth, ancestor in enumerate(reversed(chain)):
+            last = depth == len(chain) - 1
+            rules = self._rules_for(os.path.dirname(ancestor))
+            if _ignored(rules, ancestor, is_dir if last else True):
+                return True
+        return False
+
+    def add(self, path: str) -> None:
+        if path == "-":
+            self.selection.inputs.append(Input("<stdin>", None))
+            return
+        if os.path.isdir(path):
+            if self._excluded_path(path, True):
+                self.selection.excluded += 1
+                return
+            self._walk(path)
+            return
+        if not os.path.exists(path):
+            raise InputError(f"no such file or directory: {path}")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"cannot read {path}: permission denied")
+        if self._excluded_path(path, False):
+            self.selection.excluded += 1
+            return
+        self.selection.inputs.append(Input(path, path))
+
+    def _walk(self, top: str) -> None:
+        absolute = os.path.abspath(top)
+        rules = self._rules_for(os.path.dirname(absolute)) if absolute != self.cwd else self.top
+        self._walk_dir(top, os.path.realpath(top), list(rules))
+
+    def _walk_dir(self, directory: str, root_real: str, rules: list[Ignore]) -> None:
+        local = Ignore.from_file(directory)
+        if local is not None:
+            rules = [*rules, local]
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            raise InputError(f"cannot read {directory}: {exc.strerror}") from None
+        subdirs: list[str] = []
+        for entry in entries:
+            path = os.path.join(directory, entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith("."):
+                    continue  # hidden folders: .git, .venv, .tox ...
+                if _ignored(rules, os.path.abspath(path), True):
+                    self.selection.excluded += 1
+                    continue
+                subdirs.append(path)
+                continue
+            if not entry.name.endswith(".xml"):
+                continue
+            if _ignored(rules, os.path.abspath(path), False):
+                self.selection.excluded += 1
+                continue
+            problem = _walk_problem(entry, root_real)
+            if problem is not None:
+                LOG.info("skipped %s: %s", path, problem)
+                self.selection.skipped.append(path)
+                continue
+            target = os.path.realpath(path) if entry.is_symlink() else path
+            self.selection.inputs.append(Input(path, target, regular_only=True))
+        # os.walk's order: a folder's files first, then its subfolders, each sorted.
+        for sub in subdirs:
+            self._walk_dir(sub, root_real, rules)
+
+
+def _walk_problem(entry: os.DirEntry[str], root_real: str) -> Optional[str]:
+    if entry.is_symlink():
+        target = os.path.realpath(entry.path)
+        if not _inside(target, root_real):
+            return f"a symlink out of the folder being checked (to {target})"
+        if not os.path.isfile(target):
+            return "a symlink to something that is not a regular file"
+        return None
+    if not entry.is_file(follow_symlinks=False):
+        return "not a regular file"
+    return None
+
+
+def collect(paths: Sequence[str], excludes: Sequence[str], cwd: str) -> Selection:
+    collector = Collector(excludes, cwd)
+    for path in paths:
+        collector.add(path)
+    return collector.selection
+
+
+def read_input(item: Input, limit: int) -> Optional[bytes]:
+    """The bytes of a file, at most ``limit`` + 1 (the caller refuses more). None: a walked entry
+    that turned out not to be a regular file when opened (replaced meanwhile): skip it."""
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    if item.regular_only:
+        # Found by a walk: a FIFO swapped in since must not block, a symlink must not lead out.
+        flags |= os.O_NONBLOCK | os.O_NOFOLLOW
+    if item.path is None:
+        raise ValueError("standard input has no path")
+    fd = os.open(item.path, flags)
+    try:
+        info = os.fstat(fd)
+        if item.regular_only and not stat.S_ISREG(info.st_mode):
+            return None
+        request = min(info.st_size, limit) + 1
+        parts: list[bytes] = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, request)
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
+            request = min(limit + 1 - total, 1 << 16)
+    finally:
+        os.close(fd)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
