@@ -1,24 +1,29 @@
 """The check engine: (domain, policy, capabilities) -> findings.
 
-Pure: no I/O, no clock, no globals.
+Pure: no I/O, no clock, no globals. Each NIC is judged as libvirt realizes it on each host
+(``libvirt_rules.plan_nic``): the model after libvirt's defaults, the QEMU device, and the tx that
+reaches it by whichever route, so the XML a user wrote and the XML libvirt formats get the same
+findings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from . import findings as codes
-from .capabilities import HostCapabilities, SupportState
-from .domain import TXMODES, Domain, Nic, qemu_device, vhost_reason
-from .findings import Finding, Level
+from .libvirt_rules import NicPlan, aliases, extra_devices, plan_nic, route_txmode
+from .model import TXMODES, Domain, Finding, HostCapabilities, Level, Nic, SupportState, TxSetting
 from .policy import Policy, Settings
 
 ALL_HOSTS = "all"
 ANY_HOST = "any"
+DRIVER_ROUTE = "<driver txmode>"
 # policy "ineffective" setting -> finding level; "ignore" has none.
 _INEFFECTIVE_LEVELS = {"error": Level.ERROR, "warn": Level.WARNING}
+# Without hosts the domain is judged on its own arch and policy alone: no support findings.
+_NO_HOSTS = (HostCapabilities(name="(no host)"),)
 
 
 def _violation(settings: Settings) -> Level:
@@ -31,15 +36,27 @@ def check_domain(
     hosts: Sequence[HostCapabilities],
     host_mode: str = ALL_HOSTS,
 ) -> list[Finding]:
-    """Every finding for every NIC of ``domain``.
+    """Every finding for every NIC of ``domain``, in NIC order, each reported once.
 
     ``host_mode`` matters only with several hosts: ``all`` reports support problems on each host
     (the domain must run and migrate everywhere); ``any`` only when no host can run the NIC.
     """
+    targets = tuple(hosts) or _NO_HOSTS
+    host_aliases = [aliases(domain, host) for host in targets]
     result: list[Finding] = []
-    for nic in domain.nics:
-        result.extend(_check_nic(domain, nic, policy, hosts, host_mode))
+    for index, nic in enumerate(domain.nics):
+        plans = [
+            plan_nic(domain, nic, host, names[index]) for host, names in zip(targets, host_aliases)
+        ]
+        result.extend(_unique(_check_nic(domain, nic, plans, policy, targets, host_mode=host_mode)))
+    for setting in extra_devices(domain):
+        result.extend(_unique(_check_extra_device(domain, setting, policy, targets, host_mode)))
     return result
+
+
+def _unique(found: Iterator[Finding]) -> list[Finding]:
+    """Hosts that realize a NIC the same way produce the same policy findings: keep one."""
+    return list(dict.fromkeys(found))
 
 
 @dataclass(frozen=True)
@@ -47,102 +64,162 @@ class _Subject:
     """The NIC under check and the rule that governs it: everything a finding must name."""
 
     domain: Domain
-    nic: Nic
+    nic: Optional[Nic]
     rule: str
+    txmode: Optional[str]
+    line: int
 
     def finding(self, code: str, level: Level, message: str, host: Optional[str] = None) -> Finding:
         return Finding(
             file=self.domain.file,
-            line=self.nic.line,
+            line=self.line,
             domain=self.domain.name,
             code=code,
             level=level,
             message=message,
-            interface=self.nic.index,
-            mac=self.nic.mac,
-            txmode=self.nic.txmode,
+            interface=self.nic.index if self.nic is not None else None,
+            mac=self.nic.mac if self.nic is not None else None,
+            txmode=self.txmode,
             rule=self.rule,
             host=host,
         )
 
 
 def _check_nic(
-    domain: Domain, nic: Nic, policy: Policy, hosts: Sequence[HostCapabilities], host_mode: str
+    domain: Domain,
+    nic: Nic,
+    plans: list[NicPlan],
+    policy: Policy,
+    hosts: Sequence[HostCapabilities],
+    *,
+    host_mode: str,
 ) -> Iterator[Finding]:
-    settings = policy.settings_for(domain, nic)
-    rule = settings.rule or "defaults"
-    subject = _Subject(domain, nic, rule)
+    supported: list[tuple[HostCapabilities, str, _Subject, Settings]] = []
+    for host, plan in zip(hosts, plans):
+        # Rules match the NIC as libvirt formats it (canonical model, libvirt's default model).
+        settings = policy.settings_for(domain, replace(nic, model=plan.model))
+        line = nic.line if plan.route == DRIVER_ROUTE else _route_line(domain, plan, nic)
+        subject = _Subject(domain, nic, settings.rule or "defaults", plan.txmode, line)
+        yield from _dropped(subject, nic, plan, settings)
+        if plan.txmode is None:
+            yield from _required(subject, nic, plan, settings)
+            continue
+        if not (yield from _policy(subject, plan.txmode, plan.route, settings)):
+            continue
+        if plan.unused:
+            yield from _ineffective(subject, plan.txmode, plan.unused, settings)
+        if plan.device is not None and plan.virtio_net:
+            supported.append((host, plan.device, subject, settings))
+    if hosts is not _NO_HOSTS:
+        yield from _support_findings(supported, policy, len(hosts), host_mode)
 
-    if nic.txmode is None:
-        if settings.require and nic.is_virtio and nic.type not in ("hostdev", "vhostuser"):
-            allowed = "|".join(settings.allowed) or "none"
-            yield subject.finding(
-                codes.REQUIRED,
-                _violation(settings),
-                f"virtio NIC has no txmode, but rule '{rule}' requires one "
-                f"(add <driver txmode='{allowed}'/>)",
-            )
+
+def _check_extra_device(
+    domain: Domain,
+    setting: TxSetting,
+    policy: Policy,
+    hosts: Sequence[HostCapabilities],
+    host_mode: str,
+) -> Iterator[Finding]:
+    """A virtio-net device that <qemu:commandline> adds by itself, with its own tx."""
+    txmode = route_txmode(setting) or ""
+    device = setting.device or "virtio-net-pci"
+    pseudo = Nic(index=-1, line=setting.line, type="", model="virtio")
+    settings = policy.settings_for(domain, pseudo)
+    subject = _Subject(domain, None, settings.rule or "defaults", txmode, setting.line)
+    if not (yield from _policy(subject, txmode, setting.route, settings)) or hosts is _NO_HOSTS:
         return
+    yield from _support_findings(
+        [(host, device, subject, settings) for host in hosts], policy, len(hosts), host_mode
+    )
 
-    ineffective = vhost_reason(domain, nic)
-    ineffective_level = _INEFFECTIVE_LEVELS.get(settings.ineffective)
-    if not nic.is_virtio or nic.type == "hostdev":
-        # libvirt drops the attribute here without even validating it (libvirt 9.0 defines an e1000
-        # or hostdev NIC with txmode='bogus' and no <driver txmode>), so neither validity, policy
-        # nor host support is at stake.
-        if ineffective_level is not None:
-            yield subject.finding(
-                codes.INEFFECTIVE,
-                ineffective_level,
-                f"txmode '{nic.txmode}' has no effect: {ineffective}",
-            )
-        return
 
-    if nic.txmode not in TXMODES:
-        yield subject.finding(
-            codes.INVALID,
-            Level.ERROR,
-            f"txmode '{nic.txmode}' is not a valid value (libvirt accepts: {', '.join(TXMODES)})",
+def _route_line(domain: Domain, plan: NicPlan, nic: Nic) -> int:
+    for setting in domain.tx_settings:
+        if setting.route == plan.route:
+            return setting.line
+    return nic.line
+
+
+def _where(route: str) -> str:
+    return "" if route == DRIVER_ROUTE else f" (set by {route})"
+
+
+def _dropped(subject: _Subject, nic: Nic, plan: NicPlan, settings: Settings) -> Iterator[Finding]:
+    """A written <driver txmode> that libvirt never passes on: nothing to validate or allow."""
+    level = _INEFFECTIVE_LEVELS.get(settings.ineffective)
+    if nic.txmode is not None and plan.dropped and level is not None:
+        yield replace(
+            subject.finding(
+                codes.INEFFECTIVE, level, f"txmode '{nic.txmode}' has no effect: {plan.dropped}"
+            ),
+            txmode=nic.txmode,
+            line=nic.line,
         )
-        return
 
-    if nic.txmode not in settings.allowed:
+
+def _required(subject: _Subject, nic: Nic, plan: NicPlan, settings: Settings) -> Iterator[Finding]:
+    # vhost-user and vDPA backends do the transmit themselves: a txmode there would be moot.
+    if settings.require and plan.virtio_net and nic.type not in ("vhostuser", "vdpa"):
+        allowed = "|".join(settings.allowed) or "none"
+        yield subject.finding(
+            codes.REQUIRED,
+            _violation(settings),
+            f"virtio NIC has no txmode, but rule '{subject.rule}' requires one "
+            f"(add <driver txmode='{allowed}'/>)",
+        )
+
+
+def _policy(
+    subject: _Subject, txmode: str, route: str, settings: Settings
+) -> Generator[Finding, None, bool]:
+    """Validity and the allowed list; returns whether the txmode is valid (worth a support check)."""
+    if txmode not in TXMODES:
+        if route == DRIVER_ROUTE:
+            message = (
+                f"txmode '{txmode}' is not a valid value (libvirt accepts: {', '.join(TXMODES)})"
+            )
+        else:
+            message = (
+                f"tx '{txmode}'{_where(route)} is not a transmit mode QEMU knows "
+                "(bh or timer; QEMU falls back to bh with a warning)"
+            )
+        yield subject.finding(codes.INVALID, Level.ERROR, message)
+        return False
+    if txmode not in settings.allowed:
         allowed = ", ".join(settings.allowed) or "none"
         yield subject.finding(
             codes.NOT_ALLOWED,
             _violation(settings),
-            f"txmode '{nic.txmode}' is not allowed by rule '{rule}' (allowed: {allowed})",
+            f"txmode '{txmode}'{_where(route)} is not allowed by rule '{subject.rule}' "
+            f"(allowed: {allowed})",
         )
-    if ineffective and ineffective_level is not None:
-        yield subject.finding(
-            codes.INEFFECTIVE,
-            ineffective_level,
-            f"txmode '{nic.txmode}' has no effect: {ineffective}",
-        )
+    return True
 
-    device = qemu_device(domain, nic)
-    if device is not None:
-        yield from _support_findings(
-            subject, device, policy=policy, settings=settings, hosts=hosts, host_mode=host_mode
+
+def _ineffective(
+    subject: _Subject, txmode: str, reason: str, settings: Settings
+) -> Iterator[Finding]:
+    level = _INEFFECTIVE_LEVELS.get(settings.ineffective)
+    if level is not None:
+        yield subject.finding(
+            codes.INEFFECTIVE, level, f"txmode '{txmode}' has no effect: {reason}"
         )
 
 
 def _support_findings(
-    subject: _Subject,
-    device: str,
-    *,
+    targets: list[tuple[HostCapabilities, str, _Subject, Settings]],
     policy: Policy,
-    settings: Settings,
-    hosts: Sequence[HostCapabilities],
+    host_count: int,
     host_mode: str,
 ) -> Iterator[Finding]:
-    txmode = subject.nic.txmode
     problems: list[Finding] = []
     any_supported = False
-    for host in hosts:
+    for host, device, subject, settings in targets:
+        txmode = subject.txmode
         emulator, support = host.support(subject.domain, device)
-        on_host = f" on {host.name}" if len(hosts) > 1 else ""
-        label = host.name if len(hosts) > 1 else None
+        on_host = f" on {host.name}" if host_count > 1 else ""
+        label = host.name if host_count > 1 else None
         if support.state is SupportState.SUPPORTED:
             any_supported = True
         elif support.state is SupportState.UNSUPPORTED:

@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import IO, Any, Optional
 
 from lxml import etree
 
 from .files import MAX_XML_BYTES  # the bound lives with the hook's stdlib-only helpers
+from .model import TXMODES, VIRTIO_MODELS, Domain, Nic, TxSetting
+from .qemu_args import tx_settings_from_commandline
 
-VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
-TXMODES = ("iothread", "timer")
-# libvirt turns on vhost-net for these interface types (qemuInterfaceOpenVhostNet).
-VHOST_CAPABLE_TYPES = ("network", "bridge", "direct", "ethernet")
+__all__ = [
+    "MAX_XML_BYTES",
+    "TXMODES",
+    "VIRTIO_MODELS",
+    "Domain",
+    "DomainXMLError",
+    "Nic",
+    "make_parser",
+    "parse_domain",
+    "read_bounded",
+    "read_file_bounded",
+]
+
+# libvirt's namespace for <qemu:commandline> and <qemu:override> (docs/drvqemu.rst).
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 # The first markup that is a DOCTYPE or a start tag. A DOCTYPE can only precede the root element, so
 # finding it first means the document has one: refuse it before libxml2 reads its internal subset.
 _PROLOG_MARKUP = re.compile(rb"<!DOCTYPE|<[A-Za-z_:]")
@@ -32,49 +44,6 @@ class DomainXMLError(Exception):
         super().__init__(message)
         self.message = message
         self.line = line
-
-
-@dataclass(frozen=True)
-class Nic:
-    index: int
-    line: int
-    type: str
-    mac: Optional[str] = None
-    network: Optional[str] = None
-    bridge: Optional[str] = None
-    dev: Optional[str] = None
-    model: Optional[str] = None
-    driver_name: Optional[str] = None
-    txmode: Optional[str] = None
-    address_type: Optional[str] = None
-
-    @property
-    def is_virtio(self) -> bool:
-        return self.model in VIRTIO_MODELS
-
-
-@dataclass(frozen=True)
-class Domain:
-    name: str
-    file: str
-    line: int
-    type: str = "qemu"
-    uuid: Optional[str] = None
-    arch: Optional[str] = None
-    machine: Optional[str] = None
-    emulator: Optional[str] = None
-    nics: tuple[Nic, ...] = field(default_factory=tuple)
-
-    @property
-    def effective_arch(self) -> str:
-        """The guest arch; libvirt defaults a missing one to the host's."""
-        return self.arch or host_arch()
-
-
-def host_arch() -> str:
-    # What platform.machine() returns on Linux, without importing platform (~3 ms per hook run).
-    machine = os.uname().machine
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 def make_parser() -> etree.XMLParser:
@@ -169,6 +138,7 @@ def parse_domain(data: bytes, source: str, *, parser: Optional[etree.XMLParser] 
     os_type: Optional[etree._Element] = None
     emulator: Optional[etree._Element] = None
     interfaces: list[etree._Element] = []
+    qemu_elements: list[etree._Element] = []
     for child in root:
         tag = child.tag
         if tag == "devices":
@@ -180,19 +150,99 @@ def parse_domain(data: bytes, source: str, *, parser: Optional[etree.XMLParser] 
         elif tag == "os":
             if os_type is None:
                 os_type = _first_child(child, "type")
+        elif tag in _QEMU_TAGS:
+            qemu_elements.append(child)
         elif tag not in named and isinstance(tag, str):
             named[tag] = child
+    arch = attribute(os_type, "arch") if os_type is not None else None
+    machine = attribute(os_type, "machine") if os_type is not None else None
+    nics = tuple(_parse_nic(index, element) for index, element in enumerate(interfaces))
     return Domain(
         name=_text(named.get("name")) or "(unnamed)",
         file=source,
         line=_line(root),
-        type=root.get("type") or "qemu",
+        type=attribute(root, "type") or "qemu",
         uuid=_text(named.get("uuid")),
-        arch=os_type.get("arch") if os_type is not None else None,
-        machine=os_type.get("machine") if os_type is not None else None,
+        arch=arch,
+        machine=machine,
         emulator=_text(emulator),
-        nics=tuple(_parse_nic(index, element) for index, element in enumerate(interfaces)),
+        nics=nics,
+        tx_settings=_tx_settings(qemu_elements),
+        has_mmio_devices=_may_default_to_mmio(arch, machine, nics) and _has_mmio_address(root),
     )
+
+
+_QEMU_TAGS = (f"{{{QEMU_NS}}}commandline", f"{{{QEMU_NS}}}override")
+
+
+def attribute(element: etree._Element, name: str) -> Optional[str]:
+    """An attribute as libvirt reads it: xmlGetProp ignores namespaces, so the first attribute
+    with that local name counts whatever its prefix (``x:txmode='timer'`` is ``txmode``)."""
+    for key, value in element.items():
+        text = str(key)
+        if text == name or (text[0] == "{" and text.endswith("}" + name)):
+            return str(value)
+    return None
+
+
+def _may_default_to_mmio(
+    arch: Optional[str], machine: Optional[str], nics: tuple[Nic, ...]
+) -> bool:
+    # Only Arm and RISC-V virt machines ask whether the domain already has a virtio-mmio device,
+    # and only for virtio NICs without an address: skip the scan of every device otherwise.
+    if arch is not None and not arch.startswith(("arm", "aarch64", "riscv")):
+        return False
+    if machine is not None and not machine.startswith("virt"):
+        return False
+    return any(nic.is_virtio and nic.address_type is None for nic in nics)
+
+
+def _has_mmio_address(root: etree._Element) -> bool:
+    for devices in root:
+        if devices.tag != "devices":
+            continue
+        for device in devices:
+            for child in device:
+                if child.tag == "address" and attribute(child, "type") == "virtio-mmio":
+                    return True
+    return False
+
+
+def _tx_settings(elements: list[etree._Element]) -> tuple[TxSetting, ...]:
+    settings: list[TxSetting] = []
+    for element in elements:
+        if element.tag == _QEMU_TAGS[0]:
+            args = [
+                (attribute(arg, "value") or "", _line(arg))
+                for arg in element
+                if arg.tag == f"{{{QEMU_NS}}}arg"
+            ]
+            settings.extend(tx_settings_from_commandline(args))
+        else:
+            settings.extend(_override_settings(element))
+    return tuple(settings)
+
+
+def _override_settings(override: etree._Element) -> list[TxSetting]:
+    """<qemu:override><qemu:device alias='net0'><qemu:frontend><qemu:property name='tx' .../>:
+    libvirt (>= 8.2) rewrites that property of the device's -device JSON before starting QEMU."""
+    settings: list[TxSetting] = []
+    for device in override.iterchildren(f"{{{QEMU_NS}}}device"):
+        alias = attribute(device, "alias") or ""
+        for frontend in device.iterchildren(f"{{{QEMU_NS}}}frontend"):
+            for prop in frontend.iterchildren(f"{{{QEMU_NS}}}property"):
+                if attribute(prop, "name") != "tx":
+                    continue
+                removed = attribute(prop, "type") == "remove"
+                settings.append(
+                    TxSetting(
+                        value=None if removed else attribute(prop, "value") or "",
+                        route=f"<qemu:override> of device '{alias}'",
+                        target=f"alias:{alias}",
+                        line=_line(prop),
+                    )
+                )
+    return settings
 
 
 def _first_child(element: etree._Element, tag: str) -> Optional[etree._Element]:
@@ -221,61 +271,18 @@ def _parse_nic(index: int, element: etree._Element) -> Nic:
     model = first.get("model")
     driver = first.get("driver")
     address = first.get("address")
+    alias = first.get("alias")
     return Nic(
         index=index,
         line=_line(element),
-        type=element.get("type") or "",
-        mac=mac.get("address") if mac is not None else None,
-        network=source.get("network") if source is not None else None,
-        bridge=source.get("bridge") if source is not None else None,
-        dev=source.get("dev") if source is not None else None,
-        model=model.get("type") if model is not None else None,
-        driver_name=driver.get("name") if driver is not None else None,
-        txmode=driver.get("txmode") if driver is not None else None,
-        address_type=address.get("type") if address is not None else None,
+        type=attribute(element, "type") or "",
+        mac=attribute(mac, "address") if mac is not None else None,
+        network=attribute(source, "network") if source is not None else None,
+        bridge=attribute(source, "bridge") if source is not None else None,
+        dev=attribute(source, "dev") if source is not None else None,
+        model=attribute(model, "type") if model is not None else None,
+        driver_name=attribute(driver, "name") if driver is not None else None,
+        txmode=attribute(driver, "txmode") if driver is not None else None,
+        address_type=attribute(address, "type") if address is not None else None,
+        alias=attribute(alias, "name") if alias is not None else None,
     )
-
-
-def qemu_device(domain: Domain, nic: Nic) -> Optional[str]:
-    """The QEMU device libvirt would create for a virtio NIC (None for other models).
-
-    Follows libvirt's qemuBuildNicDevProps / virtio transport choice: the address type picks the
-    transport; without one, s390 guests default to ccw, Arm/RISC-V guests on machines other than
-    ``virt`` to virtio-mmio, everything else to PCI.
-    """
-    if not nic.is_virtio:
-        return None
-    transport = nic.address_type or _default_transport(domain)
-    if transport == "ccw":
-        return "virtio-net-ccw"
-    if transport == "virtio-mmio":
-        return "virtio-net-device"
-    if nic.model == "virtio-transitional":
-        return "virtio-net-pci-transitional"
-    if nic.model == "virtio-non-transitional":
-        return "virtio-net-pci-non-transitional"
-    return "virtio-net-pci"
-
-
-def _default_transport(domain: Domain) -> str:
-    arch = domain.effective_arch
-    if arch.startswith("s390"):
-        return "ccw"
-    machine = domain.machine or ""
-    if (arch.startswith(("arm", "aarch64", "riscv"))) and not machine.startswith("virt"):
-        return "virtio-mmio"
-    return "pci"
-
-
-def vhost_reason(domain: Domain, nic: Nic) -> Optional[str]:
-    """Why QEMU's ``tx`` would not be used for this NIC, or None when it would."""
-    if nic.type == "vhostuser":
-        return "the vhost-user backend does the transmit, not QEMU"
-    if nic.type == "hostdev":
-        return "libvirt ignores txmode on hostdev interfaces"
-    if not nic.is_virtio:
-        model = nic.model or "default"
-        return f"libvirt ignores txmode on model '{model}' (only virtio models use it)"
-    if domain.type == "kvm" and nic.type in VHOST_CAPABLE_TYPES and nic.driver_name != "qemu":
-        return "vhost-net does the transmit in the kernel (set <driver name='qemu'/> to use txmode)"
-    return None

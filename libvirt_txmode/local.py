@@ -8,18 +8,22 @@ they were recorded for; whatever is still missing is probed once, under the emul
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Callable, Optional
 
 from .cache import ProbeCache
-from .capabilities import Guest, HostCapabilities, Support, SupportState
-from .domain import Domain, qemu_device
+from .libvirt_rules import aliases, emulator_binary, extra_devices, plan_nic
+from .model import Domain, Guest, HostCapabilities, Support, SupportState
+from .networks import read_forward_modes
 from .policy import Policy
 from .qemu import ProbeError, identify, probe, trust_problem
 
 LOG = logging.getLogger(__name__)
+VHOST_NET_DEVICE = "/dev/vhost-net"
 
 Prober = Callable[[str, Sequence[str], float], dict[str, Support]]
 
@@ -28,45 +32,78 @@ def _default_prober(emulator: str, devices: Sequence[str], timeout: float) -> di
     return probe(emulator, devices, timeout=timeout)
 
 
-def needed_devices(domains: Iterable[Domain]) -> dict[Domain, set[str]]:
-    """Which QEMU devices each domain's txmode-bearing virtio NICs need to be probed."""
-    needed: dict[Domain, set[str]] = {}
+def host_arch() -> str:
+    """This machine's arch in libvirt's names (what platform.machine() gives, without importing
+    platform: ~3 ms per hook run). Only ever the arch of the machine the check runs on."""
+    machine = os.uname().machine
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+def this_host(
+    domains: Sequence[Domain],
+    *,
+    name: Optional[str] = None,
+    snapshot: Optional[HostCapabilities] = None,
+    networks: Optional[Callable[[Iterable[str]], dict[str, str]]] = None,
+) -> HostCapabilities:
+    """The facts about this machine that decide what libvirt builds, before any probe: its
+    arch, its libvirt networks' forward modes (read from libvirt's own files, never through
+    libvirt: the hook must not call it) and whether vhost-net is there."""
+    names = {
+        nic.network for d in domains for nic in d.nics if nic.type == "network" and nic.network
+    }
+    read_networks = networks if networks is not None else read_forward_modes
+    return HostCapabilities(
+        name=name or socket.gethostname(),
+        guests=snapshot.guests if snapshot is not None else (),
+        arch=host_arch(),
+        networks=read_networks(sorted(names)) if names else {},
+        vhost_net=os.path.exists(VHOST_NET_DEVICE),
+    )
+
+
+def needed_devices(domains: Sequence[Domain], host: HostCapabilities) -> list[set[str]]:
+    """Per domain (same order), the QEMU devices whose tx support decides a finding: the
+    virtio-net devices of NICs whose txmode reaches QEMU. Linear in NICs."""
+    needed: list[set[str]] = []
     for domain in domains:
-        for nic in domain.nics:
-            if nic.txmode is None:
-                continue
-            device = qemu_device(domain, nic)
-            if device is not None:
-                needed.setdefault(domain, set()).add(device)
+        devices: set[str] = set()
+        for nic, alias in zip(domain.nics, aliases(domain, host)):
+            plan = plan_nic(domain, nic, host, alias)
+            if plan.txmode is not None and plan.device is not None and plan.virtio_net:
+                devices.add(plan.device)
+        devices.update(s.device or "virtio-net-pci" for s in extra_devices(domain))
+        needed.append(devices)
     return needed
 
 
 def local_capabilities(
-    domains: Iterable[Domain],
+    domains: Sequence[Domain],
     policy: Policy,
     cache: ProbeCache,
     *,
     snapshot: Optional[HostCapabilities] = None,
-    snapshot_identities: Optional[dict[str, str]] = None,
+    snapshot_identities: Optional[Mapping[str, str]] = None,
     name: Optional[str] = None,
     which: Callable[[str], Optional[str]] = shutil.which,
     prober: Prober = _default_prober,
+    host: Optional[HostCapabilities] = None,
 ) -> HostCapabilities:
+    facts = host if host is not None else this_host(domains, name=name, snapshot=snapshot)
     guests: dict[tuple[str, str], Guest] = {}
     wanted: dict[str, set[str]] = {}
-    for domain, devices in needed_devices(domains).items():
-        emulator = domain.emulator
-        if emulator is None and snapshot is not None:
-            emulator = snapshot.resolve_emulator(domain)
+    for domain, devices in zip(domains, needed_devices(domains, facts)):
+        if not devices:
+            continue
+        emulator = facts.resolve_emulator(domain)
+        arch = facts.guest_arch(domain) or ""
         if emulator is None:
-            # libvirt picks qemu-system-<arch> from its search path when <emulator> is absent.
-            emulator = which(f"qemu-system-{domain.effective_arch}")
+            # libvirt looks for qemu-system-<its binary name for the arch> on its search path.
+            emulator = which(emulator_binary(arch))
         if emulator is None:
             continue
-        if domain.emulator is None:
-            guests[(domain.effective_arch, domain.type)] = Guest(
-                domain.effective_arch, emulator, (domain.type,)
-            )
+        if domain.emulator is None and facts.guest(domain) is None:
+            guests[(arch, domain.type)] = Guest(arch, emulator, (domain.type,))
         wanted.setdefault(emulator, set()).update(devices)
 
     results: dict[str, dict[str, Support]] = {}
@@ -85,9 +122,9 @@ def local_capabilities(
         except ProbeError as exc:
             LOG.warning("%s", exc)
             errors[emulator] = str(exc)
-    return HostCapabilities(
-        name=name or socket.gethostname(),
-        guests=tuple(guests.values()),
+    return replace(
+        facts,
+        guests=facts.guests + tuple(guests.values()),
         devices=results,
         emulator_errors=errors,
     )
@@ -100,7 +137,7 @@ def _emulator_support(
     policy: Policy,
     cache: ProbeCache,
     snapshot: Optional[HostCapabilities],
-    snapshot_identities: dict[str, str],
+    snapshot_identities: Mapping[str, str],
     prober: Prober,
 ) -> dict[str, Support]:
     problem = trust_problem(emulator, policy.emulators)

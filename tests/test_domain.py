@@ -1,4 +1,4 @@
-"""domain: parsing records, the libvirt device/vhost rules and the hardened parser."""
+"""domain: parsing records and the hardened parser (libvirt's device rules: test_libvirt_rules)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Optional
 
 import pytest
@@ -21,9 +20,7 @@ from libvirt_txmode.domain import (
     DomainXMLError,
     Nic,
     parse_domain,
-    qemu_device,
     read_bounded,
-    vhost_reason,
 )
 
 FULL = b"""<?xml version='1.0' encoding='UTF-8'?>
@@ -88,7 +85,6 @@ def test_domain_record() -> None:
     assert domain.uuid == "4dea22b3-1d52-d8f3-2516-782e98ab3fa0"
     assert (domain.arch, domain.machine) == ("x86_64", "pc-q35-7.2")
     assert domain.emulator == "/usr/bin/qemu-system-x86_64"
-    assert domain.effective_arch == "x86_64"
     assert len(domain.nics) == 4
 
 
@@ -144,107 +140,6 @@ def test_header_comment_keeps_line_numbers() -> None:
     )
     assert domain.line == 2
     assert domain.nics[0].line == 4
-
-
-def test_effective_arch_defaults_to_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    # host_arch reads os.uname().machine (what platform.machine() returns on Linux).
-    monkeypatch.setattr("os.uname", lambda: SimpleNamespace(machine="arm64"))
-    assert _domain(arch=None).effective_arch == "aarch64"
-    monkeypatch.setattr("os.uname", lambda: SimpleNamespace(machine="amd64"))
-    assert _domain(arch=None).effective_arch == "x86_64"
-    assert _domain(arch="s390x").effective_arch == "s390x"
-
-
-# --- qemu_device ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("arch", "machine", "model", "address", "expected"),
-    [
-        ("x86_64", "pc-q35-7.2", "virtio", None, "virtio-net-pci"),
-        ("x86_64", "pc-q35-7.2", "virtio-transitional", None, "virtio-net-pci-transitional"),
-        ("x86_64", "pc", "virtio-non-transitional", None, "virtio-net-pci-non-transitional"),
-        ("x86_64", "pc", "virtio", "pci", "virtio-net-pci"),
-        ("x86_64", "pc", "virtio", "ccw", "virtio-net-ccw"),
-        ("x86_64", "pc", "virtio-transitional", "ccw", "virtio-net-ccw"),
-        ("s390x", "s390-ccw-virtio", "virtio", None, "virtio-net-ccw"),
-        ("s390x", None, "virtio", None, "virtio-net-ccw"),
-        ("s390x", None, "virtio", "pci", "virtio-net-pci"),
-        ("x86_64", "microvm", "virtio", "virtio-mmio", "virtio-net-device"),
-        ("aarch64", "vexpress-a15", "virtio", None, "virtio-net-device"),
-        ("aarch64", None, "virtio", None, "virtio-net-device"),
-        ("aarch64", "virt", "virtio", None, "virtio-net-pci"),
-        ("aarch64", "virt-7.2", "virtio", None, "virtio-net-pci"),
-        ("aarch64", "virt", "virtio", "virtio-mmio", "virtio-net-device"),
-        ("armv7l", "vexpress-a9", "virtio", None, "virtio-net-device"),
-        ("riscv64", "virt", "virtio", None, "virtio-net-pci"),
-        ("riscv64", "spike", "virtio", None, "virtio-net-device"),
-        ("x86_64", "pc", "e1000", None, None),
-        ("x86_64", "pc", "rtl8139", "pci", None),
-        ("s390x", None, None, None, None),
-        ("x86_64", "pc", "VIRTIO", None, None),
-    ],
-)
-def test_qemu_device(
-    arch: str,
-    machine: Optional[str],
-    model: Optional[str],
-    address: Optional[str],
-    expected: Optional[str],
-) -> None:
-    domain = _domain(arch=arch, machine=machine)
-    assert qemu_device(domain, _nic(model=model, address_type=address)) == expected
-
-
-def test_qemu_device_from_parsed_xml() -> None:
-    domain = _parse(
-        "<domain type='kvm'><os><type arch='s390x' machine='s390-ccw-virtio'>hvm</type></os>"
-        "<devices><interface type='network'><model type='virtio'/>"
-        "<address type='ccw' cssid='0xfe' ssid='0x0' devno='0x0001'/></interface>"
-        "</devices></domain>"
-    )
-    assert qemu_device(domain, domain.nics[0]) == "virtio-net-ccw"
-
-
-# --- vhost_reason ---------------------------------------------------------------------------------
-
-VHOST = "vhost-net does the transmit in the kernel (set <driver name='qemu'/> to use txmode)"
-
-
-@pytest.mark.parametrize("nic_type", ["network", "bridge", "direct", "ethernet"])
-def test_vhost_on_kvm(nic_type: str) -> None:
-    kvm = _domain(type="kvm")
-    assert vhost_reason(kvm, _nic(type=nic_type)) == VHOST
-    assert vhost_reason(kvm, _nic(type=nic_type, driver_name="vhost")) == VHOST
-    assert vhost_reason(kvm, _nic(type=nic_type, model="virtio-non-transitional")) == VHOST
-    assert vhost_reason(kvm, _nic(type=nic_type, driver_name="qemu")) is None
-    assert vhost_reason(_domain(type="qemu"), _nic(type=nic_type)) is None
-
-
-@pytest.mark.parametrize("nic_type", ["user", "server", "mcast", "udp", "vdpa"])
-def test_no_vhost_for_other_types(nic_type: str) -> None:
-    assert vhost_reason(_domain(type="kvm"), _nic(type=nic_type)) is None
-
-
-def test_vhostuser_hostdev_and_non_virtio() -> None:
-    for domain_type in ("kvm", "qemu"):
-        domain = _domain(type=domain_type)
-        assert (
-            vhost_reason(domain, _nic(type="vhostuser"))
-            == "the vhost-user backend does the transmit, not QEMU"
-        )
-        assert (
-            vhost_reason(domain, _nic(type="hostdev"))
-            == "libvirt ignores txmode on hostdev interfaces"
-        )
-        assert (
-            vhost_reason(domain, _nic(model="e1000"))
-            == "libvirt ignores txmode on model 'e1000' (only virtio models use it)"
-        )
-        assert (
-            vhost_reason(domain, _nic(model=None))
-            == "libvirt ignores txmode on model 'default' (only virtio models use it)"
-        )
 
 
 # --- hardened parser ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -70,10 +71,29 @@ def test_needed_devices() -> None:
     one = domain("one", "/e", "virtio", "virtio-transitional", "e1000")
     quiet = domain("quiet", "/e", "virtio", txmode=None)
     s390 = domain("s390", "/e", "virtio", arch="s390x")
-    assert needed_devices([one, quiet, s390]) == {
-        one: {"virtio-net-pci", "virtio-net-pci-transitional"},
-        s390: {"virtio-net-ccw"},
-    }
+    host = HostCapabilities(name="h", arch="x86_64")
+    assert needed_devices([one, quiet, s390], host) == [
+        {"virtio-net-pci", "virtio-net-pci-transitional"},
+        set(),
+        {"virtio-net-ccw"},
+    ]
+
+
+def test_needed_devices_is_linear_in_nics() -> None:
+    # 5,000 NICs (a layout libvirt accepts): one plan per NIC, no per-NIC hashing of the domain.
+    many = domain("many", "/e", *(["virtio"] * 5000))
+    calls = []
+
+    class Counting(Domain):
+        def __hash__(self) -> int:
+            calls.append(1)
+            return super().__hash__()
+
+    counted = Counting(**{f.name: getattr(many, f.name) for f in dataclasses.fields(many)})
+    assert needed_devices([counted], HostCapabilities(name="h", arch="x86_64")) == [
+        {"virtio-net-pci"}
+    ]
+    assert calls == []
 
 
 def test_one_probe_per_emulator_across_many_domains(fakes: FakeEmulators, policy: Policy) -> None:
@@ -254,7 +274,8 @@ def test_default_emulator_from_snapshot_guests(fakes: FakeEmulators, policy: Pol
         prober=prober,
     )
     assert prober.calls == [(emulator, ("virtio-net-pci",))]
-    assert caps.guests == (Guest("x86_64", emulator, ("qemu",)),)
+    # The snapshot's guest lines are kept as they are: they name the emulator libvirt would pick.
+    assert caps.guests == (Guest("x86_64", emulator, ("qemu", "kvm")),)
 
 
 def test_untrusted_emulator_is_never_probed(fakes: FakeEmulators, tmp_path: Path) -> None:

@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 import pytest
 
-from libvirt_txmode import __version__, host
+from libvirt_txmode import __version__
+from libvirt_txmode import snapshot as snapshot_module
 from libvirt_txmode.capabilities import Guest, Support, SupportState
-from libvirt_txmode.host import (
+from libvirt_txmode.host import (  # the compatibility names; the code lives in snapshot/libvirt_host
     FORMAT,
     VIRTIO_NET_DEVICES,
     SnapshotError,
@@ -238,7 +239,7 @@ def test_load_missing_file(tmp_path: Path) -> None:
 
 
 def test_load_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(host, "MAX_SNAPSHOT_BYTES", 100)
+    monkeypatch.setattr(snapshot_module, "MAX_SNAPSHOT_BYTES", 100)
     path = write(tmp_path / "snap.json", json.dumps(good_document()).encode())
     with pytest.raises(SnapshotError) as caught:
         load_snapshot(path)
@@ -267,8 +268,8 @@ def test_require_root_owned(tmp_path: Path) -> None:
 
 def test_guests_from_recorded_capabilities() -> None:
     assert guests_from_capabilities(CAPS_XML) == [
-        Guest("i686", I386, ("qemu", "kvm")),
-        Guest("x86_64", X86, ("qemu", "kvm")),
+        Guest("i686", I386, ("qemu", "kvm"), "pc-i440fx-7.2"),
+        Guest("x86_64", X86, ("qemu", "kvm"), "pc-i440fx-7.2"),
     ]
 
 
@@ -364,8 +365,8 @@ def test_take_snapshot_from_recording(fakes: FakeEmulators) -> None:
     snapshot = parse_snapshot(json.loads(json.dumps(document)), "roundtrip")
     assert snapshot.host == "hv1"
     assert snapshot.capabilities.guests == (
-        Guest("i686", i386, ("qemu", "kvm")),
-        Guest("x86_64", x86, ("qemu", "kvm")),
+        Guest("i686", i386, ("qemu", "kvm"), "pc-i440fx-7.2"),
+        Guest("x86_64", x86, ("qemu", "kvm"), "pc-i440fx-7.2"),
     )
     from libvirt_txmode.qemu import identify
 

@@ -1,0 +1,199 @@
+"""Taking a capability snapshot on a host, through libvirt-python.
+
+Runs outside the hook (calling libvirt from inside a hook deadlocks the daemon), as root:
+``getDomainCapabilities`` is refused on a read-only connection. The hook never imports this
+module; everything it needs from a snapshot comes through ``snapshot.parse_snapshot``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
+
+from lxml import etree
+
+from . import __version__
+from .model import Guest, HostCapabilities, Support
+from .policy import Policy
+from .qemu import ProbeError, identify, probe, trust_problem
+from .snapshot import Snapshot, SnapshotError
+
+LOG = logging.getLogger(__name__)
+# Every virtio-net transport libvirt may pick; probing them all lets CI check any domain.
+VIRTIO_NET_DEVICES = (
+    "virtio-net-pci",
+    "virtio-net-pci-transitional",
+    "virtio-net-pci-non-transitional",
+    "virtio-net-ccw",
+    "virtio-net-device",
+)
+VHOST_NET_DEVICE = "/dev/vhost-net"
+Progress = Callable[[str], None]
+
+Prober = Callable[[str, Sequence[str], float], dict[str, Support]]
+
+
+def _probe(emulator: str, devices: Sequence[str], timeout: float) -> dict[str, Support]:
+    return probe(emulator, devices, timeout=timeout)
+
+
+def _parse(xml: str) -> etree._Element:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    return etree.fromstring(xml.encode(), parser=parser)
+
+
+def guests_from_capabilities(xml: str) -> list[Guest]:
+    """Guests of ``virConnectGetCapabilities`` XML: arch -> emulator, with its domain types and
+    default machine (libvirt lists the emulator's default machine first).
+
+    A ``<domain type>`` may name its own ``<emulator>`` (older KVM setups): that is its own guest.
+    """
+    guests: list[Guest] = []
+    for arch in _parse(xml).iterfind("guest/arch"):
+        name = arch.get("name") or ""
+        default = arch.findtext("emulator")
+        machine = arch.findtext("machine")
+        types: list[str] = []
+        for domain in arch.iterfind("domain"):
+            own = domain.findtext("emulator")
+            if own and own != default:
+                guests.append(Guest(name, own, (domain.get("type") or "",), machine))
+            else:
+                types.append(domain.get("type") or "")
+        if default:
+            guests.append(Guest(name, default, tuple(types), machine))
+    return guests
+
+
+def host_arch_from_capabilities(xml: str) -> Optional[str]:
+    """The host's native arch (``<host><cpu><arch>``): what a domain without one runs as."""
+    return _parse(xml).findtext("host/cpu/arch")
+
+
+def networks_of(conn: Any) -> dict[str, str]:
+    """Each libvirt network's forward mode ('' without <forward>): a hostdev pool turns a
+    type='network' NIC into a vfio-pci device, which the hook must know without calling libvirt."""
+    result: dict[str, str] = {}
+    try:
+        networks = conn.listAllNetworks(0)
+    except Exception as exc:  # libvirt.libvirtError; no network driver on this host
+        LOG.warning("cannot list libvirt networks: %s", exc)
+        return result
+    for network in networks:
+        try:
+            root = _parse(network.XMLDesc(0))
+        except Exception as exc:  # a network undefined meanwhile
+            LOG.warning("cannot read network: %s", exc)
+            continue
+        forward = root.find("forward")
+        result[root.findtext("name") or network.name()] = (
+            (forward.get("mode") or "nat") if forward is not None else ""
+        )
+    return result
+
+
+def _domain_capabilities(conn: Any, guests: list[Guest]) -> dict[str, Any]:
+    domain_caps: dict[str, Any] = {}
+    for guest in guests:
+        for virttype in guest.domain_types:
+            key = f"{guest.emulator} {guest.arch} {virttype}"
+            try:
+                xml = conn.getDomainCapabilities(guest.emulator, guest.arch, None, virttype, 0)
+                domain_caps[key] = {"machine": _parse(xml).findtext("machine"), "error": None}
+            except Exception as exc:  # libvirt.libvirtError; the module may be absent in tests
+                message = str(exc)
+                if "read only" in message or "read-only" in message:
+                    message += " (domain capabilities need a read-write connection: run as root)"
+                LOG.warning("domain capabilities for %s: %s", key, message)
+                domain_caps[key] = {"machine": None, "error": message}
+    return domain_caps
+
+
+def take_snapshot(
+    conn: Any,
+    policy: Policy,
+    *,
+    prober: Prober = _probe,
+    uri: str = "",
+    progress: Optional[Progress] = None,
+) -> dict[str, Any]:
+    """Build the snapshot document from an open libvirt connection and direct probes.
+
+    ``progress`` hears one line per step that may take a while (each emulator probed).
+    """
+    capabilities_xml = conn.getCapabilities()
+    guests = guests_from_capabilities(capabilities_xml)
+    devices: dict[str, dict[str, Support]] = {}
+    errors: dict[str, str] = {}
+    identities: dict[str, str] = {}
+    for emulator in sorted({g.emulator for g in guests}):
+        if progress is not None:
+            progress(f"probing {emulator}")
+        try:
+            problem = trust_problem(emulator, policy.emulators)
+            if problem is not None:
+                raise ProbeError(problem)
+            identity = identify(emulator)
+            devices[emulator] = prober(emulator, VIRTIO_NET_DEVICES, policy.probe_timeout)
+            identities[emulator] = identity.key()
+        except ProbeError as exc:
+            LOG.warning("%s", exc)
+            errors[emulator] = str(exc)
+    host = _hostname(conn)
+    snapshot = Snapshot(
+        host=host,
+        source="",
+        capabilities=HostCapabilities(
+            name=host,
+            guests=tuple(guests),
+            devices=devices,
+            emulator_errors=errors,
+            arch=host_arch_from_capabilities(capabilities_xml),
+            networks=networks_of(conn),
+            vhost_net=os.path.exists(VHOST_NET_DEVICE),
+        ),
+        identities=identities,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        tool=__version__,
+        libvirt={
+            "uri": uri,
+            "library_version": _version(conn.getLibVersion()),
+            "hypervisor": conn.getType(),
+            "hypervisor_version": _version(conn.getVersion()),
+        },
+        domain_capabilities=_domain_capabilities(conn, guests),
+    )
+    return snapshot.to_json()
+
+
+def _hostname(conn: Any) -> str:
+    try:
+        return str(conn.getHostname())
+    except Exception:
+        return socket.gethostname()
+
+
+def _version(number: int) -> str:
+    """libvirt encodes versions as major * 1,000,000 + minor * 1,000 + micro."""
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def open_libvirt(uri: str) -> Any:
+    """A read-write connection (getDomainCapabilities refuses read-only ones), quiet on stderr."""
+    try:
+        import libvirt  # noqa: PLC0415 - optional dependency, only the snapshot needs it
+    except ImportError:
+        raise SnapshotError(
+            "libvirt-python is not installed: pip install 'libvirt-txmode[libvirt]' "
+            "(needs libvirt's headers: apt-get install libvirt-dev pkg-config)"
+        ) from None
+    # Without a handler libvirt-python prints every error to stderr on top of raising it.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise SnapshotError(f"cannot connect to {uri}: {exc}") from None

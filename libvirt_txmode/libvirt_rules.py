@@ -1,0 +1,280 @@
+"""What libvirt hands QEMU for each NIC: libvirt's post-parse defaults and its device choice.
+
+Pure functions of (domain as written, host capabilities). The same answer must come out whether
+the domain is the XML a user wrote (``validate-domain`` in CI) or the XML libvirt formats after
+applying its defaults (the hook's stdin), so every default libvirt fills in is applied here too.
+Followed: libvirt 10.7 (``src/conf/domain_conf.c``, ``src/qemu/qemu_postparse.c``,
+``qemu_domain_address.c``, ``qemu_command.c``, ``qemu_alias.c``); where libvirt 9.0 (Debian 12)
+differs it is said at the rule. ``docs/libvirt-facts.md`` lists each fact with its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .model import QEMU_TX, TXMODES, VIRTIO_MODELS, Domain, HostCapabilities, Nic, TxSetting
+
+# The arches libvirt's ARCH_IS_ARM / ARCH_IS_RISCV / ARCH_IS_S390 macros cover.
+_ARM = ("armv6l", "armv7l", "armv7b", "aarch64")
+_RISCV = ("riscv32", "riscv64")
+_S390 = ("s390", "s390x")
+# Interface types whose virtio NIC gets a vhost-net backend on a KVM domain
+# (qemuBuildInterfaceConnect calls qemuInterfaceOpenVhostNet for these); others never use it.
+_VHOST_TYPES = ("network", "bridge", "direct", "ethernet")
+_TX_TO_TXMODE = {tx: mode for mode, tx in QEMU_TX.items()}
+
+
+@dataclass(frozen=True)
+class NicPlan:
+    """One NIC as libvirt realizes it on one host."""
+
+    model: Optional[str]  # after libvirt's default; canonical lower case for libvirt's own models
+    device: Optional[str]  # QEMU -device driver; None when libvirt builds no virtio-net device
+    alias: str  # the QEMU device id (netN, hostdevN, or the user's ua-* alias)
+    txmode: Optional[str]  # the txmode that reaches the device: iothread, timer, other tx text
+    route: str  # where that txmode was set ("<driver txmode>", "<qemu:override> ...", ...)
+    dropped: Optional[str]  # why a written <driver txmode> never reaches QEMU
+    unused: Optional[str]  # why QEMU has the tx property set but does not use it
+
+    @property
+    def virtio_net(self) -> bool:
+        return self.device is not None and self.device.startswith("virtio-net")
+
+
+def canonical_model(model: Optional[str]) -> Optional[str]:
+    """libvirt matches its own model names case-insensitively and formats them in lower case."""
+    if model is None:
+        return None
+    lowered = model.lower()
+    return lowered if lowered in VIRTIO_MODELS or lowered in _KNOWN_MODELS else model
+
+
+# virDomainNetModel's names (libvirt 10.7); any other string is passed to QEMU as the device name.
+_KNOWN_MODELS = frozenset(
+    (
+        "netfront", "rtl8139", "e1000", "e1000e", "igb", "usb-net", "spapr-vlan", "lan9118",
+        "smc91c111", "vlance", "vmxnet", "vmxnet2", "vmxnet3", "am79c970a", "am79c973",
+        "82540em", "82545em", "82543gc",
+    )
+)  # fmt: skip
+
+
+def is_virt(machine: Optional[str]) -> bool:
+    # qemuDomainIsARMVirt / qemuDomainIsRISCVVirt / qemuDomainIsLoongArchVirt: "virt" or "virt-*"
+    return machine is not None and (machine == "virt" or machine.startswith("virt-"))
+
+
+def guest_machine(domain: Domain, host: HostCapabilities) -> Optional[str]:
+    """The machine type: the domain's, else the default libvirt records for the arch's emulator."""
+    if domain.machine:
+        return domain.machine
+    guest = host.guest(domain)
+    return guest.machine if guest is not None else None
+
+
+def default_model(nic_type: str, arch: Optional[str], machine: Optional[str]) -> Optional[str]:
+    """The model libvirt fills in when <model> is absent (qemuDomainDefaultNetModel; vDPA:
+    virDomainNetDefPostParse). None for hostdev NICs, which have none."""
+    if nic_type == "hostdev":
+        return None
+    if nic_type == "vdpa":
+        return "virtio"
+    if arch in _S390:
+        return "virtio"
+    if (arch in _RISCV or arch == "loongarch64") and is_virt(machine):
+        return "virtio"
+    if arch in _ARM:
+        if machine == "versatilepb":
+            return "smc91c111"
+        return "virtio" if is_virt(machine) else "lan9118"
+    # Elsewhere the first of rtl8139, e1000, virtio that the QEMU binary has. Every QEMU build we
+    # know of for these arches has rtl8139 or e1000, so the default is never virtio there.
+    return "rtl8139"
+
+
+def virtio_transport(nic: Nic, domain: Domain, arch: Optional[str], machine: Optional[str]) -> str:
+    """The address type libvirt gives a virtio NIC that names none (qemuDomainAssignAddresses)."""
+    if nic.address_type:
+        return nic.address_type
+    if arch in _S390:
+        return "ccw"  # qemuDomainAssignS390Addresses: every virtio device without an address
+    if arch in _ARM or arch in _RISCV:
+        # qemuDomainAssignVirtioMMIOAddresses: only vexpress-* and virt machines default to
+        # virtio-mmio, and virt ones only while they have no PCIe root (libvirt adds one when QEMU
+        # has gpex, which every supported QEMU does) or already have a virtio-mmio device.
+        if machine is not None and machine.startswith("vexpress-"):
+            return "virtio-mmio"
+        if is_virt(machine) and domain.has_mmio_devices:
+            return "virtio-mmio"
+    return "pci"
+
+
+def virtio_device(model: str, transport: str) -> str:
+    """qemuBuildVirtioDevGetConfig: the transport's suffix, plus the PCI variant of the model."""
+    if transport == "ccw":
+        return "virtio-net-ccw"
+    if transport == "virtio-mmio":
+        return "virtio-net-device"
+    if transport == "virtio-s390":
+        return "virtio-net-s390"
+    if model == "virtio-transitional":
+        return "virtio-net-pci-transitional"
+    if model == "virtio-non-transitional":
+        return "virtio-net-pci-non-transitional"
+    return "virtio-net-pci"
+
+
+def actual_type(nic: Nic, host: HostCapabilities) -> str:
+    """A network NIC takes its network's type; of those only a hostdev pool changes the device."""
+    if nic.type == "network" and nic.network and host.networks.get(nic.network) == "hostdev":
+        return "hostdev"
+    return nic.type
+
+
+def aliases(domain: Domain, host: HostCapabilities) -> list[str]:
+    """QEMU ids in libvirt's order (qemuAssignDeviceNetAlias): a user alias (ua-*) is kept;
+    hostdev NICs are hostdevN and take no netN; the others are net0, net1, ... in document order."""
+    result: list[str] = []
+    net = hostdev = 0
+    for nic in domain.nics:
+        if nic.alias and nic.alias.startswith("ua-"):
+            result.append(nic.alias)
+        elif actual_type(nic, host) == "hostdev":
+            result.append(f"hostdev{hostdev}")
+            hostdev += 1
+        else:
+            result.append(f"net{net}")
+            net += 1
+    return result
+
+
+def plan_nic(domain: Domain, nic: Nic, host: HostCapabilities, alias: str) -> NicPlan:
+    arch = host.guest_arch(domain)
+    machine = guest_machine(domain, host)
+    written = canonical_model(nic.model)
+    model = written if written is not None else default_model(nic.type, arch, machine)
+    kind = actual_type(nic, host)
+
+    dropped: Optional[str] = None
+    txmode = nic.txmode
+    if txmode is not None:
+        dropped = _dropped(nic, written, kind)
+        if dropped is not None:
+            txmode = None
+
+    device: Optional[str]
+    if kind == "hostdev" or model is None:
+        device = "vfio-pci" if kind == "hostdev" else None
+    elif model in VIRTIO_MODELS:
+        device = virtio_device(model, virtio_transport(nic, domain, arch, machine))
+    else:
+        device = model
+    if device is not None and not device.startswith("virtio-net"):
+        # Only virtio-net has a tx property; libvirt never emits one for other devices.
+        txmode = None
+    route = "<driver txmode>"
+    txmode, route = _routed(domain, device, alias, txmode, route)
+    return NicPlan(
+        model=model,
+        device=device,
+        alias=alias,
+        txmode=txmode,
+        route=route,
+        dropped=dropped,
+        unused=_unused(domain, nic, kind, host) if plan_is_virtio(device) else None,
+    )
+
+
+def plan_is_virtio(device: Optional[str]) -> bool:
+    return device is not None and device.startswith("virtio")
+
+
+def _dropped(nic: Nic, written_model: Optional[str], kind: str) -> Optional[str]:
+    # virDomainNetDefParseXMLDriver runs only for virtio models known at parse time and never for
+    # type='hostdev': libvirt stores no txmode at all otherwise (it is gone from the formatted XML).
+    if nic.type == "hostdev":
+        return "libvirt ignores <driver txmode> on hostdev interfaces"
+    if written_model is None:
+        return (
+            "libvirt reads <driver txmode> only when <model type='virtio'/> is written; "
+            "a default model is filled in after the driver is parsed"
+        )
+    if written_model not in VIRTIO_MODELS:
+        return f"libvirt ignores txmode on model '{written_model}' (only virtio models use it)"
+    if kind == "hostdev":
+        return (
+            f"network '{nic.network}' is a hostdev pool: the NIC becomes a vfio-pci device, "
+            "which has no tx"
+        )
+    return None
+
+
+def _unused(domain: Domain, nic: Nic, kind: str, host: HostCapabilities) -> Optional[str]:
+    if kind == "vhostuser":
+        return "the vhost-user backend does the transmit, not QEMU"
+    if kind == "vdpa":
+        return "the vhost-vdpa backend does the transmit in the device, not QEMU"
+    if domain.type == "kvm" and kind in _VHOST_TYPES and nic.driver_name != "qemu":
+        if host.vhost_net is False and nic.driver_name != "vhost":
+            return None  # libvirt falls back to QEMU's own backend without /dev/vhost-net
+        return "vhost-net does the transmit in the kernel (set <driver name='qemu'/> to use txmode)"
+    return None
+
+
+def _routed(
+    domain: Domain, device: Optional[str], alias: str, txmode: Optional[str], route: str
+) -> tuple[Optional[str], str]:
+    """Apply <qemu:commandline> and <qemu:override> tx settings to this NIC's device.
+
+    QEMU's precedence: a property on the -device (libvirt's own tx) beats -global; -set and
+    <qemu:override> rewrite the device's own properties, so they beat both.
+    """
+    if device is None or not device.startswith("virtio-net"):
+        return txmode, route
+    for setting in domain.tx_settings:
+        if setting.target == f"driver:{device}" and txmode is None:
+            txmode, route = _txmode_of(setting.value), setting.route
+    for setting in domain.tx_settings:
+        if setting.target == f"alias:{alias}":
+            txmode, route = _txmode_of(setting.value), setting.route
+    return txmode, route
+
+
+def _txmode_of(tx: Optional[str]) -> Optional[str]:
+    """QEMU's tx value in libvirt's words (bh -> iothread); any other text is kept as it is."""
+    if tx is None:
+        return None
+    return _TX_TO_TXMODE.get(tx, tx)
+
+
+def extra_devices(domain: Domain) -> list[TxSetting]:
+    """virtio-net devices that <qemu:commandline> adds with a tx of their own (-device ...,tx=)."""
+    return [s for s in domain.tx_settings if s.target.startswith("new:")]
+
+
+def route_txmode(setting: TxSetting) -> Optional[str]:
+    return _txmode_of(setting.value)
+
+
+def is_valid_txmode(txmode: str, route: str) -> bool:
+    """libvirt refuses other <driver txmode> values at define; QEMU takes any tx text but only
+    'bh' and 'timer' mean something (it warns and uses bh otherwise)."""
+    del route
+    return txmode in TXMODES
+
+
+# virQEMUCapsArchToString: the qemu-system-* name of an arch where it differs from libvirt's.
+_BINARY_ARCH = {
+    "i686": "i386",
+    "armv6l": "arm",
+    "armv7l": "arm",
+    "armv7b": "arm",
+    "ppc64le": "ppc64",
+    "mips64el": "mips64el",
+}
+
+
+def emulator_binary(arch: str) -> str:
+    """The binary libvirt looks for on its search path when a domain names no <emulator>."""
+    return f"qemu-system-{_BINARY_ARCH.get(arch, arch)}"

@@ -1,0 +1,243 @@
+"""Capability snapshots: one JSON document per host, and its one codec.
+
+A snapshot is taken on a host (``libvirt_host.take_snapshot``, outside the hook, where calling
+libvirt is safe), read by the hook as a warm source of probe answers, and read by
+``validate-domain --caps`` in CI, where there is no libvirt at all. ``Snapshot.to_json`` and
+``parse_snapshot`` are the only writer and reader of the format (README, "Capability snapshots").
+Standard library only, like the model it fills.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import __version__
+from .model import Guest, HostCapabilities, Support, SupportState
+
+FORMAT = "libvirt-txmode-snapshot"
+FORMAT_VERSION = 1
+DEFAULT_SNAPSHOT_PATH = "/var/lib/libvirt-txmode/snapshot.json"
+MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be read or is not a valid document; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    host: str
+    source: str
+    capabilities: HostCapabilities
+    # emulator path -> identity key the probes were taken for (see qemu.EmulatorIdentity.key)
+    identities: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""
+    tool: str = ""
+    libvirt: Mapping[str, Any] = field(default_factory=dict)
+    domain_capabilities: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The document ``parse_snapshot`` reads back to an equal Snapshot."""
+        caps = self.capabilities
+        emulators: dict[str, Any] = {}
+        for path in sorted(set(caps.devices) | set(caps.emulator_errors)):
+            emulators[path] = {
+                "identity": self.identities.get(path),
+                "error": caps.emulator_errors.get(path),
+                "devices": {
+                    device: support_to_json(support)
+                    for device, support in sorted(caps.devices.get(path, {}).items())
+                },
+            }
+        document: dict[str, Any] = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "tool": self.tool or __version__,
+            "host": self.host,
+            "created": self.created,
+            "arch": caps.arch,
+            "vhost_net": caps.vhost_net,
+            "libvirt": dict(self.libvirt),
+            "guests": [
+                {
+                    "arch": g.arch,
+                    "emulator": g.emulator,
+                    "domain_types": list(g.domain_types),
+                    "machine": g.machine,
+                }
+                for g in caps.guests
+            ],
+            "networks": {name: {"forward": mode} for name, mode in sorted(caps.networks.items())},
+            "domain_capabilities": dict(self.domain_capabilities),
+            "emulators": emulators,
+        }
+        return document
+
+
+def support_to_json(support: Support) -> dict[str, str]:
+    return {"state": support.state.value, "detail": support.detail, "method": support.method}
+
+
+def support_from_json(entry: object) -> Support:
+    if not isinstance(entry, dict):
+        raise TypeError("device entry is not an object")
+    state = entry.get("state")
+    try:
+        parsed = SupportState(state)
+    except ValueError:
+        known = ", ".join(repr(s.value) for s in SupportState)
+        raise ValueError(f"'state' is {state!r}, not one of {known}") from None
+    return Support(parsed, str(entry.get("detail", "")), str(entry.get("method", "")))
+
+
+def write_snapshot(path: str, snapshot: Snapshot) -> None:
+    """Atomically, as the hook may be reading the old one."""
+    from .cache import write_atomic  # noqa: PLC0415 - the readers never need it
+
+    data = json.dumps(snapshot.to_json(), indent=1, sort_keys=False).encode() + b"\n"
+    write_atomic(path, data, mode=0o644)
+
+
+def load_snapshot(
+    path: str, *, require_root_owned: Optional[bool] = None, name: Optional[str] = None
+) -> Snapshot:
+    if require_root_owned is None:
+        require_root_owned = os.geteuid() == 0
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if require_root_owned and (
+                info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            ):
+                raise SnapshotError(f"{path}: refused: not owned by root or writable by others")
+            raw = handle.read(MAX_SNAPSHOT_BYTES + 1)
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot read snapshot: {exc.strerror}") from None
+    if len(raw) > MAX_SNAPSHOT_BYTES:
+        raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
+        raise SnapshotError(f"{path}: not a valid snapshot: not JSON: {exc}") from None
+    return parse_snapshot(data, path, name)
+
+
+def parse_snapshot(data: Any, source: str, name: Optional[str] = None) -> Snapshot:
+    """Validate a decoded snapshot document; SnapshotError names ``source`` and the bad key."""
+    try:
+        return _parse_snapshot(data, source, name)
+    except _Invalid as exc:
+        raise SnapshotError(f"{source}: not a valid snapshot: {exc}") from None
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _get(mapping: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in mapping:
+        raise _Invalid(f"{where}: missing key {key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        raise _Invalid(f"{where}: {key!r} is not {_KIND_NAMES.get(kind, kind.__name__)}")
+    return value
+
+
+_KIND_NAMES: dict[type, str] = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "true or false",
+}
+
+
+def _parse_snapshot(data: Any, source: str, name: Optional[str]) -> Snapshot:
+    if not isinstance(data, dict):
+        raise _Invalid("the document is not a JSON object")
+    if data.get("format") != FORMAT:
+        raise _Invalid(f"'format' is not {FORMAT!r}")
+    if data.get("version") != FORMAT_VERSION:
+        raise _Invalid(
+            f"unsupported version {data.get('version')!r} (this tool reads {FORMAT_VERSION})"
+        )
+    host = _get(data, "host", str, "top level")
+    guests: list[Guest] = []
+    for i, g in enumerate(_get(data, "guests", list, "top level")):
+        where = f"guests[{i}]"
+        if not isinstance(g, dict):
+            raise _Invalid(f"{where} is not an object")
+        types = _get(g, "domain_types", list, where)
+        if not all(isinstance(t, str) for t in types):
+            raise _Invalid(f"{where}: 'domain_types' is not a list of strings")
+        machine = g.get("machine")
+        guests.append(
+            Guest(
+                _get(g, "arch", str, where),
+                _get(g, "emulator", str, where),
+                tuple(types),
+                machine if isinstance(machine, str) else None,
+            )
+        )
+    devices: dict[str, dict[str, Support]] = {}
+    errors: dict[str, str] = {}
+    identities: dict[str, str] = {}
+    for path, entry in _get(data, "emulators", dict, "top level").items():
+        where = f"emulators[{path!r}]"
+        if not isinstance(entry, dict):
+            raise _Invalid(f"{where} is not an object")
+        if entry.get("error"):
+            suffix = f" (on {name or host})"
+            error = str(entry["error"])
+            errors[path] = error if error.endswith(suffix) else error + suffix
+            continue
+        found: dict[str, Support] = {}
+        for device, support in _get(entry, "devices", dict, where).items():
+            try:
+                found[device] = support_from_json(support)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _Invalid(f"{where}.devices[{device!r}]: {exc}") from None
+        devices[path] = found
+        if entry.get("identity"):
+            identities[path] = str(entry["identity"])
+    caps = HostCapabilities(
+        name=name or host,
+        guests=tuple(guests),
+        devices=devices,
+        emulator_errors=errors,
+        arch=_optional(data, "arch", str),
+        networks=_networks(data),
+        vhost_net=_optional(data, "vhost_net", bool),
+    )
+    return Snapshot(
+        host=host,
+        source=source,
+        capabilities=caps,
+        identities=identities,
+        created=str(data.get("created", "")),
+        tool=str(data.get("tool", "")),
+        libvirt=_optional(data, "libvirt", dict) or {},
+        domain_capabilities=_optional(data, "domain_capabilities", dict) or {},
+    )
+
+
+def _optional(data: dict[str, Any], key: str, kind: type) -> Any:
+    """Keys added after the first release: absent in older snapshots, which stay readable."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind):
+        raise _Invalid(f"top level: {key!r} is not {_KIND_NAMES.get(kind, kind.__name__)}")
+    return value
+
+
+def _networks(data: dict[str, Any]) -> dict[str, str]:
+    networks = _optional(data, "networks", dict) or {}
+    for name, entry in networks.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("forward", ""), str):
+            raise _Invalid(f"networks[{name!r}] is not an object with a string 'forward'")
+    return {name: entry.get("forward", "") for name, entry in networks.items()}

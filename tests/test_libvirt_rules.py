@@ -1,0 +1,479 @@
+"""libvirt_rules: which QEMU device and which tx libvirt gives each NIC, against libvirt's own tests.
+
+``data/libvirt/nic_cases.json`` holds facts from libvirt 10.7's qemuxmlconftest (made by
+``scripts/derive-libvirt-nic-cases`` from libvirt's ``tests/qemuxmlconfdata``): per case the input
+domain as a user wrote it, the post-parse domain libvirt formatted (what the hook receives), both
+reduced to what decides a NIC's device, and the ``-device`` driver and ``tx`` libvirt put on QEMU's
+command line for each NIC. Each case names the libvirt files it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from libvirt_txmode.check import check_domain
+from libvirt_txmode.domain import parse_domain
+from libvirt_txmode.libvirt_rules import (
+    aliases,
+    default_model,
+    emulator_binary,
+    plan_nic,
+    virtio_transport,
+)
+from libvirt_txmode.model import (
+    QEMU_TX,
+    Domain,
+    Guest,
+    HostCapabilities,
+    Level,
+    Nic,
+    Support,
+    SupportState,
+)
+from libvirt_txmode.policy import parse_policy
+
+CASES_FILE = Path(__file__).parent / "data" / "libvirt" / "nic_cases.json"
+CASES: list[dict[str, Any]] = json.loads(CASES_FILE.read_text())["cases"]
+ALL_DEVICES = (
+    "virtio-net-pci",
+    "virtio-net-pci-transitional",
+    "virtio-net-pci-non-transitional",
+    "virtio-net-ccw",
+    "virtio-net-device",
+)
+
+
+def _host(case: dict[str, Any]) -> HostCapabilities:
+    emulator = f"/usr/bin/{emulator_binary(case['arch'])}"
+    supported = Support(SupportState.SUPPORTED, "tx listed", "help")
+    return HostCapabilities(
+        name="libvirt-tests",
+        arch=case["arch"],
+        guests=(Guest(case["arch"], emulator, ("qemu", "kvm")),),
+        devices={emulator: {device: supported for device in ALL_DEVICES}},
+        networks=case["networks"],
+        vhost_net=True,
+    )
+
+
+def _plans(xml: str, host: HostCapabilities) -> list[tuple[Optional[str], Optional[str]]]:
+    domain = parse_domain(xml.encode(), "case.xml")
+    names = aliases(domain, host)
+    result = []
+    for nic, alias in zip(domain.nics, names):
+        plan = plan_nic(domain, nic, host, alias)
+        tx = QEMU_TX.get(plan.txmode) if plan.txmode else None
+        result.append((plan.device, tx))
+    return result
+
+
+def _expected(case: dict[str, Any]) -> list[tuple[Optional[str], Optional[str]]]:
+    return [(nic["device"], nic["tx"]) for nic in case["nics"]]
+
+
+def _case_id(case: dict[str, Any]) -> str:
+    return case["args"]
+
+
+def test_the_corpus_covers_every_arch_and_nic_kind() -> None:
+    arches = {case["arch"] for case in CASES}
+    assert arches == {"x86_64", "aarch64", "s390x", "ppc64", "riscv64", "loongarch64"}
+    kinds = Counter(
+        m for case in CASES for m in re.findall(r"<interface type=\"([a-z]+)\"", case["input"])
+    )
+    # libvirt 10.7's suite has no direct, null or vds NIC with a QEMU command line: those kinds
+    # are covered by the targeted tests below (vhost rules, and check's tests).
+    for kind in ("user", "network", "bridge", "ethernet", "vhostuser", "vdpa", "hostdev"):
+        assert kinds[kind] > 0, kind
+    for kind in ("mcast", "udp", "server", "client"):
+        assert kinds[kind] > 0, kind
+    assert sum(len(case["nics"]) for case in CASES) >= 250
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_device_and_tx_as_libvirt_builds_them_from_the_input(case: dict[str, Any]) -> None:
+    # The XML as a user writes it: libvirt's defaults (model, address) must be applied here.
+    assert _plans(case["input"], _host(case)) == _expected(case), case["source"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_device_and_tx_from_libvirts_formatted_xml(case: dict[str, Any]) -> None:
+    # The XML libvirt formats after parsing: what the hook receives on prepare begin.
+    assert _plans(case["output"], _host(case)) == _expected(case), case["args"]
+
+
+STRICT = """
+version: 1
+defaults:
+  require: true
+  ineffective: error
+"""
+
+
+def _outcome(xml: str, host: HostCapabilities) -> set[tuple[Optional[int], str]]:
+    domain = parse_domain(xml.encode(), "case.xml")
+    policy = parse_policy(STRICT, "strict.yaml")
+    found = check_domain(domain, policy, [host])
+    return {(f.interface, f.code) for f in found if f.level is Level.ERROR}
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_input_and_formatted_xml_get_the_same_verdict(case: dict[str, Any]) -> None:
+    host = _host(case)
+    assert _outcome(case["input"], host) == _outcome(case["output"], host)
+
+
+def _with_txmode(xml: str, txmode: str = "timer") -> str:
+    """Every interface gets <driver txmode>, as a user adding one to each NIC would write."""
+    return re.sub(r"(<interface [^>]*>)", rf"\1<driver txmode='{txmode}'/>", xml)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_a_written_txmode_reaches_exactly_the_virtio_nics_libvirt_reads_it_for(
+    case: dict[str, Any],
+) -> None:
+    host = _host(case)
+    domain = parse_domain(_with_txmode(case["input"]).encode(), "case.xml")
+    for nic, alias, (device, _tx) in zip(domain.nics, aliases(domain, host), _expected(case)):
+        plan = plan_nic(domain, nic, host, alias)
+        # libvirt parses <driver> only for virtio models written as such, never for hostdev.
+        read = nic.is_virtio and nic.type != "hostdev"
+        reaches = read and device is not None and device.startswith("virtio-net")
+        assert plan.device == (device or plan.device), case["source"]
+        assert (plan.txmode == "timer") == reaches, (case["source"], nic.index)
+        assert (plan.dropped is not None) == (not reaches), case["source"]
+
+
+# --- the classes of the fidelity issue, one by one -----------------------------------------------
+
+X86 = HostCapabilities(name="h", arch="x86_64", vhost_net=True)
+
+
+def _domain_xml(
+    interfaces: str, *, arch: str = "x86_64", machine: str = "pc", extra: str = ""
+) -> bytes:
+    os_type = f"<type arch='{arch}' machine='{machine}'>hvm</type>" if arch else "<type>hvm</type>"
+    return (
+        "<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+        f"<name>vm</name><os>{os_type}</os><devices>{interfaces}</devices>{extra}</domain>"
+    ).encode()
+
+
+def _plan(xml: bytes, host: HostCapabilities = X86, index: int = 0) -> Any:
+    domain = parse_domain(xml, "vm.xml")
+    return plan_nic(domain, domain.nics[index], host, aliases(domain, host)[index])
+
+
+@pytest.mark.parametrize(
+    ("arch", "machine", "expected"),
+    [
+        ("s390x", "s390-ccw-virtio", "virtio"),
+        ("aarch64", "virt", "virtio"),
+        ("aarch64", "virt-7.2", "virtio"),
+        ("armv7l", "virt", "virtio"),
+        ("aarch64", "vexpress-a15", "lan9118"),
+        ("armv7l", "versatilepb", "smc91c111"),
+        ("riscv64", "virt", "virtio"),
+        ("loongarch64", "virt", "virtio"),
+        ("riscv64", "spike", "rtl8139"),
+        ("x86_64", "pc", "rtl8139"),
+        ("x86_64", "q35", "rtl8139"),
+        ("ppc64", "pseries", "rtl8139"),
+    ],
+)
+def test_default_model(arch: str, machine: str, expected: str) -> None:
+    assert default_model("user", arch, machine) == expected
+    assert default_model("vdpa", arch, machine) == "virtio"
+    assert default_model("hostdev", arch, machine) is None
+
+
+def test_a_txmode_on_a_model_less_nic_never_reaches_qemu() -> None:
+    # s390x fills in model virtio, but only after <driver> was (not) parsed.
+    host = HostCapabilities(name="z", arch="s390x")
+    plan = _plan(
+        _domain_xml("<interface type='user'><driver txmode='timer'/></interface>", arch="s390x",
+                    machine="s390-ccw-virtio"),
+        host,
+    )  # fmt: skip
+    assert (plan.model, plan.device, plan.txmode) == ("virtio", "virtio-net-ccw", None)
+    assert "only when <model type='virtio'/> is written" in (plan.dropped or "")
+
+
+def test_require_on_a_model_less_virtio_nic_agrees_with_the_formatted_xml() -> None:
+    host = HostCapabilities(name="z", arch="s390x")
+    policy = parse_policy("version: 1\ndefaults: {require: true}\n", "p.yaml")
+    raw = _domain_xml("<interface type='user'/>", arch="s390x", machine="s390-ccw-virtio")
+    formatted = _domain_xml(
+        "<interface type='user'><model type='virtio'/><address type='ccw'/></interface>",
+        arch="s390x",
+        machine="s390-ccw-virtio",
+    )
+    for xml in (raw, formatted):
+        codes = [f.code for f in check_domain(parse_domain(xml, "vm.xml"), policy, [host])]
+        assert codes == ["txmode-required"]
+
+
+@pytest.mark.parametrize("model", ["VirtIO", "VIRTIO", "Virtio-Transitional"])
+def test_model_names_are_case_insensitive(model: str) -> None:
+    plan = _plan(
+        _domain_xml(
+            f"<interface type='user'><model type='{model}'/><driver txmode='timer'/></interface>"
+        )
+    )
+    assert plan.model == model.lower()
+    assert plan.txmode == "timer"
+    assert plan.device in ("virtio-net-pci", "virtio-net-pci-transitional")
+
+
+def test_policy_model_globs_see_the_canonical_model() -> None:
+    policy = parse_policy(
+        "version: 1\nrules:\n  - {name: no-timer-on-virtio, match: {model: virtio}, allowed: [iothread]}\n",
+        "p.yaml",
+    )
+    xml = _domain_xml(
+        "<interface type='user'><model type='VirtIO'/><driver txmode='timer'/></interface>"
+    )
+    found = check_domain(parse_domain(xml, "vm.xml"), policy, [X86])
+    assert [(f.code, f.rule) for f in found if f.code == "txmode-not-allowed"] == [
+        ("txmode-not-allowed", "no-timer-on-virtio")
+    ]
+
+
+def test_vdpa_tx_is_set_but_unused() -> None:
+    plan = _plan(
+        _domain_xml(
+            "<interface type='vdpa'><source dev='/dev/vhost-vdpa-0'/><model type='virtio'/>"
+            "<driver txmode='timer'/></interface>"
+        )
+    )
+    assert (plan.device, plan.txmode) == ("virtio-net-pci", "timer")
+    assert "vhost-vdpa" in (plan.unused or "")
+    policy = parse_policy("version: 1\ndefaults: {ineffective: error}\n", "p.yaml")
+    xml = _domain_xml(
+        "<interface type='vdpa'><source dev='/dev/vhost-vdpa-0'/><model type='virtio'/>"
+        "<driver txmode='timer'/></interface>"
+    )
+    codes = [f.code for f in check_domain(parse_domain(xml, "v.xml"), policy, [X86])]
+    assert "txmode-ineffective" in codes
+
+
+def test_network_on_a_hostdev_pool_becomes_vfio_and_drops_txmode() -> None:
+    host = HostCapabilities(name="h", arch="x86_64", networks={"sriov": "hostdev", "lan": "nat"})
+    xml = _domain_xml(
+        "<interface type='network'><source network='sriov'/><model type='virtio'/>"
+        "<driver txmode='timer'/></interface>"
+        "<interface type='network'><source network='lan'/><model type='virtio'/>"
+        "<driver name='qemu' txmode='timer'/></interface>"
+    )
+    first, second = _plan(xml, host, 0), _plan(xml, host, 1)
+    assert (first.device, first.alias, first.txmode) == ("vfio-pci", "hostdev0", None)
+    assert "hostdev pool" in (first.dropped or "")
+    # hostdev NICs take no netN: the next NIC is still net0
+    assert (second.device, second.alias, second.txmode) == ("virtio-net-pci", "net0", "timer")
+
+
+@pytest.mark.parametrize(
+    ("arch", "machine", "mmio_elsewhere", "expected"),
+    [
+        ("aarch64", "virt", False, "pci"),
+        ("aarch64", "virt", True, "virtio-mmio"),
+        ("riscv64", "virt", True, "virtio-mmio"),
+        ("aarch64", "vexpress-a15", False, "virtio-mmio"),
+        ("armv7l", "vexpress-a9", False, "virtio-mmio"),
+        ("armv7l", "realview-eb", False, "pci"),
+        ("riscv64", "spike", False, "pci"),
+        ("s390x", "s390-ccw-virtio", False, "ccw"),
+        ("x86_64", "q35", True, "pci"),
+    ],
+)
+def test_virtio_transport_defaults(
+    arch: str, machine: str, mmio_elsewhere: bool, expected: str
+) -> None:
+    rng = "<rng model='virtio'><backend model='random'/><address type='virtio-mmio'/></rng>"
+    xml = _domain_xml(
+        f"<interface type='user'><model type='virtio'/></interface>{rng if mmio_elsewhere else ''}",
+        arch=arch,
+        machine=machine,
+    )
+    domain = parse_domain(xml, "vm.xml")
+    assert virtio_transport(domain.nics[0], domain, arch, machine) == expected
+
+
+def test_the_arch_comes_from_the_domain_or_the_target_host_never_the_runner() -> None:
+    xml = _domain_xml(
+        "<interface type='user'><model type='virtio'/><driver txmode='timer'/></interface>", arch=""
+    )
+    s390 = HostCapabilities(name="z", arch="s390x")
+    assert _plan(xml, s390).device == "virtio-net-ccw"
+    assert _plan(xml, X86).device == "virtio-net-pci"
+
+
+@pytest.mark.parametrize(
+    ("arch", "binary"),
+    [
+        ("i686", "qemu-system-i386"),
+        ("armv7l", "qemu-system-arm"),
+        ("x86_64", "qemu-system-x86_64"),
+        ("aarch64", "qemu-system-aarch64"),
+        ("ppc64le", "qemu-system-ppc64"),
+        ("s390x", "qemu-system-s390x"),
+    ],
+)
+def test_emulator_binary_names(arch: str, binary: str) -> None:
+    assert emulator_binary(arch) == binary
+
+
+def test_namespaced_txmode_is_read_as_libvirt_reads_it() -> None:
+    xml = _domain_xml(
+        "<interface type='user' xmlns:x='urn:x'><model type='virtio'/>"
+        "<driver x:txmode='timer'/></interface>"
+    )
+    assert _plan(xml).txmode == "timer"
+
+
+VHOST = "vhost-net does the transmit in the kernel (set <driver name='qemu'/> to use txmode)"
+
+
+@pytest.mark.parametrize("nic_type", ["network", "bridge", "direct", "ethernet"])
+def test_vhost_on_kvm(nic_type: str) -> None:
+    def unused(driver: str = "", host: HostCapabilities = X86) -> Optional[str]:
+        xml = _domain_xml(
+            f"<interface type='{nic_type}'><source network='n' bridge='br0' dev='eth0'/>"
+            f"<model type='virtio'/><driver{driver} txmode='timer'/></interface>"
+        )
+        return _plan(xml, host).unused
+
+    assert unused() == VHOST
+    assert unused(" name='vhost'") == VHOST
+    assert unused(" name='qemu'") is None
+    no_vhost = HostCapabilities(name="h", arch="x86_64", vhost_net=False)
+    # libvirt falls back to QEMU's backend without /dev/vhost-net unless vhost is demanded.
+    assert unused(host=no_vhost) is None
+    assert unused(" name='vhost'", no_vhost) == VHOST
+
+
+def test_other_nic_kinds_use_qemus_tx() -> None:
+    for nic_type in ("user", "mcast", "udp", "server", "client"):
+        xml = _domain_xml(
+            f"<interface type='{nic_type}'><model type='virtio'/><driver txmode='timer'/></interface>"
+        )
+        plan = _plan(xml)
+        assert (plan.txmode, plan.unused, plan.dropped) == ("timer", None, None), nic_type
+    vhostuser = _domain_xml(
+        "<interface type='vhostuser'><model type='virtio'/><driver txmode='timer'/></interface>"
+    )
+    assert "vhost-user" in (_plan(vhostuser).unused or "")
+
+
+# --- routes around <driver txmode> ---------------------------------------------------------------
+
+
+def _commandline(*args: str) -> str:
+    values = "".join(f"<qemu:arg value='{arg}'/>" for arg in args)
+    return f"<qemu:commandline>{values}</qemu:commandline>"
+
+
+VIRTIO_NIC = (
+    "<interface type='user'><mac address='52:54:00:00:00:01'/><model type='virtio'/></interface>"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("-global", "virtio-net-pci.tx=timer"),
+        ("-global", "driver=virtio-net-pci,property=tx,value=timer"),
+        ("-set", "device.net0.tx=timer"),
+    ],
+)
+def test_commandline_tx_reaches_the_nic(args: tuple[str, ...]) -> None:
+    plan = _plan(_domain_xml(VIRTIO_NIC, extra=_commandline(*args)))
+    assert plan.txmode == "timer"
+    assert args[1] in plan.route and "<qemu:commandline>" in plan.route
+
+
+def test_global_does_not_beat_the_nics_own_tx_but_set_and_override_do() -> None:
+    nic = VIRTIO_NIC.replace("</interface>", "<driver txmode='iothread'/></interface>")
+    assert (
+        _plan(_domain_xml(nic, extra=_commandline("-global", "virtio-net-pci.tx=timer"))).txmode
+        == "iothread"
+    )
+    assert (
+        _plan(_domain_xml(nic, extra=_commandline("-set", "device.net0.tx=timer"))).txmode
+        == "timer"
+    )
+    override = (
+        "<qemu:override><qemu:device alias='net0'><qemu:frontend>"
+        "<qemu:property name='tx' type='string' value='timer'/>"
+        "</qemu:frontend></qemu:device></qemu:override>"
+    )
+    plan = _plan(_domain_xml(nic, extra=override))
+    assert (plan.txmode, plan.route) == ("timer", "<qemu:override> of device 'net0'")
+    removed = override.replace("type='string' value='timer'", "type='remove'")
+    assert _plan(_domain_xml(nic, extra=removed)).txmode is None
+
+
+def test_global_for_another_device_or_property_is_not_a_txmode() -> None:
+    for args in (
+        ("-global", "virtio-net-ccw.tx=timer"),
+        ("-global", "virtio-net-pci.mq=on"),
+        ("-set", "device.net1.tx=timer"),
+        ("-device", "e1000,tx=timer"),
+        ("-name", "x"),
+    ):
+        xml = _domain_xml(VIRTIO_NIC, extra=_commandline(*args))
+        assert _plan(xml).txmode is None, args
+        assert (
+            check_domain(parse_domain(xml, "v.xml"), parse_policy("version: 1\n", "p"), [X86]) == []
+        )
+
+
+def test_commandline_device_and_policy_findings_name_the_route() -> None:
+    policy = parse_policy("version: 1\ndefaults: {allowed: [iothread]}\n", "p.yaml")
+    supported = Support(SupportState.SUPPORTED, "tx", "help")
+    host = HostCapabilities(
+        name="h",
+        arch="x86_64",
+        guests=(Guest("x86_64", "/usr/bin/qemu-system-x86_64", ("kvm",)),),
+        devices={"/usr/bin/qemu-system-x86_64": {"virtio-net-pci": supported}},
+    )
+    xml = _domain_xml(
+        VIRTIO_NIC,
+        extra=_commandline(
+            "-netdev", "user,id=extra", "-device", "virtio-net-pci,netdev=extra,tx=timer"
+        )
+        + _commandline("-global", "virtio-net-pci.tx=timer"),
+    )
+    found = check_domain(parse_domain(xml, "v.xml"), policy, [host])
+    assert [(f.interface, f.code) for f in found] == [
+        (0, "txmode-not-allowed"),
+        (None, "txmode-not-allowed"),
+    ]
+    assert "set by -global virtio-net-pci.tx=timer in <qemu:commandline>" in found[0].message
+    assert "-device virtio-net-pci,netdev=extra,tx=timer" in found[1].message
+
+
+def test_unknown_tx_text_is_invalid() -> None:
+    xml = _domain_xml(VIRTIO_NIC, extra=_commandline("-global", "virtio-net-pci.tx=fast"))
+    found = check_domain(parse_domain(xml, "v.xml"), parse_policy("version: 1\n", "p"), [X86])
+    assert [(f.code, f.level) for f in found] == [("txmode-invalid", Level.ERROR)]
+    assert "tx 'fast'" in found[0].message
+
+
+def test_records_are_plain() -> None:
+    # The engine and the plan never need a parser: records can be built by hand.
+    domain = Domain(
+        name="vm",
+        file="f",
+        line=1,
+        arch="x86_64",
+        nics=(Nic(0, 1, "user", model="virtio", txmode="timer"),),
+    )
+    plan = plan_nic(domain, domain.nics[0], X86, "net0")
+    assert (plan.device, plan.txmode) == ("virtio-net-pci", "timer")
