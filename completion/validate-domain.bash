@@ -7,7 +7,7 @@
 
 
 
-_shtab_validate_domain_option_strings=(-h --help -p --policy --caps --all-hosts --any-host -f --format -o --output --strict --no-color --cache-dir --no-cache -j --jobs -v --verbose --version)
+_shtab_validate_domain_option_strings=(-h --help -p --policy --caps --all-hosts --any-host -f --format -o --output --exclude --strict -q --quiet --no-color --cache-dir --no-cache -j --jobs -v --verbose --version)
 
 _shtab_validate_domain_pos_0_COMPGEN=_shtab_compgen_files
 _shtab_validate_domain__p_COMPGEN=_shtab_compgen_files
@@ -17,8 +17,8 @@ _shtab_validate_domain__o_COMPGEN=_shtab_compgen_files
 _shtab_validate_domain___output_COMPGEN=_shtab_compgen_files
 _shtab_validate_domain___cache_dir_COMPGEN=_shtab_compgen_dirs
 
-_shtab_validate_domain__f_choices=(auto github json junit sarif text)
-_shtab_validate_domain___format_choices=(auto github json junit sarif text)
+_shtab_validate_domain__f_choices=(auto codeclimate github json junit sarif text)
+_shtab_validate_domain___format_choices=(auto codeclimate github json junit sarif text)
 
 _shtab_validate_domain_pos_0_nargs=+
 _shtab_validate_domain__h_nargs=0
@@ -26,6 +26,8 @@ _shtab_validate_domain___help_nargs=0
 _shtab_validate_domain___all_hosts_nargs=0
 _shtab_validate_domain___any_host_nargs=0
 _shtab_validate_domain___strict_nargs=0
+_shtab_validate_domain__q_nargs=0
+_shtab_validate_domain___quiet_nargs=0
 _shtab_validate_domain___no_color_nargs=0
 _shtab_validate_domain___no_cache_nargs=0
 _shtab_validate_domain__v_nargs=0

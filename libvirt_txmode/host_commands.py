@@ -1,5 +1,6 @@
 """``libvirt-txmode``: the host-side commands (snapshot, install-hook, uninstall-hook, doctor,
-audit, probe, explain, completion). validate-domain and the shared error handling are in cli.py.
+audit, probe, explain, check-policy, policy-schema, completion). validate-domain and the shared
+error handling are in cli.py.
 
 Each subcommand is one ``_add_NAME(sub)`` function that builds its parser and binds its handler
 (``set_defaults(run=...)``); ``SUBCOMMANDS`` lists them in help order. Adding a command is adding
@@ -265,15 +266,38 @@ def _add_probe(sub: Any) -> None:
 
 
 def _add_explain(sub: Any) -> None:
+    from .explain import EXPLANATIONS  # noqa: PLC0415
+    from .policy_schema import OpenChoices  # noqa: PLC0415
+
     cmd = sub.add_parser("explain", help="what a finding code means and how to fix it")
     cmd.add_argument(
-        "code", nargs="?", help="finding code, e.g. txmode-unsupported (omit to list them)"
+        "code",
+        nargs="?",
+        metavar="CODE",
+        # Completion offers the codes; an unknown one still gets _cmd_explain's own message.
+        choices=OpenChoices(EXPLANATIONS),
+        help="finding code, e.g. txmode-unsupported (omit to list them)",
     )
     cmd.set_defaults(run=_cmd_explain)
 
 
+def _add_check_policy(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "check-policy", help="validate policy files (exit 0 valid, 2 invalid; FILE:LINE errors)"
+    )
+    complete_as(cmd.add_argument("files", nargs="+", metavar="FILE"), FILE_COMPLETION)
+    cmd.set_defaults(run=_cmd_check_policy)
+
+
+def _add_policy_schema(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "policy-schema", help="print the policy's JSON Schema (for editors: yaml-language-server)"
+    )
+    cmd.set_defaults(run=_cmd_policy_schema)
+
+
 def _add_completion(sub: Any) -> None:
-    cmd = sub.add_parser("completion", help="print a shell completion script (needs shtab)")
+    cmd = sub.add_parser("completion", help="print a shell completion script")
     cmd.add_argument("shell", choices=SHELLS)
     cmd.add_argument(
         "program",
@@ -293,6 +317,8 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_audit,
     _add_probe,
     _add_explain,
+    _add_check_policy,
+    _add_policy_schema,
     _add_completion,
 )
 
@@ -537,7 +563,36 @@ def _cmd_explain(args: argparse.Namespace, out: IO[str]) -> int:
     return EXIT_OK
 
 
+def _cmd_check_policy(args: argparse.Namespace, out: IO[str]) -> int:
+    from .policy import PolicyError, load_policy  # noqa: PLC0415
+
+    failed = False
+    for path in args.files:
+        try:
+            # A syntax check: who owns the file is the hook's and validate-domain's concern.
+            policy = load_policy(path, require_root_owned=False)
+        except PolicyError as exc:
+            sys.stderr.write(f"{exc}\n")
+            failed = True
+            continue
+        out.write(f"{path}: valid policy ({len(policy.rules)} rules)\n")
+    return EXIT_FATAL if failed else EXIT_OK
+
+
+def _cmd_policy_schema(args: argparse.Namespace, out: IO[str]) -> int:
+    from .policy_schema import json_schema  # noqa: PLC0415
+
+    out.write(json.dumps(json_schema(), indent=2) + "\n")
+    return EXIT_OK
+
+
 def _cmd_completion(args: argparse.Namespace, out: IO[str]) -> int:
+    from .completion import shipped_script  # noqa: PLC0415
+
+    shipped = shipped_script(args.program, args.shell)
+    if shipped is not None:  # the generated script the wheel installs: no shtab needed
+        out.write(shipped)
+        return EXIT_OK
     try:
         out.write(completion_script(PARSERS[args.program], args.shell))
     except ImportError:

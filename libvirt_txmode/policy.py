@@ -1,8 +1,9 @@
 """policy.yaml -> a validated, immutable Policy.
 
 The YAML is composed into nodes (never constructed into Python objects, so no tag can run code)
-and walked against a schema; every error names the file, the line and the dotted key, because a
-typo that silently weakened the policy would be worse than no policy at all.
+and walked against the schema of policy_schema.py (which also checks the hook's compiled copy and
+is published as a JSON Schema); every error names the file, the line and the dotted key, because
+a typo that silently weakened the policy would be worse than no policy at all.
 """
 
 from __future__ import annotations
@@ -10,8 +11,17 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+from .policy_schema import (  # the one description of the policy's keys and values
+    DEFAULT_EMULATORS,
+    MATCH_KEYS,
+    POLICY,
+    Source,
+    validate,
+)
 
 if TYPE_CHECKING:
     import yaml
@@ -19,11 +29,6 @@ if TYPE_CHECKING:
 from .domain import TXMODES, Domain, Nic
 
 DEFAULT_POLICY_PATH = "/etc/libvirt-txmode/policy.yaml"
-ACTIONS = ("enforce", "audit")
-DECISIONS = ("deny", "allow")
-INEFFECTIVE_LEVELS = ("error", "warn", "ignore")
-MATCH_KEYS = ("domain", "network", "bridge", "type", "model", "mac")
-DEFAULT_EMULATORS = ("/usr/bin/qemu-system-*", "/usr/libexec/qemu-kvm")
 MAX_POLICY_BYTES = 1024 * 1024
 
 
@@ -128,149 +133,139 @@ _TRUE = ("true", "yes", "on")
 _FALSE = ("false", "no", "off")
 
 
-class _Reader:
+class _YamlSource(Source["yaml.Node"]):
+    """Composed YAML nodes for the schema walker. Tags are checked, not only node types:
+    ``!!python/object {...}`` or ``!!omap`` must not pass for a plain mapping."""
+
     def __init__(self, file: str) -> None:
+        import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
+
         self.file = file
+        self.yaml = yaml
 
     def error(self, node: yaml.Node, key: str, message: str) -> PolicyError:
         return PolicyError(self.file, node.start_mark.line + 1, key, message)
 
-    def mapping(self, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
-        import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
-
-        # The tag too: `!!python/object {...}` or `!!omap` must not pass for a plain mapping.
-        if not isinstance(node, yaml.MappingNode) or node.tag != _MAP:
-            raise self.error(node, key, "expected a mapping")
-        result: dict[str, yaml.Node] = {}
+    def items(self, node: yaml.Node, key: str) -> Optional[list[tuple[str, yaml.Node, yaml.Node]]]:
+        if not isinstance(node, self.yaml.MappingNode) or node.tag != _MAP:
+            return None
+        found: list[tuple[str, yaml.Node, yaml.Node]] = []
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
+            if not isinstance(key_node, self.yaml.ScalarNode) or key_node.tag != _STR:
                 raise self.error(key_node, key, "keys must be plain strings")
-            name = key_node.value
-            dotted = f"{key}.{name}" if key else name
-            if name not in allowed:
-                raise self.error(
-                    key_node, dotted, f"unknown key (expected one of: {', '.join(allowed)})"
-                )
-            if name in result:
-                raise self.error(key_node, dotted, "duplicate key")
-            result[name] = value_node
-        return result
+            found.append((str(key_node.value), key_node, value_node))
+        return found
 
-    def scalar(self, node: yaml.Node, key: str, tags: tuple[str, ...], what: str) -> str:
-        import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
+    def sequence(self, node: yaml.Node) -> Optional[Sequence[yaml.Node]]:
+        if not isinstance(node, self.yaml.SequenceNode) or node.tag != _SEQ:
+            return None
+        return list(node.value)
 
-        if not isinstance(node, yaml.ScalarNode) or node.tag not in tags:
-            raise self.error(node, key, f"expected {what}")
+    def _scalar(self, node: yaml.Node, tags: tuple[str, ...]) -> Optional[str]:
+        if not isinstance(node, self.yaml.ScalarNode) or node.tag not in tags:
+            return None
         return str(node.value)
 
-    def string(self, node: yaml.Node, key: str) -> str:
-        value = self.scalar(node, key, (_STR,), "a string")
-        if not value:
-            raise self.error(node, key, "must not be empty")
-        return value
+    def string(self, node: yaml.Node) -> Optional[str]:
+        return self._scalar(node, (_STR,))
 
-    def choice(self, node: yaml.Node, key: str, choices: tuple[str, ...]) -> str:
-        value = self.scalar(node, key, (_STR,), f"one of: {', '.join(choices)}")
-        if value not in choices:
-            raise self.error(node, key, f"'{value}' is not one of: {', '.join(choices)}")
-        return value
-
-    def boolean(self, node: yaml.Node, key: str) -> bool:
-        value = self.scalar(node, key, (_BOOL,), "true or false").lower()
+    def boolean(self, node: yaml.Node) -> Optional[bool]:
+        text = self._scalar(node, (_BOOL,))
         # An explicit tag (`!!bool maybe`) gets past the resolver: never read junk as false.
-        if value not in _TRUE + _FALSE:
-            raise self.error(node, key, "expected true or false")
-        return value in _TRUE
+        if text is None or text.lower() not in _TRUE + _FALSE:
+            return None
+        return text.lower() in _TRUE
 
-    def number(self, node: yaml.Node, key: str, low: float, high: float) -> float:
-        text = self.scalar(node, key, (_INT, _FLOAT), "a number")
+    def number(self, node: yaml.Node, key: str) -> Optional[float]:
+        text = self._scalar(node, (_INT, _FLOAT))
+        if text is None:
+            return None
         try:
             # YAML 1.1 also resolves 0x10, 0o7, 1:30 and .inf as numbers: plain decimals only.
-            value = float(text.replace("_", ""))
+            return float(text.replace("_", ""))
         except ValueError:
             raise self.error(node, key, f"expected a decimal number, not '{text}'") from None
-        if not low <= value <= high:
-            raise self.error(node, key, f"must be between {low:g} and {high:g}")
-        return value
 
-    def sequence(
-        self, node: yaml.Node, key: str, item: Callable[[yaml.Node, str], Any]
-    ) -> tuple[Any, ...]:
-        import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
-
-        if not isinstance(node, yaml.SequenceNode) or node.tag != _SEQ:
-            raise self.error(node, key, "expected a list")
-        return tuple(item(child, f"{key}[{i}]") for i, child in enumerate(node.value))
+    def integer(self, node: yaml.Node) -> Optional[int]:
+        text = self._scalar(node, (_INT,))
+        if text is None:
+            return None
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            return -1  # 0x1, 0o1: not the plain 1 a version is written as
 
 
-TOP_KEYS = (
-    "version",
-    "action",
-    "on_unknown",
-    "on_error",
-    "emulators",
-    "probe_timeout",
-    "defaults",
-    "rules",
-)
-_SETTING_KEYS = ("allowed", "require", "ineffective", "action")
-
-
-def _settings(
-    reader: _Reader, node: yaml.Node, key: str, extra: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    items = reader.mapping(node, key, _SETTING_KEYS + extra)
-    for name, child in items.items():
-        dotted = f"{key}.{name}"
-        if name == "allowed":
-            values[name] = reader.sequence(child, dotted, lambda n, k: reader.choice(n, k, TXMODES))
-        elif name == "require":
-            values[name] = reader.boolean(child, dotted)
-        elif name == "ineffective":
-            values[name] = reader.choice(child, dotted, INEFFECTIVE_LEVELS)
-        elif name == "action":
-            values[name] = reader.choice(child, dotted, ACTIONS)
-    return values
-
-
-def _rule(reader: _Reader, node: yaml.Node, key: str) -> Rule:
-    import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
-
-    items = reader.mapping(node, key, ("name", "match", *_SETTING_KEYS))
-    if "name" not in items:
-        raise reader.error(
-            node, f"{key}.name", "every rule needs a name (it is quoted in findings)"
+def build_policy(data: dict[str, Any], source: str, rule_lines: Sequence[int]) -> Policy:
+    """A Policy from a document the schema walker accepted (from YAML or the compiled copy)."""
+    action = data.get("action", "enforce")
+    defaults = dict(data.get("defaults", {}))
+    defaults.setdefault("action", action)
+    rules = []
+    seen: set[str] = set()
+    for i, (item, line) in enumerate(zip(data.get("rules", []), rule_lines)):
+        if item["name"] in seen:
+            raise PolicyError(
+                source, line, f"rules[{i}].name", f"duplicate rule name '{item['name']}'"
+            )
+        seen.add(item["name"])
+        overrides = {k: v for k, v in item.items() if k not in ("name", "match")}
+        rules.append(
+            Rule(
+                name=item["name"],
+                line=line,
+                match=Match(**item.get("match", {})),
+                overrides=tuple(sorted(_settings(overrides).items())),
+            )
         )
-    name = reader.string(items["name"], f"{key}.name")
-    match = Match()
-    if "match" in items:
-        match_items = reader.mapping(items["match"], f"{key}.match", MATCH_KEYS)
-        match = Match(**{k: reader.string(v, f"{key}.match.{k}") for k, v in match_items.items()})
-    setting_nodes = {k: v for k, v in items.items() if k in _SETTING_KEYS}
-    overrides: dict[str, Any] = {}
-    if setting_nodes:
-        synthetic = yaml.MappingNode(
-            _MAP,
-            [
-                (yaml.ScalarNode(_STR, k, start_mark=v.start_mark), v)
-                for k, v in setting_nodes.items()
-            ],
-            start_mark=node.start_mark,
-        )
-        overrides = _settings(reader, synthetic, key)
-    return Rule(
-        name=name,
-        line=node.start_mark.line + 1,
-        match=match,
-        overrides=tuple(sorted(overrides.items())),
+    return Policy(
+        source=source,
+        version=data["version"],
+        action=action,
+        on_unknown=data.get("on_unknown", "deny"),
+        on_error=data.get("on_error", "deny"),
+        emulators=tuple(data.get("emulators", DEFAULT_EMULATORS)),
+        probe_timeout=float(data.get("probe_timeout", 5.0)),
+        defaults=Settings(**_settings(defaults)),
+        rules=tuple(rules),
     )
+
+
+def _settings(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if k == "allowed" else v for k, v in values.items()}
+
+
+def policy_document(policy: Policy) -> tuple[dict[str, Any], list[int]]:
+    """The inverse of ``build_policy``: the policy as plain data, and its rules' lines."""
+    rules = []
+    for rule in policy.rules:
+        item: dict[str, Any] = {"name": rule.name}
+        match = {k: getattr(rule.match, k) for k in MATCH_KEYS if getattr(rule.match, k)}
+        if match:
+            item["match"] = match
+        item.update((k, list(v) if isinstance(v, tuple) else v) for k, v in rule.overrides)
+        rules.append(item)
+    document = {
+        "version": policy.version,
+        "action": policy.action,
+        "on_unknown": policy.on_unknown,
+        "on_error": policy.on_error,
+        "emulators": list(policy.emulators),
+        "probe_timeout": policy.probe_timeout,
+        "defaults": {
+            "allowed": list(policy.defaults.allowed),
+            "require": policy.defaults.require,
+            "ineffective": policy.defaults.ineffective,
+            "action": policy.defaults.action,
+        },
+        "rules": rules,
+    }
+    return document, [rule.line for rule in policy.rules]
 
 
 def parse_policy(text: str, file: str) -> Policy:
     import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
 
-    reader = _Reader(file)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -283,52 +278,16 @@ def parse_policy(text: str, file: str) -> Policy:
         raise PolicyError(file, 1, "", "not valid YAML: nested too deeply") from None
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
         raise PolicyError(file, 1, "", "the policy is empty (expected at least 'version: 1')")
-    items = reader.mapping(root, "", TOP_KEYS)
-    if "version" not in items:
-        raise reader.error(root, "version", "missing (this tool reads policy version 1)")
-    version = reader.scalar(items["version"], "version", (_INT,), "the integer 1")
-    if version != "1":
-        raise reader.error(
-            items["version"], "version", f"unsupported version {version} (expected 1)"
-        )
+    data = validate(_YamlSource(file), root, POLICY, "")
+    return build_policy(data, file, _rule_lines(root))
 
-    top: dict[str, Any] = {"source": file}
-    for name in ("action",):
-        if name in items:
-            top[name] = reader.choice(items[name], name, ACTIONS)
-    for name in ("on_unknown", "on_error"):
-        if name in items:
-            top[name] = reader.choice(items[name], name, DECISIONS)
-    if "emulators" in items:
-        top["emulators"] = reader.sequence(items["emulators"], "emulators", reader.string)
-        for i, glob in enumerate(top["emulators"]):
-            if not glob.startswith("/"):
-                raise reader.error(
-                    items["emulators"].value[i],
-                    f"emulators[{i}]",
-                    "must be an absolute path or glob",
-                )
-    if "probe_timeout" in items:
-        top["probe_timeout"] = reader.number(items["probe_timeout"], "probe_timeout", 0.1, 120)
 
-    action = top.get("action", "enforce")
-    defaults = Settings(action=action)
-    if "defaults" in items:
-        values = _settings(reader, items["defaults"], "defaults")
-        values.setdefault("action", action)
-        defaults = Settings(**values)
-    top["defaults"] = defaults
-    if "rules" in items:
-        rules = reader.sequence(items["rules"], "rules", lambda n, k: _rule(reader, n, k))
-        seen: set[str] = set()
-        for i, rule in enumerate(rules):
-            if rule.name in seen:
-                raise PolicyError(
-                    file, rule.line, f"rules[{i}].name", f"duplicate rule name '{rule.name}'"
-                )
-            seen.add(rule.name)
-        top["rules"] = rules
-    return Policy(**top)
+def _rule_lines(root: yaml.Node) -> list[int]:
+    """Where each rule starts: findings and errors quote it (the walker has checked the shape)."""
+    for key_node, value_node in root.value:
+        if key_node.value == "rules":
+            return [child.start_mark.line + 1 for child in value_node.value]
+    return []
 
 
 def load_policy(path: str, *, require_root_owned: Optional[bool] = None) -> Policy:

@@ -11,8 +11,9 @@ cache directory and read back on later runs, without YAML, as long as it can be 
   refused even when a compiled copy of an earlier, safe state exists;
 - the compiled file and its directory must be owned by us (or root) and not writable by group or
   others, and it is read with O_NOFOLLOW;
-- its content is JSON, never pickle or marshal (no code runs from a file), and it is validated again
-  field by field while the Policy dataclasses are rebuilt.
+- its content is JSON, never pickle or marshal (no code runs from a file): the policy as plain
+  data, checked against policy_schema (the description the YAML reader walks too) before the
+  Policy is rebuilt by the same ``build_policy``.
 
 Anything wrong with the compiled copy (stale, corrupt, foreign, unreadable) means "not compiled":
 the YAML is parsed as before and the copy rewritten. Nothing here logs: libvirt quotes the hook's
@@ -27,24 +28,19 @@ import stat
 from typing import Any, Optional
 
 from . import __version__, files
-from .domain import TXMODES
 from .policy import (
-    ACTIONS,
-    DECISIONS,
-    INEFFECTIVE_LEVELS,
-    MATCH_KEYS,
-    TOP_KEYS,
-    Match,
     Policy,
-    Rule,
-    Settings,
+    PolicyError,
+    build_policy,
     load_policy,
+    policy_document,
 )
+from .policy_schema import POLICY, JsonSource, validate
 
 FORMAT = "libvirt-txmode-compiled-policy"
-FORMAT_VERSION = 1
+# 2: the policy is stored as the plain document policy_schema describes (and is checked against).
+FORMAT_VERSION = 2
 MAX_COMPILED_BYTES = 4 * 1024 * 1024
-_SETTING_KEYS = ("action", "allowed", "ineffective", "require")
 
 
 class CompiledPolicyError(ValueError):
@@ -156,153 +152,25 @@ def _write_compiled(compiled: str, cache_dir: str, key: str, policy: Policy) -> 
 
 
 def policy_to_json(policy: Policy) -> dict[str, Any]:
-    return {
-        "source": policy.source,
-        "version": policy.version,
-        "action": policy.action,
-        "on_unknown": policy.on_unknown,
-        "on_error": policy.on_error,
-        "emulators": list(policy.emulators),
-        "probe_timeout": policy.probe_timeout,
-        "defaults": {
-            "allowed": list(policy.defaults.allowed),
-            "require": policy.defaults.require,
-            "ineffective": policy.defaults.ineffective,
-            "action": policy.defaults.action,
-            "rule": policy.defaults.rule,
-        },
-        "rules": [
-            {
-                "name": rule.name,
-                "line": rule.line,
-                "match": {
-                    k: getattr(rule.match, k)
-                    for k in MATCH_KEYS
-                    if getattr(rule.match, k) is not None
-                },
-                "overrides": [
-                    [k, list(v) if isinstance(v, tuple) else v] for k, v in rule.overrides
-                ],
-            }
-            for rule in policy.rules
-        ],
-    }
+    document, lines = policy_document(policy)
+    return {"source": policy.source, "document": document, "rule_lines": lines}
 
 
 def policy_from_json(data: object) -> Policy:
-    """Rebuild a Policy, checking every field as strictly as the YAML reader does."""
-    top = _object(data, "policy", _TOP_FIELDS)
-    if type(top["version"]) is not int or top["version"] != 1:
-        raise CompiledPolicyError("policy.version: expected 1")
-    emulators = _strings(top["emulators"], "policy.emulators")
-    if not all(glob.startswith("/") for glob in emulators):
-        raise CompiledPolicyError("policy.emulators: must be absolute")
-    timeout = top["probe_timeout"]
-    if type(timeout) not in (int, float) or not 0.1 <= timeout <= 120:
-        raise CompiledPolicyError("policy.probe_timeout: out of range")
-    defaults = _object(top["defaults"], "policy.defaults", _DEFAULT_FIELDS)
-    if defaults["rule"] is not None:
-        raise CompiledPolicyError("policy.defaults.rule: must be null")
-    rules = top["rules"]
-    if not isinstance(rules, list):
-        raise CompiledPolicyError("policy.rules: expected a list")
-    built = tuple(_rule(item, f"policy.rules[{i}]") for i, item in enumerate(rules))
-    if len({rule.name for rule in built}) != len(built):
-        raise CompiledPolicyError("policy.rules: duplicate rule name")
-    return Policy(
-        source=_string(top["source"], "policy.source"),
-        version=1,
-        action=_choice(top["action"], "policy.action", ACTIONS),
-        on_unknown=_choice(top["on_unknown"], "policy.on_unknown", DECISIONS),
-        on_error=_choice(top["on_error"], "policy.on_error", DECISIONS),
-        emulators=emulators,
-        probe_timeout=float(timeout),
-        defaults=Settings(
-            allowed=_allowed(defaults["allowed"], "policy.defaults.allowed"),
-            require=_boolean(defaults["require"], "policy.defaults.require"),
-            ineffective=_choice(
-                defaults["ineffective"], "policy.defaults.ineffective", INEFFECTIVE_LEVELS
-            ),
-            action=_choice(defaults["action"], "policy.defaults.action", ACTIONS),
-        ),
-        rules=built,
-    )
-
-
-# The policy file's keys, plus where it was read from.
-_TOP_FIELDS = ("source", *TOP_KEYS)
-_DEFAULT_FIELDS = ("allowed", "require", "ineffective", "action", "rule")
-_RULE_FIELDS = ("name", "line", "match", "overrides")
-
-
-def _rule(data: object, where: str) -> Rule:
-    item = _object(data, where, _RULE_FIELDS)
-    line = item["line"]
-    if type(line) is not int or line < 1:
-        raise CompiledPolicyError(f"{where}.line: expected a positive integer")
-    match = item["match"]
-    if not isinstance(match, dict) or not set(match) <= set(MATCH_KEYS):
-        raise CompiledPolicyError(f"{where}.match: expected an object of {', '.join(MATCH_KEYS)}")
-    pairs = item["overrides"]
-    if not isinstance(pairs, list):
-        raise CompiledPolicyError(f"{where}.overrides: expected a list")
-    overrides: list[tuple[str, Any]] = []
-    for pair in pairs:
-        if not isinstance(pair, list) or len(pair) != 2 or pair[0] not in _SETTING_KEYS:
-            raise CompiledPolicyError(f"{where}.overrides: expected [setting, value] pairs")
-        name, value = pair
-        dotted = f"{where}.overrides.{name}"
-        if name == "allowed":
-            value = _allowed(value, dotted)
-        elif name == "require":
-            value = _boolean(value, dotted)
-        elif name == "ineffective":
-            value = _choice(value, dotted, INEFFECTIVE_LEVELS)
-        else:
-            value = _choice(value, dotted, ACTIONS)
-        overrides.append((name, value))
-    names = [name for name, _ in overrides]
-    if names != sorted(set(names)):
-        raise CompiledPolicyError(f"{where}.overrides: not sorted or duplicated")
-    return Rule(
-        name=_string(item["name"], f"{where}.name"),
-        line=line,
-        match=Match(**{k: _string(v, f"{where}.match.{k}") for k, v in match.items()}),
-        overrides=tuple(overrides),
-    )
-
-
-def _object(data: object, where: str, fields: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(data, dict) or set(data) != set(fields):
-        raise CompiledPolicyError(f"{where}: expected an object with exactly {', '.join(fields)}")
-    return data
-
-
-def _string(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise CompiledPolicyError(f"{where}: expected a non-empty string")
-    return value
-
-
-def _strings(value: object, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise CompiledPolicyError(f"{where}: expected a list")
-    return tuple(_string(item, where) for item in value)
-
-
-def _choice(value: object, where: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise CompiledPolicyError(f"{where}: expected one of {', '.join(choices)}")
-    return value
-
-
-def _boolean(value: object, where: str) -> bool:
-    if type(value) is not bool:
-        raise CompiledPolicyError(f"{where}: expected true or false")
-    return value
-
-
-def _allowed(value: object, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise CompiledPolicyError(f"{where}: expected a list")
-    return tuple(_choice(item, where, TXMODES) for item in value)
+    """Rebuild a Policy, checking the document against the same schema as the YAML reader."""
+    if not isinstance(data, dict) or set(data) != {"source", "document", "rule_lines"}:
+        raise CompiledPolicyError("policy: expected an object with source, document, rule_lines")
+    source, lines = data["source"], data["rule_lines"]
+    if not isinstance(source, str) or not source:
+        raise CompiledPolicyError("policy.source: expected a non-empty string")
+    document = validate(JsonSource(CompiledPolicyError), data["document"], POLICY, "")
+    if (
+        not isinstance(lines, list)
+        or not all(type(line) is int and line > 0 for line in lines)
+        or len(lines) != len(document.get("rules", []))
+    ):
+        raise CompiledPolicyError("policy.rule_lines: expected a positive line per rule")
+    try:
+        return build_policy(document, source, lines)
+    except PolicyError as exc:
+        raise CompiledPolicyError(str(exc)) from None

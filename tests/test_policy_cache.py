@@ -174,19 +174,21 @@ def _tamper(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
         lambda p: p.write_text(""),
         lambda p: p.write_text("[]"),
         lambda p: p.write_text('{"format": "libvirt-txmode-compiled-policy"}'),
-        lambda p: _tamper(p, lambda d: d["policy"].update(action="bogus")),
-        lambda p: _tamper(p, lambda d: d["policy"].update(probe_timeout=True)),
-        lambda p: _tamper(p, lambda d: d["policy"].update(emulators=["relative/qemu"])),
-        lambda p: _tamper(p, lambda d: d["policy"]["defaults"].update(allowed=["bh"])),
-        lambda p: _tamper(p, lambda d: d["policy"]["defaults"].update(require="yes")),
-        lambda p: _tamper(p, lambda d: d["policy"]["rules"][0].update(extra=1)),
-        lambda p: _tamper(p, lambda d: d["policy"]["rules"][0]["match"].update(uuid="x")),
+        lambda p: _tamper(p, lambda d: d["policy"]["document"].update(action="bogus")),
+        lambda p: _tamper(p, lambda d: d["policy"]["document"].update(probe_timeout=True)),
+        lambda p: _tamper(p, lambda d: d["policy"]["document"].update(emulators=["relative/qemu"])),
+        lambda p: _tamper(p, lambda d: d["policy"]["document"]["defaults"].update(allowed=["bh"])),
+        lambda p: _tamper(p, lambda d: d["policy"]["document"]["defaults"].update(require="yes")),
+        lambda p: _tamper(p, lambda d: d["policy"]["document"]["rules"][0].update(extra=1)),
         lambda p: _tamper(
-            p, lambda d: d["policy"]["rules"][0].update(overrides=[["allowed", "timer"]])
+            p, lambda d: d["policy"]["document"]["rules"][0]["match"].update(uuid="x")
         ),
-        lambda p: _tamper(p, lambda d: d["policy"]["rules"][1].update(name="storage")),
+        lambda p: _tamper(p, lambda d: d["policy"]["document"]["rules"][0].update(allowed="timer")),
+        lambda p: _tamper(p, lambda d: d["policy"]["document"]["rules"][1].update(name="storage")),
         lambda p: _tamper(p, lambda d: d["policy"].update(source="/elsewhere.yaml")),
         lambda p: _tamper(p, lambda d: d.update(key="/other:1:2:3:4:5")),
+        lambda p: _tamper(p, lambda d: d["policy"].update(rule_lines=[1])),
+        lambda p: _tamper(p, lambda d: d["policy"]["document"].update(version=2)),
     ],
     ids=[
         "binary",
@@ -204,6 +206,8 @@ def _tamper(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
         "duplicate-rule",
         "other-source",
         "other-key",
+        "rule-lines-mismatch",
+        "other-version",
     ],
 )
 def test_corrupt_or_inconsistent_is_ignored_and_rebuilt(
@@ -221,7 +225,7 @@ def _plant_lie(policy_file: Path, cache_dir: Path) -> Path:
     """A well-formed compiled copy with the right key whose content differs from the YAML."""
     load_policy_cached(str(policy_file), str(cache_dir))
     compiled = compiled_file(policy_file, cache_dir)
-    _tamper(compiled, lambda d: d["policy"].update(on_error="deny"))
+    _tamper(compiled, lambda d: d["policy"]["document"].update(on_error="deny"))
     compiled.chmod(0o644)
     assert load_policy_cached(str(policy_file), str(cache_dir)).on_error == "deny"  # it is trusted
     return compiled

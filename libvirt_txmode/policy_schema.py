@@ -1,0 +1,400 @@
+"""The one description of policy.yaml: every key, its type, its bounds, its default, its meaning.
+
+Three readers are driven by it, so they cannot drift apart:
+- ``policy.parse_policy`` walks the composed YAML against it (errors name file, line and key);
+- ``policy_cache`` walks the compiled JSON copy against it on the hook's fast path;
+- ``json_schema()`` publishes it as a JSON Schema (``libvirt-txmode policy-schema``) for editors.
+
+``validate`` is the walker. It never sees YAML or JSON itself: a ``Source`` adapter answers "is
+this a mapping, what are its items, is this scalar a string/boolean/number" for its node type, and
+turns an error into its own exception (with the line for YAML). Standard library only: the hook's
+fast path imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Optional, TypeVar, Union
+
+TXMODES = ("iothread", "timer")  # libvirt's only txmode values
+ACTIONS = ("enforce", "audit")
+DECISIONS = ("deny", "allow")
+INEFFECTIVE_LEVELS = ("error", "warn", "ignore")
+MATCH_KEYS = ("domain", "network", "bridge", "type", "model", "mac")
+DEFAULT_EMULATORS = ("/usr/bin/qemu-system-*", "/usr/libexec/qemu-kvm")
+SCHEMA_ID = "https://libvirt-txmode.invalid/policy-v1.schema.json"
+
+
+# --- kinds of values -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Boolean:
+    pass
+
+
+@dataclass(frozen=True)
+class Number:
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Text:
+    absolute: bool = False  # must start with '/'
+
+
+@dataclass(frozen=True)
+class Version:
+    value: int
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Kind
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: Kind
+    description: str
+    default: Any = None
+    required: str = ""  # non-empty: required, and this is the message when it is missing
+
+
+@dataclass(frozen=True)
+class Mapping:
+    fields: tuple[Field, ...]
+    description: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+
+Kind = Union[Choice, Boolean, Number, Text, Version, ListOf, Mapping]
+
+
+# --- the policy, version 1 -----------------------------------------------------------------------
+
+SETTINGS = (
+    Field(
+        "allowed",
+        ListOf(Choice(TXMODES)),
+        "txmodes permitted",
+        default=list(TXMODES),
+    ),
+    Field(
+        "require",
+        Boolean(),
+        "must every virtio NIC set a txmode? (txmode-required)",
+        default=False,
+    ),
+    Field(
+        "ineffective",
+        Choice(INEFFECTIVE_LEVELS),
+        "level of txmode-ineffective: a txmode QEMU will not use (vhost-net, vhost-user, "
+        "non-virtio model)",
+        default="warn",
+    ),
+    Field(
+        "action",
+        Choice(ACTIONS),
+        "per-rule override of the top-level action (default: the top-level action)",
+    ),
+)
+SETTING_NAMES = tuple(f.name for f in SETTINGS)
+
+MATCH = Mapping(
+    tuple(
+        Field(key, Text(), f"glob pattern on the NIC's {what}")
+        for key, what in (
+            ("domain", "domain name"),
+            ("network", "source network"),
+            ("bridge", "source bridge"),
+            ("type", "interface type"),
+            ("model", "model type"),
+            ("mac", "MAC address (case-insensitive)"),
+        )
+    ),
+    "all optional, ANDed",
+)
+
+RULE = Mapping(
+    (
+        Field(
+            "name",
+            Text(),
+            "named in every finding the rule produces",
+            required="every rule needs a name (it is quoted in findings)",
+        ),
+        Field("match", MATCH, "which NICs the rule applies to (all keys optional, ANDed)"),
+        *SETTINGS,
+    ),
+    "the first rule whose match fits a NIC applies; its keys override defaults",
+)
+
+POLICY = Mapping(
+    (
+        Field(
+            "version",
+            Version(1),
+            "schema version",
+            required="missing (this tool reads policy version 1)",
+        ),
+        Field(
+            "action",
+            Choice(ACTIONS),
+            "enforce: violations are errors (the hook refuses the start); audit: warnings",
+            default="enforce",
+        ),
+        Field(
+            "on_unknown",
+            Choice(DECISIONS),
+            "support could not be determined: deny makes it an error, allow a warning",
+            default="deny",
+        ),
+        Field(
+            "on_error",
+            Choice(DECISIONS),
+            "the hook itself failed (unreadable domain XML, internal error)",
+            default="deny",
+        ),
+        Field(
+            "emulators",
+            ListOf(Text(absolute=True)),
+            "the only binaries ever executed to probe them (absolute globs)",
+            default=list(DEFAULT_EMULATORS),
+        ),
+        Field(
+            "probe_timeout",
+            Number(0.1, 120),
+            "seconds a probe may run before it is killed and support counts as unknown",
+            default=5,
+        ),
+        Field("defaults", Mapping(SETTINGS), "what applies to a NIC no rule matches"),
+        Field("rules", ListOf(RULE), "rules, first match wins", default=[]),
+    ),
+    "libvirt-txmode site policy (version 1)",
+)
+TOP_KEYS = POLICY.names
+
+
+# --- the walker ----------------------------------------------------------------------------------
+
+N = TypeVar("N")
+
+
+class Source(Generic[N]):
+    """What the walker asks of a document's nodes. Every query returns None for "not that"."""
+
+    def error(self, node: N, key: str, message: str) -> Exception:
+        raise NotImplementedError
+
+    def items(self, node: N, key: str) -> Optional[list[tuple[str, N, N]]]:
+        """(name, key node, value node) of a mapping; raises for a non-string key."""
+        raise NotImplementedError
+
+    def sequence(self, node: N) -> Optional[Sequence[N]]:
+        raise NotImplementedError
+
+    def string(self, node: N) -> Optional[str]:
+        raise NotImplementedError
+
+    def boolean(self, node: N) -> Optional[bool]:
+        raise NotImplementedError
+
+    def number(self, node: N, key: str) -> Optional[float]:
+        """The value; None if not a number at all; raises for a number in a form we refuse."""
+        raise NotImplementedError
+
+    def integer(self, node: N) -> Optional[int]:
+        raise NotImplementedError
+
+
+def validate(source: Source[N], node: N, kind: Kind, key: str) -> Any:
+    """Plain data (dict, list, str, bool, float, int) for ``node``, or the source's error."""
+    if isinstance(kind, Mapping):
+        return _mapping(source, node, kind, key)
+    if isinstance(kind, ListOf):
+        children = source.sequence(node)
+        if children is None:
+            raise source.error(node, key, "expected a list")
+        return [
+            validate(source, child, kind.item, f"{key}[{i}]") for i, child in enumerate(children)
+        ]
+    if isinstance(kind, Choice):
+        value = source.string(node)
+        choices = ", ".join(kind.values)
+        if value is None:
+            raise source.error(node, key, f"expected one of: {choices}")
+        if value not in kind.values:
+            raise source.error(node, key, f"'{value}' is not one of: {choices}")
+        return value
+    if isinstance(kind, Text):
+        value = source.string(node)
+        if value is None:
+            raise source.error(node, key, "expected a string")
+        if not value:
+            raise source.error(node, key, "must not be empty")
+        if kind.absolute and not value.startswith("/"):
+            raise source.error(node, key, "must be an absolute path or glob")
+        return value
+    if isinstance(kind, Boolean):
+        flag = source.boolean(node)
+        if flag is None:
+            raise source.error(node, key, "expected true or false")
+        return flag
+    if isinstance(kind, Number):
+        number = source.number(node, key)
+        if number is None:
+            raise source.error(node, key, "expected a number")
+        if not kind.low <= number <= kind.high:
+            raise source.error(node, key, f"must be between {kind.low:g} and {kind.high:g}")
+        return number
+    return _version(source, node, kind, key)
+
+
+def _version(source: Source[N], node: N, kind: Version, key: str) -> int:
+    found = source.integer(node)
+    if found is None:
+        raise source.error(node, key, f"expected the integer {kind.value}")
+    if found != kind.value:
+        raise source.error(node, key, f"unsupported version {found} (expected {kind.value})")
+    return found
+
+
+def _mapping(source: Source[N], node: N, kind: Mapping, key: str) -> dict[str, Any]:
+    """Keys first (a typo is the likeliest mistake), then what is missing, then every value in
+    the schema's order: the first error a reader reports does not depend on the key order."""
+    items = source.items(node, key)
+    if items is None:
+        raise source.error(node, key, "expected a mapping")
+    allowed = kind.names
+    nodes: dict[str, N] = {}
+    for name, key_node, value_node in items:
+        dotted = f"{key}.{name}" if key else name
+        if name not in allowed:
+            raise source.error(
+                key_node, dotted, f"unknown key (expected one of: {', '.join(allowed)})"
+            )
+        if name in nodes:
+            raise source.error(key_node, dotted, "duplicate key")
+        nodes[name] = value_node
+    for spec in kind.fields:
+        if spec.required and spec.name not in nodes:
+            raise source.error(node, f"{key}.{spec.name}" if key else spec.name, spec.required)
+    return {
+        spec.name: validate(
+            source, nodes[spec.name], spec.kind, f"{key}.{spec.name}" if key else spec.name
+        )
+        for spec in kind.fields
+        if spec.name in nodes
+    }
+
+
+# --- plain JSON data (the compiled copy) ---------------------------------------------------------
+
+
+class JsonSource(Source[Any]):
+    """Values as json.loads returns them; ``make_error`` builds the exception to raise."""
+
+    def __init__(self, make_error: Any) -> None:
+        self.make_error = make_error
+
+    def error(self, node: Any, key: str, message: str) -> Exception:
+        return self.make_error(f"{key or 'policy'}: {message}")
+
+    def items(self, node: Any, key: str) -> Optional[list[tuple[str, Any, Any]]]:
+        if not isinstance(node, dict):
+            return None
+        return [(name, name, value) for name, value in node.items()]
+
+    def sequence(self, node: Any) -> Optional[Sequence[Any]]:
+        return node if isinstance(node, list) else None
+
+    def string(self, node: Any) -> Optional[str]:
+        return node if isinstance(node, str) else None
+
+    def boolean(self, node: Any) -> Optional[bool]:
+        return node if type(node) is bool else None
+
+    def number(self, node: Any, key: str) -> Optional[float]:
+        return float(node) if type(node) in (int, float) else None
+
+    def integer(self, node: Any) -> Optional[int]:
+        return node if type(node) is int else None
+
+
+class OpenChoices(tuple[str, ...]):
+    """Values that shell completion offers (shtab reads argparse ``choices``) without argparse
+    refusing others: the command gives its own, clearer message for an unknown value."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+# --- JSON Schema ---------------------------------------------------------------------------------
+
+
+def json_schema() -> dict[str, Any]:
+    """The policy as a JSON Schema (draft 07, what yaml-language-server reads best).
+
+    What it cannot say: rule names must be unique (the readers check that too).
+    """
+    schema = _kind_schema(POLICY)
+    schema.update(
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "$id": SCHEMA_ID,
+            "title": "libvirt-txmode policy",
+        }
+    )
+    return schema
+
+
+def _kind_schema(kind: Kind) -> dict[str, Any]:
+    if isinstance(kind, Mapping):
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {f.name: _field_schema(f) for f in kind.fields},
+            "additionalProperties": False,
+        }
+        required = [f.name for f in kind.fields if f.required]
+        if required:
+            schema["required"] = required
+        if kind.description:
+            schema["description"] = kind.description
+        return schema
+    if isinstance(kind, ListOf):
+        return {"type": "array", "items": _kind_schema(kind.item)}
+    if isinstance(kind, Choice):
+        return {"type": "string", "enum": list(kind.values)}
+    if isinstance(kind, Text):
+        schema = {"type": "string", "minLength": 1}
+        if kind.absolute:
+            schema["pattern"] = "^/"
+        return schema
+    if isinstance(kind, Boolean):
+        return {"type": "boolean"}
+    if isinstance(kind, Number):
+        return {"type": "number", "minimum": kind.low, "maximum": kind.high}
+    return {"type": "integer", "const": kind.value}
+
+
+def _field_schema(spec: Field) -> dict[str, Any]:
+    schema = _kind_schema(spec.kind)
+    schema.setdefault("description", spec.description)
+    if spec.default is not None:
+        schema["default"] = spec.default
+    return schema
