@@ -153,7 +153,13 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     report = Report(
         files=labels,
         findings=tuple(found),
-        summary=summarize(len(labels), len(domains), sum(len(d.nics) for d in domains), found),
+        # files: the XML documents checked (inactive + live); domains: distinct domains.
+        summary=summarize(
+            len(labels),
+            len({d.name for d in documents}),
+            sum(len(d.nics) for d in domains),
+            found,
+        ),
         hosts=(caps.name,),
         tool_version=__version__,
     )

@@ -45,9 +45,14 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 class Targets:
     """The three places, in order of preference (tests point them into a temporary directory)."""
 
-    journal: str = JOURNAL_SOCKET
-    syslog: str = SYSLOG_SOCKET
-    fallback: str = FALLBACK_FILE
+    journal: str
+    syslog: str
+    fallback: str
+
+
+def default_targets() -> Targets:
+    # Read at call time, so that a test can point the module's constants elsewhere.
+    return Targets(JOURNAL_SOCKET, SYSLOG_SOCKET, FALLBACK_FILE)
 
 
 def encode(message: str, **fields: Optional[str]) -> str:
@@ -73,7 +78,7 @@ def decode(entry: str) -> tuple[str, dict[str, str]]:
     }
 
 
-def emit(priority: int, entry: str, targets: Targets = Targets()) -> str:
+def emit(priority: int, entry: str, targets: Optional[Targets] = None) -> str:
     """Log an entry made by ``encode`` (or plain text); returns where it went."""
     message, fields = decode(entry)
     return log(priority, printable(message), fields, targets=targets)
@@ -84,9 +89,10 @@ def log(
     message: str,
     fields: Optional[Mapping[str, str]] = None,
     *,
-    targets: Targets = Targets(),
+    targets: Optional[Targets] = None,
 ) -> str:
     """Send one message to the first sink that takes it: "journald", "syslog", "file" or "lost"."""
+    targets = targets or default_targets()
     fields = {k: printable(v) for k, v in (fields or {}).items() if k in FIELDS}
     if _is_socket(targets.journal) and _send(
         targets.journal, _journal_datagram(priority, message, fields)
@@ -99,8 +105,9 @@ def log(
     return "lost"
 
 
-def destination(targets: Targets = Targets()) -> tuple[str, Optional[str]]:
+def destination(targets: Optional[Targets] = None) -> tuple[str, Optional[str]]:
     """Where the next message would go, and why that may fail (for ``doctor``)."""
+    targets = targets or default_targets()
     if _is_socket(targets.journal):
         return f"journald ({targets.journal})", None
     if _is_socket(targets.syslog):
@@ -201,8 +208,9 @@ def _append(path: str, line: bytes) -> bool:
         os.close(fd)
 
 
-def recent_decisions(count: int = 5, targets: Targets = Targets()) -> list[str]:
+def recent_decisions(count: int = 5, targets: Optional[Targets] = None) -> list[str]:
     """The last decisions the hook logged, from wherever this host keeps them (best effort)."""
+    targets = targets or default_targets()
     import subprocess  # noqa: PLC0415
 
     lines: list[str] = []

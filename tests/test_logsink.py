@@ -1,0 +1,220 @@
+"""Where the hook's decisions go: journald (native protocol), syslog, or the fallback file.
+
+There is no systemd on the build machines: journald is played by a datagram socket bound in a
+temporary directory, which receives exactly what journald would (the native protocol is a plain
+datagram of KEY=value lines); syslog likewise. The hook itself is run in-process with the module's
+socket paths pointed at those, and through the installed wrapper for the fallback file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import stat
+import syslog
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from libvirt_txmode import hook, logsink
+
+
+class FakeSocket:
+    """A datagram socket that collects what is sent to it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+
+    def received(self) -> list[bytes]:
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recv(1 << 20))
+            except BlockingIOError:
+                return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def journal_fields(datagram: bytes) -> dict[str, str]:
+    """Decode the native journal protocol (both the KEY=value and the binary length form)."""
+    fields: dict[str, str] = {}
+    rest = datagram
+    while rest:
+        line, _, after = rest.partition(b"\n")
+        if b"=" in line:
+            key, _, value = line.partition(b"=")
+            fields[key.decode()] = value.decode()
+            rest = after
+        else:
+            size = int.from_bytes(after[:8], "little")
+            fields[line.decode()] = after[8 : 8 + size].decode()
+            rest = after[8 + size + 1 :]
+    return fields
+
+
+@pytest.fixture
+def targets(tmp_path: Path) -> logsink.Targets:
+    return logsink.Targets(
+        journal=str(tmp_path / "journal.sock"),
+        syslog=str(tmp_path / "log.sock"),
+        fallback=str(tmp_path / "libvirt-txmode.log"),
+    )
+
+
+@pytest.fixture
+def journal(targets: logsink.Targets) -> Iterator[FakeSocket]:
+    fake = FakeSocket(Path(targets.journal))
+    yield fake
+    fake.close()
+
+
+def test_journald_gets_structured_fields(targets: logsink.Targets, journal: FakeSocket) -> None:
+    entry = logsink.encode(
+        "denied: domain 'db-02' NIC #0 (52:54:00:7e:00:02): ... [txmode-not-allowed]",
+        domain="db-02",
+        nic_mac="52:54:00:7e:00:02",
+        txmode="timer",
+        code="txmode-not-allowed",
+        rule="no-timer",
+        decision="denied",
+    )
+    assert logsink.emit(syslog.LOG_ERR, entry, targets) == "journald"
+    (datagram,) = journal.received()
+    fields = journal_fields(datagram)
+    assert fields["MESSAGE"].startswith("denied: domain 'db-02' NIC #0")
+    assert {k: fields[k] for k in logsink.FIELDS} == {
+        "DOMAIN": "db-02",
+        "NIC_MAC": "52:54:00:7e:00:02",
+        "TXMODE": "timer",
+        "CODE": "txmode-not-allowed",
+        "RULE": "no-timer",
+        "DECISION": "denied",
+    }
+    assert fields["PRIORITY"] == str(syslog.LOG_ERR)
+    assert fields["SYSLOG_IDENTIFIER"] == "libvirt-txmode"
+    assert fields["SYSLOG_PID"] == str(os.getpid())
+
+
+def test_multiline_values_use_the_binary_form(
+    targets: logsink.Targets, journal: FakeSocket
+) -> None:
+    logsink.log(syslog.LOG_ERR, "traceback:\n  line 1\n  line 2", {}, targets=targets)
+    (datagram,) = journal.received()
+    assert journal_fields(datagram)["MESSAGE"] == "traceback:\n  line 1\n  line 2"
+
+
+def test_syslog_when_there_is_no_journald(tmp_path: Path, targets: logsink.Targets) -> None:
+    fake = FakeSocket(Path(targets.syslog))
+    try:
+        assert (
+            logsink.log(syslog.LOG_INFO, "allowed domain 'web-01'", {}, targets=targets) == "syslog"
+        )
+        (datagram,) = fake.received()
+    finally:
+        fake.close()
+    text = datagram.decode()
+    assert text.startswith(f"<{3 * 8 + syslog.LOG_INFO}>")  # facility daemon
+    assert text.endswith(f" libvirt-txmode[{os.getpid()}]: allowed domain 'web-01'")
+    assert not os.path.exists(targets.fallback)
+
+
+def test_fallback_file_when_neither_socket_listens(targets: logsink.Targets) -> None:
+    # A socket file nobody listens on any more (a stopped journald) counts as absent.
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stale.bind(targets.journal)
+    stale.close()
+    entry = logsink.encode(
+        "refused to start domain 'db-02' (1 violation)", domain="db-02", decision="refused"
+    )
+    assert logsink.emit(syslog.LOG_ERR, entry, targets) == "file"
+    assert logsink.emit(syslog.LOG_INFO, "allowed domain 'x'", targets) == "file"
+    info = os.stat(targets.fallback)
+    assert stat.S_IMODE(info.st_mode) == 0o600  # names and MACs are private, like domain XML
+    lines = Path(targets.fallback).read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith(
+        'refused to start domain \'db-02\' (1 violation) DECISION="refused" DOMAIN="db-02"'
+    )
+    assert f"libvirt-txmode[{os.getpid()}] <{syslog.LOG_ERR}>:" in lines[0]
+    assert logsink.destination(targets)[1] is None
+    assert logsink.recent_decisions(5, targets) == lines
+
+
+def test_fallback_file_is_never_a_symlink_or_a_fifo(
+    tmp_path: Path, targets: logsink.Targets
+) -> None:
+    victim = tmp_path / "shadow"
+    victim.write_text("root:x:0:0\n")
+    os.symlink(victim, targets.fallback)
+    assert logsink.log(syslog.LOG_INFO, "x", {}, targets=targets) == "lost"
+    assert victim.read_text() == "root:x:0:0\n"
+    os.unlink(targets.fallback)
+    os.mkfifo(targets.fallback)
+    assert logsink.log(syslog.LOG_INFO, "x", {}, targets=targets) == "lost"  # and no hang
+    assert logsink.destination(targets)[1] == "not a regular file"
+
+
+def test_fields_cannot_be_forged_through_a_domain_name(
+    targets: logsink.Targets, journal: FakeSocket
+) -> None:
+    name = 'evil\x1e{"DECISION": "allowed"}\x1e\nDECISION=allowed'
+    entry = logsink.encode(f"refused to start domain '{name}'", domain=name, decision="refused")
+    logsink.emit(syslog.LOG_ERR, entry, targets)
+    fields = journal_fields(journal.received()[0])
+    assert fields["DECISION"] == "refused"
+    assert "\n" not in fields["MESSAGE"] and "\n" not in fields["DOMAIN"]
+    assert logsink.decode("plain text") == ("plain text", {})
+
+
+POLICY = """\
+version: 1
+emulators: [/usr/bin/qemu-system-*]
+rules:
+  - name: no-timer-here
+    match: {domain: "db-*"}
+    allowed: [iothread]
+"""
+DOMAIN = b"""<domain type='qemu'><name>db-02</name><memory>1</memory>
+<os><type arch='x86_64'>hvm</type></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
+<interface type='user'><mac address='52:54:00:7e:00:02'/><model type='virtio'/>
+<driver txmode='timer'/></interface></devices></domain>"""
+
+
+def test_the_hook_logs_its_refusal_with_fields_also_when_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, targets: logsink.Targets, journal: FakeSocket
+) -> None:
+    monkeypatch.setattr(logsink, "JOURNAL_SOCKET", targets.journal)
+    monkeypatch.setattr(logsink, "SYSLOG_SOCKET", targets.syslog)
+    monkeypatch.setattr(logsink, "FALLBACK_FILE", targets.fallback)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    argv = [
+        "--policy", str(policy),
+        "--snapshot", str(tmp_path / "none.json"),
+        "--cache-dir", str(tmp_path / "cache"),
+        "--", "db-02", "prepare", "begin", "-",
+    ]  # fmt: skip
+    for _ in range(2):  # the second start replays the cached verdict
+        err = io.StringIO()
+        assert hook.main(argv, io.BytesIO(DOMAIN), err) == 1
+        sent = [journal_fields(d) for d in journal.received()]
+        denied = [f for f in sent if f.get("DECISION") == "denied"]
+        assert len(denied) == 1, sent
+        assert {k: denied[0].get(k) for k in logsink.FIELDS} == {
+            "DOMAIN": "db-02",
+            "NIC_MAC": "52:54:00:7e:00:02",
+            "TXMODE": "timer",
+            "CODE": "txmode-not-allowed",
+            "RULE": "no-timer-here",
+            "DECISION": "denied",
+        }
+        refused = [f for f in sent if f.get("DECISION") == "refused"]
+        assert refused and refused[0]["MESSAGE"] == "refused to start domain 'db-02' (1 violation)"
+    assert any(p.name.startswith("verdict-") for p in (tmp_path / "cache").iterdir())
