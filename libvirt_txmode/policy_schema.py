@@ -352,15 +352,12 @@ def json_schema() -> dict[str, Any]:
 
     What it cannot say: rule names must be unique (the readers check that too).
     """
-    schema = _kind_schema(POLICY)
-    schema.update(
-        {
-            "$schema": "http://json-schema.org/draft-07/schema#",
-            "$id": SCHEMA_ID,
-            "title": "libvirt-txmode policy",
-        }
-    )
-    return schema
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": SCHEMA_ID,
+        "title": "libvirt-txmode policy",
+        **_kind_schema(POLICY),
+    }
 
 
 def _kind_schema(kind: Kind) -> dict[str, Any]:

@@ -1,0 +1,393 @@
+"""validate-domain as CI engineers run it: policy discovery, exclusions, odd trees, the CI formats.
+
+Through the installed console scripts (exit code, stdout, stderr, report files); hosts are
+capability snapshots, so no QEMU or libvirt is needed. Runs as root, like the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from lxml import etree
+
+from libvirt_txmode import report as rp
+from libvirt_txmode.findings import Finding, Level, Report, summarize
+
+from .test_cli import (
+    GOOD,
+    NO_TIMER_POLICY,
+    POLICY,
+    TIMER,
+    TXMODE,
+    VALIDATE,
+    _env,
+    run,
+    snapshot,
+)
+from .test_report import _validate_sarif
+
+SKIP_NOTE = "(not a <domain>, or not a regular file in the tree)"
+NETWORK = "<network>\n  <name>default</name>\n  <forward mode='nat'/>\n</network>\n"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository of domain definitions: .git, a policy, a snapshot, domains in a subfolder."""
+    root = tmp_path / "repo"
+    (root / ".git").mkdir(parents=True)
+    (root / "domains").mkdir()
+    (root / "domains" / "good.xml").write_text(GOOD, encoding="utf-8")
+    (root / "domains" / "timer.xml").write_text(TIMER, encoding="utf-8")
+    (root / "h1.json").write_text(snapshot("h1", tx=True), encoding="utf-8")
+    (root / "ci-policy.yaml").write_text(NO_TIMER_POLICY, encoding="utf-8")
+    return root
+
+
+def vd(cwd: Path, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    return run(cwd, VALIDATE, *argv, env=env)
+
+
+def caps(repo: Path) -> list[str]:
+    return ["--caps", str(repo / "h1.json")]
+
+
+# --- policy discovery ----------------------------------------------------------------------------
+
+
+def test_project_policy_is_found_from_a_subfolder(repo: Path) -> None:
+    (repo / ".libvirt-txmode.yaml").write_text(NO_TIMER_POLICY, encoding="utf-8")
+    code, out, err = vd(repo / "domains", "-v", *caps(repo), "timer.xml")
+    assert code == 1, err
+    assert "not allowed" in out
+    assert "using policy ../.libvirt-txmode.yaml (project file)" in err
+
+
+def test_project_policy_in_a_folder(repo: Path) -> None:
+    (repo / ".libvirt-txmode").mkdir()
+    (repo / ".libvirt-txmode" / "policy.yaml").write_text(NO_TIMER_POLICY, encoding="utf-8")
+    code, _, err = vd(repo, "-v", *caps(repo), "domains/timer.xml")
+    assert code == 1
+    assert "using policy .libvirt-txmode/policy.yaml (project file)" in err
+
+
+def test_search_stops_at_the_repository_root(repo: Path) -> None:
+    # A policy above the repository belongs to someone else.
+    (repo.parent / ".libvirt-txmode.yaml").write_text(NO_TIMER_POLICY, encoding="utf-8")
+    code, _, err = vd(repo / "domains", "-v", *caps(repo), "timer.xml")
+    assert "project file" not in err
+    assert "(system-wide)" in err or "(bundled default)" in err
+    assert code == 0  # neither the system nor the bundled policy forbids timer on a user NIC
+
+
+def test_environment_beats_project_and_p_beats_environment(repo: Path) -> None:
+    (repo / ".libvirt-txmode.yaml").write_text("version: 1\n", encoding="utf-8")
+    (repo / "allow.yaml").write_text(POLICY, encoding="utf-8")
+    env = {"LIBVIRT_TXMODE_POLICY": str(repo / "ci-policy.yaml")}
+    code, _, err = vd(repo, "-v", *caps(repo), "domains/timer.xml", env=env)
+    assert (code, "$LIBVIRT_TXMODE_POLICY" in err) == (1, True)
+    code, _, err = vd(repo, "-v", "-p", "allow.yaml", *caps(repo), "domains/timer.xml", env=env)
+    assert (code, "using policy allow.yaml (-p)" in err) == (0, True)
+
+
+def test_writable_policy_is_fine_with_snapshots_but_not_when_probing(repo: Path) -> None:
+    # GitLab's runners check out group/other-writable files. With --caps nothing is executed,
+    # so the policy picks no binary and may come from the checkout; probing as root needs trust.
+    policy = repo / "ci-policy.yaml"
+    policy.chmod(0o666)
+    code, _, err = vd(repo, "-p", str(policy), *caps(repo), "domains/good.xml")
+    assert (code, err) == (0, "")
+    code, _, err = vd(repo, "-p", str(policy), "--no-cache", "domains/good.xml")
+    assert code == 2
+    assert "writable by group or others" in err
+
+
+# --- which files are read ------------------------------------------------------------------------
+
+
+def test_exclude_ignore_file_hidden_folders_and_other_xml(repo: Path) -> None:
+    domains = repo / "domains"
+    (domains / "networks").mkdir()
+    (domains / "networks" / "default.xml").write_text(NETWORK, encoding="utf-8")
+    (domains / ".cache").mkdir()
+    (domains / ".cache" / "broken.xml").write_text("<<<", encoding="utf-8")
+    (domains / "vendor").mkdir()
+    (domains / "vendor" / "broken.xml").write_text("<<<", encoding="utf-8")
+    (domains / "a.generated.xml").write_text("<<<", encoding="utf-8")
+    (domains / "keep.generated.xml").write_text(GOOD, encoding="utf-8")
+    (repo / ".libvirt-txmode-ignore").write_text(
+        "# generated files\n*.generated.xml\n!keep.generated.xml\n", encoding="utf-8"
+    )
+    code, out, err = vd(
+        repo, "-p", "ci-policy.yaml", *caps(repo), "--exclude", "domains/vendor/", "-f", "json",
+        "domains",
+    )  # fmt: skip
+    assert (code, err) == (1, "")
+    data = json.loads(out)
+    assert data["files"] == [
+        "domains/good.xml",
+        "domains/keep.generated.xml",
+        "domains/timer.xml",
+    ]
+    assert {f["code"] for f in data["findings"]} == {"txmode-not-allowed", "txmode-ineffective"}
+    assert (data["summary"]["skipped"], data["summary"]["excluded"]) == (1, 2)
+    # pre-commit passes file names: they are filtered the same way.
+    code, out, err = vd(
+        repo, "-p", "ci-policy.yaml", *caps(repo), "--exclude", "vendor", "domains/vendor/broken.xml",
+        "domains/a.generated.xml", "domains/networks/default.xml", "domains/good.xml",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out == f"1 file, 1 domain, 1 NIC: 0 errors, 0 warnings; 1 skipped {SKIP_NOTE}\n"
+
+
+def test_no_file_checked_is_a_warning_and_strict_makes_it_fail(repo: Path) -> None:
+    (repo / "empty").mkdir()
+    expected_err = "validate-domain: warning: no domain XML file was checked\n"
+    assert vd(repo, "-p", "ci-policy.yaml", *caps(repo), "empty") == (
+        0,
+        "0 files, 0 domains, 0 NICs: 0 errors, 0 warnings\n",
+        expected_err,
+    )
+    code, _, err = vd(repo, "-p", "ci-policy.yaml", *caps(repo), "--strict", "empty")
+    assert (code, err) == (1, expected_err)
+
+
+def test_fifo_in_the_tree_does_not_hang(repo: Path) -> None:
+    os.mkfifo(repo / "domains" / "pipe.xml")  # nobody ever writes to it: opening it would block
+    code, out, err = vd(repo, "-p", "ci-policy.yaml", *caps(repo), "domains")
+    assert (code, err) == (1, "")
+    assert out.endswith(f"; 1 skipped {SKIP_NOTE}\n")
+
+
+def test_symlinks_out_of_the_tree_are_not_followed(repo: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.xml"
+    secret.write_text(TIMER.replace("'timer'>", "'secret'>"), encoding="utf-8")
+    (repo / "domains" / "out.xml").symlink_to(secret)
+    (repo / "domains" / "in.xml").symlink_to(repo / "domains" / "timer.xml")
+    code, out, err = vd(repo, "-p", "ci-policy.yaml", *caps(repo), "-f", "json", "domains")
+    assert (code, err) == (1, "")
+    data = json.loads(out)
+    assert data["files"] == ["domains/good.xml", "domains/in.xml", "domains/timer.xml"]
+    assert data["summary"]["skipped"] == 1
+    assert "secret" not in out
+
+
+def test_closed_stdout_keeps_the_exit_code_and_the_report(repo: Path) -> None:
+    argv = [VALIDATE, "-p", "ci-policy.yaml", *caps(repo), "-f", "sarif", "-o", "r.sarif"]
+    proc = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *argv, "domains/timer.xml"],
+        cwd=repo, env=_env(None), capture_output=False, stderr=subprocess.PIPE, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (1, "")
+    assert json.loads((repo / "r.sarif").read_text())["runs"][0]["invocations"][0]["exitCode"] == 1
+    # A reader that goes away early (| head -0) changes nothing either.
+    proc = subprocess.run(
+        ["sh", "-c", '"$@" | head -c 0', "sh", VALIDATE, "-p", "ci-policy.yaml", *caps(repo),
+         "domains/timer.xml"],
+        cwd=repo, env=_env(None), stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.stderr == ""
+
+
+@pytest.mark.parametrize("fmt", sorted(rp.FORMATTERS))
+def test_file_names_that_are_not_utf8(repo: Path, fmt: str) -> None:
+    name = b"caf\xe9-timer.xml"
+    with open(os.path.join(os.fsencode(repo / "domains"), name), "wb") as handle:
+        handle.write(TIMER.encode())
+    proc = subprocess.run(
+        [VALIDATE, "-p", "ci-policy.yaml", *caps(repo), "-f", fmt, "domains"],
+        cwd=repo, env=_env(None), capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (1, b"")
+    if fmt == "sarif":
+        uris = [a["location"]["uri"] for a in json.loads(proc.stdout)["runs"][0]["artifacts"]]
+        assert "domains/caf%E9-timer.xml" in uris
+    if fmt == "codeclimate":
+        paths = {issue["location"]["path"] for issue in json.loads(proc.stdout)}
+        assert "domains/caf\ufffd-timer.xml" in paths
+
+
+# --- SARIF, Code Quality, JUnit, text ------------------------------------------------------------
+
+
+def test_sarif_for_code_scanning(repo: Path) -> None:
+    code, out, err = vd(
+        repo / "domains", "-p", "../ci-policy.yaml", *caps(repo), "-f", "sarif",
+        "./timer.xml", str(repo / "domains" / "good.xml"),
+    )  # fmt: skip
+    assert (code, err) == (1, "")
+    document = json.loads(out)
+    _validate_sarif(document)
+    (sarif_run,) = document["runs"]
+    # Repository-relative, against %SRCROOT% (the repository root), whatever the path given.
+    assert [a["location"] for a in sarif_run["artifacts"]] == [
+        {"uri": "domains/timer.xml", "uriBaseId": "%SRCROOT%"},
+        {"uri": "domains/good.xml", "uriBaseId": "%SRCROOT%"},
+    ]
+    assert sarif_run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == f"file://{repo}/"
+    (invocation,) = sarif_run["invocations"]
+    assert (invocation["executionSuccessful"], invocation["exitCode"]) == (True, 1)
+    fingerprints = [r["partialFingerprints"][rp.FINGERPRINT_KEY] for r in sarif_run["results"]]
+    assert len(set(fingerprints)) == len(fingerprints) == 2
+    # Moving the NIC down (an edit elsewhere in the file) keeps its fingerprint.
+    (repo / "domains" / "timer.xml").write_text("\n\n" + TIMER, encoding="utf-8")
+    moved = json.loads(
+        vd(repo / "domains", "-p", "../ci-policy.yaml", *caps(repo), "-f", "sarif",
+           "timer.xml")[1]
+    )  # fmt: skip
+    (moved_run,) = moved["runs"]
+    assert [r["partialFingerprints"][rp.FINGERPRINT_KEY] for r in moved_run["results"]] == (
+        fingerprints
+    )
+    assert moved_run["results"][0]["locations"][0]["physicalLocation"]["region"]["startLine"] == 7
+
+
+def test_a_failed_run_still_writes_its_report(repo: Path) -> None:
+    for fmt, name in (("sarif", "r.sarif"), ("junit", "r.xml"), ("json", "r.json")):
+        code, _, err = vd(
+            repo, "-p", "ci-policy.yaml", "--caps", "missing.json", "-f", fmt, "-o", name,
+            "domains",
+        )  # fmt: skip
+        assert code == 2 and "missing.json" in err
+        text = (repo / name).read_text()
+        if fmt == "sarif":
+            document = json.loads(text)
+            _validate_sarif(document)
+            (invocation,) = document["runs"][0]["invocations"]
+            assert (invocation["executionSuccessful"], invocation["exitCode"]) == (False, 2)
+            assert "missing.json" in invocation["toolExecutionNotifications"][0]["message"]["text"]
+        elif fmt == "junit":
+            error = etree.fromstring(text.encode()).find(".//testcase/error")
+            assert error is not None and "missing.json" in error.get("message", "")
+        else:
+            assert "missing.json" in json.loads(text)["error"]
+
+
+def _many(count: int) -> Report:
+    findings = tuple(
+        Finding(
+            f"vms/{i:05d}.xml", 3, f"vm{i}", "txmode-ineffective" if i % 2 else "txmode-invalid",
+            Level.WARNING if i % 2 else Level.ERROR, "m", 0,
+        )
+        for i in range(count)
+    )  # fmt: skip
+    files = tuple(f.file for f in findings)
+    return Report(files, findings, summarize(len(files), count, count, findings), ("h",), "0.2.0")
+
+
+def test_sarif_result_cap_keeps_errors_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rp, "SARIF_MAX_RESULTS", 10)
+    document = json.loads(rp.render("sarif", _many(30), color=False))
+    (sarif_run,) = document["runs"]
+    assert len(sarif_run["results"]) == 10
+    assert {r["level"] for r in sarif_run["results"]} == {"error"}
+    assert sarif_run["properties"]["omittedResults"] == 20
+    (note,) = sarif_run["invocations"][0]["toolExecutionNotifications"]
+    assert note["message"]["text"].startswith("20 results omitted")
+    _validate_sarif(document)
+
+
+# The GitLab Code Quality report format (the subset GitLab reads), as published in its docs.
+CODE_QUALITY_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["description", "check_name", "fingerprint", "severity", "location"],
+        "properties": {
+            "description": {"type": "string"},
+            "check_name": {"type": "string"},
+            "fingerprint": {"type": "string"},
+            "severity": {"enum": ["info", "minor", "major", "critical", "blocker"]},
+            "location": {
+                "type": "object",
+                "required": ["path", "lines"],
+                "properties": {
+                    "path": {"type": "string", "pattern": "^[^/]"},
+                    "lines": {
+                        "type": "object",
+                        "required": ["begin"],
+                        "properties": {"begin": {"type": "integer", "minimum": 1}},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_codeclimate_for_gitlab(repo: Path) -> None:
+    (repo / "domains" / "broken.xml").write_text("<domain>\n<name>x\n</domain>\n")
+    code, out, err = vd(
+        repo / "domains", "-p", "../ci-policy.yaml", *caps(repo), "-f", "codeclimate",
+        "timer.xml", "broken.xml",
+    )  # fmt: skip
+    assert (code, err) == (1, "")
+    issues = json.loads(out)
+    jsonschema.validate(issues, CODE_QUALITY_SCHEMA)
+    assert [
+        (i["check_name"], i["severity"], i["location"]["path"], i["location"]["lines"]["begin"])
+        for i in issues
+    ] == [
+        ("txmode-not-allowed", "major", "domains/timer.xml", 5),
+        ("txmode-ineffective", "minor", "domains/timer.xml", 10),
+        ("xml-invalid", "major", "domains/broken.xml", 3),
+    ]
+    assert len({i["fingerprint"] for i in issues}) == 3
+    assert issues[0]["description"].startswith("domain 'timer' NIC #0 (52:54:00:00:00:02): ")
+
+
+def test_junit_time_and_file(repo: Path) -> None:
+    code, out, _ = vd(repo, "-p", "ci-policy.yaml", *caps(repo), "-f", "junit", "domains")
+    assert code == 1
+    suites = etree.fromstring(out.encode())
+    cases = suites.findall(".//testcase")
+    assert [c.get("file") for c in cases] == ["domains/good.xml", "domains/timer.xml"]
+    assert all(float(c.get("time", "x")) >= 0 for c in cases)
+    assert float(suites.get("time", "x")) >= 0
+
+
+def test_quiet_prints_only_findings(repo: Path) -> None:
+    code, out, err = vd(repo, "-q", "-p", "ci-policy.yaml", *caps(repo), "domains")
+    assert (code, err) == (1, "")
+    assert out.splitlines() == [
+        "domains/timer.xml:5: error: domain 'timer' NIC #0 (52:54:00:00:00:02): txmode 'timer' is "
+        "not allowed by rule 'defaults' (allowed: iothread) [txmode-not-allowed]",
+        "domains/timer.xml:10: warning: domain 'timer' NIC #1 (52:54:00:00:00:03): txmode 'timer' "
+        "has no effect: libvirt ignores txmode on model 'e1000' (only virtio models use it) "
+        "[txmode-ineffective, rule 'defaults']",
+    ]
+    assert vd(repo, "-q", "-p", "ci-policy.yaml", *caps(repo), "domains/good.xml") == (0, "", "")
+
+
+# --- check-policy, policy-schema, completion ------------------------------------------------------
+
+
+def test_check_policy(tmp_path: Path) -> None:
+    (tmp_path / "ok.yaml").write_text(NO_TIMER_POLICY, encoding="utf-8")
+    (tmp_path / "bad.yaml").write_text("version: 1\non_unknwon: deny\n", encoding="utf-8")
+    assert run(tmp_path, TXMODE, "check-policy", "ok.yaml") == (
+        0,
+        "ok.yaml: valid policy (0 rules)\n",
+        "",
+    )
+    code, out, err = run(tmp_path, TXMODE, "check-policy", "ok.yaml", "bad.yaml")
+    assert (code, out) == (2, "ok.yaml: valid policy (0 rules)\n")
+    assert err.startswith("bad.yaml:2: on_unknwon: unknown key (expected one of: version, ")
+
+
+def test_completion_needs_no_shtab(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "shtab.py").write_text("raise ImportError('shtab is not installed')\n")
+    code, out, err = run(tmp_path, TXMODE, "completion", "bash", env={"PYTHONPATH": str(tmp_path)})
+    assert (code, err) == (0, "")
+    assert out == (root / "completion" / "libvirt-txmode.bash").read_text(encoding="utf-8")
+    # explain completes finding codes; an unknown one still gets explain's own message.
+    assert "txmode-unsupported" in out and "xml-invalid" in out
+    code, _, err = run(tmp_path, TXMODE, "explain", "nope")
+    assert code == 2 and "unknown finding code 'nope'" in err
