@@ -8,7 +8,6 @@ and a real snapshot is in test_e2e_libvirt.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
