@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
-from . import __version__
+from . import __version__, files
 from .capabilities import Support, SupportState
 from .qemu import EmulatorIdentity
 
@@ -50,13 +50,14 @@ class ProbeCache:
         return os.path.join(self.directory, digest + suffix)
 
     def _usable_dir(self, create: bool) -> bool:
-        """As root, only a directory no one else can write may feed the hook's decisions."""
+        """As root, only a directory no one else can write (nor any directory above it, nor a
+        link on the way) may feed the hook's decisions: ``files.private_dir_problem``."""
         if self.directory is None:
             return False
         try:
             if create:
-                os.makedirs(self.directory, mode=0o755, exist_ok=True)
-            info = os.lstat(self.directory)
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            info = os.stat(self.directory)
         except OSError as exc:
             if exc.errno != errno.ENOENT or create:
                 LOG.warning("probe cache %s unusable: %s", self.directory, exc.strerror)
@@ -64,12 +65,9 @@ class ProbeCache:
         if not stat.S_ISDIR(info.st_mode):
             LOG.warning("probe cache %s is not a directory: ignored", self.directory)
             return False
-        if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            LOG.warning(
-                "probe cache %s is owned by uid %d or writable by others: ignored",
-                self.directory,
-                info.st_uid,
-            )
+        problem = files.private_dir_problem(self.directory, create=create)
+        if problem is not None:
+            LOG.warning("probe cache %s is not trusted (%s): ignored", self.directory, problem)
             return False
         return True
 
@@ -78,18 +76,16 @@ class ProbeCache:
         if path is None or not self._usable_dir(create=False):
             return {}
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # Non-blocking, no symlink, regular files only: a FIFO here must not hang the hook.
+            raw, info = files.read_regular(path, MAX_CACHE_BYTES)
         except FileNotFoundError:
             return {}
         except OSError as exc:
             LOG.warning("probe cache %s unreadable (%s): ignored", path, exc.strerror)
             return {}
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                LOG.warning("probe cache %s has a foreign owner or mode: ignored", path)
-                return {}
-            raw = handle.read(MAX_CACHE_BYTES + 1)
+        if not files.trusted(info):
+            LOG.warning("probe cache %s has a foreign owner or mode: ignored", path)
+            return {}
         return self._decode(path, raw, identity)
 
     def _decode(self, path: str, raw: bytes, identity: EmulatorIdentity) -> dict[str, Support]:
@@ -138,7 +134,7 @@ class ProbeCache:
             "devices": {d: support_to_json(s) for d, s in sorted(known.items())},
         }
         try:
-            write_atomic(path, json.dumps(document, indent=1).encode() + b"\n")
+            write_atomic(path, json.dumps(document, indent=1).encode() + b"\n", mode=0o600)
         except OSError as exc:
             LOG.warning("cannot write probe cache %s: %s", path, exc.strerror)
 
@@ -150,7 +146,12 @@ class ProbeCache:
             yield False
             return
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600
+            )
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file")
         except OSError as exc:
             LOG.warning("cannot open probe lock %s: %s", path, exc.strerror)
             yield False

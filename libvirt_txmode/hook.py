@@ -17,7 +17,7 @@ import syslog
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, NamedTuple, Optional
 
-from .files import MAX_XML_BYTES
+from .files import MAX_XML_BYTES, read_stream_bounded
 from .text import printable
 
 if TYPE_CHECKING:
@@ -31,7 +31,10 @@ DEFAULT_SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
 
 
 def _log(priority: int, message: str) -> None:
-    syslog.syslog(priority, printable(message))
+    # journald with structured fields, else syslog, else /var/log/libvirt-txmode.log (logsink.py).
+    from . import logsink  # noqa: PLC0415
+
+    logsink.emit(priority, message)
 
 
 class _Options(NamedTuple):
@@ -99,13 +102,13 @@ def _prepare(domain_name: str, options: _Options, stream: IO[bytes], err: IO[str
     data: Optional[bytes] = None
     read_error: Optional[str] = None
     try:
-        data = stream.read(MAX_XML_BYTES + 1)
-        if len(data) > MAX_XML_BYTES:
-            data, read_error = None, f"input is larger than {MAX_XML_BYTES} bytes"
+        data = read_stream_bounded(stream, MAX_XML_BYTES)
+        if data is None:
+            read_error = f"input is larger than {MAX_XML_BYTES} bytes"
     except OSError as exc:
         read_error = str(exc.strerror)
     entry_key = None
-    if data is not None and options.cache_dir:
+    if data is not None and options.cache_dir and _inputs_trusted(options):
         from . import verdict  # noqa: PLC0415
 
         entry_key = verdict.key(data, options.policy, options.snapshot)
@@ -134,7 +137,8 @@ def _check(
     from .check import check_domain  # noqa: PLC0415
     from .domain import DomainXMLError, parse_domain  # noqa: PLC0415
     from .findings import UNKNOWN_SUPPORT  # noqa: PLC0415
-    from .local import local_capabilities, needed_devices  # noqa: PLC0415
+    from .local import local_capabilities, needed_devices, this_host  # noqa: PLC0415
+    from .networks import network_file_keys  # noqa: PLC0415
     from .policy import PolicyError  # noqa: PLC0415
     from .policy_cache import load_policy_cached  # noqa: PLC0415
     from .verdict import emulator_key  # noqa: PLC0415
@@ -148,6 +152,12 @@ def _check(
         return _refusal(domain_name, f"policy unusable: {exc}"), None
 
     def on_error(reason: str) -> Verdict:
+        if _beyond_bounds(reason):
+            # on_error: allow covers the hook failing, never a domain being large: padding a
+            # domain past the bounds must not be a way around the policy.
+            return _refusal(
+                domain_name, f"{reason} (refused whatever on_error says: it cannot be checked)"
+            )
         if policy.on_error == "allow":
             message = (
                 f"allowing domain '{domain_name}' despite an error (on_error: allow): {reason}"
@@ -162,23 +172,32 @@ def _check(
     except DomainXMLError as exc:
         return on_error(f"cannot read the domain XML from libvirt: {exc.message}"), None
 
-    # Taken before probing: if a binary changes while we look at it, the verdict is not kept.
-    emulators: Optional[dict[str, str]] = {}
-    if needed_devices([domain]):
-        key = emulator_key(domain.emulator) if domain.emulator else None
-        emulators = {domain.emulator: key} if domain.emulator and key else None
     snapshot_caps, identities = _snapshot(options.snapshot)
+    host = this_host([domain], snapshot=snapshot_caps)
+    # Taken before probing: if a binary changes while we look at it, the verdict is not kept.
+    # The network files a NIC's device depends on (a hostdev pool) count like binaries.
+    emulators: Optional[dict[str, str]] = network_file_keys(domain, emulator_key)
+    if emulators is not None and needed_devices([domain], host)[0]:
+        key = emulator_key(domain.emulator) if domain.emulator else None
+        emulators = {**emulators, domain.emulator: key} if domain.emulator and key else None
     caps = local_capabilities(
         [domain],
         policy,
         ProbeCache(cache_dir),
         snapshot=snapshot_caps,
         snapshot_identities=identities,
+        host=host,
     )
     findings = check_domain(domain, policy, [caps])
     if any(f.code == UNKNOWN_SUPPORT for f in findings):
         emulators = None  # a failed probe may succeed next time: never remember it
     return _decide(domain.name, findings, policy.source), emulators
+
+
+def _beyond_bounds(reason: str) -> bool:
+    """Is this the input exceeding a size or depth bound (files.MAX_XML_BYTES, or libxml2's own
+    limits without XML_PARSE_HUGE: 256 levels, 10,000,000-byte text nodes), not the hook failing?"""
+    return "input is larger than" in reason or "XML_PARSE_HUGE" in reason
 
 
 def _route_library_logs_to_syslog() -> None:
@@ -199,19 +218,51 @@ def _route_library_logs_to_syslog() -> None:
 
 
 def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
+    import json  # noqa: PLC0415
     import os  # noqa: PLC0415
 
-    if not path or not os.path.exists(path):
+    if not path or not os.path.lexists(path):
         return None, {}
-    from .host import SnapshotError, load_snapshot  # noqa: PLC0415
+    from . import files  # noqa: PLC0415
+    from .snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, parse_snapshot  # noqa: PLC0415
 
     try:
-        snapshot = load_snapshot(path)
+        problem = files.path_trust_problem(path) if os.geteuid() == 0 else None
+        if problem is not None:
+            raise SnapshotError(f"{path}: refused: {problem}")
+        try:
+            # Non-blocking and regular files only: a FIFO here must not hang the hook, and with
+            # it `virsh start`. (The snapshot may be a root-owned link: the trust rule allows it.)
+            raw, _ = files.read_regular(path, MAX_SNAPSHOT_BYTES, follow_symlinks=True)
+        except OSError as exc:
+            raise SnapshotError(f"{path}: cannot read snapshot: {exc.strerror}") from None
+        if len(raw) > MAX_SNAPSHOT_BYTES:
+            raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
+        try:
+            document = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise SnapshotError(f"{path}: not a valid snapshot: not JSON: {exc}") from None
+        snapshot = parse_snapshot(document, path)
     except SnapshotError as exc:
         # A bad snapshot only costs speed: the emulators are probed directly instead.
         _log(syslog.LOG_WARNING, f"ignoring snapshot: {exc}")
         return None, {}
-    return snapshot.capabilities, snapshot.identities
+    return snapshot.capabilities, dict(snapshot.identities)
+
+
+def _inputs_trusted(options: _Options) -> bool:
+    """As root, a verdict is replayed only while the policy's and snapshot's whole paths are
+    still trusted (files.path_trust_problem): otherwise the full check runs and says why."""
+    import os  # noqa: PLC0415
+
+    if os.geteuid() != 0:
+        return True
+    from .files import path_trust_problem  # noqa: PLC0415
+
+    if path_trust_problem(options.policy) is not None:
+        return False
+    snapshot = options.snapshot
+    return not (snapshot and os.path.lexists(snapshot) and path_trust_problem(snapshot))
 
 
 def _verdict(code: int, stderr: tuple[str, ...], logged: tuple[tuple[int, str], ...]) -> Verdict:
@@ -228,7 +279,7 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> Ve
     for finding in findings:
         level = "denied" if finding.level is Level.ERROR else "warning"
         priority = syslog.LOG_ERR if finding.level is Level.ERROR else syslog.LOG_WARNING
-        logged.append((priority, f"{level}: {describe(finding)}"))
+        logged.append((priority, _fields(f"{level}: {describe(finding)}", finding, level)))
     if errors:
         count = f"{len(errors)} violation{'s' if len(errors) != 1 else ''}"
         lines = [f"{IDENT}: {describe(finding)}" for finding in errors]
@@ -236,11 +287,13 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> Ve
             f"{IDENT}: refusing to start domain '{printable(domain_name)}': {count} of "
             f"{printable(policy_source)}"
         )
-        logged.append((syslog.LOG_ERR, f"refused to start domain '{domain_name}' ({count})"))
+        refused = f"refused to start domain '{domain_name}' ({count})"
+        logged.append((syslog.LOG_ERR, _fields(refused, None, "refused", domain_name)))
         return _verdict(1, tuple(lines), tuple(logged))
     warnings = len(findings)
     note = f" with {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
-    logged.append((syslog.LOG_INFO, f"allowed domain '{domain_name}'{note}"))
+    allowed = f"allowed domain '{domain_name}'{note}"
+    logged.append((syslog.LOG_INFO, _fields(allowed, None, "allowed", domain_name)))
     return _verdict(0, (), tuple(logged))
 
 
@@ -248,7 +301,34 @@ def _refusal(domain_name: str, reason: str) -> Verdict:
     return _verdict(
         1,
         (f"{IDENT}: refusing to start domain '{printable(domain_name)}': {printable(reason)}",),
-        ((syslog.LOG_ERR, f"refused to start domain '{domain_name}': {reason}"),),
+        (
+            (
+                syslog.LOG_ERR,
+                _fields(
+                    f"refused to start domain '{domain_name}': {reason}",
+                    None,
+                    "refused",
+                    domain_name,
+                ),
+            ),
+        ),
+    )
+
+
+def _fields(message: str, finding: Optional[Finding], decision: str, domain: str = "") -> str:
+    """The log line with its journald fields (DOMAIN, NIC_MAC, TXMODE, CODE, RULE, DECISION)."""
+    from . import logsink  # noqa: PLC0415
+
+    if finding is None:
+        return logsink.encode(message, domain=domain, decision=decision)
+    return logsink.encode(
+        message,
+        domain=finding.domain,
+        nic_mac=finding.mac,
+        txmode=finding.txmode,
+        code=finding.code,
+        rule=finding.rule,
+        decision=decision,
     )
 
 

@@ -9,8 +9,11 @@ cache directory and read back on later runs, without YAML, as long as it can be 
 - the policy file itself is checked on every run exactly as ``load_policy`` checks it (regular
   file; as root: owned by root, not writable by group or others), because an unsafe policy must be
   refused even when a compiled copy of an earlier, safe state exists;
-- the compiled file and its directory must be owned by us (or root) and not writable by group or
-  others, and it is read with O_NOFOLLOW;
+- as root, the policy's whole path (every directory, every link) must pass
+  ``files.path_trust_problem``;
+- the compiled file must be owned by us (or root) and not writable by group or others, its
+  directory must pass ``files.private_dir_problem`` (0700), and it is read with O_NOFOLLOW and
+  O_NONBLOCK, regular files only;
 - its content is JSON, never pickle or marshal (no code runs from a file): the policy as plain
   data, checked against policy_schema (the description the YAML reader walks too) before the
   Policy is rebuilt by the same ``build_policy``.
@@ -52,16 +55,17 @@ def load_policy_cached(
 ) -> Policy:
     """``load_policy(path)``, served from a compiled copy in ``cache_dir`` when one can be trusted.
 
-    Raises PolicyError exactly as ``load_policy`` does. Without ``cache_dir`` it is ``load_policy``.
+    Raises PolicyError as ``load_policy`` does, and (as root) also when a directory or link on
+    the policy's path is not trusted. Without ``cache_dir`` nothing compiled is read or written.
     """
     if require_root_owned is None:
         require_root_owned = os.geteuid() == 0
-    if cache_dir is None:
-        return load_policy(path, require_root_owned=require_root_owned)
     key = _policy_key(path, require_root_owned)
-    if key is None:
+    if key is None or cache_dir is None:
         # Missing, unreadable, not a regular file or unsafe: load_policy raises the exact error.
+        _refuse_untrusted_path(path, key, require_root_owned)
         return load_policy(path, require_root_owned=require_root_owned)
+    _refuse_untrusted_path(path, key, require_root_owned)
     compiled = compiled_path(cache_dir, path)
     try:
         return _read_compiled(compiled, cache_dir, key, path)
@@ -94,23 +98,29 @@ def _policy_key(path: str, require_root_owned: bool) -> Optional[str]:
     return f"{path}:{files.file_key(info)}"
 
 
+def _refuse_untrusted_path(path: str, key: Optional[str], require_root_owned: bool) -> None:
+    """As root, the policy's whole path must be trusted (``files.path_trust_problem``): a file
+    that only root can write is no protection in a directory anyone can write, where it can be
+    renamed away and replaced by a link to another root-owned file. Checked once the file itself
+    passed (``key``), so that load_policy's own messages stay as they were for the file."""
+    if not require_root_owned or key is None:
+        return
+    problem = files.path_trust_problem(path)
+    if problem is not None:
+        raise PolicyError(path, 0, "", f"refused: {problem}")
+
+
 def _usable_dir(cache_dir: str) -> bool:
-    try:
-        info = os.lstat(cache_dir)
-    except OSError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and files.trusted(info)
+    return files.private_dir_problem(cache_dir, create=False) is None
 
 
 def _read_compiled(compiled: str, cache_dir: str, key: str, path: str) -> Policy:
     if not _usable_dir(cache_dir):
         raise CompiledPolicyError(f"{cache_dir} is not a safe directory")
-    fd = os.open(compiled, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or not files.trusted(info):
-            raise CompiledPolicyError(f"{compiled} has a foreign owner or mode")
-        raw = handle.read(MAX_COMPILED_BYTES + 1)
+    # Non-blocking, no symlink, regular files only: a FIFO here must not hang the hook.
+    raw, info = files.read_regular(compiled, MAX_COMPILED_BYTES)
+    if not files.trusted(info):
+        raise CompiledPolicyError(f"{compiled} has a foreign owner or mode")
     if len(raw) > MAX_COMPILED_BYTES:
         raise CompiledPolicyError(f"{compiled} is too large")
     try:
@@ -140,10 +150,9 @@ def _write_compiled(compiled: str, cache_dir: str, key: str, policy: Policy) -> 
         "policy": policy_to_json(policy),
     }
     try:
-        os.makedirs(cache_dir, mode=0o755, exist_ok=True)
-        if not _usable_dir(cache_dir):
+        if files.private_dir_problem(cache_dir, create=True) is not None:
             return
-        write_atomic(compiled, json.dumps(document, indent=1).encode() + b"\n", mode=0o644)
+        write_atomic(compiled, json.dumps(document, indent=1).encode() + b"\n", mode=0o600)
     except OSError:
         pass  # a read-only or full disk only costs the next run a YAML parse
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .capabilities import Support, SupportState
-from .files import binary_key
+from .files import binary_key, owners, path_trust_problem, writable_by_others
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 PROBE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -101,11 +101,16 @@ def trust_problem(path: str, globs: Sequence[str]) -> Optional[str]:
         return f"emulator {path} is not accessible: {exc.strerror}"
     if not stat.S_ISREG(info.st_mode) or not info.st_mode & stat.S_IXUSR:
         return f"emulator {path} is not an executable file"
-    allowed_owners = {0, os.geteuid()}
-    if info.st_uid not in allowed_owners:
+    # The binary itself first, in the words operators (and tests) know...
+    if info.st_uid not in owners():
         return f"emulator {path} is owned by uid {info.st_uid}, not root: refusing to run it"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if writable_by_others(info):
         return f"emulator {path} is writable by group or others: refusing to run it"
+    # ...then every directory above it and every link on the way (files.path_trust_problem):
+    # a root-owned binary in a directory anyone can write can be swapped for another one.
+    problem = path_trust_problem(path, allowed_uids=owners())
+    if problem is not None:
+        return f"emulator {path} is not trusted: {problem}: refusing to run it"
     return None
 
 

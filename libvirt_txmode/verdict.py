@@ -10,8 +10,11 @@ replays the decision (exit code, stderr lines, syslog lines) if every one of tho
 still the same; anything else is a miss and the full check runs.
 
 This module is the hook's hot path: it imports nothing beyond os, stat, json and a SHA-256, and in
-particular neither lxml nor YAML. Entries are JSON, trusted only from a directory and file owned by
-us (or root) and not writable by group or others, opened without following symlinks. Decisions that
+particular neither lxml nor YAML. Entries are JSON files (0600, in a 0700 directory: they name
+domains, MACs and decisions), trusted only from a directory whose whole path passes
+``files.path_trust_problem`` and a file owned by us (or root) and not writable by group or others,
+opened without following symlinks and without blocking. An entry larger than ``MAX_ENTRY_BYTES``
+is not stored at all, since it could not be read back. Decisions that
 rest on something transient (support unknown because a probe failed) are never stored.
 """
 
@@ -127,16 +130,11 @@ def lookup(cache_dir: str, entry_key: Key) -> Optional[Verdict]:
     """The stored decision for this exact input, or None (a miss is always safe)."""
     digest = entry_key.digest
     try:
-        info = os.lstat(cache_dir)
-        if not stat.S_ISDIR(info.st_mode) or not files.trusted(info):
+        if files.private_dir_problem(cache_dir, create=False) is not None:
             return None
-        fd = os.open(entry_path(cache_dir, digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            meta = os.fstat(handle.fileno())
-            if not stat.S_ISREG(meta.st_mode) or not files.trusted(meta):
-                return None
-            raw = handle.read(MAX_ENTRY_BYTES + 1)
-        if len(raw) > MAX_ENTRY_BYTES:
+        # Non-blocking, no symlink, regular files only: a FIFO here must not hang the hook.
+        raw, meta = files.read_regular(entry_path(cache_dir, digest), MAX_ENTRY_BYTES)
+        if not files.trusted(meta) or len(raw) > MAX_ENTRY_BYTES:
             return None
         entry = json.loads(raw)
     except (OSError, ValueError, RecursionError):
@@ -204,13 +202,16 @@ def store(
         "stderr": list(verdict.stderr),
         "syslog": [list(item) for item in verdict.syslog],
     }
+    encoded = json.dumps(document).encode()
+    if len(encoded) > MAX_ENTRY_BYTES:
+        # lookup() would refuse to read it back (a refusal of 5,000 NICs is ~2 MB of messages):
+        # such a domain is checked in full at every start rather than cached unreadably.
+        return
     try:
-        os.makedirs(cache_dir, mode=0o755, exist_ok=True)
-        info = os.lstat(cache_dir)
-        if not stat.S_ISDIR(info.st_mode) or not files.trusted(info):
+        if files.private_dir_problem(cache_dir, create=True) is not None:
             return
         _prune(cache_dir)
-        write_atomic(entry_path(cache_dir, digest), json.dumps(document).encode(), mode=0o644)
+        write_atomic(entry_path(cache_dir, digest), encoded, mode=0o600)
     except OSError:
         return
 

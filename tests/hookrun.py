@@ -171,6 +171,9 @@ def make_hook(base: Path, policy: str = POLICY) -> InstalledHook:
     os.chmod(layout.policy, 0o644)
     outcome = install(layout, python=sys.executable)
     assert outcome.hook_path is not None
+    # install() self-tests the hook on a sample domain, which leaves a verdict and a compiled
+    # policy behind: every test starts from a cold cache, as after a reboot.
+    shutil.rmtree(layout.cache_dir, ignore_errors=True)
     return InstalledHook(layout, Path(outcome.hook_path))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_txmode import hook as hook_module
+from libvirt_txmode.files import MAX_XML_BYTES
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, run_hook, shared_dir
 
@@ -302,15 +303,70 @@ def test_external_entity_file_is_never_opened(hook: InstalledHook, tmp_path: Pat
     assert "DOCTYPE is not allowed" in result.stderr or "not well-formed" in result.stderr
 
 
-def test_100_mb_on_stdin_is_refused_in_bounded_memory(hook: InstalledHook) -> None:
+def test_200_mb_on_stdin_is_refused_in_bounded_memory(hook: InstalledHook) -> None:
     head = b"<domain type='qemu'><name>big</name><description>"
     filler = b"x" * (1024 * 1024)
-    xml = itertools.chain([head], itertools.repeat(filler, 100), [b"</description></domain>"])
-    # Under a 100 MiB data-segment limit (Python, lxml and a 10 MiB buffer fit easily; the whole
-    # 100 MB document, read and parsed, would not) the hook must still answer cleanly.
-    result = hook.run("big", "prepare", "begin", "-", stdin=xml, timeout=120, data_limit=100 << 20)
+    xml = itertools.chain([head], itertools.repeat(filler, 200), [b"</description></domain>"])
+    # Under a 128 MiB data-segment limit (Python, lxml and the 64 MiB bound fit; the whole 200 MB
+    # document, read and parsed, would not) the hook must still answer cleanly, and refuse
+    # although a domain this large is no hook failure that on_error could excuse.
+    result = hook.run("big", "prepare", "begin", "-", stdin=xml, timeout=120, data_limit=128 << 20)
     assert result.returncode == 1
     assert result.stderr == (
         "libvirt-txmode: refusing to start domain 'big': cannot read the domain XML from libvirt: "
-        "input is larger than 10485760 bytes (on_error: deny)\n"
+        f"input is larger than {MAX_XML_BYTES} bytes (refused whatever on_error says: it cannot "
+        "be checked)\n"
     )
+
+
+def padded(name: str, txmode: str, metadata_bytes: int) -> bytes:
+    """A domain padded as setMetadata pads it: one namespaced element per 3 MB call (libvirt
+    sends at most VIR_NET_MESSAGE_STRING_MAX = 4 MiB per call, but keeps any number of them)."""
+    xml = domain(name, nic("52:54:00:00:00:01", txmode))
+    calls = []
+    for i, start in enumerate(range(0, metadata_bytes, 3_000_000)):
+        size = min(3_000_000, metadata_bytes - start)
+        calls.append(f"<p{i}:pad xmlns:p{i}='http://example.org/pad{i}'>{'x' * size}</p{i}:pad>")
+    return xml.replace(b"<devices>", f"<metadata>{''.join(calls)}</metadata>\n  <devices>".encode())
+
+
+@pytest.mark.parametrize("on_error", ["deny", "allow"])
+def test_12_mb_of_metadata_is_checked_not_refused_as_large(tmp_path: Path, on_error: str) -> None:
+    hook = make_hook(tmp_path, POLICY.replace("on_error: deny", f"on_error: {on_error}"))
+    ok = padded("big-ok", "iothread", 12_000_000)
+    bad = padded("big-notimer", "timer", 12_000_000)
+    assert len(ok) > 12_000_000
+    assert hook.run("big-ok", "prepare", "begin", "-", stdin=ok).returncode == 0
+    refused = hook.run("big-notimer", "prepare", "begin", "-", stdin=bad)
+    assert refused.returncode == 1  # checked, and refused for its txmode, whatever on_error says
+    assert "[txmode-not-allowed" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["over-64-MiB", "text-node-over-10-MB", "257-levels"],
+)
+def test_input_beyond_the_bounds_is_refused_even_with_on_error_allow(
+    tmp_path: Path, shape: str
+) -> None:
+    """on_error: allow excuses the hook failing, never a domain being large or deep: a timer
+    domain padded past a bound must not start under a policy that forbids timer."""
+    hook = make_hook(tmp_path, POLICY.replace("on_error: deny", "on_error: allow"))
+    base = domain("x-notimer", nic("52:54:00:00:00:01", "timer"))
+    if shape == "over-64-MiB":
+        xml = padded("x-notimer", "timer", MAX_XML_BYTES)
+        reason = f"input is larger than {MAX_XML_BYTES} bytes"
+    elif shape == "text-node-over-10-MB":
+        # libxml2's limit without XML_PARSE_HUGE, which libvirt does not set either.
+        xml = base.replace(
+            b"<devices>", b"<description>" + b"x" * 10_000_001 + b"</description><devices>"
+        )
+        reason = "Text node too long"
+    else:
+        deep = b"<a>" * 256 + b"</a>" * 256  # with <domain><metadata>: 258 levels, libxml2 takes 256
+        xml = base.replace(b"<devices>", b"<metadata>" + deep + b"</metadata><devices>")
+        reason = "Excessive depth in document"
+    result = hook.run("x-notimer", "prepare", "begin", "-", stdin=xml, timeout=120)
+    assert result.returncode == 1
+    assert reason in result.stderr
+    assert "(refused whatever on_error says: it cannot be checked)" in result.stderr
