@@ -233,6 +233,27 @@ def test_trust_refuses_binary_not_owned_by_root(fakes: FakeEmulators) -> None:
     )
 
 
+@AS_ROOT
+def test_trust_refuses_root_binary_in_a_directory_others_can_write(fakes: FakeEmulators) -> None:
+    # The binary passes on its own, but whoever can write its directory can swap it.
+    shared = fakes.directory / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    path = fakes.script("qemu-in-shared", "exit 0\n", directory=shared)
+    assert trust_problem(str(path), [f"{shared}/*"]) == (
+        f"emulator {path} is not trusted: directory {shared} is writable by group or others "
+        "(mode 0777): refusing to run it"
+    )
+    os.chmod(shared, 0o755)
+    link = fakes.directory / "qemu-link-by-nobody"
+    link.symlink_to(path)
+    os.lchown(link, 65534, 65534)
+    assert trust_problem(str(link), [fakes.glob]) == (
+        f"emulator {link} is not trusted: symlink {link} is owned by uid 65534, not root: "
+        "refusing to run it"
+    )
+
+
 def test_identify(fakes: FakeEmulators) -> None:
     path = fakes.script("qemu-id", "exit 0\n")
     link = fakes.directory / "qemu-link"
