@@ -197,3 +197,46 @@ def test_an_unrelated_passthrough_argument_is_no_finding(
     assert _both_views(tmp_path, name, written, hook) == [(0, [])] * 2
     env.virsh("start", name)
     assert '"tx":"bh"' in env.qemu_cmdline(name)
+
+
+@pytest.fixture
+def hostdev_network(tmp_path: Path) -> Iterator[str]:
+    """A defined (not started: no SR-IOV here) <forward mode='hostdev'> network."""
+    name = f"{env.PREFIX}pool-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / "net.xml"
+    path.write_text(
+        f"<network><name>{name}</name><forward mode='hostdev' managed='yes'>"
+        "<pf dev='txmtest-nodev0'/></forward></network>"
+    )
+    env.virsh("net-define", str(path))
+    try:
+        yield name
+    finally:
+        env.virsh("net-undefine", name, check=False)
+
+
+def test_hook_reads_the_networks_forward_mode_from_libvirts_files(
+    hook: Path, tmp_path: Path, defined: list[str], hostdev_network: str
+) -> None:
+    # libvirt would make this NIC a vfio-pci device: the txmode is dropped, so 'timer' breaks no
+    # allowed list, and with 'ineffective: error' the hook says why it is pointless.
+    assert Path(f"/etc/libvirt/qemu/networks/{hostdev_network}.xml").exists()
+    original = hook.read_text()
+    hook.write_text(
+        original.replace("  allowed: [iothread]\n", "  allowed: [iothread]\n  ineffective: error\n")
+    )
+    try:
+        name = _define(
+            tmp_path,
+            defined,
+            "pool",
+            f"<interface type='network'><mac address='52:54:00:7f:00:06'/>"
+            f"<source network='{hostdev_network}'/><model type='virtio'/>"
+            "<driver txmode='timer'/></interface>",
+        )
+        result = env.virsh("start", name, check=False)
+    finally:
+        hook.write_text(original)
+    assert result.returncode != 0
+    assert "is a hostdev pool: the NIC becomes a vfio-pci device" in result.stderr
+    assert "[txmode-ineffective" in result.stderr and "txmode-not-allowed" not in result.stderr
