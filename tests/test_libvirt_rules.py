@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
@@ -38,6 +39,7 @@ from libvirt_txmode.model import (
 )
 from libvirt_txmode.policy import parse_policy
 
+REPO = Path(__file__).resolve().parent.parent
 CASES_FILE = Path(__file__).parent / "data" / "libvirt" / "nic_cases.json"
 CASES: list[dict[str, Any]] = json.loads(CASES_FILE.read_text())["cases"]
 ALL_DEVICES = (
@@ -477,3 +479,31 @@ def test_records_are_plain() -> None:
     )
     plan = plan_nic(domain, domain.nics[0], X86, "net0")
     assert (plan.device, plan.txmode) == ("virtio-net-pci", "timer")
+
+
+def test_the_runners_arch_never_changes_a_ci_verdict(tmp_path: Path) -> None:
+    # The same XML and snapshot give the same answer under `setarch i686` (uname says i686).
+    snapshot = json.loads((REPO / "examples" / "hosts" / "debian12.json").read_text())
+    snapshot["arch"] = "x86_64"
+    (tmp_path / "snap.json").write_text(json.dumps(snapshot))
+    (tmp_path / "vm.xml").write_text(
+        "<domain type='qemu'><name>noarch</name><os><type>hvm</type></os><devices>"
+        "<interface type='user'><model type='virtio'/><driver txmode='timer'/></interface>"
+        "</devices></domain>"
+    )
+    command = [
+        str(REPO / ".venv" / "bin" / "validate-domain"),
+        "-p",
+        str(REPO / "policy.yaml"),
+        "--caps",
+        str(tmp_path / "snap.json"),
+        "-f",
+        "json",
+        str(tmp_path / "vm.xml"),
+    ]
+    native = subprocess.run(command, capture_output=True, text=True, check=False)
+    i686 = subprocess.run(
+        ["setarch", "i686", *command], capture_output=True, text=True, check=False
+    )
+    assert (native.returncode, native.stdout) == (i686.returncode, i686.stdout)
+    assert native.returncode == 0 and json.loads(native.stdout)["findings"] == []
