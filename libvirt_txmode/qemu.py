@@ -9,14 +9,17 @@ Two methods, as libvirt itself has used over the years:
 
 Probing runs a binary as root's hook, so: only binaries the policy trusts, owned by root and not
 writable by others; a clean environment; no inherited stdin; a timeout after which the whole process
-group is killed; bounded output; and an unprivileged user when we are root.
+group is killed; bounded output; and, when we are root, the user libvirt runs QEMU as (qemu.conf),
+never root (``nobody`` when that user cannot be used, with a warning saying why).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
+import grp
 import json
+import logging
 import os
 import pwd
 import re
@@ -25,16 +28,19 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, TypeVar
 
 from .capabilities import Support, SupportState
-from .files import binary_key, owners, path_trust_problem, writable_by_others
+from .files import binary_key, owners, path_trust_problem, read_regular, writable_by_others
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 PROBE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-PROBE_USER = "nobody"
+QEMU_CONF = "/etc/libvirt/qemu.conf"
+FALLBACK_USER = "nobody"
+T = TypeVar("T")
+LOG = logging.getLogger(__name__)
 METHODS = ("auto", "help", "qmp")
 
 
@@ -123,15 +129,91 @@ class RunResult:
     truncated: bool = False
 
 
-def _demote() -> Optional[tuple[int, int]]:
-    """The uid/gid to probe as: never run someone's binary as root if we can avoid it."""
-    if os.geteuid() != 0:
-        return None
+@dataclass(frozen=True)
+class ProbeUser:
+    """Whom a probe runs as: the user, group and supplementary groups libvirt gives QEMU."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    description: str
+
+
+_QEMU_CONF_KEYS = re.compile(r'^[ \t]*(user|group)[ \t]*=[ \t]*"([^"\n]*)"[ \t]*(#.*)?$', re.M)
+# libvirt's qemu.conf is generated from qemu.conf.in, whose commented-out '#user = "@QEMU_USER@"'
+# and '#group = "@QEMU_GROUP@"' lines carry the built-in defaults (Debian: libvirt-qemu, seen as
+# the uid and gid of a running QEMU). The examples above them are indented, so they never match.
+_QEMU_CONF_DEFAULTS = re.compile(r'^#(user|group) = "([^"\n]*)"$', re.M)
+_MAX_QEMU_CONF_BYTES = 1024 * 1024
+
+
+def _qemu_conf(path: str) -> tuple[dict[str, str], Optional[str]]:
+    """``user``/``group`` from qemu.conf (set ones over the template's defaults), or why not."""
+    problem = path_trust_problem(path)
+    if problem is not None:
+        return {}, f"{path} is not trusted: {problem}"
     try:
-        entry = pwd.getpwnam(PROBE_USER)
-    except KeyError:
+        raw, _ = read_regular(path, _MAX_QEMU_CONF_BYTES, follow_symlinks=True)
+    except OSError as exc:
+        return {}, f"cannot read {path}: {exc.strerror}"
+    text = raw[: _MAX_QEMU_CONF_BYTES + 1].decode("utf-8", "replace")
+    found = {key: value for key, value in _QEMU_CONF_DEFAULTS.findall(text)}
+    found.update({key: value for key, value, _ in _QEMU_CONF_KEYS.findall(text)})  # last wins
+    return found, None
+
+
+def _lookup(value: str, by_name: Callable[[str], T], by_id: Callable[[int], T]) -> Optional[T]:
+    """libvirt's reading of a qemu.conf user/group: '+N' is an id; else a name, else an id."""
+    try:
+        if value.startswith("+"):
+            return by_id(int(value[1:]))
+        try:
+            return by_name(value)
+        except KeyError:
+            return by_id(int(value)) if value.isdigit() else None
+    except (KeyError, ValueError, OverflowError):
         return None
-    return entry.pw_uid, entry.pw_gid
+
+
+def probe_user(qemu_conf: str = QEMU_CONF) -> tuple[Optional[ProbeUser], Optional[str]]:
+    """As root: the user libvirt runs QEMU as (qemu.conf ``user``/``group`` and the user's
+    supplementary groups, as libvirt sets them), so a binary installed 0750 root:kvm can be
+    probed the way libvirt will run it. Falls back to ``nobody`` and says why (second value):
+    qemu.conf unreadable or untrusted, the user unknown, or root (never probe as root).
+    Not root: (None, None), the probe runs as ourselves."""
+    if os.geteuid() != 0:
+        return None, None
+    settings, problem = _qemu_conf(qemu_conf)
+    user = group = None
+    if problem is None:
+        user = _lookup(settings.get("user", ""), pwd.getpwnam, pwd.getpwuid)
+        group = _lookup(settings.get("group", ""), grp.getgrnam, grp.getgrgid)
+        if user is None:
+            problem = f"the QEMU user {settings.get('user', '(unset)')!r} of {qemu_conf} is unknown"
+        elif user.pw_uid == 0:
+            problem = f"{qemu_conf} runs QEMU as root: probes never run as root"
+    if problem is not None or user is None:
+        try:
+            entry = pwd.getpwnam(FALLBACK_USER)
+        except KeyError:
+            return None, f"{problem}, and there is no user {FALLBACK_USER}"
+        return ProbeUser(entry.pw_uid, entry.pw_gid, (), FALLBACK_USER), problem
+    gid = group.gr_gid if group is not None else user.pw_gid
+    # As libvirt's virGetGroupList: the user's groups from its passwd entry on, plus the group.
+    groups = tuple(dict.fromkeys([*os.getgrouplist(user.pw_name, user.pw_gid), gid]))
+    return ProbeUser(user.pw_uid, gid, groups, f"{user.pw_name} ({qemu_conf})"), None
+
+
+def _demote() -> Optional[ProbeUser]:
+    """The user to probe as: never run someone's binary as root if we can avoid it."""
+    user, problem = probe_user()
+    if problem is not None:
+        LOG.warning(
+            "probing as %s, not as libvirt's QEMU user: %s",
+            user.description if user else "root",
+            problem,
+        )
+    return user
 
 
 def run_bounded(
@@ -156,9 +238,9 @@ def run_bounded(
             cwd="/",
             close_fds=True,
             start_new_session=True,
-            user=ids[0] if ids is not None else None,
-            group=ids[1] if ids is not None else None,
-            extra_groups=[] if ids is not None else None,
+            user=ids.uid if ids is not None else None,
+            group=ids.gid if ids is not None else None,
+            extra_groups=list(ids.groups) if ids is not None else None,
         )
     except OSError as exc:
         raise ProbeError(f"cannot execute {argv[0]}: {exc.strerror}") from None

@@ -6,8 +6,10 @@ README says which is which). Fake emulators (tests/fakes.py) stand in for binari
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from libvirt_txmode.qemu import (
     probe,
     probe_help,
     probe_qmp,
+    probe_user,
     qmp_request,
     run_bounded,
     trust_problem,
@@ -295,10 +298,14 @@ def test_input_data_is_fed_then_eof(fakes: FakeEmulators) -> None:
 
 
 @AS_ROOT
-def test_root_probes_as_nobody(fakes: FakeEmulators) -> None:
+def test_root_probes_as_libvirts_qemu_user(fakes: FakeEmulators) -> None:
+    # Debian 12: libvirt runs QEMU as libvirt-qemu:libvirt-qemu with the supplementary group kvm.
     path = fakes.script("qemu-id", "id -u; id -g; id -G\n")
     result = run_bounded([str(path)], timeout=10)
-    assert result.stdout == b"65534\n65534\n65534\n"
+    qemu_user, qemu_group = pwd.getpwnam("libvirt-qemu"), grp.getgrnam("libvirt-qemu")
+    uid, gid, groups = result.stdout.decode().splitlines()
+    assert (int(uid), int(gid)) == (qemu_user.pw_uid, qemu_group.gr_gid)
+    assert {int(g) for g in groups.split()} == {qemu_group.gr_gid, grp.getgrnam("kvm").gr_gid}
 
 
 def test_hang_ignoring_sigterm_is_killed(fakes: FakeEmulators) -> None:
@@ -486,14 +493,14 @@ def test_real_qemu_probe(method: str) -> None:
 
 @pytest.mark.qemu
 @AS_ROOT
-def test_real_qemu_runs_as_nobody(fakes: FakeEmulators) -> None:
+def test_real_qemu_runs_as_libvirts_qemu_user(fakes: FakeEmulators) -> None:
     # A wrapper in front of the real binary reports who ran it, then hands over like Debian's
     # /usr/bin/qemu-system-i386 wrapper does.
     require_qemu()
     wrapper = fakes.script("qemu-wrapper", f'id -u >&2\nexec {QEMU} "$@"\n')
     result = run_bounded([str(wrapper), "-device", "virtio-net-pci,help"], timeout=20)
     assert result.returncode == 0
-    assert result.stderr == b"65534\n"
+    assert result.stderr == f"{pwd.getpwnam('libvirt-qemu').pw_uid}\n".encode()
     assert result.stdout == read("7.2-virtio-net-pci-help.stdout")
 
 
@@ -502,3 +509,60 @@ def test_data_dir_documents_reconstructed_files() -> None:
     for name in sorted(os.listdir(Path(__file__).parent / "data" / "qemu")):
         if name != "README.md":
             assert name.split(".std")[0].split(".jsonl")[0] in readme, name
+
+
+# --- whom probes run as ---------------------------------------------------------------------------
+
+# The start of Debian 12's /etc/libvirt/qemu.conf section: built-in defaults as commented lines.
+TEMPLATE = """\
+#       user = "qemu"   # A user named "qemu"
+#       user = "+0"     # Super user (uid=0)
+#user = "libvirt-qemu"
+#group = "libvirt-qemu"
+"""
+
+
+def _conf(tmp_path: Path, text: str, mode: int = 0o600) -> str:
+    path = tmp_path / "qemu.conf"
+    path.write_text(text)
+    os.chmod(path, mode)
+    return str(path)
+
+
+@AS_ROOT
+def test_probe_user_is_libvirts_qemu_user(tmp_path: Path) -> None:
+    qemu_user = pwd.getpwnam("libvirt-qemu")
+    kvm = grp.getgrnam("kvm").gr_gid
+    user, problem = probe_user(_conf(tmp_path, TEMPLATE))
+    assert problem is None and user is not None
+    # As the QEMU libvirt 9.0 starts on Debian 12: uid and gid libvirt-qemu, groups kvm too.
+    assert (user.uid, user.gid) == (qemu_user.pw_uid, grp.getgrnam("libvirt-qemu").gr_gid)
+    assert kvm in user.groups
+    set_ones = TEMPLATE + 'user = "+65534"   # set by the operator\ngroup = "kvm"\n'
+    user, problem = probe_user(_conf(tmp_path, set_ones))
+    assert problem is None and user is not None
+    assert (user.uid, user.gid) == (65534, kvm)
+    ran = run_bounded(["/usr/bin/id", "-u"], timeout=10)  # the real /etc/libvirt/qemu.conf
+    assert int(ran.stdout) == probe_user()[0].uid  # type: ignore[union-attr]
+
+
+@AS_ROOT
+@pytest.mark.parametrize(
+    "text, mode, reason",
+    [
+        ('user = "root"\n', 0o600, "runs QEMU as root: probes never run as root"),
+        ('user = "+0"\n', 0o600, "runs QEMU as root: probes never run as root"),
+        ('user = "no-such-user-txm"\n', 0o600, "QEMU user 'no-such-user-txm'"),
+        (TEMPLATE, 0o666, "is not trusted: file"),
+    ],
+    ids=["root", "uid-0", "unknown", "writable-conf"],
+)
+def test_probe_user_falls_back_to_nobody_and_says_why(
+    tmp_path: Path, text: str, mode: int, reason: str
+) -> None:
+    user, problem = probe_user(_conf(tmp_path, text, mode))
+    assert user is not None and (user.uid, user.description) == (65534, "nobody")
+    assert problem is not None and reason in problem
+    user, problem = probe_user(str(tmp_path / "missing.conf"))
+    assert user is not None and user.uid == 65534
+    assert problem is not None and "No such file or directory" in problem

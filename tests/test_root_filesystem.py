@@ -7,9 +7,12 @@ unprivileged user ``nobody`` (uid 65534), acting through its own processes where
 
 from __future__ import annotations
 
+import grp
 import hashlib
+import json
 import os
 import pwd
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import pytest
 from libvirt_txmode import verdict
 from libvirt_txmode.files import path_trust_problem, private_dir_problem, read_regular
 from libvirt_txmode.policy_cache import compiled_path
+from libvirt_txmode.qemu import probe_user
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, shared_dir
 
@@ -365,3 +369,49 @@ def test_12_mb_of_metadata_set_through_libvirt_is_checked(tmp_path: Path) -> Non
     finally:
         for name in names.values():
             env.remove_domain(name)
+
+
+# --- probing as libvirt's QEMU user ---------------------------------------------------------------
+
+
+def test_emulator_installed_0750_root_kvm_is_probed(shared_dir: Path) -> None:
+    """Some distributions install QEMU 0750 root:kvm: `nobody` cannot run it, libvirt's QEMU user
+    (in group kvm) can. A copy of the real QEMU installed that way must be probed, and the
+    compliant domain allowed, not refused for unknown support."""
+    emulator = shared_dir / "qemu-system-x86_64"
+    shutil.copy2(QEMU, emulator)
+    os.chown(emulator, 0, grp.getgrnam("kvm").gr_gid)
+    os.chmod(emulator, 0o750)
+    assert as_nobody("test", "-x", str(emulator)).returncode == 1  # the old probe user could not
+    hook = make_hook(shared_dir / "hook")
+    xml = domain("vm1", nic("52:54:00:00:00:01", "iothread"), emulator=str(emulator))
+    result = hook.run("vm1", "prepare", "begin", "-", stdin=xml, timeout=120)
+    assert (result.returncode, result.stderr) == (0, "")
+    entry = json.loads(_probe_entry(hook.layout.cache_dir, str(emulator)).read_text())
+    assert entry["devices"]["virtio-net-pci"]["state"] == "supported"
+
+
+@pytest.mark.integration
+def test_probe_user_is_the_user_libvirt_runs_qemu_as(tmp_path: Path) -> None:
+    """Against the real daemon: the uid, gid and groups of a QEMU that libvirt started are the
+    ones probe_user() reads from /etc/libvirt/qemu.conf."""
+    env.require_libvirt()
+    env.daemon_up()
+    env.cleanup_leftovers()
+    name = f"txmtest-whoami-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:6]}"
+    xml = tmp_path / f"{name}.xml"
+    xml.write_text(env.domain_xml(name))
+    try:
+        env.virsh("define", str(xml))
+        env.virsh("start", name, timeout=180)
+        pid = Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip()
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+        user, problem = probe_user()
+        assert problem is None and user is not None
+        assert int(status["Uid"].split()[0]) == user.uid
+        assert int(status["Gid"].split()[0]) == user.gid
+        assert {int(g) for g in status["Groups"].split()} == set(user.groups)
+    finally:
+        env.remove_domain(name)
