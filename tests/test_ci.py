@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -391,3 +392,47 @@ def test_completion_needs_no_shtab(tmp_path: Path) -> None:
     assert "txmode-unsupported" in out and "xml-invalid" in out
     code, _, err = run(tmp_path, TXMODE, "explain", "nope")
     assert code == 2 and "unknown finding code 'nope'" in err
+
+
+# --- the wheel -----------------------------------------------------------------------------------
+
+
+def test_wheel_installs_man_pages_and_completion_that_work_without_shtab(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    source = tmp_path / "src"
+    source.mkdir()
+    # This working tree's package, generated files and metadata: what a release builds from.
+    names = ["libvirt_txmode", "man", "completion", "setup.cfg", "pyproject.toml", "README.md"]
+    subprocess.run(["cp", "-r", *(str(root / n) for n in names), str(source)], check=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(source)],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--ignore-installed", "--prefix", str(venv), str(wheel)],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    share = venv / "share"
+    installed = sorted(str(p.relative_to(share)) for p in share.rglob("*") if p.is_file())
+    assert installed == [
+        "bash-completion/completions/libvirt-txmode.bash",
+        "bash-completion/completions/validate-domain.bash",
+        "man/man1/libvirt-txmode.1",
+        "man/man1/validate-domain.1",
+        "zsh/site-functions/_libvirt-txmode",
+        "zsh/site-functions/_validate-domain",
+    ]
+    # The venv has neither shtab nor this checkout on its path: the installed script is printed.
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "import sys; from libvirt_txmode.host_commands import main; sys.exit(main())",
+         "completion", "zsh", "validate-domain"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == (share / "zsh" / "site-functions" / "_validate-domain").read_text()

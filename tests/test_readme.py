@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
-import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from libvirt_txmode import __version__
+
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 BIN = Path(sys.executable).parent
-
-# What the examples call their files, and this repository's stand-ins for them.
-SUBSTITUTES = {
-    "policy.yaml": str(REPO / "policy.yaml"),
-    "hosts/debian12.json": str(REPO / "examples" / "hosts" / "debian12.json"),
-    "domains/": str(REPO / "examples" / "domains"),
-}
 
 
 def yaml_blocks() -> list[object]:
@@ -43,10 +40,26 @@ def commands(node: object) -> list[str]:
     return found
 
 
-def run_example(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    argv = [SUBSTITUTES.get(word, word) for word in shlex.split(line)]
-    argv[0] = str(BIN / "validate-domain")
-    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False, timeout=120)
+@pytest.fixture
+def domains_repo(tmp_path: Path) -> Path:
+    """A repository of domain definitions laid out as the README says: the policy as
+    .libvirt-txmode.yaml at its root, snapshots in hosts/, domains in domains/."""
+    root = tmp_path / "domains-repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    shutil.copy(REPO / "policy.yaml", root / ".libvirt-txmode.yaml")
+    shutil.copytree(REPO / "examples" / "hosts", root / "hosts")
+    shutil.copytree(REPO / "examples" / "domains", root / "domains")
+    return root
+
+
+def run_line(line: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """A recipe's line as the CI runner's shell runs it, with this venv's commands on PATH."""
+    environ = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(cwd), "LC_ALL": "C.UTF-8", **env}
+    return subprocess.run(
+        ["sh", "-c", line], cwd=cwd, env=environ, capture_output=True, text=True, check=False,
+        timeout=120,
+    )  # fmt: skip
 
 
 def test_readme_has_the_ci_examples() -> None:
@@ -60,46 +73,88 @@ def test_readme_has_the_ci_examples() -> None:
     )
 
 
-def test_github_actions_example_runs(tmp_path: Path) -> None:
-    (line,) = commands(yaml_blocks()[0])
-    result = run_example(line, tmp_path)
+def test_github_actions_example_runs(domains_repo: Path) -> None:
+    workflow = yaml_blocks()[0]
+    assert isinstance(workflow, dict)
+    # upload-sarif needs it; without it the upload fails on repositories with default permissions.
+    assert workflow["permissions"]["security-events"] == "write"
+    steps = workflow["jobs"]["txmode"]["steps"]
+    upload = next(s for s in steps if str(s.get("uses", "")).startswith("github/codeql-action/"))
+    assert upload["if"] == "always()"
+    assert f"@v{__version__}" in next(s["run"] for s in steps if "pip install" in s.get("run", ""))
+    (line,) = commands(workflow)
+    result = run_line(line, domains_repo, GITHUB_ACTIONS="true", CI="true")
     # The examples include failing domains: findings, not a crash.
     assert result.returncode == 1, result.stderr
-    import json
-
-    sarif = json.loads((tmp_path / "txmode.sarif").read_text())
-    assert sarif["version"] == "2.1.0"
-    assert {r["ruleId"] for r in sarif["runs"][0]["results"]} >= {
-        "txmode-not-allowed",
-        "xml-invalid",
-    }
+    sarif = json.loads((domains_repo / upload["with"]["sarif_file"]).read_text())
+    (run,) = sarif["runs"]
+    assert {r["ruleId"] for r in run["results"]} >= {"txmode-not-allowed", "xml-invalid"}
+    assert {a["location"]["uriBaseId"] for a in run["artifacts"]} == {"%SRCROOT%"}
+    assert run["artifacts"][0]["location"]["uri"] == "domains/01-web-iothread.xml"
+    assert run["invocations"][0]["exitCode"] == 1
 
 
-def test_gitlab_example_runs(tmp_path: Path) -> None:
-    (line,) = commands(yaml_blocks()[1])
-    result = run_example(line, tmp_path)
-    assert result.returncode == 1, result.stderr
+def test_gitlab_example_runs_in_a_writable_checkout_as_root(domains_repo: Path) -> None:
+    job = yaml_blocks()[1]
+    assert isinstance(job, dict)
+    assert not job["txmode"]["image"].endswith("-slim")  # pip install git+... needs git
+    # GitLab's default runners check out group/other-writable files, and run as root.
+    subprocess.run(["chmod", "-R", "go+w", str(domains_repo)], check=True)
+    assert os.geteuid() == 0
+    results = [run_line(line, domains_repo, GITLAB_CI="true") for line in commands(job)]
+    assert [r.returncode for r in results] == [0, 1], [r.stderr for r in results]
+    assert all(r.stderr == "" for r in results)
+    reports = job["txmode"]["artifacts"]["reports"]
+    assert job["txmode"]["artifacts"]["when"] == "always"
+    issues = json.loads((domains_repo / reports["codequality"]).read_text())
+    assert {i["check_name"] for i in issues} >= {"txmode-not-allowed", "xml-invalid"}
+    assert all(i["location"]["path"].startswith("domains/") for i in issues)
     from lxml import etree
 
-    suite = etree.parse(str(tmp_path / "txmode-junit.xml")).getroot()
+    suite = etree.parse(str(domains_repo / reports["junit"])).getroot()
     cases = suite.findall(".//testcase")
     assert len(cases) == len(list((REPO / "examples" / "domains").glob("*.xml")))
     assert suite.xpath("count(.//testcase[failure])") >= 1
 
 
-def test_pre_commit_hook_definition_runs(tmp_path: Path) -> None:
+def test_pre_commit_example_runs_for_real(domains_repo: Path, tmp_path: Path) -> None:
+    """pre-commit installs the hook from a clone of this repository at the tag the README names
+    and runs it on the domains repository, as a developer's `git commit` would."""
+    config = yaml_blocks()[2]
+    assert isinstance(config, dict)
+    (entry,) = config["repos"]
+    assert entry["rev"] == f"v{__version__}"
     (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
-    assert hook["id"] == "validate-domain"
-    assert re.search(hook["files"], "vm.xml") and not re.search(hook["files"], "vm.yaml")
-    example = yaml_blocks()[2]
-    assert isinstance(example, dict)
-    args = example["repos"][0]["hooks"][0]["args"]
-    # pre-commit appends the changed file names to entry + args.
-    line = " ".join(
-        [hook["entry"], *hook.get("args", []), *args, "examples/domains/01-web-iothread.xml"]
-    )
-    result = run_example(line, REPO)
-    assert (result.returncode, result.stderr) == (0, "")
+    assert hook["require_serial"] is True
+    tool = tmp_path / "libvirt-txmode"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(tool)], check=True, timeout=120)
+    # The release tag (the lead creates it in the real repository); here on the clone's HEAD.
+    subprocess.run(["git", "-C", str(tool), "tag", "-f", entry["rev"]], check=True)
+    text = README.split("pre-commit (`.pre-commit-config.yaml`", 1)[1].split("```yaml\n", 1)[1]
+    text = text.split("```", 1)[0].replace(entry["repo"], str(tool))
+    (domains_repo / ".pre-commit-config.yaml").write_text(text)
+    git = ["git", "-C", str(domains_repo), "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    env = {
+        "PATH": f"{BIN}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-cache"),
+        "LC_ALL": "C.UTF-8",
+    }
+    for key in ("PIP_FIND_LINKS", "PIP_CERT", "PIP_DEFAULT_TIMEOUT", "PIP_CONFIG_FILE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    result = subprocess.run(
+        [str(BIN / "pre-commit"), "run", "--all-files"], cwd=domains_repo, env=env,
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert re.search(r"^validate-domain \(libvirt NIC txmode\)\.+Failed$", output, re.M), output
+    assert "domains/04-storage-timer.xml:17: error: " in output
+    # One process for every file: one summary line.
+    summaries = re.findall(r"^\d+ files?, \d+ domains?, .*$", output, re.M)
+    assert summaries == ["10 files, 9 domains, 10 NICs: 6 errors, 1 warning"]
 
 
 @pytest.mark.parametrize("example", ["04-storage-timer.xml"])
