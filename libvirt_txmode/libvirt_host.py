@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from lxml import etree
 
-from . import __version__
+from . import __version__, paths
 from .model import Guest, HostCapabilities, Support
 from .policy import Policy
 from .qemu import ProbeError, identify, probe, trust_problem
@@ -31,7 +31,7 @@ VIRTIO_NET_DEVICES = (
     "virtio-net-ccw",
     "virtio-net-device",
 )
-VHOST_NET_DEVICE = "/dev/vhost-net"
+VHOST_NET_DEVICE = paths.VHOST_NET_DEVICE
 Progress = Callable[[str], None]
 
 Prober = Callable[[str, Sequence[str], float], dict[str, Support]]

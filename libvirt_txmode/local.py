@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Callable, Optional
 
+from . import paths
 from .cache import ProbeCache
 from .libvirt_rules import aliases, emulator_binary, extra_devices, plan_nic
 from .model import Domain, Guest, HostCapabilities, Support, SupportState
@@ -23,7 +24,7 @@ from .policy import Policy
 from .qemu import ProbeError, identify, probe, trust_problem
 
 LOG = logging.getLogger(__name__)
-VHOST_NET_DEVICE = "/dev/vhost-net"
+VHOST_NET_DEVICE = paths.VHOST_NET_DEVICE
 
 Prober = Callable[[str, Sequence[str], float], dict[str, Support]]
 

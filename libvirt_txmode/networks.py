@@ -15,12 +15,14 @@ import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable, Optional
 
+from . import paths
+
 if TYPE_CHECKING:
     from .model import Domain
 
 LOG = logging.getLogger(__name__)
-STATUS_DIR = "/run/libvirt/network"
-CONFIG_DIR = "/etc/libvirt/qemu/networks"
+STATUS_DIR = paths.NETWORK_STATUS_DIR
+CONFIG_DIR = paths.NETWORK_CONFIG_DIR
 MAX_NETWORK_XML_BYTES = 1024 * 1024
 
 

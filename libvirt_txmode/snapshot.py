@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import __version__
+from . import __version__, paths
 from .model import Guest, HostCapabilities, Support, SupportState
 
 FORMAT = "libvirt-txmode-snapshot"
 FORMAT_VERSION = 1
-DEFAULT_SNAPSHOT_PATH = "/var/lib/libvirt-txmode/snapshot.json"
+DEFAULT_SNAPSHOT_PATH = paths.SNAPSHOT
 MAX_SNAPSHOT_BYTES = 16 * 1024 * 1024
 
 
