@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Collection
 from typing import IO, Optional
@@ -241,8 +242,87 @@ def file_key(info: os.stat_result) -> str:
 
 
 def binary_key(
-    realpath: str, *, device: int, inode: int, size: int, ctime_ns: int, mtime_ns: int
+    realpath: str,
+    *,
+    device: int,
+    inode: int,
+    size: int,
+    ctime_ns: int,
+    mtime_ns: int,
+    targets: str = "",
 ) -> str:
     """An emulator's identity, as libvirt keys its capability cache: a binary replaced in place
-    gets a new ctime. The probe cache and the verdict cache both use this one format."""
-    return f"{realpath}:{device}:{inode}:{size}:{ctime_ns}:{mtime_ns}"
+    gets a new ctime. ``targets`` (``script_targets``) is appended for a wrapper script, whose own
+    identity says nothing about the binary it execs. The probe cache and the verdict cache both
+    use this one format."""
+    key = f"{realpath}:{device}:{inode}:{size}:{ctime_ns}:{mtime_ns}"
+    return f"{key}:{targets}" if targets else key
+
+
+# A wrapper script is read only this far, and only this many of the paths it names are looked at.
+_MAX_SCRIPT_BYTES = 64 * 1024
+_MAX_NAMED_PATHS = 32
+_SCRIPT_DEPTH = 3
+_ABSOLUTE_PATH = re.compile(rb"(?<![\w.~$/-])/(?:[\w.+-]+/)*[\w.+-]+")
+
+
+def script_targets(
+    path: str, *, _depth: int = _SCRIPT_DEPTH, _seen: Optional[set[str]] = None
+) -> str:
+    """For a script (``#!``), a digest of the identities of the executable files it names; ''
+    for anything else.
+
+    Debian's /usr/bin/qemu-system-i386 is a sh wrapper ending in ``exec "$exe" "$@"`` with
+    ``exe=/usr/libexec/qemu-system-i386``: the wrapper stays byte for byte the same when QEMU is
+    upgraded, so its own identity would let cached answers outlive the upgrade. The script is not
+    interpreted (``exec`` targets are often variables): every absolute path in its first 64 KiB
+    that is an executable regular file counts, its interpreter included, and a named script is
+    followed the same way (three levels). Paths that do not exist, directories and data files
+    (a log the wrapper appends to) do not count. Opened non-blocking, regular files only: a
+    domain names its emulator, and a FIFO there must not hang the hook.
+    """
+    seen = {os.path.realpath(path)} if _seen is None else _seen
+    try:
+        fd = open_regular(path, follow_symlinks=True)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        head = handle.read(_MAX_SCRIPT_BYTES)
+    if not head.startswith(b"#!"):
+        return ""
+    named: list[str] = []
+    for match in _ABSOLUTE_PATH.finditer(head):
+        candidate = os.fsdecode(match.group())
+        if candidate not in named:
+            named.append(candidate)
+        if len(named) >= _MAX_NAMED_PATHS:
+            break
+    parts: list[str] = []
+    for candidate in named:
+        try:
+            real = os.path.realpath(candidate)
+            info = os.stat(real)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode) or not info.st_mode & 0o111 or real in seen:
+            continue
+        seen.add(real)
+        inner = script_targets(real, _depth=_depth - 1, _seen=seen) if _depth > 1 else ""
+        key = binary_key(
+            real,
+            device=info.st_dev,
+            inode=info.st_ino,
+            size=info.st_size,
+            ctime_ns=info.st_ctime_ns,
+            mtime_ns=info.st_mtime_ns,
+            targets=inner,
+        )
+        parts.append(f"{candidate}={key}")
+    if not parts:
+        return ""
+    import hashlib  # noqa: PLC0415 - only for scripts
+
+    return (
+        "exec-"
+        + hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    )

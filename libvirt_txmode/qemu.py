@@ -33,7 +33,14 @@ from dataclasses import dataclass
 from typing import Optional, TypeVar
 
 from .capabilities import Support, SupportState
-from .files import binary_key, owners, path_trust_problem, read_regular, writable_by_others
+from .files import (
+    binary_key,
+    owners,
+    path_trust_problem,
+    read_regular,
+    script_targets,
+    writable_by_others,
+)
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 PROBE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -59,6 +66,8 @@ class EmulatorIdentity:
     size: int
     ctime_ns: int
     mtime_ns: int
+    # For a wrapper script: the identities of the binaries it execs (files.script_targets).
+    targets: str = ""
 
     def key(self) -> str:
         return binary_key(
@@ -68,6 +77,7 @@ class EmulatorIdentity:
             size=self.size,
             ctime_ns=self.ctime_ns,
             mtime_ns=self.mtime_ns,
+            targets=self.targets,
         )
 
 
@@ -87,6 +97,7 @@ def identify(path: str) -> EmulatorIdentity:
         size=info.st_size,
         ctime_ns=info.st_ctime_ns,
         mtime_ns=info.st_mtime_ns,
+        targets=script_targets(real),
     )
 
 

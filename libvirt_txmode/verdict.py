@@ -95,6 +95,7 @@ def emulator_key(path: str) -> Optional[str]:
         size=info.st_size,
         ctime_ns=info.st_ctime_ns,
         mtime_ns=info.st_mtime_ns,
+        targets=files.script_targets(real),
     )
 
 

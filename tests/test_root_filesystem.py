@@ -22,7 +22,7 @@ import pytest
 from libvirt_txmode import verdict
 from libvirt_txmode.files import path_trust_problem, private_dir_problem, read_regular
 from libvirt_txmode.policy_cache import compiled_path
-from libvirt_txmode.qemu import probe_user
+from libvirt_txmode.qemu import identify, probe_user
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, shared_dir
 
@@ -415,3 +415,65 @@ def test_probe_user_is_the_user_libvirt_runs_qemu_as(tmp_path: Path) -> None:
         assert {int(g) for g in status["Groups"].split()} == set(user.groups)
     finally:
         env.remove_domain(name)
+
+
+# --- a wrapper script's identity includes the binary it execs ----------------------------------------
+
+
+def _debian_style_wrapper(directory: Path, target: Path, extra: str = "") -> Path:
+    """Fake, with the shape of Debian's /usr/bin/qemu-system-i386 (the target in a variable,
+    then `exec "$exe" "$@"`): the test must replace the binary behind the wrapper, and replacing
+    the host's /usr/libexec/qemu-system-i386 would change QEMU under every other test."""
+    wrapper = directory / "qemu-wrapper"
+    wrapper.write_text(
+        f'#! /bin/sh\n# a wrapper like Debian\'s\n{extra}exe={target}\nexec "$exe" "$@"\n'
+    )
+    os.chmod(wrapper, 0o755)
+    return wrapper
+
+
+def _replace(target: Path, text: str) -> None:
+    """Install a new binary the way dpkg does: a new file renamed over the old one."""
+    new = target.with_name(target.name + ".dpkg-new")
+    new.write_text(text)
+    os.chmod(new, 0o755)
+    new.rename(target)
+
+
+def test_wrapper_script_identity_changes_with_the_binary_it_execs(shared_dir: Path) -> None:
+    libexec = root_dir(shared_dir / "libexec")
+    target = libexec / "qemu-system-x86_64"
+    shutil.copy2(QEMU, target)
+    log = shared_dir / "qemu-wrapper.log"  # a data file the script names: not part of it
+    wrapper = _debian_style_wrapper(shared_dir, target, f'echo "$*" >> {log} || true\n')
+    before = identify(str(wrapper)).key()
+    assert before == verdict.emulator_key(str(wrapper))  # one identity for both caches
+    log.write_text("appended\n")
+    assert identify(str(wrapper)).key() == before
+    wrapper_stat = wrapper.stat()
+    _replace(target, "#!/bin/sh\nexit 1\n")
+    assert wrapper.stat() == wrapper_stat  # the wrapper itself is untouched...
+    assert identify(str(wrapper)).key() != before  # ...but it is another emulator now
+    assert identify(str(wrapper)).key() == verdict.emulator_key(str(wrapper))
+    assert ":exec-" not in identify(QEMU).key()  # a binary keeps the plain format
+
+
+def test_cached_decision_does_not_outlive_the_binary_behind_a_wrapper(shared_dir: Path) -> None:
+    libexec = root_dir(shared_dir / "libexec")
+    target = libexec / "qemu-system-x86_64"
+    shutil.copy2(QEMU, target)
+    wrapper = _debian_style_wrapper(shared_dir, target)
+    hook = make_hook(shared_dir / "hook")
+    xml = domain("vm1", nic("52:54:00:00:00:01", "timer"), emulator=str(wrapper))
+    for _ in range(2):  # probed, then replayed from the verdict cache
+        assert hook.run("vm1", "prepare", "begin", "-", stdin=xml).returncode == 0
+    # The upgrade brings a QEMU without tx (a fake in the pre-0.14 help format; no real QEMU
+    # lacks it): the wrapper stays byte for byte the same, the decision must not.
+    _replace(
+        target,
+        "#!/bin/sh\necho 'virtio-net-pci.vectors=uint32' >&2\n"
+        "echo 'virtio-net-pci.mac=macaddr' >&2\nexit 1\n",
+    )
+    result = hook.run("vm1", "prepare", "begin", "-", stdin=xml)
+    assert result.returncode == 1
+    assert "[txmode-unsupported" in result.stderr
