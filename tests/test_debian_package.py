@@ -1,0 +1,111 @@
+"""The Debian package, built from a clean copy of HEAD and installed with apt on a clean Debian 12.
+
+One test walks the package's whole life on a fresh debootstrap root with its own libvirtd:
+build (mk-build-deps + dpkg-buildpackage, lintian without errors) -> `apt install ./….deb`
+(dependencies from Debian) -> a real `virsh start` refused and a compliant one started -> a QEMU
+reinstall fires the trigger -> `apt remove` (hook gone, edited policy kept, start allowed) ->
+`apt purge` (nothing left). One test, because each step needs the state the previous one left.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.debian_root import DebianRoot, build_deb, debian_root, require_tools
+from tests.libvirt_env import daemon_pid, domain_xml
+
+pytestmark = pytest.mark.integration
+
+HOOK = "/etc/libvirt/hooks/qemu.d/50-libvirt-txmode"
+POLICY = "/etc/libvirt-txmode/policy.yaml"
+SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
+# The site's edit of the conffile: timer is no longer allowed anywhere.
+SITE_POLICY = "version: 1\ndefaults:\n  allowed: [iothread]\n"
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_tools()
+    out = tmp_path_factory.mktemp("deb")
+    path = build_deb(out)
+    lintian = (out / "lintian.txt").read_text()
+    errors = [line for line in lintian.splitlines() if line.startswith("E:")]
+    assert not errors, f"lintian errors:\n{lintian}"
+    return path
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[DebianRoot]:
+    require_tools()
+    with debian_root(tmp_path) as made:
+        yield made
+
+
+def start(root: DebianRoot, name: str, txmode: str) -> tuple[int, str]:
+    xml = root.path(f"/tmp/{name}.xml")
+    xml.write_text(domain_xml(name, txmode=txmode))
+    if root.virsh("domstate", name, check=False).returncode != 0:
+        root.virsh("define", f"/tmp/{name}.xml")
+    result = root.virsh("start", name, check=False)
+    if result.returncode == 0:
+        root.virsh("destroy", name)
+    return result.returncode, result.stderr
+
+
+def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -> None:
+    root.assert_separate_from_host(daemon_pid())
+    deb_inside = f"/tmp/{deb.name}"
+    root.path(deb_inside).write_bytes(deb.read_bytes())
+
+    # Install with apt: python3-libvirt, -lxml and -yaml must come from Debian's archive.
+    installed = root.run("apt-get", "install", "-y", "--no-install-recommends", deb_inside)
+    assert "python3-libvirt" in installed.stdout
+    assert "sent SIGHUP to libvirtd" in installed.stdout
+    assert "capability snapshot written" in installed.stdout
+    assert root.path(HOOK).is_symlink() and root.run("test", "-x", HOOK).returncode == 0
+    assert "PYTHON=/usr/bin/python3" in root.run("cat", HOOK).stdout
+    assert root.run("dpkg-query", "-W", "-f=${Conffiles}", "libvirt-txmode").stdout.strip()
+    assert POLICY in root.run("dpkg-query", "-W", "-f=${Conffiles}", "libvirt-txmode").stdout
+    for doc in (
+        "/usr/share/man/man1/validate-domain.1.gz",
+        "/usr/share/man/man1/libvirt-txmode.1.gz",
+        "/usr/share/bash-completion/completions/libvirt-txmode",
+        "/usr/share/bash-completion/completions/validate-domain",
+    ):
+        assert root.path(doc).is_file(), doc
+    snapshot = json.loads(root.path(SNAPSHOT).read_text())
+    assert snapshot["emulators"]["/usr/bin/qemu-system-x86_64"]["error"] is None
+
+    # The default policy allows timer; the site forbids it by editing the conffile.
+    root.path(POLICY).write_text(SITE_POLICY)
+    code, err = start(root, "txmtest-deb-timer", "timer")
+    assert code == 1
+    assert "Hook script execution failed" in err
+    assert "domain 'txmtest-deb-timer' NIC #0 (52:54:00:7e:00:00)" in err
+    assert "txmode 'timer' is not allowed" in err and "[txmode-not-allowed]" in err
+    assert start(root, "txmtest-deb-iothread", "iothread") == (0, "")
+
+    # A QEMU upgrade (here a reinstall) fires the file trigger, which refreshes the snapshot.
+    before = snapshot["created"]
+    root.path(SNAPSHOT).unlink()
+    reinstall = root.run(
+        "apt-get", "install", "-y", "--reinstall", "--no-install-recommends", "qemu-system-x86"
+    )
+    assert "Processing triggers for libvirt-txmode" in reinstall.stdout
+    assert json.loads(root.path(SNAPSHOT).read_text())["created"] >= before
+
+    # remove: the hook goes (and the daemon is told), the edited policy stays.
+    root.run("apt-get", "remove", "-y", "libvirt-txmode")
+    assert not root.path(HOOK).exists() and not root.path(HOOK).is_symlink()
+    assert root.path(POLICY).read_text() == SITE_POLICY
+    assert start(root, "txmtest-deb-timer", "timer") == (0, "")
+
+    # purge: nothing of the package is left.
+    root.run("apt-get", "purge", "-y", "libvirt-txmode")
+    for gone in ("/etc/libvirt-txmode", "/var/lib/libvirt-txmode", "/var/cache/libvirt-txmode"):
+        assert not root.path(gone).exists(), gone
+    assert root.run("dpkg-query", "-W", "libvirt-txmode", check=False).returncode != 0
