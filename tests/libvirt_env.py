@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -190,24 +191,57 @@ class SyslogSink:
                 os.unlink("/dev/log")
 
 
+def fake_venv(base: Path) -> Path:
+    """A venv (``base/venv``) whose site-packages makes libvirt_txmode importable with ``-I``: a
+    .pth file names this tree and the test venv's dependencies, as a real install provides them.
+    Quicker than ``python -m venv`` plus pip, and what matters here is the same: its own
+    interpreter path, its own pyvenv.cfg and site-packages, which a test can own or remove."""
+    import lxml
+    import yaml
+
+    venv = base / "venv"
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site = venv / "lib" / version / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "bin").mkdir()
+    real = os.path.realpath(sys.executable)
+    (venv / "bin" / "python3").symlink_to(real)
+    (venv / "pyvenv.cfg").write_text(
+        f"home = {os.path.dirname(real)}\ninclude-system-site-packages = false\n"
+    )
+    deps = {os.path.dirname(os.path.dirname(m.__file__ or "")) for m in (lxml, yaml)}
+    (site / "txmode.pth").write_text("".join(f"{p}\n" for p in [str(REPO), *sorted(deps)]))
+    return venv
+
+
+def install_args(base: Path) -> list[str]:
+    """The directory options of an install whose config, state and cache live under ``base``."""
+    return [
+        "--config-dir",
+        str(base / "etc"),
+        "--state-dir",
+        str(base / "state"),
+        "--cache-dir",
+        str(base / "cache"),
+    ]
+
+
 @contextlib.contextmanager
-def installed_hook(base: Path, policy: str) -> Iterator[Path]:
+def installed_hook(base: Path, policy: str, python: Optional[str] = None) -> Iterator[Path]:
     """install-hook into the real /etc/libvirt/hooks, with the test's policy; uninstall after."""
-    config_dir, state_dir, cache_dir = base / "etc", base / "state", base / "cache"
+    config_dir = base / "etc"
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "policy.yaml").write_text(policy)
     os.chmod(config_dir / "policy.yaml", 0o644)
     cli = str(VENV_BIN / "libvirt-txmode")
-    args = [
-        "--config-dir",
-        str(config_dir),
-        "--state-dir",
-        str(state_dir),
-        "--cache-dir",
-        str(cache_dir),
-    ]
+    args = install_args(base)
+    extra = ["--python", python] if python else []
     result = subprocess.run(
-        [cli, "install-hook", *args], capture_output=True, text=True, check=False, timeout=120
+        [cli, "install-hook", *extra, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     main_hook = Path("/etc/libvirt/hooks/qemu")

@@ -6,7 +6,9 @@ second under TCG. Every test removes what it defines; leftovers of a killed run 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -235,6 +237,105 @@ def test_kvm_domain_is_checked_too(hook: tuple[Path, Path], domains: Defined) ->
     assert '"tx":"timer"' in env.qemu_cmdline(ok)
 
 
+# --- the operator's lifecycle (issue 12) ---------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(env.VENV_BIN / "libvirt-txmode"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_doctor_passes_on_the_real_install(hook: tuple[Path, Path]) -> None:
+    base = hook[1].parent.parent
+    result = cli("doctor", *env.install_args(base), "-f", "json")
+    assert result.returncode == 0, result.stdout
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["hook"]["detail"].startswith(f"{hook[0]}: ours")
+    # install-hook took the snapshot; it matches this host's emulators.
+    assert checks["snapshot"]["status"] == "ok", checks["snapshot"]
+    assert checks["daemon"]["status"] == "ok"
+    assert {c["status"] for c in checks.values()} <= {"ok", "info"}
+
+
+def test_uninstalling_another_hooks_dir_leaves_libvirts_hook_alone(
+    hook: tuple[Path, Path], domains: Defined, tmp_path: Path
+) -> None:
+    """The bug of one manifest per state directory: an install into a second hooks directory,
+    sharing config, state and cache, and its uninstall, must not touch libvirt's own hook, nor
+    reload the daemon."""
+    base = hook[1].parent.parent
+    other = ["--hooks-dir", str(tmp_path / "hooks"), *env.install_args(base)]
+    pid = env.daemon_pid()
+    installed = cli("install-hook", "--no-snapshot", *other)
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stdout.splitlines()[-1].startswith("daemon not reloaded:")
+    removed = cli("uninstall-hook", *other)
+    assert removed.returncode == 0, removed.stderr
+    assert not (tmp_path / "hooks" / "qemu").exists()
+    assert env.daemon_pid() == pid
+    assert hook[0].exists() and hook[1].exists()
+    name = domains.define("notimer", txmode="timer")
+    refused = env.virsh("start", name, check=False)
+    assert refused.returncode != 0 and "[txmode-not-allowed" in refused.stderr
+
+
+def test_snapshot_shows_progress_and_check_sees_an_upgrade(tmp_path: Path) -> None:
+    env.require_libvirt()
+    env.daemon_up()
+    target = tmp_path / "snapshot.json"
+    taken = cli("snapshot", "-o", str(target))
+    assert taken.returncode == 0, taken.stderr
+    assert "libvirt-txmode: probing /usr/bin/qemu-system-x86_64 (5 devices" in taken.stderr
+    checked = cli("snapshot", "--check", "-o", str(target))
+    assert (checked.returncode, checked.stdout.splitlines()[-1]) == (
+        0,
+        f"{target} matches this host",
+    )
+    # What a QEMU upgrade does to the recorded identity (the binary itself is not replaced here).
+    document = json.loads(target.read_text())
+    entry = document["emulators"]["/usr/bin/qemu-system-x86_64"]
+    entry["identity"] = entry["identity"].rsplit(":", 1)[0] + ":1"
+    target.write_text(json.dumps(document))
+    stale = cli("snapshot", "--check", "-o", str(target))
+    assert stale.returncode == 1
+    assert "stale: /usr/bin/qemu-system-x86_64 changed since the snapshot (upgraded?)" in (
+        stale.stdout.splitlines()
+    )
+
+
+def test_removed_interpreter_refuses_with_one_line_and_reconnect_survives(
+    tmp_path: Path, domains: Defined
+) -> None:
+    """The hook's venv vanishes under a running VM (a removed venv, a dist-upgrade): a start is
+    refused naming the hook, the cause and the fix; a daemon restart (reconnect) keeps the VM."""
+    env.require_libvirt()
+    env.daemon_up()
+    venv = env.fake_venv(tmp_path)
+    with env.installed_hook(tmp_path, POLICY, python=str(venv / "bin" / "python3")) as path:
+        running = domains.define("reconnect", txmode="iothread")
+        env.virsh("start", running)
+        shutil.rmtree(venv)
+        name = domains.define("novenv", txmode="iothread")
+        result = env.virsh("start", name, check=False)
+        assert result.returncode != 0
+        assert (
+            f"libvirt-txmode: hook {path} cannot check domain '{name}': its interpreter "
+            f"{venv}/bin/python3 is missing or not executable; fix: reinstall libvirt-txmode and "
+            "run 'libvirt-txmode install-hook'"
+        ) in result.stderr
+        assert "refusing to start it (on_error: deny)" in result.stderr
+        env.restart_daemon()
+        assert env.virsh("domstate", running).stdout.strip() == "running"
+        doctor = cli("doctor", *env.install_args(tmp_path))
+        assert doctor.returncode == 1 and "fail interpreter:" in doctor.stdout
+
+
+# Last: it installs over the module's hook in /etc/libvirt/hooks and removes it.
 def test_uninstall_removes_the_gate(tmp_path: Path, domains: Defined) -> None:
     env.require_libvirt()
     env.daemon_up()
@@ -243,4 +344,6 @@ def test_uninstall_removes_the_gate(tmp_path: Path, domains: Defined) -> None:
     assert not path.exists()
     name = domains.define("notimer", txmode="timer")
     env.virsh("start", name)  # nothing left to refuse it
-    assert subprocess.run(["pgrep", "-f", "libvirt_txmode.hook"], check=False).returncode != 0
+    # No hook ran for it (other sessions on this machine may run hooks of their own domains).
+    pattern = f"libvirt_txmode[.]hook .*-- {name} "
+    assert subprocess.run(["pgrep", "-f", pattern], check=False).returncode != 0

@@ -26,6 +26,7 @@ from libvirt_txmode.install import (
     render_hook,
     uninstall,
 )
+from tests.libvirt_env import fake_venv
 
 FOREIGN = "#!/bin/sh\n# the operator's own hook\nexit 0\n"
 REPO = Path(__file__).resolve().parent.parent
@@ -227,26 +228,6 @@ def test_hook_failing_its_self_test_is_not_installed(tmp_path: Path) -> None:
     assert not (tmp_path / "hooks" / "qemu").exists()
     assert os.listdir(tmp_path / "hooks") == []  # no temporary file either
     assert not Path(lay.manifest).exists()
-
-
-def fake_venv(base: Path) -> Path:
-    """A venv whose site-packages makes libvirt_txmode importable (a .pth file to this tree)."""
-    venv = base / "venv"
-    site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
-    site.mkdir(parents=True)
-    (venv / "bin").mkdir()
-    real = os.path.realpath(sys.executable)
-    (venv / "bin" / "python3").symlink_to(real)
-    (venv / "pyvenv.cfg").write_text(
-        f"home = {os.path.dirname(real)}\ninclude-system-site-packages = false\n"
-    )
-    import lxml
-    import yaml
-
-    # This tree and the test venv's dependencies, as a real venv's install would provide them.
-    deps = {os.path.dirname(os.path.dirname(m.__file__ or "")) for m in (lxml, yaml)}
-    (site / "txmode.pth").write_text("".join(f"{p}\n" for p in [str(REPO), *sorted(deps)]))
-    return venv
 
 
 def test_interpreter_in_a_venv_owned_by_nobody_is_refused(tmp_path: Path) -> None:
