@@ -7,12 +7,15 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from libvirt_txmode import hook as hook_module
+from libvirt_txmode import verdict
 from libvirt_txmode.files import MAX_XML_BYTES
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, run_hook, shared_dir
@@ -363,10 +366,72 @@ def test_input_beyond_the_bounds_is_refused_even_with_on_error_allow(
         )
         reason = "Text node too long"
     else:
-        deep = b"<a>" * 256 + b"</a>" * 256  # with <domain><metadata>: 258 levels, libxml2 takes 256
+        deep = (
+            b"<a>" * 256 + b"</a>" * 256
+        )  # with <domain><metadata>: 258 levels, libxml2 takes 256
         xml = base.replace(b"<devices>", b"<metadata>" + deep + b"</metadata><devices>")
         reason = "Excessive depth in document"
     result = hook.run("x-notimer", "prepare", "begin", "-", stdin=xml, timeout=120)
     assert result.returncode == 1
     assert reason in result.stderr
     assert "(refused whatever on_error says: it cannot be checked)" in result.stderr
+
+
+def many_nics(name: str, count: int, txmode: str) -> bytes:
+    nics = [
+        nic(f"52:54:00:{i // 65536:02x}:{(i // 256) % 256:02x}:{i % 256:02x}", txmode)
+        for i in range(count)
+    ]
+    return domain(name, *nics, emulator="/usr/bin/qemu-system-x86_64")
+
+
+def test_5000_nics_are_decided_and_a_huge_refusal_is_not_cached(tmp_path: Path) -> None:
+    """A layout libvirt accepts. The refusal names every NIC (~0.8 MB on stderr, ~1.6 MB as a
+    verdict entry with its syslog lines): more than verdict.MAX_ENTRY_BYTES, so it is not stored
+    (it could not be read back) and every start checks it again, with the same answer."""
+    hook = make_hook(tmp_path)
+    ok = many_nics("big", 5000, "iothread")
+    assert hook.run("big", "prepare", "begin", "-", stdin=ok, timeout=300).returncode == 0
+    bad = many_nics("big-notimer", 5000, "timer")
+    first = hook.run("big-notimer", "prepare", "begin", "-", stdin=bad, timeout=300)
+    second = hook.run("big-notimer", "prepare", "begin", "-", stdin=bad, timeout=300)
+    assert first.returncode == second.returncode == 1
+    assert first.stderr == second.stderr
+    assert first.stderr.count("[txmode-not-allowed") == 5000
+    entries = list(Path(hook.layout.cache_dir).glob("verdict-*.json"))
+    assert len(entries) == 1  # the allowed domain's; the refusal is not kept
+    assert entries[0].stat().st_size <= verdict.MAX_ENTRY_BYTES
+
+
+_COUNT_CALLS = """
+import cProfile, io, pstats, sys
+from libvirt_txmode import hook
+xml = sys.stdin.buffer.read()
+profile = cProfile.Profile()
+profile.enable()
+hook.main(sys.argv[1:], stdin=io.BytesIO(xml), stderr=io.StringIO())
+profile.disable()
+print(pstats.Stats(profile).total_calls)
+"""
+
+
+def _calls(hook: InstalledHook, cache: Path, xml: bytes) -> int:
+    argv = ["--policy", str(hook.policy), "--snapshot", hook.layout.snapshot]
+    argv += ["--cache-dir", str(cache), "--", "vm-notimer", "prepare", "begin", "-"]
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _COUNT_CALLS, *argv],
+        input=xml,
+        capture_output=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def test_cost_is_linear_in_nics(tmp_path: Path) -> None:
+    """Python function calls of one cold `prepare begin` (cProfile, not a clock): ten times the
+    NICs must cost about ten times the calls. (One hash of the whole frozen Domain per NIC, as
+    local.needed_devices once did, made it quadratic: 13 s for 5,000 NICs.)"""
+    hook = make_hook(tmp_path)
+    small = _calls(hook, tmp_path / "c1", many_nics("vm-notimer", 500, "timer"))
+    large = _calls(hook, tmp_path / "c2", many_nics("vm-notimer", 5000, "timer"))
+    assert large < 12 * small, (small, large)
