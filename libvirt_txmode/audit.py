@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Optional
 
-from . import __version__
+from . import __version__, paths
 
-DEFAULT_SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
+DEFAULT_SNAPSHOT = paths.SNAPSHOT
 EXIT_OK, EXIT_FINDINGS = 0, 1
 
 
@@ -89,7 +89,7 @@ def open_read_only(uri: str) -> Any:
 
 
 def _snapshot(path: Optional[str]) -> tuple[Any, dict[str, str]]:
-    from .host import SnapshotError, load_snapshot  # noqa: PLC0415
+    from .snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
 
     chosen = path or (DEFAULT_SNAPSHOT if os.path.lexists(DEFAULT_SNAPSHOT) else None)
     if chosen is None:

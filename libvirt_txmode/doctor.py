@@ -145,7 +145,7 @@ def snapshot_drift(path: str, uri: Optional[str] = None) -> tuple[Optional[list[
     problems is None when the snapshot cannot be read (notes[0] says why). An emulator whose
     binary changed identity (a QEMU upgrade) or vanished is a problem; so, when libvirt answers
     on ``uri`` (read-only), is an emulator libvirt now lists that the snapshot lacks."""
-    from .host import SnapshotError, load_snapshot  # noqa: PLC0415
+    from .snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
     from .qemu import ProbeError, identify  # noqa: PLC0415
 
     try:
@@ -183,7 +183,7 @@ def _libvirt_emulators(uri: str) -> Optional[set[str]]:
         import libvirt  # noqa: PLC0415
     except ImportError:
         return None
-    from .host import guests_from_capabilities  # noqa: PLC0415
+    from .libvirt_host import guests_from_capabilities  # noqa: PLC0415
 
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
-from . import __version__
+from . import __version__, paths
 from .cli import (
     DIR_COMPLETION,
     EXIT_FATAL,
@@ -36,11 +36,11 @@ if TYPE_CHECKING:
     from .policy import Policy
 
 DEFAULT_URI = "qemu:///system"
-DEFAULT_HOOKS_DIR = "/etc/libvirt/hooks"
-DEFAULT_CONFIG_DIR = "/etc/libvirt-txmode"
-DEFAULT_STATE_DIR = "/var/lib/libvirt-txmode"
-DEFAULT_CACHE_DIR = "/var/cache/libvirt-txmode"
-DEFAULT_SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
+DEFAULT_HOOKS_DIR = paths.HOOKS_DIR
+DEFAULT_CONFIG_DIR = paths.CONFIG_DIR
+DEFAULT_STATE_DIR = paths.STATE_DIR
+DEFAULT_CACHE_DIR = paths.CACHE_DIR
+DEFAULT_SNAPSHOT = paths.SNAPSHOT
 Handler = Callable[[argparse.Namespace, IO[str]], int]
 
 
@@ -386,13 +386,8 @@ def _take_snapshot(
 ) -> tuple[str, str]:
     """Take a snapshot and write it to ``target`` (unless "-"): (document, one-line summary)."""
     from .cache import write_atomic  # noqa: PLC0415
-    from .host import SnapshotError, open_libvirt, take_snapshot  # noqa: PLC0415
-    from .qemu import probe  # noqa: PLC0415
-
-    def prober(emulator: str, devices: Sequence[str], timeout: float) -> Any:
-        # Probing dominates a snapshot's time (up to probe_timeout per emulator): say which one.
-        progress(f"probing {emulator} ({len(devices)} devices, timeout {timeout:g} s)")
-        return probe(emulator, devices, timeout=timeout)
+    from .libvirt_host import open_libvirt, take_snapshot  # noqa: PLC0415
+    from .snapshot import SnapshotError  # noqa: PLC0415
 
     progress(f"asking {uri} for its guests, emulators and domain capabilities")
     try:
@@ -400,7 +395,8 @@ def _take_snapshot(
     except SnapshotError as exc:
         raise FatalError(str(exc)) from None
     try:
-        document = take_snapshot(conn, policy, uri=uri, prober=prober)
+        # Probing dominates a snapshot's time (up to probe_timeout per emulator): it says which.
+        document = take_snapshot(conn, policy, uri=uri, progress=progress)
     finally:
         conn.close()
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"
@@ -527,7 +523,7 @@ def _cmd_audit(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace, out: IO[str]) -> int:
-    from .host import VIRTIO_NET_DEVICES  # noqa: PLC0415
+    from .libvirt_host import VIRTIO_NET_DEVICES  # noqa: PLC0415
     from .qemu import ProbeError, probe, trust_problem  # noqa: PLC0415
 
     policy = _host_policy(args.policy)

@@ -33,15 +33,16 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Optional
 
+from . import paths
 from .cache import write_atomic
 
 LOG = logging.getLogger(__name__)
 MARKER = "# libvirt-txmode: libvirt qemu hook"
 DROPIN_NAME = "50-libvirt-txmode"
-DEFAULT_HOOKS_DIR = "/etc/libvirt/hooks"
-DEFAULT_CONFIG_DIR = "/etc/libvirt-txmode"
-DEFAULT_STATE_DIR = "/var/lib/libvirt-txmode"
-DEFAULT_CACHE_DIR = "/var/cache/libvirt-txmode"
+DEFAULT_HOOKS_DIR = paths.HOOKS_DIR
+DEFAULT_CONFIG_DIR = paths.CONFIG_DIR
+DEFAULT_STATE_DIR = paths.STATE_DIR
+DEFAULT_CACHE_DIR = paths.CACHE_DIR
 UNIT_PATH = "/etc/systemd/system/libvirt-txmode-snapshot.service"
 DAEMONS = ("libvirtd", "virtqemud")
 MANIFEST_FORMAT = "libvirt-txmode-install"

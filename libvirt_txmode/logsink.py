@@ -29,12 +29,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
+from . import paths
 from .text import printable
 
 IDENT = "libvirt-txmode"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 SYSLOG_SOCKET = "/dev/log"
-FALLBACK_FILE = "/var/log/libvirt-txmode.log"
+FALLBACK_FILE = paths.LOG_FILE
 FIELDS = ("DOMAIN", "NIC_MAC", "TXMODE", "CODE", "RULE", "DECISION")
 _MARK = "\x1e"  # ASCII record separator: never survives printable(), so it cannot be forged
 _FACILITY_DAEMON = 3
