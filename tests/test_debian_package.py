@@ -10,11 +10,13 @@ reinstall fires the trigger -> `apt remove` (hook gone, edited policy kept, star
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from libvirt_txmode import __version__
 from tests.debian_root import DebianRoot, build_deb, debian_root, require_tools
 from tests.libvirt_env import daemon_pid, domain_xml
 
@@ -36,6 +38,14 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     errors = [line for line in lintian.splitlines() if line.startswith("E:")]
     assert not errors, f"lintian errors:\n{lintian}"
     return path
+
+
+def test_package_version_is_the_code_version(deb: Path) -> None:
+    # debian/changelog carries the version by hand: a release that forgets it ships a lie.
+    version = subprocess.run(
+        ["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert version == __version__, "update debian/changelog (dch -v VERSION)"
 
 
 @pytest.fixture
