@@ -130,10 +130,11 @@ class Ignore:
 
     def verdict(self, absolute: str, is_dir: bool) -> Optional[bool]:
         """True: ignored, False: re-included, None: no pattern here says anything."""
-        relative = os.path.relpath(absolute, self.base)
-        if relative.startswith("..") or relative == ".":
+        prefix = self.base.rstrip(os.sep) + os.sep
+        if not self.patterns or not absolute.startswith(prefix):
             return None
-        relative = relative.replace(os.sep, "/")
+        # A prefix cut, not os.path.relpath: this runs once per file of a walk.
+        relative = absolute[len(prefix) :].replace(os.sep, "/")
         result: Optional[bool] = None
         for pattern in self.patterns:
             if pattern.dir_only and not is_dir:
@@ -166,10 +167,9 @@ class Selection:
 class Collector:
     def __init__(self, excludes: Sequence[str], cwd: str) -> None:
         self.cwd = os.path.abspath(cwd)
-        self.top: list[Ignore] = [Ignore.from_lines(self.cwd, excludes)]
-        here = Ignore.from_file(self.cwd)
-        if here is not None:
-            self.top.insert(0, here)
+        found = [Ignore.from_file(self.cwd), Ignore.from_lines(self.cwd, excludes)]
+        # Only ignores that say something: a walk without any costs no pattern matching.
+        self.top: list[Ignore] = [i for i in found if i is not None and i.patterns]
         self.selection = Selection()
         self._rules_cache: dict[str, list[Ignore]] = {}
 
@@ -183,7 +183,7 @@ class Collector:
         else:
             rules = list(self._rules_for(os.path.dirname(directory)))
             local = Ignore.from_file(directory)
-            if local is not None:
+            if local is not None and local.patterns:
                 rules.append(local)
         self._rules_cache[directory] = rules
         return rules
@@ -231,8 +231,9 @@ class Collector:
 
     def _walk_dir(self, directory: str, root_real: str, rules: list[Ignore]) -> None:
         local = Ignore.from_file(directory)
-        if local is not None:
+        if local is not None and local.patterns:
             rules = [*rules, local]
+        absolute_dir = os.path.abspath(directory)
         try:
             with os.scandir(directory) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
@@ -244,14 +245,14 @@ class Collector:
             if entry.is_dir(follow_symlinks=False):
                 if entry.name.startswith("."):
                     continue  # hidden folders: .git, .venv, .tox ...
-                if _ignored(rules, os.path.abspath(path), True):
+                if rules and _ignored(rules, os.path.join(absolute_dir, entry.name), True):
                     self.selection.excluded += 1
                     continue
                 subdirs.append(path)
                 continue
             if not entry.name.endswith(".xml"):
                 continue
-            if _ignored(rules, os.path.abspath(path), False):
+            if rules and _ignored(rules, os.path.join(absolute_dir, entry.name), False):
                 self.selection.excluded += 1
                 continue
             problem = _walk_problem(entry, root_real)

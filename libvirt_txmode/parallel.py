@@ -8,11 +8,16 @@ again; results come back in slice order, so the joined output equals a one-proce
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Callable, Optional, TypeVar
 
-T = TypeVar("T")
-R = TypeVar("R")
+# typing.TYPE_CHECKING without importing typing: cli.py imports this module for --help, whose
+# start-up time counts.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Callable, Optional, TypeVar
+
+    T = TypeVar("T")
+    R = TypeVar("R")
 
 # Below this many files forking costs more than it saves.
 PARALLEL_MIN_FILES = 200

@@ -415,3 +415,10 @@ def test_base_formatter_renders_nothing() -> None:
         formatter.beginning(report) + formatter.handle(UNSUPPORTED) + formatter.finished(report)
         == ""
     )
+
+
+def test_the_command_line_offers_every_format() -> None:
+    # cli spells the names out so that --version/--help need not import the formatters.
+    from libvirt_txmode.cli import FORMAT_NAMES
+
+    assert FORMAT_NAMES == tuple(sorted(rp.FORMATTERS))
