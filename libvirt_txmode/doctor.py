@@ -127,7 +127,8 @@ def check_policy(state: _State) -> Check:
     try:
         policy = load_policy(path)
     except PolicyError as exc:
-        return Check("policy", FAIL, f"{exc} (the hook refuses every start)")
+        effect = " (the hook refuses every start)" if state.hook else ""
+        return Check("policy", FAIL, f"{exc}{effect}")
     problem = path_trust_problem(path) if os.geteuid() == 0 else None
     if problem is not None:
         return Check("policy", FAIL, f"{path}: {problem}")
@@ -145,8 +146,8 @@ def snapshot_drift(path: str, uri: Optional[str] = None) -> tuple[Optional[list[
     problems is None when the snapshot cannot be read (notes[0] says why). An emulator whose
     binary changed identity (a QEMU upgrade) or vanished is a problem; so, when libvirt answers
     on ``uri`` (read-only), is an emulator libvirt now lists that the snapshot lacks."""
-    from .snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
     from .qemu import ProbeError, identify  # noqa: PLC0415
+    from .snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
 
     try:
         snapshot = load_snapshot(path, require_root_owned=False)

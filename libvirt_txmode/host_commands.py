@@ -501,7 +501,8 @@ def _cmd_uninstall(args: argparse.Namespace, out: IO[str]) -> int:
         raise FatalError(f"uninstall failed: {exc}") from None
     for line in outcome.messages:
         out.write(f"{line}\n")
-    _daemon_step(args, layout, out, reload_daemon)
+    if not outcome.nothing:  # no hook of ours was there: the daemon has nothing to forget
+        _daemon_step(args, layout, out, reload_daemon)
     return EXIT_OK
 
 

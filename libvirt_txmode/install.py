@@ -107,6 +107,7 @@ class Layout:
 class Outcome:
     messages: list[str] = field(default_factory=list)
     hook_path: Optional[str] = None
+    nothing: bool = False  # uninstall: no install of this hooks directory was found
 
     def say(self, message: str) -> None:
         self.messages.append(message)
@@ -508,6 +509,7 @@ def uninstall(layout: Layout, *, dry_run: bool = False) -> Outcome:
     files = load_manifest(layout)
     if not files and not os.path.lexists(layout.manifest):
         outcome.say(f"nothing to uninstall for {layout.hooks_dir} (no install manifest)")
+        outcome.nothing = True
         return outcome
     used = _used_elsewhere(layout)
     verb = "would remove" if dry_run else "removed"
