@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 from urllib.parse import quote
 
 from .explain import EXPLANATIONS, explain, explain_markdown
@@ -68,16 +68,28 @@ class RunInfo:
     quiet: bool = False
 
 
+def repo_paths(run: RunInfo) -> Callable[[str], Optional[str]]:
+    """``repo_path`` for one run, computed once per file however many findings it has."""
+    cache: dict[str, Optional[str]] = {}
+
+    def lookup(file: str) -> Optional[str]:
+        if file not in cache:
+            cache[file] = repo_path(file, run)
+        return cache[file]
+
+    return lookup
+
+
 def repo_path(file: str, run: RunInfo) -> Optional[str]:
     """``file`` relative to the repository root, with '/' (``./`` gone), or None if outside it."""
     if file == "<stdin>":
         return None
     absolute = os.path.normpath(os.path.join(run.cwd, file))
-    base = run.base or run.cwd
-    relative = os.path.relpath(absolute, base)
-    if relative == ".." or relative.startswith(".." + os.sep):
+    prefix = (run.base or run.cwd).rstrip(os.sep) + os.sep
+    if not absolute.startswith(prefix):
         return None
-    return relative.replace(os.sep, "/")
+    # A prefix cut, not os.path.relpath (which costs a third of a SARIF report on 10,000 files).
+    return absolute[len(prefix) :].replace(os.sep, "/")
 
 
 def fingerprint(finding: Finding, path: str) -> str:
@@ -326,13 +338,14 @@ class SarifFormatter(Formatter):
     name = "sarif"
 
     def _location(self, path: str) -> dict[str, Any]:
-        relative = repo_path(path, self.run)
+        relative = self.paths(path)
         if relative is not None:
             return {"uri": quote(os.fsencode(relative)), "uriBaseId": SRCROOT}
         absolute = os.path.normpath(os.path.join(self.run.cwd, path))
         return {"uri": "file://" + quote(os.fsencode(absolute.replace(os.sep, "/")))}
 
     def finished(self, report: Report) -> str:
+        self.paths = repo_paths(self.run)
         index = {code: i for i, code in enumerate(CODES)}
         files = list(_by_file(report))
         positions = {file: i for i, file in enumerate(files)}
@@ -366,7 +379,9 @@ class SarifFormatter(Formatter):
         if omitted:
             run["properties"]["omittedResults"] = omitted
         document = {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
-        return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+        # Compact: without indent json uses its C encoder, several times faster on 10,000 files;
+        # SARIF is read by tools, and `python -m json.tool` indents it for a human.
+        return json.dumps(document, sort_keys=True, ensure_ascii=True, separators=(",", ":")) + "\n"
 
     def _result(
         self, finding: Finding, index: Mapping[str, int], location: dict[str, Any]
@@ -383,7 +398,7 @@ class SarifFormatter(Formatter):
         col = column(finding)
         if col:
             region["startColumn"] = col
-        path = repo_path(finding.file, self.run) or finding.file
+        path = self.paths(finding.file) or finding.file
         return {
             "ruleId": finding.code,
             "ruleIndex": index[finding.code],
@@ -455,9 +470,10 @@ class CodeClimateFormatter(Formatter):
     name = "codeclimate"
 
     def finished(self, report: Report) -> str:
+        paths = repo_paths(self.run)
         issues = []
         for finding in report.findings:
-            path = repo_path(finding.file, self.run) or finding.file
+            path = paths(finding.file) or finding.file
             issues.append(
                 {
                     "type": "issue",
@@ -469,7 +485,8 @@ class CodeClimateFormatter(Formatter):
                     "location": {"path": _utf8(path), "lines": {"begin": max(1, finding.line)}},
                 }
             )
-        return json.dumps(issues, indent=2, ensure_ascii=True) + "\n"
+        # Compact, like SARIF: the C encoder; GitLab reads it, not people.
+        return json.dumps(issues, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
 FORMATTERS: Mapping[str, type[Formatter]] = MappingProxyType(
