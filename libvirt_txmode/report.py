@@ -84,8 +84,9 @@ def repo_path(file: str, run: RunInfo) -> Optional[str]:
     """``file`` relative to the repository root, with '/' (``./`` gone), or None if outside it."""
     if file == "<stdin>":
         return None
-    absolute = os.path.normpath(os.path.join(run.cwd, file))
-    prefix = (run.base or run.cwd).rstrip(os.sep) + os.sep
+    cwd = run.cwd if os.path.isabs(run.cwd) else os.path.abspath(run.cwd)
+    absolute = os.path.normpath(os.path.join(cwd, file))
+    prefix = (run.base or cwd).rstrip(os.sep) + os.sep
     if not absolute.startswith(prefix):
         return None
     # A prefix cut, not os.path.relpath (which costs a third of a SARIF report on 10,000 files).
