@@ -607,8 +607,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return guard("libvirt-txmode", lambda: run(args, sys.stdout))
 
 
-__all__ = ["EXIT_FATAL", "PARSERS", "SUBCOMMANDS", "main", "main_parser"]
-
-
 if __name__ == "__main__":
     raise SystemExit(main())
