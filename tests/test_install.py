@@ -350,6 +350,9 @@ def test_dry_run_changes_nothing_and_says_what_it_would_do(tmp_path: Path) -> No
         f"daemon not reloaded: {tmp_path / 'hooks'} is not libvirt's own hooks directory "
         "(--reload to reload it anyway)",
     ]
+    # --reload asks for the daemon even for a hooks dir that is not libvirt's own.
+    forced = run_cli("install-hook", "--no-snapshot", "--dry-run", "--reload", *cli_args(tmp_path))
+    assert forced.stdout.splitlines()[-1] == "would make the libvirt daemon re-read its hooks"
     install(lay, python=sys.executable)
     before = tree(tmp_path)
     result = run_cli("uninstall-hook", "--dry-run", *cli_args(tmp_path))
