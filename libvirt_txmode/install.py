@@ -572,6 +572,10 @@ def _removal_problem(path: str, entry: dict[str, str]) -> Optional[str]:
         return f"kept {path}: no longer a regular file (never removed through a symlink)"
     if os.path.realpath(path) != os.path.abspath(path):
         return f"kept {path}: reached through a symlinked directory"
+    parent = os.lstat(os.path.dirname(os.path.abspath(path)))
+    if parent.st_uid not in (0, os.geteuid()) or parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        # Only in directories we own: in another's, the name may no longer be ours to remove.
+        return f"kept {path}: its directory is not ours alone"
     role = entry.get("role", "")
     if role == "snapshot":
         return None  # rewritten by every refresh: ours by name, whatever its content

@@ -424,6 +424,15 @@ def test_uninstall_removes_only_our_file_names_and_skips_directories(tmp_path: P
     assert target.read_text() == "keep me"
 
 
+def test_uninstall_removes_nothing_from_a_directory_others_can_write(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    install(lay, python=sys.executable)
+    Path(lay.config_dir).chmod(0o777)
+    outcome = uninstall(lay)
+    assert f"kept {lay.policy}: its directory is not ours alone" in outcome.messages
+    assert Path(lay.policy).exists()
+
+
 def test_uninstall_without_install_says_so(tmp_path: Path) -> None:
     outcome = uninstall(layout(tmp_path))
     assert outcome.messages == [
