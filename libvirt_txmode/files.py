@@ -286,10 +286,13 @@ def script_targets(
         fd = open_regular(path, follow_symlinks=True)
     except OSError:
         return ""
-    with os.fdopen(fd, "rb") as handle:
-        head = handle.read(_MAX_SCRIPT_BYTES)
-    if not head.startswith(b"#!"):
-        return ""
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        # Two bytes first: an 18 MB QEMU binary is told apart without reading 64 KiB of it (this
+        # runs on the hook's cached path, once per emulator).
+        head = handle.read(2)
+        if head != b"#!":
+            return ""
+        head += handle.read(_MAX_SCRIPT_BYTES - 2)
     named: list[str] = []
     for match in _ABSOLUTE_PATH.finditer(head):
         candidate = os.fsdecode(match.group())
