@@ -26,7 +26,7 @@ from .policy_schema import (  # the one description of the policy's keys and val
 if TYPE_CHECKING:
     import yaml
 
-from .domain import TXMODES, Domain, Nic
+from .model import TXMODES, Domain, Nic
 
 DEFAULT_POLICY_PATH = "/etc/libvirt-txmode/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Optional, TypeVar, Union
 
-TXMODES = ("iothread", "timer")  # libvirt's only txmode values
+from .model import TXMODES  # libvirt's only txmode values (model is standard library only)
+
 ACTIONS = ("enforce", "audit")
 DECISIONS = ("deny", "allow")
 INEFFECTIVE_LEVELS = ("error", "warn", "ignore")
