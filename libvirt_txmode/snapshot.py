@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import __version__, paths
+from . import __version__, files, paths
 from .model import Guest, HostCapabilities, Support, SupportState
 
 FORMAT = "libvirt-txmode-snapshot"
@@ -109,15 +108,16 @@ def load_snapshot(
     if require_root_owned is None:
         require_root_owned = os.geteuid() == 0
     try:
-        with open(path, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if require_root_owned and (
-                info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-            ):
-                raise SnapshotError(f"{path}: refused: not owned by root or writable by others")
-            raw = handle.read(MAX_SNAPSHOT_BYTES + 1)
+        # Regular files only, opened without blocking: a FIFO in its place must not hang CI.
+        raw, _info = files.read_regular(path, MAX_SNAPSHOT_BYTES, follow_symlinks=True)
     except OSError as exc:
-        raise SnapshotError(f"{path}: cannot read snapshot: {exc.strerror}") from None
+        raise SnapshotError(f"{path}: cannot read snapshot: {exc.strerror or exc}") from None
+    if require_root_owned:
+        # As root the snapshot decides which answers are believed: the whole path must be
+        # trusted, the rule the hook and the policy follow (files.path_trust_problem).
+        problem = files.path_trust_problem(path)
+        if problem is not None:
+            raise SnapshotError(f"{path}: refused: {problem}")
     if len(raw) > MAX_SNAPSHOT_BYTES:
         raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
     try:

@@ -246,18 +246,33 @@ def test_load_too_large(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert str(caught.value) == f"{path}: larger than 100 bytes"
 
 
+def test_a_fifo_in_place_of_the_snapshot_never_blocks(tmp_path: Path) -> None:
+    fifo = tmp_path / "snap.json"
+    os.mkfifo(fifo)
+    with pytest.raises(SnapshotError, match="cannot read snapshot"):
+        load_snapshot(str(fifo), require_root_owned=False)
+
+
 @AS_ROOT
 def test_require_root_owned(tmp_path: Path) -> None:
     content = json.dumps(good_document()).encode()
-    refused = "refused: not owned by root or writable by others"
     foreign = write(tmp_path / "foreign.json", content)
     os.chown(foreign, 65534, 65534)
     writable = write(tmp_path / "writable.json", content, mode=0o666)
-    for path in (foreign, writable):
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)  # anyone could rename another file into place
+    in_open_dir = write(open_dir / "snap.json", content)
+    for path, why in (
+        (foreign, f"file {foreign} is owned by uid 65534, not root"),
+        (writable, f"file {writable} is writable by group or others"),
+        (in_open_dir, f"directory {open_dir} is writable by group or others"),
+    ):
         with pytest.raises(SnapshotError) as caught:
             load_snapshot(path)  # as root the default is to require it
-        assert str(caught.value) == f"{path}: {refused}"
-        with pytest.raises(SnapshotError, match=refused):
+        assert str(caught.value).startswith(f"{path}: refused: "), caught.value
+        assert why.split(" is ")[0] in str(caught.value), (why, caught.value)
+        with pytest.raises(SnapshotError, match="refused: "):
             load_snapshot(path, require_root_owned=True)
         assert load_snapshot(path, require_root_owned=False).host == "hv1"
     assert load_snapshot(write(tmp_path / "ok.json", content)).host == "hv1"
