@@ -373,7 +373,7 @@ class SarifFormatter(Formatter):
             "results": results,
             "properties": {"hosts": list(report.hosts), "summary": summary_dict(report, self.run)},
         }
-        base = self.run.base or self.run.cwd
+        base = os.path.abspath(self.run.base or self.run.cwd)
         run["originalUriBaseIds"] = {
             SRCROOT: {"uri": "file://" + quote(os.fsencode(base.rstrip("/") + "/"))}
         }
@@ -429,7 +429,9 @@ class SarifFormatter(Formatter):
             "executionSuccessful": run.fatal is None,
             "exitCode": run.exit_code,
             "arguments": [_utf8(a) for a in run.arguments],
-            "workingDirectory": {"uri": "file://" + quote(os.fsencode(run.cwd.rstrip("/") + "/"))},
+            "workingDirectory": {
+                "uri": "file://" + quote(os.fsencode(os.path.abspath(run.cwd).rstrip("/") + "/"))
+            },
             "toolExecutionNotifications": notes,
         }
         if run.started:
