@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from typing import IO, Any, Optional
 
 from lxml import etree
@@ -106,6 +107,29 @@ def parse_domain(data: bytes, source: str, *, parser: Optional[etree.XMLParser] 
     ``parser`` must come from ``make_parser`` (its settings are what makes untrusted input safe);
     without it a fresh one is made.
     """
+    root = _domain_root(data, parser or make_parser())
+    parts = _Parts.collect(root)
+    os_type = parts.os_type
+    arch = attribute(os_type, "arch") if os_type is not None else None
+    machine = attribute(os_type, "machine") if os_type is not None else None
+    nics = tuple(_parse_nic(index, element) for index, element in enumerate(parts.interfaces))
+    return Domain(
+        name=_text(parts.named.get("name")) or "(unnamed)",
+        file=source,
+        line=_line(root),
+        type=attribute(root, "type") or "qemu",
+        uuid=_text(parts.named.get("uuid")),
+        arch=arch,
+        machine=machine,
+        emulator=_text(parts.emulator),
+        nics=nics,
+        tx_settings=_tx_settings(parts.qemu_elements),
+        has_mmio_devices=_may_default_to_mmio(arch, machine, nics) and _has_mmio_address(root),
+    )
+
+
+def _domain_root(data: bytes, parser: etree.XMLParser) -> etree._Element:
+    """The <domain> element of a document we are willing to read, or DomainXMLError."""
     if len(data) > MAX_XML_BYTES:
         raise DomainXMLError(f"input is larger than {MAX_XML_BYTES} bytes")
     if not data.strip():
@@ -115,7 +139,7 @@ def parse_domain(data: bytes, source: str, *, parser: Optional[etree.XMLParser] 
         # Entities (external ones read files, nested ones explode) never reach the parser.
         raise DomainXMLError(_DOCTYPE_REFUSED, data.count(b"\n", 0, first.start()) + 1)
     try:
-        root = etree.fromstring(data, parser=parser or make_parser())
+        root = etree.fromstring(data, parser=parser)
     except etree.XMLSyntaxError as exc:
         line = exc.lineno or 1
         msg = exc.msg or str(exc)
@@ -129,47 +153,45 @@ def parse_domain(data: bytes, source: str, *, parser: Optional[etree.XMLParser] 
         raise DomainXMLError(_DOCTYPE_REFUSED, 1)
     if not isinstance(root.tag, str) or root.tag != "domain":
         raise DomainXMLError(f"root element is <{root.tag}>, expected <domain>", _line(root))
+    return root
 
-    # One pass over the children instead of a find() per path (an ElementPath lookup each). Same
-    # answers: find("name") is the first <name> child; find("os/type") the first <type> child of
-    # the first <os> that has one; iterfind("devices/interface") every <interface> of every
-    # <devices>, in document order. Comments and entity references have non-string tags.
-    named: dict[str, etree._Element] = {}
+
+@dataclass
+class _Parts:
+    """The elements a Domain is made of, found in one pass over the children instead of a find()
+    per path (an ElementPath lookup each). Same answers: find("name") is the first <name> child;
+    find("os/type") the first <type> child of the first <os> that has one;
+    iterfind("devices/interface") every <interface> of every <devices>, in document order.
+    Comments and entity references have non-string tags."""
+
+    named: dict[str, etree._Element] = field(default_factory=dict)
     os_type: Optional[etree._Element] = None
     emulator: Optional[etree._Element] = None
-    interfaces: list[etree._Element] = []
-    qemu_elements: list[etree._Element] = []
-    for child in root:
-        tag = child.tag
-        if tag == "devices":
-            for device in child:
-                if device.tag == "interface":
-                    interfaces.append(device)
-                elif device.tag == "emulator" and emulator is None:
-                    emulator = device
-        elif tag == "os":
-            if os_type is None:
-                os_type = _first_child(child, "type")
-        elif tag in _QEMU_TAGS:
-            qemu_elements.append(child)
-        elif tag not in named and isinstance(tag, str):
-            named[tag] = child
-    arch = attribute(os_type, "arch") if os_type is not None else None
-    machine = attribute(os_type, "machine") if os_type is not None else None
-    nics = tuple(_parse_nic(index, element) for index, element in enumerate(interfaces))
-    return Domain(
-        name=_text(named.get("name")) or "(unnamed)",
-        file=source,
-        line=_line(root),
-        type=attribute(root, "type") or "qemu",
-        uuid=_text(named.get("uuid")),
-        arch=arch,
-        machine=machine,
-        emulator=_text(emulator),
-        nics=nics,
-        tx_settings=_tx_settings(qemu_elements),
-        has_mmio_devices=_may_default_to_mmio(arch, machine, nics) and _has_mmio_address(root),
-    )
+    interfaces: list[etree._Element] = field(default_factory=list)
+    qemu_elements: list[etree._Element] = field(default_factory=list)
+
+    @classmethod
+    def collect(cls, root: etree._Element) -> _Parts:
+        parts = cls()
+        for child in root:
+            tag = child.tag
+            if tag == "devices":
+                parts.add_devices(child)
+            elif tag == "os":
+                if parts.os_type is None:
+                    parts.os_type = _first_child(child, "type")
+            elif tag in _QEMU_TAGS:
+                parts.qemu_elements.append(child)
+            elif tag not in parts.named and isinstance(tag, str):
+                parts.named[tag] = child
+        return parts
+
+    def add_devices(self, devices: etree._Element) -> None:
+        for device in devices:
+            if device.tag == "interface":
+                self.interfaces.append(device)
+            elif device.tag == "emulator" and self.emulator is None:
+                self.emulator = device
 
 
 _QEMU_TAGS = (f"{{{QEMU_NS}}}commandline", f"{{{QEMU_NS}}}override")
