@@ -17,14 +17,17 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Optional
 
-from . import __version__, files
-from .capabilities import Support, SupportState
+from . import __version__, files, paths
+from .files import write_atomic  # its home is files.py; importable from here as before
+from .model import Support, SupportState
 from .qemu import EmulatorIdentity
+
+# The one JSON form of a probe answer, shared with snapshots (re-exported for older imports).
+from .snapshot import support_from_json, support_to_json
 
 LOG = logging.getLogger(__name__)
 FORMAT = "libvirt-txmode-probe-cache"
@@ -34,7 +37,7 @@ MAX_CACHE_BYTES = 1024 * 1024
 
 def default_cache_dir() -> str:
     if os.geteuid() == 0:
-        return "/var/cache/libvirt-txmode"
+        return paths.CACHE_DIR
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "libvirt-txmode")
 
@@ -171,35 +174,3 @@ class ProbeCache:
             yield acquired
         finally:
             os.close(fd)  # closing releases the flock
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def support_to_json(support: Support) -> dict[str, str]:
-    return {"state": support.state.value, "detail": support.detail, "method": support.method}
-
-
-def support_from_json(entry: object) -> Support:
-    if not isinstance(entry, dict):
-        raise TypeError("device entry is not an object")
-    state = entry.get("state")
-    try:
-        parsed = SupportState(state)
-    except ValueError:
-        known = ", ".join(repr(s.value) for s in SupportState)
-        raise ValueError(f"'state' is {state!r}, not one of {known}") from None
-    return Support(parsed, str(entry.get("detail", "")), str(entry.get("method", "")))

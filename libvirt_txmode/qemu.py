@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Optional, TypeVar
 
-from .capabilities import Support, SupportState
+from . import paths
 from .files import (
     binary_key,
     owners,
@@ -41,10 +41,11 @@ from .files import (
     script_targets,
     writable_by_others,
 )
+from .model import Support, SupportState
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 PROBE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-QEMU_CONF = "/etc/libvirt/qemu.conf"
+QEMU_CONF = paths.QEMU_CONF
 FALLBACK_USER = "nobody"
 T = TypeVar("T")
 LOG = logging.getLogger(__name__)

@@ -96,10 +96,8 @@ def support_from_json(entry: object) -> Support:
 
 def write_snapshot(path: str, snapshot: Snapshot) -> None:
     """Atomically, as the hook may be reading the old one."""
-    from .cache import write_atomic  # noqa: PLC0415 - the readers never need it
-
     data = json.dumps(snapshot.to_json(), indent=1, sort_keys=False).encode() + b"\n"
-    write_atomic(path, data, mode=0o644)
+    files.write_atomic(path, data, mode=0o644)
 
 
 def load_snapshot(
