@@ -49,7 +49,6 @@ QEMU_CONF = paths.QEMU_CONF
 FALLBACK_USER = "nobody"
 T = TypeVar("T")
 LOG = logging.getLogger(__name__)
-METHODS = ("auto", "help", "qmp")
 
 
 class ProbeError(Exception):
