@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Optional
 
 import pytest
@@ -16,7 +15,6 @@ from libvirt_txmode.capabilities import Guest, HostCapabilities, Support, Suppor
 from libvirt_txmode.check import ALL_HOSTS, ANY_HOST, check_domain
 from libvirt_txmode.domain import Domain, Nic
 from libvirt_txmode.findings import Finding, Level
-from libvirt_txmode.libvirt_rules import plan_nic
 from libvirt_txmode.policy import Match, Policy, Rule, Settings
 
 EMU = "/usr/bin/qemu-system-x86_64"
@@ -661,21 +659,11 @@ def test_check_domain_properties(
         assert (finding.file, finding.domain) == (domain.file, domain.name)
         assert finding.code in codes.CODES
         assert finding.code != codes.XML_INVALID
-        # Rules see the model libvirt formats (its default when none is written).
-        host = hosts[0] if hosts else HostCapabilities(name="(no host)")
-        model = plan_nic(domain, nic, host, "net0").model
-        rules = policy.settings_for(domain, replace(nic, model=model))
-        assert finding.rule == (rules.rule or "defaults")
-        violation = Level.ERROR if rules.action == "enforce" else Level.WARNING
-        if finding.code in (codes.NOT_ALLOWED, codes.REQUIRED, codes.UNSUPPORTED):
-            assert finding.level is violation
-        elif finding.code == codes.INVALID:
+        # Which rule and which level: the literal tables above (test_*_level*) say; here only
+        # that every finding names a rule the policy has.
+        assert finding.rule in {rule.name for rule in policy.rules} | {"defaults"}
+        if finding.code in (codes.INVALID, codes.XML_INVALID):
             assert finding.level is Level.ERROR
-        elif finding.code == codes.UNKNOWN_SUPPORT:
-            assert finding.level is (Level.ERROR if policy.on_unknown == "deny" else Level.WARNING)
-        elif finding.code == codes.INEFFECTIVE:
-            assert rules.ineffective != "ignore"
-            assert finding.level is (Level.ERROR if rules.ineffective == "error" else Level.WARNING)
         if finding.code in (codes.UNSUPPORTED, codes.UNKNOWN_SUPPORT):
             assert (finding.host is not None) == (len(hosts) > 1)
             assert finding.host is None or finding.host in {h.name for h in hosts}
