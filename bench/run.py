@@ -898,6 +898,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 baseline_sample=100 if args.quick else 200,
                 runs=3 if args.quick else 5,
             )
+            from validate_floors import bench_validate_floors  # noqa: PLC0415
+
+            bench_validate_floors(
+                bench,
+                large=2000 if args.quick else 10000,
+                rss_sizes=(1000, 2000 if args.quick else 20000),
+                runs=3 if args.quick else 5,
+            )
             print(*(t.render() for t in bench.tables[count:]), sep="\n", flush=True)
         if "virsh" in parts:
             count = len(bench.tables)
