@@ -7,14 +7,16 @@ YAML or the engine.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import re
 import stat
-import tempfile
-from collections.abc import Collection
-from typing import IO, Optional
+
+# Annotations only: typing, collections.abc, re and tempfile cost the hook's cached path (run as
+# `python -I -S`, see hookfast.py) several milliseconds; they are imported where they are used.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection
+    from typing import IO, Optional
 
 # How much domain XML is read. libvirt bounds no domain's total size: it parses domain XML with
 # libxml2 and only XML_PARSE_NONET | XML_PARSE_NOWARNING (virXMLParseHelper, src/util/virxml.c),
@@ -265,7 +267,7 @@ def binary_key(
 _MAX_SCRIPT_BYTES = 64 * 1024
 _MAX_NAMED_PATHS = 32
 _SCRIPT_DEPTH = 3
-_ABSOLUTE_PATH = re.compile(rb"(?<![\w.~$/-])/(?:[\w.+-]+/)*[\w.+-]+")
+_ABSOLUTE_PATH = rb"(?<![\w.~$/-])/(?:[\w.+-]+/)*[\w.+-]+"  # compiled (and cached) by re
 
 
 def script_targets(
@@ -296,7 +298,9 @@ def script_targets(
             return ""
         head += handle.read(_MAX_SCRIPT_BYTES - 2)
     named: list[str] = []
-    for match in _ABSOLUTE_PATH.finditer(head):
+    import re  # noqa: PLC0415 - only for scripts
+
+    for match in re.finditer(_ABSOLUTE_PATH, head):
         candidate = os.fsdecode(match.group())
         if candidate not in named:
             named.append(candidate)
@@ -337,6 +341,9 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` in one rename: a reader sees the old or the new file, never
     a half-written one, and a failure leaves no temporary file behind."""
     directory = os.path.dirname(path) or "."
+    import contextlib  # noqa: PLC0415 - writers only, never the hook's cached path
+    import tempfile  # noqa: PLC0415
+
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
