@@ -21,16 +21,19 @@ the hook's hot path.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Optional
 
 from . import paths
 from .text import printable
+
+# json, dataclasses and typing would cost the hook's cached path (hookfast.py) more than its own
+# work: json is imported where fields are encoded, and the rest serves annotations only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Optional
 
 IDENT = "libvirt-txmode"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
@@ -42,13 +45,17 @@ _FACILITY_DAEMON = 3
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-@dataclass(frozen=True)
 class Targets:
-    """The three places, in order of preference (tests point them into a temporary directory)."""
+    """The three places, in order of preference (tests point them into a temporary directory).
+    A plain class: importing dataclasses costs the hook's cached path a few milliseconds."""
 
-    journal: str
-    syslog: str
-    fallback: str
+    __slots__ = ("fallback", "journal", "syslog")
+
+    def __init__(self, journal: str, syslog: str, fallback: str) -> None:
+        self.journal, self.syslog, self.fallback = journal, syslog, fallback
+
+    def __repr__(self) -> str:
+        return f"Targets({self.journal!r}, {self.syslog!r}, {self.fallback!r})"
 
 
 def default_targets() -> Targets:
@@ -61,6 +68,8 @@ def encode(message: str, **fields: Optional[str]) -> str:
     present = {key.upper(): str(value) for key, value in fields.items() if value is not None}
     if not present:
         return message
+    import json  # noqa: PLC0415 - see the imports
+
     return f"{_MARK}{json.dumps(present, sort_keys=True)}{_MARK}{message}"
 
 
@@ -68,6 +77,8 @@ def decode(entry: str) -> tuple[str, dict[str, str]]:
     if not entry.startswith(_MARK):
         return entry, {}
     end = entry.find(_MARK, 1)
+    import json  # noqa: PLC0415 - see the imports
+
     try:
         fields = json.loads(entry[1:end]) if end > 0 else None
     except ValueError:
@@ -180,6 +191,8 @@ def _syslog_datagram(priority: int, message: str) -> bytes:
 
 
 def _file_line(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
+    import json  # noqa: PLC0415 - see the imports
+
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     tail = "".join(f" {key}={json.dumps(value)}" for key, value in sorted(fields.items()))
     # One record per line: a traceback's newlines are escaped like any other control character.
