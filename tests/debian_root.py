@@ -44,8 +44,17 @@ def require_tools() -> None:
         skip_unless_ci("needs root on Debian (chroot, dpkg, debootstrap)")
 
 
+# HEAD's commit -> its .deb: the package and Ansible tests of one session share one build.
+_BUILT: dict[str, Path] = {}
+
+
 def build_deb(out: Path) -> Path:
     """The .deb built from a clean copy of HEAD, as CI builds it (scripts/build-deb)."""
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if head in _BUILT and _BUILT[head].exists():
+        return _BUILT[head]
     result = subprocess.run(
         [str(REPO / "scripts" / "build-deb"), str(out)],
         capture_output=True,
@@ -56,6 +65,7 @@ def build_deb(out: Path) -> Path:
     )
     debs = sorted(out.glob("libvirt-txmode_*_all.deb"))
     assert debs, f"build failed:\n{result.stdout}\n{result.stderr}"
+    _BUILT[head] = debs[0]
     return debs[0]
 
 

@@ -33,7 +33,7 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_tools()
     out = tmp_path_factory.mktemp("deb")
     path = build_deb(out)
-    lintian = (out / "lintian.txt").read_text()
+    lintian = (path.parent / "lintian.txt").read_text()
     errors = [line for line in lintian.splitlines() if line.startswith("E:")]
     assert not errors, f"lintian errors:\n{lintian}"
     return path
