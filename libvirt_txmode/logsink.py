@@ -191,10 +191,13 @@ def _syslog_datagram(priority: int, message: str) -> bytes:
 
 
 def _file_line(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
-    import json  # noqa: PLC0415 - see the imports
+    try:  # json.dumps of a str is this C function: the json package costs the cached hook more
+        from _json import encode_basestring_ascii as quote  # noqa: PLC0415
+    except ImportError:
+        from json import dumps as quote  # noqa: PLC0415
 
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    tail = "".join(f" {key}={json.dumps(value)}" for key, value in sorted(fields.items()))
+    tail = "".join(f" {key}={quote(value)}" for key, value in sorted(fields.items()))
     # One record per line: a traceback's newlines are escaped like any other control character.
     text = printable(message.replace("\n", " | "))
     return f"{stamp} {IDENT}[{os.getpid()}] <{priority}>: {text}{tail}\n".encode("utf-8", "replace")
