@@ -167,6 +167,16 @@ class DebianRoot:
             time.sleep(0.5)
         raise AssertionError("libvirtd in the Debian root did not answer within 120 s")
 
+    def stop_daemon(self, name: str) -> None:
+        pid = self.daemon_pid(name)
+        assert pid is not None, f"{name} is not running in {self.root}"
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(600):
+            if not self.inside(pid):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{name} (pid {pid}) did not stop within 60 s")
+
     def stop_everything(self) -> None:
         """Domains, daemons and any other process whose root is this root: all gone."""
         if self.daemon_pid("libvirtd") is not None:

@@ -4,7 +4,7 @@ One test walks the package's whole life on a fresh debootstrap root with its own
 build (mk-build-deps + dpkg-buildpackage, lintian without errors) -> `apt install ./….deb`
 (dependencies from Debian) -> a real `virsh start` refused and a compliant one started -> a QEMU
 reinstall fires the trigger -> `apt remove` (hook gone, edited policy kept, start allowed) ->
-`apt purge` (nothing left). One test, because each step needs the state the previous one left.
+`apt purge` (nothing left) -> an install while libvirtd is down still succeeds. One test, because each step needs the state the previous one left.
 """
 
 from __future__ import annotations
@@ -125,3 +125,11 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
     for gone in ("/etc/libvirt-txmode", "/var/lib/libvirt-txmode", "/var/cache/libvirt-txmode"):
         assert not root.path(gone).exists(), gone
     assert root.run("dpkg-query", "-W", "libvirt-txmode", check=False).returncode != 0
+
+    # Installed while libvirtd is down (an image build, a chroot): no snapshot, and no failure.
+    root.stop_daemon("libvirtd")
+    offline = root.run("apt-get", "install", "-y", "--no-install-recommends", deb_inside)
+    assert "no capability snapshot taken (libvirt not reachable)" in offline.stdout
+    assert "SIGHUP" not in offline.stdout
+    assert root.run("test", "-x", HOOK).returncode == 0
+    assert not root.path(SNAPSHOT).exists()
