@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_string  # C: json.dumps' own escaping
 from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Optional
 from urllib.parse import quote
@@ -214,24 +215,52 @@ class JsonFormatter(Formatter):
     name = "json"
 
     def finished(self, report: Report) -> str:
-        findings = []
-        for finding in report.findings:
-            data = finding.as_dict()
-            col = column(finding)
-            if col:
-                data["column"] = col
-            findings.append(data)
         document: dict[str, Any] = {
             "tool": {"name": TOOL_NAME, "version": report.tool_version},
             "files": list(report.files),
             "hosts": list(report.hosts),
-            "findings": findings,
+            "findings": None,  # written below, one flat object at a time
             "summary": summary_dict(report, self.run),
         }
         if self.run.fatal is not None:
             document["error"] = self.run.fatal
-        # ASCII escapes keep the output writable whatever the locale, even for undecodable names.
-        return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+        # Exactly json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True), but the
+        # findings (all flat objects of scalars) are formatted directly: with indent, json uses its
+        # pure-Python encoder, which took 15 % of a 10,000-file run. ASCII escapes keep the output
+        # writable whatever the locale, even for undecodable names.
+        parts = []
+        for key in sorted(document):
+            if key == "findings":
+                value = _findings_json(report.findings)
+            else:
+                value = json.dumps(document[key], indent=2, sort_keys=True, ensure_ascii=True)
+                value = value.replace("\n", "\n  ")
+            parts.append(f"  {_json_string(key)}: {value}")
+        return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def _json_scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return _json_string(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    return json.dumps(value, sort_keys=True, ensure_ascii=True)  # pragma: no cover - not a scalar
+
+
+def _findings_json(findings: tuple[Finding, ...]) -> str:
+    if not findings:
+        return "[]"
+    items = []
+    for finding in findings:
+        data = finding.as_dict()
+        col = column(finding)
+        if col:
+            data["column"] = col
+        fields = ",\n".join(
+            f"      {_json_string(k)}: {_json_scalar(data[k])}" for k in sorted(data)
+        )
+        items.append("    {\n" + fields + "\n    }")
+    return "[\n" + ",\n".join(items) + "\n  ]"
 
 
 class JUnitFormatter(Formatter):

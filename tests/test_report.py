@@ -421,4 +421,21 @@ def test_the_command_line_offers_every_format() -> None:
     # cli spells the names out so that --version/--help need not import the formatters.
     from libvirt_txmode.cli import FORMAT_NAMES
 
-    assert FORMAT_NAMES == tuple(sorted(rp.FORMATTERS))
+    assert tuple(sorted(rp.FORMATTERS)) == FORMAT_NAMES
+
+
+@pytest.mark.parametrize("fatal", [None, "could not run \udcff"])
+def test_json_is_exactly_what_json_dumps_writes(fatal: str | None) -> None:
+    # The findings are formatted without json's (slow, pure-Python) indenting encoder: the text
+    # must still be byte for byte json.dumps(indent=2, sort_keys=True), escapes included.
+    odd = Finding(
+        "caf\udce9.xml", 3, "vm\u00e9\n", "txmode-invalid", Level.ERROR, 'm "q" \\ \t', 0,
+        None, "x", "r", "h",
+    )  # fmt: skip
+    positioned = rp.PositionedFinding("b.xml", 8, "-", "xml-invalid", Level.ERROR, "bad", column=17)
+    findings = () if fatal else (odd, positioned, *FINDINGS)
+    report = make_report(findings=findings, files=("caf\udce9.xml", "b.xml", *FILES))
+    out = rp.render("json", report, color=False, run=rp.RunInfo(fatal=fatal))
+    assert out == json.dumps(json.loads(out), indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+    if not fatal:
+        assert json.loads(out)["findings"][1]["column"] == 17
