@@ -1,10 +1,11 @@
 """libvirt's qemu hook protocol: argv + domain XML on stdin -> exit code, stderr, syslog.
 
-Installed behind a POSIX sh wrapper (hooks/qemu) that starts Python only for ``prepare begin``;
-this module still exits 0 for any other event in case it is run directly. libvirt runs
-``prepare begin`` before it labels resources, also for incoming migration and restore, and aborts
-the start when we exit non-zero, quoting our stderr to the user. It drops stderr when we exit 0, so
-every decision also goes to syslog (ident ``libvirt-txmode``).
+Installed behind a POSIX sh wrapper (hooks/qemu) that starts Python only for ``prepare begin``,
+through hookstart.py and hookfast.py, which replay a cached decision and hand anything else to
+``finish`` here; this module still exits 0 for any other event in case it is run directly. libvirt
+runs ``prepare begin`` before it labels resources, also for incoming migration and restore, and
+aborts the start when we exit non-zero, quoting our stderr to the user. It drops stderr when we
+exit 0, so every decision also goes to syslog (ident ``libvirt-txmode``).
 
 Rules kept here: never call back into libvirt (it would deadlock: DESIGN.md), never write to stdout
 (libvirt reads it as replacement XML for migrate/restore), never show a traceback.
@@ -17,12 +18,13 @@ import syslog
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, NamedTuple, Optional
 
-from .files import MAX_XML_BYTES, read_stream_bounded
+from . import hookfast
 from .text import printable
 
 if TYPE_CHECKING:
     from .capabilities import HostCapabilities
     from .findings import Finding
+    from .hookfast import Handover, Key
     from .verdict import Verdict
 
 
@@ -37,7 +39,7 @@ def _log(priority: int, message: str) -> None:
     logsink.emit(priority, message)
 
 
-class _Options(NamedTuple):
+class Options(NamedTuple):
     policy: str
     snapshot: str
     cache_dir: Optional[str]
@@ -46,14 +48,14 @@ class _Options(NamedTuple):
 _WRAPPER_FLAGS = ("--policy", "--snapshot", "--cache-dir", "--")
 
 
-def _arguments(argv: Sequence[str]) -> tuple[_Options, list[str]]:
+def _arguments(argv: Sequence[str]) -> tuple[Options, list[str]]:
     argv = list(argv)
     # Fast path for the exact shape hooks/qemu passes (every value set, none looking like an
     # option): argparse would read it the same way, but importing it costs more than the check.
     if len(argv) >= 7 and all(argv[i] == flag for i, flag in zip((0, 2, 4, 6), _WRAPPER_FLAGS)):
         values = argv[1], argv[3], argv[5]
         if all(value and not value.startswith("-") for value in values):
-            return _Options(*values), argv[7:]
+            return Options(*values), argv[7:]
     import argparse  # noqa: PLC0415 - any other command line: let argparse decide, as always
 
     parser = argparse.ArgumentParser(prog="libvirt_txmode.hook", add_help=False)
@@ -63,7 +65,7 @@ def _arguments(argv: Sequence[str]) -> tuple[_Options, list[str]]:
     options, rest = parser.parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
-    return _Options(options.policy, options.snapshot, options.cache_dir), rest
+    return Options(options.policy, options.snapshot, options.cache_dir), rest
 
 
 def main(
@@ -80,56 +82,70 @@ def main(
     if len(event) < 3 or (event[1], event[2]) != ("prepare", "begin"):
         return 0
     syslog.openlog(IDENT, syslog.LOG_PID, syslog.LOG_DAEMON)
-    domain_name = event[0]
     stream = stdin if stdin is not None else sys.stdin.buffer
+    # The installed hook's path (hookstart.py): a cached verdict, else the full check.
+    outcome = hookfast.prepare(event[0], options, stream, err)
+    return outcome if isinstance(outcome, int) else resume(outcome, err)
+
+
+def resume(handover: Handover, err: IO[str]) -> int:
+    """Take over from hookfast: the full check on the input it read, hook.main on a command line
+    it does not handle, or the fail-closed refusal for an exception it caught."""
+    kind = handover[0]
+    if kind == "main":
+        return main(handover[1], stderr=err)
+    if kind == "error":
+        return internal_error(handover[1], handover[2], err)
+    domain_name, (policy, snapshot, cache_dir), data, read_error, entry_key = handover[1:]
+    options = Options(policy, snapshot, cache_dir)
+    return finish(domain_name, options, data, read_error, entry_key=entry_key, err=err)
+
+
+def internal_error(domain_name: str, exc: Exception, err: IO[str]) -> int:
+    """The last line of defence: no traceback ever reaches libvirt's user; refuse (fail closed)."""
+    import traceback  # noqa: PLC0415 - only on this path
+
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    _log(syslog.LOG_ERR, f"internal error checking domain '{domain_name}': {detail}")
+    err.write(
+        f"{IDENT}: internal error checking domain '{printable(domain_name)}': "
+        f"{printable(type(exc).__name__)}: {printable(str(exc))} (details in syslog); "
+        "refusing to start (fail closed)\n"
+    )
+    return 1
+
+
+def finish(
+    domain_name: str,
+    options: Options,
+    data: Optional[bytes],
+    read_error: Optional[str],
+    *,
+    entry_key: Optional[Key],
+    err: IO[str],
+) -> int:
+    """No cached verdict answered (hookfast.prepare): run the full check, remember the decision
+    under ``entry_key`` (taken before the check) when it may be, and report it."""
     try:
-        return _prepare(domain_name, options, stream, err)
-    except Exception as exc:  # the last line of defence: no traceback ever reaches libvirt's user
-        import traceback  # noqa: PLC0415 - only on this path
+        outcome, emulators = _check(domain_name, options, data, read_error)
+        if entry_key is not None and emulators is not None and options.cache_dir:
+            from . import verdict  # noqa: PLC0415
 
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        _log(syslog.LOG_ERR, f"internal error checking domain '{domain_name}': {detail}")
-        err.write(
-            f"{IDENT}: internal error checking domain '{printable(domain_name)}': "
-            f"{printable(type(exc).__name__)}: {printable(str(exc))} (details in syslog); "
-            "refusing to start (fail closed)\n"
-        )
-        return 1
-
-
-def _prepare(domain_name: str, options: _Options, stream: IO[bytes], err: IO[str]) -> int:
-    # Read before anything else: a verdict cached for this exact XML answers without lxml or YAML.
-    data: Optional[bytes] = None
-    read_error: Optional[str] = None
-    try:
-        data = read_stream_bounded(stream, MAX_XML_BYTES)
-        if data is None:
-            read_error = f"input is larger than {MAX_XML_BYTES} bytes"
-    except OSError as exc:
-        read_error = str(exc.strerror)
-    entry_key = None
-    if data is not None and options.cache_dir and _inputs_trusted(options):
-        from . import verdict  # noqa: PLC0415
-
-        entry_key = verdict.key(data, options.policy, options.snapshot)
-        hit = verdict.lookup(options.cache_dir, entry_key)
-        if hit is not None:
-            return _emit(hit, err)
-    outcome, emulators = _check(domain_name, options, data, read_error)
-    if entry_key is not None and emulators is not None:
-        verdict.store(
-            options.cache_dir or "",
-            entry_key,
-            outcome,
-            policy=options.policy,
-            snapshot=options.snapshot,
-            emulators=emulators,
-        )
-    return _emit(outcome, err)
+            verdict.store(
+                options.cache_dir,
+                verdict.Key(*entry_key),
+                outcome,
+                policy=options.policy,
+                snapshot=options.snapshot,
+                emulators=emulators,
+            )
+        return _emit(outcome, err)
+    except Exception as exc:  # see internal_error
+        return internal_error(domain_name, exc, err)
 
 
 def _check(
-    domain_name: str, options: _Options, data: Optional[bytes], read_error: Optional[str]
+    domain_name: str, options: Options, data: Optional[bytes], read_error: Optional[str]
 ) -> tuple[Verdict, Optional[dict[str, str]]]:
     """The full check: the decision and, if it may be cached, the emulators it rests on."""
     # Deferred so that a no-op event or a cached verdict never pays for lxml and yaml.
@@ -248,21 +264,6 @@ def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
         _log(syslog.LOG_WARNING, f"ignoring snapshot: {exc}")
         return None, {}
     return snapshot.capabilities, dict(snapshot.identities)
-
-
-def _inputs_trusted(options: _Options) -> bool:
-    """As root, a verdict is replayed only while the policy's and snapshot's whole paths are
-    still trusted (files.path_trust_problem): otherwise the full check runs and says why."""
-    import os  # noqa: PLC0415
-
-    if os.geteuid() != 0:
-        return True
-    from .files import path_trust_problem  # noqa: PLC0415
-
-    if path_trust_problem(options.policy) is not None:
-        return False
-    snapshot = options.snapshot
-    return not (snapshot and os.path.lexists(snapshot) and path_trust_problem(snapshot))
 
 
 def _verdict(code: int, stderr: tuple[str, ...], logged: tuple[tuple[int, str], ...]) -> Verdict:

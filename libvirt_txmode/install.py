@@ -60,7 +60,7 @@ SELFTEST_TIMEOUT = 120.0
 # What the hook writes into the cache directory (probe answers and their locks, compiled policies,
 # verdicts, atomic-write temporaries): uninstall removes these names and no others.
 CACHE_NAMES = re.compile(
-    r"(?:(?:verdict|policy)-)?[0-9a-f]{16,64}\.(?:json|lock)|\.tmp-[A-Za-z0-9_]{1,16}"
+    r"(?:(?:verdict|policy)-)?[0-9a-f]{16,64}\.(?:json|lock|txt)|\.tmp-[A-Za-z0-9_]{1,16}"
 )
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_./+:@-]+")
 

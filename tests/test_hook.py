@@ -398,7 +398,7 @@ def test_5000_nics_are_decided_and_a_huge_refusal_is_not_cached(tmp_path: Path) 
     assert first.returncode == second.returncode == 1
     assert first.stderr == second.stderr
     assert first.stderr.count("[txmode-not-allowed") == 5000
-    entries = list(Path(hook.layout.cache_dir).glob("verdict-*.json"))
+    entries = list(Path(hook.layout.cache_dir).glob("verdict-*.txt"))
     assert len(entries) == 1  # the allowed domain's; the refusal is not kept
     assert entries[0].stat().st_size <= verdict.MAX_ENTRY_BYTES
 

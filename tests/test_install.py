@@ -158,7 +158,7 @@ def test_missing_package_says_the_interpreter_cannot_import_it(tmp_path: Path) -
     result = run_hook(hook, "vm1", "prepare", "begin", "-")
     assert result.returncode == 1
     assert (
-        f"its interpreter {sys.executable} cannot import libvirt_txmode ({package}/hook.py is "
+        f"its interpreter {sys.executable} cannot import libvirt_txmode ({package}/hookstart.py is "
         "missing); fix: reinstall libvirt-txmode" in result.stderr
     )
     assert result.stderr.count("\n") == 1  # one line

@@ -195,7 +195,7 @@ def test_cached_allow_is_not_replayed_once_the_policy_path_is_unsafe(tmp_path: P
     hook = make_hook(tmp_path)
     xml = domain("vm1", nic("52:54:00:00:00:01", "timer"), emulator=QEMU)
     assert hook.run("vm1", "prepare", "begin", "-", stdin=xml).returncode == 0
-    assert list(Path(hook.layout.cache_dir).glob("verdict-*.json"))  # an allow is cached
+    assert list(Path(hook.layout.cache_dir).glob("verdict-*.txt"))  # an allow is cached
     os.chmod(hook.layout.config_dir, 0o775)  # the file itself is untouched
     result = hook.run("vm1", "prepare", "begin", "-", stdin=xml)
     assert result.returncode == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode import verdict
+from libvirt_txmode import hookfast, verdict
+from libvirt_txmode.install import hook_settings
 from libvirt_txmode.qemu import identify
 from tests import libvirt_env as env
-from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, shared_dir
+from tests.hookrun import LIBVIRT_ENV, POLICY, InstalledHook, domain, make_hook, nic, shared_dir
 from tests.test_faults import counting_emulator
 
 __all__ = ["shared_dir"]
@@ -28,7 +28,7 @@ def live_xml(name: str, run_id: int, txmode: str = "iothread", emulator: str = Q
 
 
 def verdicts(hook: InstalledHook) -> list[Path]:
-    return sorted(Path(hook.layout.cache_dir).glob("verdict-*.json"))
+    return sorted(Path(hook.layout.cache_dir).glob("verdict-*.txt"))
 
 
 def run_in_process(hook: InstalledHook, xml: bytes) -> tuple[int, str, bool]:
@@ -146,7 +146,9 @@ def test_new_snapshot_invalidates(tmp_path: Path) -> None:
     os.makedirs(hook.layout.state_dir, exist_ok=True)
     Path(hook.layout.snapshot).write_text("{}")
     assert hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 2)).returncode == 0
-    assert json.loads(entry.read_text())["context"]["snapshot"] != "absent"
+    decoded = hookfast.decode(entry.read_bytes())
+    assert decoded is not None
+    assert decoded[1]["snapshot"] != "absent"
 
 
 def test_other_xml_is_a_miss(tmp_path: Path) -> None:
@@ -163,20 +165,21 @@ def test_tampered_verdict_is_not_trusted(tmp_path: Path, tamper: str) -> None:
     xml = live_xml("db-notimer", 1, txmode="timer")
     assert hook.run("db-notimer", "prepare", "begin", "-", stdin=xml).returncode == 1
     (entry,) = verdicts(hook)
-    document = json.loads(entry.read_text())
+    decoded = hookfast.decode(entry.read_bytes())
+    assert decoded is not None
+    digest, identities, emulators, (code, stderr, records) = decoded
+    assert code == 1
+    allowed = hookfast.encode(digest, identities, emulators, (0, (), records))
     if tamper == "writable":
-        document.update(code=0, stderr=[])
-        entry.write_text(json.dumps(document))
+        entry.write_bytes(allowed)
         os.chmod(entry, 0o666)
     elif tamper == "corrupt":
-        entry.write_text("{")
+        entry.write_bytes(entry.read_bytes()[:-3])
     elif tamper == "forged-code":
-        document.update(code=7)
-        entry.write_text(json.dumps(document))
+        entry.write_bytes(hookfast.encode(digest, identities, emulators, (7, stderr, records)))
     else:
-        forged = tmp_path / "forged.json"
-        document.update(code=0, stderr=[])
-        forged.write_text(json.dumps(document))
+        forged = tmp_path / "forged.txt"
+        forged.write_bytes(allowed)
         entry.unlink()
         entry.symlink_to(forged)
     result = hook.run("db-notimer", "prepare", "begin", "-", stdin=xml)
@@ -204,4 +207,80 @@ def test_entries_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             str(cache), verdict.key(xml, str(policy), ""), outcome,
             policy=str(policy), snapshot="", emulators={},
         )  # fmt: skip
-    assert 2 <= len(list(cache.glob("verdict-*.json"))) <= 4
+    assert 2 <= len(list(cache.glob("verdict-*.txt"))) <= 4
+
+
+def _hookstart(hook: InstalledHook, *argv: str, importtime: bool = False) -> list[str]:
+    """The command hooks/qemu execs for prepare begin, with the installed hook's settings."""
+    settings = hook_settings(str(hook.path))
+    return [
+        sys.executable,
+        "-I",
+        "-S",
+        *(["-X", "importtime"] if importtime else []),
+        os.path.join(settings["PACKAGE"], "hookstart.py"),
+        *argv,
+    ]
+
+
+def _wrapper_args(hook: InstalledHook, name: str) -> list[str]:
+    settings = hook_settings(str(hook.path))
+    return [
+        "--policy", settings["POLICY"], "--snapshot", settings["SNAPSHOT"],
+        "--cache-dir", settings["CACHE"], "--", name, "prepare", "begin", "-",
+    ]  # fmt: skip
+
+
+def test_a_cached_verdict_loads_nothing_beyond_the_interpreters_own_modules(
+    tmp_path: Path,
+) -> None:
+    # hookfast.py's promise: no site, typing, json, re, hashlib or dataclasses on a hit (each
+    # costs more than the whole replay), while the miss before it ran the full check.
+    hook = make_hook(tmp_path)
+    xml = live_xml("db-notimer", 1, txmode="timer")
+    first = hook.run("db-notimer", "prepare", "begin", "-", stdin=xml)
+    assert first.returncode == 1
+    done = subprocess.run(
+        _hookstart(hook, *_wrapper_args(hook, "db-notimer"), importtime=True),
+        input=live_xml("db-notimer", 2, txmode="timer"),
+        capture_output=True,
+        check=False,
+        env=dict(LIBVIRT_ENV),
+    )
+    stderr = done.stderr.decode()
+    imported = {
+        line.split("|")[-1].strip()
+        for line in stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    replayed = "".join(line + "\n" for line in stderr.splitlines() if not line.startswith("import"))
+    assert (done.returncode, replayed) == (1, first.stderr)
+    assert "libvirt_txmode.hookfast" in imported
+    heavy = {"site", "typing", "json", "re", "hashlib", "dataclasses", "lxml", "yaml", "runpy"}
+    assert imported & heavy == set()
+
+
+def test_an_unusual_command_line_is_decided_by_the_full_hook(tmp_path: Path) -> None:
+    # Not the wrapper's exact argv shape: hookfast hands it to hook.main (argparse), as before.
+    hook = make_hook(tmp_path)
+    args = _wrapper_args(hook, "db-notimer")
+    reordered = [*args[2:4], *args[0:2], *args[4:]]  # --snapshot before --policy
+    for run_id in (1, 2):  # the full check, then the cached verdict
+        done = subprocess.run(
+            _hookstart(hook, *reordered),
+            input=live_xml("db-notimer", run_id, txmode="timer"),
+            capture_output=True,
+            check=False,
+        )
+        assert done.returncode == 1
+        assert b"[txmode-not-allowed]" in done.stderr
+
+
+def test_the_entry_format_keeps_any_text_and_refuses_any_truncation() -> None:
+    odd = "line\nbreak: 3:x\x1e\udcff é"
+    replay = (1, (odd, ""), ((3, odd, {"DOMAIN": odd}), (6, "", {})))
+    encoded = hookfast.encode("d" * 64, {"policy": odd}, {odd: "key"}, replay)
+    assert hookfast.decode(encoded) == ("d" * 64, {"policy": odd}, {odd: "key"}, replay)
+    for end in range(len(encoded)):
+        assert hookfast.decode(encoded[:end]) is None, end
+    assert hookfast.decode(encoded + b"0:\n") is None  # a trailing item is not a whole entry
