@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Callable, Optional
@@ -27,6 +25,12 @@ LOG = logging.getLogger(__name__)
 VHOST_NET_DEVICE = paths.VHOST_NET_DEVICE
 
 Prober = Callable[[str, Sequence[str], float], dict[str, Support]]
+
+
+def _which(name: str) -> Optional[str]:
+    import shutil  # noqa: PLC0415 - only for a domain without <emulator>: shutil costs ~2 ms
+
+    return shutil.which(name)
 
 
 def _default_prober(emulator: str, devices: Sequence[str], timeout: float) -> dict[str, Support]:
@@ -55,7 +59,8 @@ def this_host(
     }
     read_networks = networks if networks is not None else read_forward_modes
     return HostCapabilities(
-        name=name or socket.gethostname(),
+        # socket.gethostname() is uname's nodename on Linux; socket costs the hook ~2 ms.
+        name=name or os.uname().nodename,
         guests=snapshot.guests if snapshot is not None else (),
         arch=host_arch(),
         networks=read_networks(sorted(names)) if names else {},
@@ -86,7 +91,7 @@ def local_capabilities(
     snapshot: Optional[HostCapabilities] = None,
     snapshot_identities: Optional[Mapping[str, str]] = None,
     name: Optional[str] = None,
-    which: Callable[[str], Optional[str]] = shutil.which,
+    which: Optional[Callable[[str], Optional[str]]] = None,
     prober: Prober = _default_prober,
     host: Optional[HostCapabilities] = None,
 ) -> HostCapabilities:
@@ -100,7 +105,7 @@ def local_capabilities(
         arch = facts.guest_arch(domain) or ""
         if emulator is None:
             # libvirt looks for qemu-system-<its binary name for the arch> on its search path.
-            emulator = which(emulator_binary(arch))
+            emulator = (which or _which)(emulator_binary(arch))
         if emulator is None:
             continue
         if domain.emulator is None and facts.guest(domain) is None:
