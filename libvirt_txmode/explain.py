@@ -211,8 +211,9 @@ _ENTRIES = (
         level=Level.ERROR,
         level_note="always an error",
         meaning=(
-            "The file is not well-formed XML, is empty, is larger than 10 MiB (libvirt's own "
-            "limit), has a DOCTYPE, or its root element is not <domain>. Its NICs were not "
+            "The file is not well-formed XML, is empty, is larger than 64 MiB (this tool's "
+            "bound; libvirt sets none) or beyond libxml2's limits (256 levels, 10,000,000-byte "
+            "text nodes), has a DOCTYPE, or its root element is not <domain>. Its NICs were not "
             "checked; the other inputs were."
         ),
         why=(

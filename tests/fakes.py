@@ -1,8 +1,9 @@
 """Fake emulators: small scripts that behave like (or misbehave unlike) ``qemu-system-*``.
 
-Probes run the emulator as ``nobody`` when the tests run as root, and pytest's ``tmp_path`` lives
-under ``/tmp/pytest-of-root`` (mode 0700) which ``nobody`` cannot traverse. So fakes live in their
-own directory under /tmp, mode 0755, owned by root: a test's policy trusts ``<that dir>/*``.
+Probes run the emulator as libvirt's QEMU user (qemu.conf's ``user``, e.g. libvirt-qemu) when the
+tests run as root, and pytest's ``tmp_path`` lives under ``/tmp/pytest-of-root`` (mode 0700), which
+that user cannot traverse. So fakes live in their own directory under /tmp, mode 0755, owned by
+root: a test's policy trusts ``<that dir>/*``.
 Each fake's text carries a unique marker, so a test can look for a leftover process by it.
 """
 
@@ -22,11 +23,11 @@ QEMU_DATA = DATA / "qemu"
 
 
 class FakeEmulators:
-    """A directory of fake emulators that ``nobody`` may execute, plus a world-writable drop box."""
+    """A directory of fake emulators the QEMU user may execute, plus a world-writable drop box."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        # Where a fake that runs as nobody may leave evidence that it ran (sticky, like /tmp).
+        # Where a fake run as the QEMU user may leave evidence that it ran (sticky, like /tmp).
         self.dropbox = directory.parent / (directory.name + "-dropbox")
         self.dropbox.mkdir(mode=0o1777)
         os.chmod(self.dropbox, 0o1777)
@@ -57,7 +58,7 @@ class FakeEmulators:
         return path
 
     def data(self, name: str, content: bytes) -> Path:
-        """A file a fake ``cat``s (readable by nobody)."""
+        """A file a fake ``cat``s (readable by the QEMU user)."""
         path = self.directory / f"{name}.data"
         path.write_bytes(content)
         os.chmod(path, 0o644)
