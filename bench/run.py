@@ -202,15 +202,15 @@ class Bench:
 def make_counting_emulator(
     bench: Bench, name: str = "qemu-system-x86_64"
 ) -> tuple[str, Callable[[], int]]:
-    """A wrapper that counts its runs, then execs the real QEMU. Probes run as 'nobody' (qemu.py
-    demotes itself), so the counter is world-writable; the wrapper itself is root's and 0755, as
-    qemu.trust_problem demands."""
+    """A wrapper that counts its runs, then execs the real QEMU. Probes run as libvirt's QEMU user
+    (qemu.py demotes itself), so the counter is world-writable; the wrapper itself is root's and
+    0755, as qemu.trust_problem demands."""
     bindir = bench.path("bin", name.replace("/", "_") + ".d")
     os.makedirs(bindir, mode=0o755, exist_ok=True)
     counter = os.path.join(bindir, "runs")
     with open(counter, "w", encoding="ascii"):
         pass
-    os.chmod(counter, 0o666)  # noqa: S103 - the probe runs as nobody and counts itself
+    os.chmod(counter, 0o666)  # noqa: S103 - the probe runs as the QEMU user and counts itself
     wrapper = os.path.join(bindir, "qemu-system-x86_64")
     with open(wrapper, "w", encoding="ascii") as handle:
         handle.write(f'#!/bin/sh\necho run >> {counter}\nexec {domains.QEMU} "$@"\n')
@@ -256,13 +256,24 @@ def bench_hook(bench: Bench) -> None:
             os.unlink(layout.snapshot)
 
     xml: dict[int, str] = {}
-    for nics in (1, 4, 64):
+    for nics in (1, 4, 64, 256):
         xml[nics] = bench.path(f"hook-{nics}.xml")
         with open(xml[nics], "wb") as handle:
             handle.write(domains.hook_domain(f"{PREFIX}hook{nics}", nics, wrapper))
 
     def argv(event: tuple[str, str], nics: int = 4) -> list[str]:
         return [hook, f"{PREFIX}hook{nics}", event[0], event[1], "-"]
+
+    # The wrappers above count probes, but a script's identity also covers what it execs
+    # (files.script_targets: re and a digest on every replay); most hosts name the binary itself.
+    xml_binary = bench.path("hook-binary.xml")
+    with open(xml_binary, "wb") as binary_handle:
+        binary_handle.write(domains.hook_domain(f"{PREFIX}hookbin", 4, domains.QEMU))
+    argv_binary = [hook, f"{PREFIX}hookbin", "prepare", "begin", "-"]
+
+    def warm_binary() -> None:
+        use_snapshot(False)
+        spawn(argv_binary, base_env, xml_binary)
 
     base_env = dict(HOOK_ENV)
 
@@ -280,9 +291,9 @@ def bench_hook(bench: Bench) -> None:
         warm()
         clear_dir(layout.cache_dir, keep=lambda name: not name.startswith(("policy-", "verdict-")))
 
-    def new_definition() -> None:
+    def new_definition(nics: int = 4) -> None:
         # The domain was edited since its last start: no verdict, but probes and policy are warm.
-        warm()
+        warm(nics)
         clear_dir(layout.cache_dir, keep=lambda name: not name.startswith("verdict-"))
 
     def snapshot_only() -> None:
@@ -292,6 +303,8 @@ def bench_hook(bench: Bench) -> None:
     baselines = [
         Case("/bin/sh -c :", ["/bin/sh", "-c", ":"], base_env),
         Case("python -I -c pass", [bench.python, "-I", "-c", "pass"], base_env),
+        # What the installed hook starts for prepare begin (hooks/qemu, hookstart.py): no site.
+        Case("python -I -S -c pass", [bench.python, "-I", "-S", "-c", "pass"], base_env),
         Case(
             'python -I -c "import lxml.etree"',
             [bench.python, "-I", "-c", "import lxml.etree"],
@@ -316,6 +329,29 @@ def bench_hook(bench: Bench) -> None:
         base_env,
         xml[4],
         new_definition,
+        probes=count,
+    )
+    prepare[(4, "binary")] = Case(
+        f"prepare begin, 4 NICs, warm cache, emulator {domains.QEMU} (a binary)",
+        argv_binary,
+        base_env,
+        xml_binary,
+        warm_binary,
+    )
+    prepare[(256, "warm")] = Case(
+        "prepare begin, 256 NICs, warm cache",
+        argv(("prepare", "begin"), 256),
+        base_env,
+        xml[256],
+        functools.partial(warm, 256),
+        probes=count,
+    )
+    prepare[(256, "miss")] = Case(
+        "prepare begin, 256 NICs, edited domain (no verdict), warm probes and policy",
+        argv(("prepare", "begin"), 256),
+        base_env,
+        xml[256],
+        functools.partial(new_definition, 256),
         probes=count,
     )
     prepare[(4, "stale")] = Case(
@@ -343,16 +379,19 @@ def bench_hook(bench: Bench) -> None:
         prepare[(4, "miss")],
         prepare[(4, "stale")],
         prepare[(4, "warm")],
+        prepare[(4, "binary")],
         prepare[(4, "snapshot")],
         prepare[(64, "cold")],
         prepare[(64, "warm")],
+        prepare[(256, "warm")],
+        prepare[(256, "miss")],
     ]
     run_rounds(ordered, bench.rounds, bench.workdir)
     for case in ordered:
         case.peak_kib = peak_rss_kib(case, bench.workdir)
 
-    sh, py, lxml = (c.median for c in baselines)
-    sh_cpu, lxml_cpu = baselines[0].cpu_median, baselines[2].cpu_median
+    sh, py, _py_no_site, lxml = (c.median for c in baselines)
+    sh_cpu, lxml_cpu = baselines[0].cpu_median, baselines[3].cpu_median
     table = Table(
         "1. Hook latency per event (installed hook, env LC_ALL=C PATH=/usr/bin:/bin; "
         f"median of {bench.rounds} interleaved rounds)",
@@ -376,8 +415,13 @@ def bench_hook(bench: Bench) -> None:
             target = "baseline"
         elif case in noops:
             target = f"≤ 2.0 x sh: {verdict(wall / sh, 2.0)}"
-        elif case is prepare[(4, "warm")]:
+        elif case is prepare[(4, "binary")]:
+            target = f"≤ 1.2 x py pass: {verdict(wall / py, 1.2)}"
+        elif case is prepare[(4, "miss")]:
             target = f"≤ 1.3 x lxml: {verdict(wall / lxml, 1.3)}"
+        elif case is prepare[(256, "miss")]:
+            ratio = wall / prepare[(4, "miss")].median
+            target = f"≤ 1.15 x 4-NIC miss: {ratio:.2f}, {verdict(ratio, 1.15)}"
         else:
             target = ""
         probes = f"{statistics.mean(case.probe_counts):g}" if case.probe_counts else "-"
@@ -413,6 +457,11 @@ def bench_hook(bench: Bench) -> None:
         },
         "per_nic_warm_s": per_nic,
         "per_nic_cold_s": per_nic_cold,
+        # Issue 14's ratios, each against a baseline of this run.
+        "hit_x_py_pass": prepare[(4, "binary")].median / py,
+        "hit_script_emulator_x_py_pass": prepare[(4, "warm")].median / py,
+        "miss_x_py_lxml": prepare[(4, "miss")].median / lxml,
+        "miss_256_x_miss_4": prepare[(256, "miss")].median / prepare[(4, "miss")].median,
     }
     scaling = Table(
         "5a. Hook scaling with NICs (warm and cold cache)",
@@ -689,6 +738,7 @@ def bench_virsh(bench: Bench, cycles: int, blocks: int) -> None:
     stops: dict[str, list[float]] = {"without": [], "with": []}
     first_start = 0.0
     events: dict[str, list[float]] = {}
+    spans: dict[str, list[float]] = {}
     try:
         result = virsh("define", xml)
         if result.returncode != 0:
@@ -716,7 +766,7 @@ def bench_virsh(bench: Bench, cycles: int, blocks: int) -> None:
                         raise RuntimeError(
                             "the installed hook never ran (no compiled policy in its cache dir)"
                         )
-        events = virsh_event_breakdown(bench, layout, name, cycles)
+        events, spans = virsh_event_breakdown(bench, layout, name, cycles)
     finally:
         if virsh("domstate", name).stdout.strip() == "running":
             virsh("destroy", name)
@@ -788,6 +838,26 @@ def bench_virsh(bench: Bench, cycles: int, blocks: int) -> None:
             f"{share:.1f} %" if share is not None else "(on destroy)",
         )
     bench.tables.append(breakdown)
+    span_with, span_without = statistics.median(spans["with"]), statistics.median(spans["without"])
+    hook_share = statistics.median(spans["hook"]) / span_with * 100
+    growth = (span_with - span_without) / span_without * 100
+    start_path = Table(
+        "3c. The hook's share of the start path inside libvirt (prepare begin -> started begin, "
+        f"timestamped by the wrapper of 3b; median of {len(spans['with'])} starts each)",
+        ["", "median", "target"],
+    )
+    start_path.add("span, wrapper running nothing", ms(span_without), "baseline")
+    start_path.add("span, wrapper running the installed hook (verdict cached)", ms(span_with), "")
+    start_path.add(
+        "the hook's time inside the span (prepare begin, start begin)",
+        ms(statistics.median(spans["hook"])),
+        "",
+    )
+    start_path.add(
+        "hook's share of the span", f"{hook_share:.1f} %", f"≤ 3 %: {verdict(hook_share, 3)}"
+    )
+    start_path.add("span growth with the hook", f"{growth:+.1f} %", f"≤ 3 %: {verdict(growth, 3)}")
+    bench.tables.append(start_path)
     bench.results["virsh"] = {
         "start_without_s": start_without,
         "start_with_s": start_with,
@@ -797,41 +867,74 @@ def bench_virsh(bench: Bench, cycles: int, blocks: int) -> None:
         "destroy_overhead_pct": stop_overhead,
         "first_start_s": first_start,
         "events": {e: statistics.median(v) for e, v in events.items()},
+        "start_path_span_with_s": span_with,
+        "start_path_span_without_s": span_without,
+        "start_path_hook_share_pct": hook_share,
+        "start_path_growth_pct": growth,
     }
 
 
 def virsh_event_breakdown(
     bench: Bench, layout: installer.Layout, name: str, cycles: int
-) -> dict[str, list[float]]:
-    """Put a wrapper that timestamps each invocation in place of the installed hook; restore it."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Put a wrapper that timestamps each invocation in place of the installed hook; restore it.
+
+    Returns the hook's time per event, and per start the span inside libvirt from ``prepare
+    begin`` to ``started begin`` with the wrapper running the real hook ("with") and with it
+    running nothing ("without"; the same timestamps, so they cost both sides alike), together
+    with the real hook's time inside that span ("hook")."""
     log = bench.path("events.log")
     real = bench.path("hook-real")
     events: dict[str, list[float]] = {}
+    spans: dict[str, list[float]] = {"with": [], "without": [], "hook": []}
     with hook_installed(layout, bench.python) as hook:
         shutil.copy2(hook, real)
         with open(hook, "rb") as handle:
             original = handle.read()
-        wrapper = (
-            "#!/bin/sh\n"
-            "t0=$(date +%s%N)\n"
-            f'{real} "$@"\n'
-            "rc=$?\n"
-            "t1=$(date +%s%N)\n"
-            f'echo "$2 $3 $t0 $t1 $rc" >> {log}\n'
-            "exit $rc\n"
-        )
         try:
-            installer.write_atomic(hook, wrapper.encode(), mode=0o755)
-            for _ in range(cycles):
-                timed("start", name)
-                timed("destroy", name)
+            for mode in ("with", "without", "with", "without"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(log)
+                command = f'{real} "$@"' if mode == "with" else ":"
+                wrapper = (
+                    "#!/bin/sh\n"
+                    "t0=$(date +%s%N)\n"
+                    f"{command}\n"
+                    "rc=$?\n"
+                    "t1=$(date +%s%N)\n"
+                    f'echo "$2 $3 $t0 $t1 $rc" >> {log}\n'
+                    "exit $rc\n"
+                )
+                installer.write_atomic(hook, wrapper.encode(), mode=0o755)
+                for _ in range(cycles):
+                    timed("start", name)
+                    timed("destroy", name)
+                _read_events(log, mode, events, spans)
         finally:
             installer.write_atomic(hook, original, mode=0o755)  # uninstall checks the digest
+    return events, spans
+
+
+def _read_events(
+    log: str, mode: str, events: dict[str, list[float]], spans: dict[str, list[float]]
+) -> None:
+    begin: Optional[int] = None
+    inside = 0
     with open(log, encoding="ascii") as handle:
         for line in handle:
             op, sub, t0, t1, _rc = line.split()
-            events.setdefault(f"{op} {sub}", []).append((int(t1) - int(t0)) / 1e9)
-    return events
+            event = f"{op} {sub}"
+            if mode == "with":
+                events.setdefault(event, []).append((int(t1) - int(t0)) / 1e9)
+            if event == "prepare begin":
+                begin, inside = int(t0), 0
+            if begin is not None and event == "started begin":
+                spans[mode].append((int(t0) - begin) / 1e9)
+                if mode == "with":
+                    spans["hook"].append(inside / 1e9)
+                begin = None
+            elif begin is not None:
+                inside += int(t1) - int(t0)
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -876,7 +979,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parts.discard("virsh")
     rounds = args.rounds or (7 if args.quick else 21)
     workdir = tempfile.mkdtemp(prefix="txmbench-")
-    os.chmod(workdir, 0o755)  # noqa: S103 - probes run as 'nobody' and must reach the counting wrappers
+    os.chmod(workdir, 0o755)  # noqa: S103 - probes run as the QEMU user and must reach the counting wrappers
     bench = Bench(workdir, rounds, python=args.python)
     started = time.perf_counter()
     print(
