@@ -12,6 +12,7 @@ import os
 import sys
 
 from . import __version__
+from .exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from .parallel import PARALLEL_MIN_FILES
 
 # typing.TYPE_CHECKING without importing typing (~10 ms) when --version is all that is asked.
@@ -22,14 +23,9 @@ if TYPE_CHECKING:
 
 # Kept light on purpose: `validate-domain --version` and `--help` import only this module (and
 # argparse); the run itself lives in validation.py, imported once the command line is parsed.
-EXIT_OK, EXIT_FINDINGS, EXIT_FATAL = 0, 1, 2
 # report.FORMATTERS' names, spelled out so that building the parser imports no formatter (a test
 # keeps the two equal).
 FORMAT_NAMES = ("codeclimate", "github", "json", "junit", "sarif", "text")
-
-
-class FatalError(Exception):
-    """The user's input or environment keeps us from running: a clean message and exit 2."""
 
 
 # Shell-completion hints, read by shtab when scripts/gen-docs or `libvirt-txmode completion` build
@@ -248,6 +244,23 @@ def guard(prog: str, run: Callable[[], int]) -> int:
 
             traceback.print_exc()
         return EXIT_FATAL
+
+
+# The exit codes and FatalError are re-exported: host_commands and the tests take them from here.
+__all__ = [
+    "DIR_COMPLETION",
+    "EXIT_FATAL",
+    "EXIT_FINDINGS",
+    "EXIT_OK",
+    "FILE_COMPLETION",
+    "FORMAT_NAMES",
+    "FatalError",
+    "complete_as",
+    "guard",
+    "validate",
+    "validate_main",
+    "validate_parser",
+]
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
 from . import __version__
-from .cli import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from .discovery import find_policy, repository_root
+from .exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from .findings import XML_INVALID, Finding, Level, Report, summarize
 from .inputs import Collector, Input, InputError, Selection, read_input
 from .parallel import in_slices, job_count
