@@ -102,9 +102,6 @@ class DebianRoot:
 
     # -- mounts ---------------------------------------------------------------------------
     def mount(self) -> None:
-        # The root must be a mount point of its own: libvirt gives each QEMU a mount namespace
-        # and first makes "/" a slave mount, which fails (EINVAL) on a plain directory.
-        subprocess.run(["mount", "--bind", str(self.root), str(self.root)], check=True)
         subprocess.run(["mount", "-t", "proc", "proc", str(self.path("/proc"))], check=True)
         subprocess.run(["mount", "--bind", "/sys", str(self.path("/sys"))], check=True)
         # A /dev of its own without /dev/kvm: this host is TCG-only. Through a bind of the host's
@@ -117,6 +114,7 @@ class DebianRoot:
         )
         for name, major, minor in DEVICES:
             os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+            os.chmod(dev / name, 0o666)  # mknod's mode passes through the umask
         (dev / "pts").mkdir()
         (dev / "shm").mkdir(mode=0o1777)
         os.chmod(dev / "shm", 0o1777)
@@ -157,6 +155,13 @@ class DebianRoot:
         return [int(p) for p in os.listdir("/proc") if p.isdigit() and self.inside(int(p))]
 
     def start_daemons(self) -> None:
+        # No per-QEMU mount namespace: libvirt populates it from a helper that enters the
+        # namespace with setns(), which leaves the chroot, so the helper's chmod of the devices it
+        # copies lands on this machine's /dev/null, /dev/zero, ... (seen: 0666 became 0644).
+        conf = self.path("/etc/libvirt/qemu.conf")
+        text = conf.read_text()
+        if "\nnamespaces = []\n" not in text:
+            conf.write_text(text + "\n# libvirt-txmode tests: a chroot host\nnamespaces = []\n")
         self.run("virtlogd", "-d")
         self.path("/run/libvirtd.pid").unlink(missing_ok=True)
         self.run("libvirtd", "-d")
@@ -216,6 +221,8 @@ def debian_root(parent: Path) -> Iterator[DebianRoot]:
         check=False,
     )
     assert result.returncode == 0, f"scripts/debian-root failed:\n{result.stdout}\n{result.stderr}"
+    # The root's daemons must never reach this machine's device nodes (see start_daemons).
+    host_devices = {f"/dev/{name}": os.stat(f"/dev/{name}").st_mode for name, _, _ in DEVICES}
     try:
         root.mount()
         root.start_daemons()
@@ -227,5 +234,7 @@ def debian_root(parent: Path) -> Iterator[DebianRoot]:
             root.unmount()
         leftover = root.mounts()
         assert not leftover, f"still mounted: {leftover}"
+        now = {path: os.stat(path).st_mode for path in host_devices}
+        assert now == host_devices, f"this machine's devices changed: {host_devices} -> {now}"
         # Only now, with nothing of the host mounted inside, may the tree be deleted.
         shutil.rmtree(root.root, ignore_errors=True)
