@@ -190,6 +190,10 @@ def test_role_and_fleet_check_on_two_hosts(
         f"deb12-root ansible_host={chroot_host.root} ansible_connection=libvirt_txmode.fleet.chroot\n"
     )
     fleet = ["-i", str(inventory)]
+    # A dry run on the fresh root: it reports what it would do and fails on nothing not yet there.
+    dry_first = ansible.play("site.yml", *fleet, *role_vars, "--check", "--limit", "deb12-root")
+    assert changed(dry_first)["deb12-root"] > 0
+    assert not chroot_host.path("/etc/libvirt-txmode").exists()
     both = changed(ansible.play("site.yml", *fleet, *role_vars))
     assert both["localhost"] == 0 and both["deb12-root"] > 0
     assert chroot_host.run("test", "-x", HOOK).returncode == 0
