@@ -97,7 +97,9 @@ def _check_nic(
     supported: list[tuple[HostCapabilities, str, _Subject, Settings]] = []
     for host, plan in zip(hosts, plans):
         # Rules match the NIC as libvirt formats it (canonical model, libvirt's default model).
-        settings = policy.settings_for(domain, replace(nic, model=plan.model))
+        # (A copy only when the model differs: replace() costs ~30 µs a NIC on the hook's path.)
+        as_formatted = nic if nic.model == plan.model else replace(nic, model=plan.model)
+        settings = policy.settings_for(domain, as_formatted)
         line = nic.line if plan.route == DRIVER_ROUTE else _route_line(domain, plan, nic)
         subject = _Subject(domain, nic, settings.rule or "defaults", plan.txmode, line)
         yield from _dropped(subject, nic, plan, settings)

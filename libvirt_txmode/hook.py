@@ -193,7 +193,8 @@ def _check(
     # Taken before probing: if a binary changes while we look at it, the verdict is not kept.
     # The network files a NIC's device depends on (a hostdev pool) count like binaries.
     emulators: Optional[dict[str, str]] = network_file_keys(domain, emulator_key)
-    if emulators is not None and needed_devices([domain], host)[0]:
+    needed = needed_devices([domain], host)  # planned once for both uses: linear, but per NIC
+    if emulators is not None and needed[0]:
         key = emulator_key(domain.emulator) if domain.emulator else None
         emulators = {**emulators, domain.emulator: key} if domain.emulator and key else None
     caps = local_capabilities(
@@ -203,6 +204,7 @@ def _check(
         snapshot=snapshot_caps,
         snapshot_identities=identities,
         host=host,
+        needed=needed,
     )
     findings = check_domain(domain, policy, [caps])
     if any(f.code == UNKNOWN_SUPPORT for f in findings):

@@ -94,11 +94,15 @@ def local_capabilities(
     which: Optional[Callable[[str], Optional[str]]] = None,
     prober: Prober = _default_prober,
     host: Optional[HostCapabilities] = None,
+    needed: Optional[list[set[str]]] = None,
 ) -> HostCapabilities:
+    """``needed``: ``needed_devices(domains, host)`` if the caller has it already (the hook)."""
     facts = host if host is not None else this_host(domains, name=name, snapshot=snapshot)
     guests: dict[tuple[str, str], Guest] = {}
     wanted: dict[str, set[str]] = {}
-    for domain, devices in zip(domains, needed_devices(domains, facts)):
+    if needed is None or host is None:
+        needed = needed_devices(domains, facts)
+    for domain, devices in zip(domains, needed):
         if not devices:
             continue
         emulator = facts.resolve_emulator(domain)
