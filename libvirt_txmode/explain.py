@@ -213,7 +213,9 @@ _ENTRIES = (
         meaning=(
             "The file is not well-formed XML, is empty, is larger than 64 MiB (this tool's "
             "bound; libvirt sets none) or beyond libxml2's limits (256 levels, 10,000,000-byte "
-            "text nodes), has a DOCTYPE, or its root element is not <domain>. Its NICs were not "
+            "text nodes), has a DOCTYPE, or (given to the hook) its root element is not "
+            "<domain>; validate-domain skips well-formed XML of another root element (a "
+            "<network> kept beside the domains) and counts it in its summary. Its NICs were not "
             "checked; the other inputs were."
         ),
         why=(
