@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string  # C: json.dumps' own escaping
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Optional
+from typing import IO, Any, Callable, ClassVar, Optional
 from urllib.parse import quote
 
 from .explain import EXPLANATIONS, explain, explain_markdown
@@ -198,6 +198,13 @@ class Formatter:
     def finished(self, report: Report) -> str:
         return ""
 
+    def chunks(self, report: Report) -> Iterator[str]:
+        """The report in pieces, for writing as it is made (no whole-report string)."""
+        yield self.beginning(report)
+        for finding in report.findings:
+            yield self.handle(finding)
+        yield self.finished(report)
+
 
 class TextFormatter(Formatter):
     name = "text"
@@ -214,7 +221,7 @@ class TextFormatter(Formatter):
 class JsonFormatter(Formatter):
     name = "json"
 
-    def finished(self, report: Report) -> str:
+    def chunks(self, report: Report) -> Iterator[str]:
         document: dict[str, Any] = {
             "tool": {"name": TOOL_NAME, "version": report.tool_version},
             "files": list(report.files),
@@ -225,18 +232,23 @@ class JsonFormatter(Formatter):
         if self.run.fatal is not None:
             document["error"] = self.run.fatal
         # Exactly json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True), but the
-        # findings (all flat objects of scalars) are formatted directly: with indent, json uses its
-        # pure-Python encoder, which took 15 % of a 10,000-file run. ASCII escapes keep the output
-        # writable whatever the locale, even for undecodable names.
-        parts = []
-        for key in sorted(document):
+        # findings (all flat objects of scalars) are formatted directly and one at a time: with
+        # indent, json uses its pure-Python encoder (15 % of a 10,000-file run), and the whole
+        # document as one string costs memory in proportion to the files. ASCII escapes keep the
+        # output writable whatever the locale, even for undecodable names.
+        yield "{\n"
+        for position, key in enumerate(sorted(document)):
+            yield ",\n" if position else ""
+            yield f"  {_json_string(key)}: "
             if key == "findings":
-                value = _findings_json(report.findings)
+                yield from _findings_json(report.findings)
             else:
                 value = json.dumps(document[key], indent=2, sort_keys=True, ensure_ascii=True)
-                value = value.replace("\n", "\n  ")
-            parts.append(f"  {_json_string(key)}: {value}")
-        return "{\n" + ",\n".join(parts) + "\n}\n"
+                yield value.replace("\n", "\n  ")
+        yield "\n}\n"
+
+    def finished(self, report: Report) -> str:
+        return "".join(self.chunks(report))
 
 
 def _json_scalar(value: Any) -> str:
@@ -247,10 +259,11 @@ def _json_scalar(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=True)  # pragma: no cover - not a scalar
 
 
-def _findings_json(findings: tuple[Finding, ...]) -> str:
+def _findings_json(findings: tuple[Finding, ...]) -> Iterator[str]:
     if not findings:
-        return "[]"
-    items = []
+        yield "[]"
+        return
+    separator = "[\n"
     for finding in findings:
         data = finding.as_dict()
         col = column(finding)
@@ -259,8 +272,9 @@ def _findings_json(findings: tuple[Finding, ...]) -> str:
         fields = ",\n".join(
             f"      {_json_string(k)}: {_json_scalar(data[k])}" for k in sorted(data)
         )
-        items.append("    {\n" + fields + "\n    }")
-    return "[\n" + ",\n".join(items) + "\n  ]"
+        yield f"{separator}    {{\n{fields}\n    }}"
+        separator = ",\n"
+    yield "\n  ]"
 
 
 class JUnitFormatter(Formatter):
@@ -546,8 +560,13 @@ def choose_format(requested: str, environ: Mapping[str, str]) -> str:
 
 
 def render(fmt: str, report: Report, color: bool, run: Optional[RunInfo] = None) -> str:
-    formatter = FORMATTERS[fmt](color=color, run=run)
-    parts = [formatter.beginning(report)]
-    parts.extend(formatter.handle(finding) for finding in report.findings)
-    parts.append(formatter.finished(report))
-    return "".join(parts)
+    return "".join(FORMATTERS[fmt](color=color, run=run).chunks(report))
+
+
+def write(
+    stream: IO[str], fmt: str, report: Report, color: bool, run: Optional[RunInfo] = None
+) -> None:
+    """``render`` into ``stream`` piece by piece: a large report is never one string."""
+    for chunk in FORMATTERS[fmt](color=color, run=run).chunks(report):
+        if chunk:
+            stream.write(chunk)

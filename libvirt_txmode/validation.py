@@ -177,19 +177,23 @@ def run(
     if args.output:
         _write_report(args.output, fmt, report, run)
         fmt = "text"
-    from .report import render  # noqa: PLC0415
+    from .report import write  # noqa: PLC0415
 
     color = fmt == "text" and _use_color(stdout, args, environ)
-    _emit(stdout, render(fmt, report, color=color, run=run))
+    try:
+        write(stdout, fmt, report, color=color, run=run)
+        stdout.flush()
+    except (OSError, ValueError):
+        pass  # nobody reads stdout any more: see _emit
     return code
 
 
 def _write_report(path: str, fmt: str, report: Report, run: RunInfo) -> None:
-    from .report import render  # noqa: PLC0415
+    from .report import write  # noqa: PLC0415
 
     try:
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(render(fmt, report, color=False, run=run))
+            write(handle, fmt, report, color=False, run=run)
     except OSError as exc:
         raise FatalError(f"cannot write {path}: {exc.strerror}") from None
 
