@@ -13,11 +13,15 @@ import os
 import sys
 
 if __name__ == "__main__":
-    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.append(ROOT)
     from libvirt_txmode import hookfast
 
     status = hookfast.main(sys.argv[1:], sys.stdin.buffer, sys.stderr)
     if not isinstance(status, int):
+        # sys.path as a normal start has it (lxml, YAML: first found first); the package keeps
+        # importing its own modules through its __path__.
+        sys.path.remove(ROOT)
         import site
 
         site.main()
