@@ -2,19 +2,20 @@
 
 hooks/qemu runs ``python -I -S PACKAGE/hookstart.py`` for ``prepare begin``: no ``site`` (the
 cached path needs nothing outside the standard library and this package, whose directory
-hookstart.py puts on ``sys.path``), no runpy (``-m``), and from here on nothing beyond what
-Python loads at start-up anyway (os, stat), the builtin SHA-256 and three small modules of ours
-(files, logsink, text). No typing, json, hashlib, dataclasses, re: each of them costs more than
-everything this module does on a hit.
+hookstart.py puts on ``sys.path``), no runpy (``-m``), and from here on nothing beyond os and
+stat, CPython's ``_sha256`` (hashlib's own C implementation) and four small modules of ours
+(files, logsink, text, paths). No typing, json, hashlib, dataclasses, re: each of them costs more
+than everything this module does on a hit.
 
 The decision is the full check's (hook.py), and so are the trust checks in front of it: as root,
 the policy's and the snapshot's whole paths must pass ``files.path_trust_problem``; the cache
 directory must pass ``files.private_dir_problem`` and the entry must be a regular file owned by
 us or root, not writable by others, opened without following links or blocking; every identity
 the decision rests on (tool version, policy and snapshot files, euid, each emulator) must be
-unchanged. Anything else, anything unusual, and any exception here is a miss: ``site`` is set up
-as a normal start would, and hook.py runs the full check on the input already read (with its own
-fail-closed handling). So the fast path can only ever answer what the full check answered before.
+unchanged. Anything else, anything unusual, and any exception while looking is a miss:
+hookstart.py sets ``site`` up as a normal start would, and hook.py runs the full check on the
+input already read, with its own fail-closed handling (which also answers an exception while
+replaying). So the fast path can only ever answer what the full check answered before.
 
 Entries are a format of our own, parsed without json: a header line, then length-prefixed UTF-8
 strings (``<decimal length>:<bytes>\\n``), so any text survives and a truncated or edited entry
