@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string  # C: json.dumps' own escaping
 from types import MappingProxyType
@@ -388,21 +388,18 @@ class SarifFormatter(Formatter):
         absolute = os.path.normpath(os.path.join(self.run.cwd, path))
         return {"uri": "file://" + quote(os.fsencode(absolute.replace(os.sep, "/")))}
 
-    def finished(self, report: Report) -> str:
+    def chunks(self, report: Report) -> Iterator[str]:
         self.paths = repo_paths(self.run)
         index = {code: i for i, code in enumerate(CODES)}
-        files = list(_by_file(report))
+        files = list(dict.fromkeys([*report.files, *(f.file for f in report.findings)]))
         positions = {file: i for i, file in enumerate(files)}
         locations = {file: self._location(file) for file in files}
-        chosen = list(report.findings)
-        omitted = max(0, len(chosen) - SARIF_MAX_RESULTS)
+        chosen: Iterable[Finding] = report.findings
+        omitted = max(0, len(report.findings) - SARIF_MAX_RESULTS)
         if omitted:
             # Errors first, so that the cap drops warnings before any error.
-            chosen.sort(key=lambda f: f.level is not Level.ERROR)
-            chosen = chosen[:SARIF_MAX_RESULTS]
-        results = [
-            self._result(f, index, dict(locations[f.file], index=positions[f.file])) for f in chosen
-        ]
+            ordered = sorted(report.findings, key=lambda f: f.level is not Level.ERROR)
+            chosen = ordered[:SARIF_MAX_RESULTS]
         run: dict[str, Any] = {
             "tool": {
                 "driver": {
@@ -413,7 +410,7 @@ class SarifFormatter(Formatter):
             },
             "artifacts": [{"location": locations[f]} for f in files],
             "invocations": [self._invocation(omitted)],
-            "results": results,
+            "results": None,  # written below, one result at a time
             "properties": {"hosts": list(report.hosts), "summary": summary_dict(report, self.run)},
         }
         base = os.path.abspath(self.run.base or self.run.cwd)
@@ -424,8 +421,21 @@ class SarifFormatter(Formatter):
             run["properties"]["omittedResults"] = omitted
         document = {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
         # Compact: without indent json uses its C encoder, several times faster on 10,000 files;
-        # SARIF is read by tools, and `python -m json.tool` indents it for a human.
-        return json.dumps(document, sort_keys=True, ensure_ascii=True, separators=(",", ":")) + "\n"
+        # SARIF is read by tools, and `python -m json.tool` indents it for a human. The results
+        # go out one at a time, so the document is never one string: the text is exactly
+        # json.dumps(document) with the results in place (inside a JSON string a quote is always
+        # escaped, so the unescaped key below occurs once).
+        head, tail = _compact(document).split('"results":null', 1)
+        yield head + '"results":['
+        separator = ""
+        for finding in chosen:
+            location = dict(locations[finding.file], index=positions[finding.file])
+            yield separator + _compact(self._result(finding, index, location))
+            separator = ","
+        yield "]" + tail + "\n"
+
+    def finished(self, report: Report) -> str:
+        return "".join(self.chunks(report))
 
     def _result(
         self, finding: Finding, index: Mapping[str, int], location: dict[str, Any]
@@ -493,6 +503,10 @@ class SarifFormatter(Formatter):
             "help": {"text": explain(code), "markdown": explain_markdown(code)},
             "defaultConfiguration": {"level": item.level.value},
         }
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
 
 
 def _utc(seconds: float) -> str:

@@ -439,3 +439,17 @@ def test_json_is_exactly_what_json_dumps_writes(fatal: str | None) -> None:
     assert out == json.dumps(json.loads(out), indent=2, sort_keys=True, ensure_ascii=True) + "\n"
     if not fatal:
         assert json.loads(out)["findings"][1]["column"] == 17
+
+
+@pytest.mark.parametrize("cap", [rp.SARIF_MAX_RESULTS, 2])
+def test_sarif_written_in_pieces_is_one_compact_document(
+    cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The results are written one at a time; the text must still be exactly one json.dumps.
+    monkeypatch.setattr(rp, "SARIF_MAX_RESULTS", cap)
+    out = rp.render("sarif", make_report(), color=False, run=rp.RunInfo(fatal="x \udcff"))
+    document = json.loads(out)
+    compact = json.dumps(document, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    assert out == compact + "\n"
+    assert len(document["runs"][0]["results"]) == min(cap, len(FINDINGS))
+    _validate_sarif(document)
