@@ -175,7 +175,7 @@ def _required(subject: _Subject, nic: Nic, plan: NicPlan, settings: Settings) ->
 def _policy(
     subject: _Subject, txmode: str, route: str, settings: Settings
 ) -> Generator[Finding, None, bool]:
-    """Validity and the allowed list; returns whether the txmode is valid (worth a support check)."""
+    """Validity and the allowed list; returns whether the txmode is valid (worth probing)."""
     if txmode not in TXMODES:
         if route == DRIVER_ROUTE:
             message = (
