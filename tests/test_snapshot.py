@@ -475,7 +475,7 @@ def test_snapshot_command(libvirt_up: None, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     # Progress goes to stderr, one line per step that may take a while.
-    assert f"probing {X86} " in result.stderr
+    assert f"probing {X86}\n" in result.stderr
     assert result.stdout == f"wrote {output}: 2 emulators, 0 not probed\n"
     assert oct(output.stat().st_mode & 0o777) == "0o644"
     snapshot = load_snapshot(str(output))
