@@ -24,6 +24,7 @@ __all__ = [
     "Domain",
     "DomainXMLError",
     "Nic",
+    "NotADomainError",
     "make_parser",
     "parse_domain",
     "read_bounded",
@@ -41,10 +42,16 @@ _DOCTYPE_REFUSED = "a DOCTYPE is not allowed in domain XML"
 class DomainXMLError(Exception):
     """The input is not a domain XML document we are willing to read."""
 
-    def __init__(self, message: str, line: int = 1) -> None:
+    def __init__(self, message: str, line: int = 1, column: Optional[int] = None) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.column = column
+
+
+class NotADomainError(DomainXMLError):
+    """Well-formed XML whose root is another element (a <network>, a <pool>): libvirt's hook never
+    gets one, and a folder of definitions may hold them beside the domains."""
 
 
 def make_parser() -> etree.XMLParser:
@@ -143,7 +150,8 @@ def _domain_root(data: bytes, parser: etree.XMLParser) -> etree._Element:
     except etree.XMLSyntaxError as exc:
         line = exc.lineno or 1
         msg = exc.msg or str(exc)
-        raise DomainXMLError(f"not well-formed XML: {msg}", line) from None
+        column = exc.position[1] if exc.position and exc.position[1] else None
+        raise DomainXMLError(f"not well-formed XML: {msg}", line, column) from None
     except ValueError as exc:  # e.g. an encoding declaration lxml cannot honour
         raise DomainXMLError(f"unreadable XML: {exc}") from None
     # Still checked after parsing: an encoding the byte scan cannot read (UTF-16) hides a DOCTYPE
@@ -152,7 +160,7 @@ def _domain_root(data: bytes, parser: etree.XMLParser) -> etree._Element:
     if docinfo.doctype or docinfo.internalDTD is not None:
         raise DomainXMLError(_DOCTYPE_REFUSED, 1)
     if not isinstance(root.tag, str) or root.tag != "domain":
-        raise DomainXMLError(f"root element is <{root.tag}>, expected <domain>", _line(root))
+        raise NotADomainError(f"root element is <{root.tag}>, expected <domain>", _line(root))
     return root
 
 

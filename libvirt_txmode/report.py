@@ -41,15 +41,8 @@ _ANSI = {Level.ERROR: "\033[31m", Level.WARNING: "\033[33m"}
 _ANSI_RESET = "\033[0m"
 
 
-@dataclass(frozen=True)
-class PositionedFinding(Finding):
-    """A finding that also knows its column (libxml2 gives one for a parse error)."""
-
-    column: Optional[int] = None
-
-
 def column(finding: Finding) -> Optional[int]:
-    return getattr(finding, "column", None)
+    return finding.column
 
 
 @dataclass(frozen=True)
@@ -265,10 +258,7 @@ def _findings_json(findings: tuple[Finding, ...]) -> Iterator[str]:
         return
     separator = "[\n"
     for finding in findings:
-        data = finding.as_dict()
-        col = column(finding)
-        if col:
-            data["column"] = col
+        data = finding.as_dict()  # with "column" where libxml2 gave one
         fields = ",\n".join(
             f"      {_json_string(k)}: {_json_scalar(data[k])}" for k in sorted(data)
         )

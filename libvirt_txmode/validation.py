@@ -101,32 +101,22 @@ def _process(
 def _parse(data: bytes, label: str, parser: Any) -> Union[Domain, Finding, None]:
     """The domain, an xml-invalid finding, or None for XML whose root is not <domain> (a libvirt
     <network> or <pool> beside the domains: skipped, not an error)."""
-    from .domain import DomainXMLError, parse_domain  # noqa: PLC0415
+    from .domain import DomainXMLError, NotADomainError, parse_domain  # noqa: PLC0415
 
     try:
         return parse_domain(data, label, parser=parser)
+    except NotADomainError as exc:
+        LOG.info("skipped %s: %s", label, exc.message)
+        return None
     except DomainXMLError as exc:
-        if exc.message.startswith(_NOT_A_DOMAIN):
-            LOG.info("skipped %s: %s", label, exc.message)
-            return None
         return _invalid(label, exc)
-
-
-# domain.parse_domain's message for well-formed XML with another root element.
-_NOT_A_DOMAIN = "root element is <"
 
 
 def _invalid(label: str, exc: Exception) -> Finding:
     line = getattr(exc, "line", 1)
-    # libxml2's column: domain.DomainXMLError keeps the XMLSyntaxError it was raised from.
-    col = getattr(exc, "column", None)
-    position = getattr(exc.__context__, "position", None)  # libxml2's (line, 1-based column)
-    if col is None and isinstance(position, tuple) and len(position) == 2:
-        col = position[1] or None
+    column = getattr(exc, "column", None)  # libxml2's, when it gives one
     message = getattr(exc, "message", str(exc))
-    from .report import PositionedFinding  # noqa: PLC0415
-
-    return PositionedFinding(label, line, "-", XML_INVALID, Level.ERROR, message, column=col)
+    return Finding(label, line, "-", XML_INVALID, Level.ERROR, message, column=column)
 
 
 def _use_color(stream: IO[str], args: argparse.Namespace, environ: Mapping[str, str]) -> bool:

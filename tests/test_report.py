@@ -432,7 +432,7 @@ def test_json_is_exactly_what_json_dumps_writes(fatal: str | None) -> None:
         "caf\udce9.xml", 3, "vm\u00e9\n", "txmode-invalid", Level.ERROR, 'm "q" \\ \t', 0,
         None, "x", "r", "h",
     )  # fmt: skip
-    positioned = rp.PositionedFinding("b.xml", 8, "-", "xml-invalid", Level.ERROR, "bad", column=17)
+    positioned = Finding("b.xml", 8, "-", "xml-invalid", Level.ERROR, "bad", column=17)
     findings = () if fatal else (odd, positioned, *FINDINGS)
     report = make_report(findings=findings, files=("caf\udce9.xml", "b.xml", *FILES))
     out = rp.render("json", report, color=False, run=rp.RunInfo(fatal=fatal))
