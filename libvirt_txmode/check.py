@@ -12,7 +12,7 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from . import findings as codes
+from . import codes
 from .libvirt_rules import NicPlan, aliases, extra_devices, plan_nic, route_txmode
 from .model import TXMODES, Domain, Finding, HostCapabilities, Level, Nic, SupportState, TxSetting
 from .policy import Policy, Settings
@@ -20,14 +20,8 @@ from .policy import Policy, Settings
 ALL_HOSTS = "all"
 ANY_HOST = "any"
 DRIVER_ROUTE = "<driver txmode>"
-# policy "ineffective" setting -> finding level; "ignore" has none.
-_INEFFECTIVE_LEVELS = {"error": Level.ERROR, "warn": Level.WARNING}
 # Without hosts the domain is judged on its own arch and policy alone: no support findings.
 _NO_HOSTS = (HostCapabilities(name="(no host)"),)
-
-
-def _violation(settings: Settings) -> Level:
-    return Level.ERROR if settings.action == "enforce" else Level.WARNING
 
 
 def check_domain(
@@ -65,9 +59,27 @@ class _Subject:
 
     domain: Domain
     nic: Optional[Nic]
-    rule: str
+    settings: Settings
+    on_unknown: str
     txmode: Optional[str]
     line: int
+
+    @property
+    def rule(self) -> str:
+        return self.settings.rule or "defaults"
+
+    def findings(self, code: str, message: str, host: Optional[str] = None) -> list[Finding]:
+        """The finding, at the level the code's registry entry and the policy give it; none
+        when the policy asks for none (``ineffective: ignore``)."""
+        level = codes.level(
+            code,
+            action=self.settings.action,
+            on_unknown=self.on_unknown,
+            ineffective=self.settings.ineffective,
+        )
+        if level is None:
+            return []
+        return [self.finding(code, level, message, host)]
 
     def finding(self, code: str, level: Level, message: str, host: Optional[str] = None) -> Finding:
         return Finding(
@@ -94,14 +106,14 @@ def _check_nic(
     *,
     host_mode: str,
 ) -> Iterator[Finding]:
-    supported: list[tuple[HostCapabilities, str, _Subject, Settings]] = []
+    supported: list[tuple[HostCapabilities, str, _Subject]] = []
     for host, plan in zip(hosts, plans):
         # Rules match the NIC as libvirt formats it (canonical model, libvirt's default model).
         # (A copy only when the model differs: replace() costs ~30 µs a NIC on the hook's path.)
         as_formatted = nic if nic.model == plan.model else replace(nic, model=plan.model)
         settings = policy.settings_for(domain, as_formatted)
         line = nic.line if plan.route == DRIVER_ROUTE else _route_line(domain, plan, nic)
-        subject = _Subject(domain, nic, settings.rule or "defaults", plan.txmode, line)
+        subject = _Subject(domain, nic, settings, policy.on_unknown, plan.txmode, line)
         yield from _dropped(subject, nic, plan, settings)
         if plan.txmode is None:
             yield from _required(subject, nic, plan, settings)
@@ -111,9 +123,9 @@ def _check_nic(
         if plan.unused:
             yield from _ineffective(subject, plan.txmode, plan.unused, settings)
         if plan.device is not None and plan.virtio_net:
-            supported.append((host, plan.device, subject, settings))
+            supported.append((host, plan.device, subject))
     if hosts is not _NO_HOSTS:
-        yield from _support_findings(supported, policy, len(hosts), host_mode)
+        yield from _support_findings(supported, len(hosts), host_mode)
 
 
 def _check_extra_device(
@@ -128,12 +140,10 @@ def _check_extra_device(
     device = setting.device or "virtio-net-pci"
     pseudo = Nic(index=-1, line=setting.line, type="", model="virtio")
     settings = policy.settings_for(domain, pseudo)
-    subject = _Subject(domain, None, settings.rule or "defaults", txmode, setting.line)
+    subject = _Subject(domain, None, settings, policy.on_unknown, txmode, setting.line)
     if not (yield from _policy(subject, txmode, setting.route, settings)) or hosts is _NO_HOSTS:
         return
-    yield from _support_findings(
-        [(host, device, subject, settings) for host in hosts], policy, len(hosts), host_mode
-    )
+    yield from _support_findings([(host, device, subject) for host in hosts], len(hosts), host_mode)
 
 
 def _route_line(domain: Domain, plan: NicPlan, nic: Nic) -> int:
@@ -149,14 +159,10 @@ def _where(route: str) -> str:
 
 def _dropped(subject: _Subject, nic: Nic, plan: NicPlan, settings: Settings) -> Iterator[Finding]:
     """A written <driver txmode> that libvirt never passes on: nothing to validate or allow."""
-    level = _INEFFECTIVE_LEVELS.get(settings.ineffective)
-    if nic.txmode is not None and plan.dropped and level is not None:
-        yield replace(
-            subject.finding(
-                codes.INEFFECTIVE, level, f"txmode '{nic.txmode}' has no effect: {plan.dropped}"
-            ),
-            txmode=nic.txmode,
-            line=nic.line,
+    if nic.txmode is not None and plan.dropped:
+        written = replace(subject, txmode=nic.txmode, line=nic.line)
+        yield from written.findings(
+            codes.INEFFECTIVE, f"txmode '{nic.txmode}' has no effect: {plan.dropped}"
         )
 
 
@@ -164,9 +170,8 @@ def _required(subject: _Subject, nic: Nic, plan: NicPlan, settings: Settings) ->
     # vhost-user and vDPA backends do the transmit themselves: a txmode there would be moot.
     if settings.require and plan.virtio_net and nic.type not in ("vhostuser", "vdpa"):
         allowed = "|".join(settings.allowed) or "none"
-        yield subject.finding(
+        yield from subject.findings(
             codes.REQUIRED,
-            _violation(settings),
             f"virtio NIC has no txmode, but rule '{subject.rule}' requires one "
             f"(add <driver txmode='{allowed}'/>)",
         )
@@ -186,13 +191,12 @@ def _policy(
                 f"tx '{txmode}'{_where(route)} is not a transmit mode QEMU knows "
                 "(bh or timer; QEMU falls back to bh with a warning)"
             )
-        yield subject.finding(codes.INVALID, Level.ERROR, message)
+        yield from subject.findings(codes.INVALID, message)
         return False
     if txmode not in settings.allowed:
         allowed = ", ".join(settings.allowed) or "none"
-        yield subject.finding(
+        yield from subject.findings(
             codes.NOT_ALLOWED,
-            _violation(settings),
             f"txmode '{txmode}'{_where(route)} is not allowed by rule '{subject.rule}' "
             f"(allowed: {allowed})",
         )
@@ -202,22 +206,17 @@ def _policy(
 def _ineffective(
     subject: _Subject, txmode: str, reason: str, settings: Settings
 ) -> Iterator[Finding]:
-    level = _INEFFECTIVE_LEVELS.get(settings.ineffective)
-    if level is not None:
-        yield subject.finding(
-            codes.INEFFECTIVE, level, f"txmode '{txmode}' has no effect: {reason}"
-        )
+    yield from subject.findings(codes.INEFFECTIVE, f"txmode '{txmode}' has no effect: {reason}")
 
 
 def _support_findings(
-    targets: list[tuple[HostCapabilities, str, _Subject, Settings]],
-    policy: Policy,
+    targets: list[tuple[HostCapabilities, str, _Subject]],
     host_count: int,
     host_mode: str,
 ) -> Iterator[Finding]:
     problems: list[Finding] = []
     any_supported = False
-    for host, device, subject, settings in targets:
+    for host, device, subject in targets:
         txmode = subject.txmode
         emulator, support = host.support(subject.domain, device)
         on_host = f" on {host.name}" if host_count > 1 else ""
@@ -225,21 +224,18 @@ def _support_findings(
         if support.state is SupportState.SUPPORTED:
             any_supported = True
         elif support.state is SupportState.UNSUPPORTED:
-            problems.append(
-                subject.finding(
+            problems.extend(
+                subject.findings(
                     codes.UNSUPPORTED,
-                    _violation(settings),
                     f"txmode '{txmode}' needs the 'tx' property of {device}, which "
                     f"{emulator}{on_host} does not have ({support.detail})",
                     label,
                 )
             )
         else:
-            level = Level.ERROR if policy.on_unknown == "deny" else Level.WARNING
-            problems.append(
-                subject.finding(
+            problems.extend(
+                subject.findings(
                     codes.UNKNOWN_SUPPORT,
-                    level,
                     f"cannot tell whether {device}{on_host} supports txmode '{txmode}': "
                     f"{support.detail}",
                     label,

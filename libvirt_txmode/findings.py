@@ -1,24 +1,44 @@
-"""The stable finding codes, and the one-line description of a finding."""
+"""How a finding is worded, the same everywhere: the hook's lines, the text report, SARIF messages.
+
+The records live in ``model``, the codes and their registry in ``codes``; both names stay
+importable from here (report.py, the hook and the tests do).
+"""
 
 from __future__ import annotations
 
-# The records live in the model; they are also imported from here by report.py and the tests.
+from .codes import (
+    CODES,
+    INEFFECTIVE,
+    INVALID,
+    NOT_ALLOWED,
+    REQUIRED,
+    UNKNOWN_SUPPORT,
+    UNSUPPORTED,
+    XML_INVALID,
+)
 from .model import Finding, Level, Report, Summary
 from .text import printable
 
-__all__ = ["Finding", "Level", "Report", "Summary", "describe", "printable", "summarize"]
-
-
-# Stable codes: tools and users match on these, so never rename one.
-UNSUPPORTED = "txmode-unsupported"
-NOT_ALLOWED = "txmode-not-allowed"
-REQUIRED = "txmode-required"
-INEFFECTIVE = "txmode-ineffective"
-UNKNOWN_SUPPORT = "txmode-unknown-support"
-INVALID = "txmode-invalid"
-XML_INVALID = "xml-invalid"
-
-CODES = (UNSUPPORTED, NOT_ALLOWED, REQUIRED, INEFFECTIVE, UNKNOWN_SUPPORT, INVALID, XML_INVALID)
+__all__ = [
+    "CODES",
+    "INEFFECTIVE",
+    "INVALID",
+    "NOT_ALLOWED",
+    "REQUIRED",
+    "UNKNOWN_SUPPORT",
+    "UNSUPPORTED",
+    "XML_INVALID",
+    "Finding",
+    "Level",
+    "Report",
+    "Summary",
+    "describe",
+    "message",
+    "printable",
+    "subject",
+    "summarize",
+    "tags",
+]
 
 
 def summarize(
@@ -33,11 +53,32 @@ def summarize(
     )
 
 
-def describe(finding: Finding) -> str:
-    """One self-contained line: what the hook prints and logs for a finding."""
-    subject = f"domain '{printable(finding.domain)}'"
+def subject(finding: Finding) -> str:
+    """Who the finding is about: ``domain 'vm1' NIC #0 (52:54:00:..)``; empty for a whole file."""
+    if finding.domain == "-" and finding.interface is None:
+        return ""
+    text = f"domain '{printable(finding.domain)}'"
     if finding.interface is not None:
-        subject += f" NIC #{finding.interface} ({printable(finding.mac or 'no MAC')})"
-    named = finding.rule and f"rule '{finding.rule}'" not in finding.message
-    rule = f", rule '{printable(finding.rule or '')}'" if named else ""
-    return f"{subject}: {printable(finding.message)} [{finding.code}{rule}]"
+        text += f" NIC #{finding.interface} ({printable(finding.mac or 'no MAC')})"
+    return text
+
+
+def tags(finding: Finding) -> str:
+    """The bracketed tail: the code, the rule unless the message names it, the host if any."""
+    parts = [finding.code]
+    if finding.rule and f"rule '{finding.rule}'" not in finding.message:
+        parts.append(f"rule '{printable(finding.rule)}'")
+    if finding.host:
+        parts.append(f"host '{printable(finding.host)}'")
+    return f"[{', '.join(parts)}]"
+
+
+def message(finding: Finding) -> str:
+    """The finding without its location: what it is about, what is wrong, and its code."""
+    who = subject(finding)
+    prefix = f"{who}: " if who else ""
+    return f"{prefix}{printable(finding.message)} {tags(finding)}"
+
+
+# What the hook prints and logs for a finding: the same self-contained line.
+describe = message

@@ -22,7 +22,7 @@ from typing import IO, Any, Callable, ClassVar, Optional
 from urllib.parse import quote
 
 from .explain import EXPLANATIONS, explain, explain_markdown
-from .findings import CODES, Finding, Level, Report, Summary, printable
+from .findings import CODES, Finding, Level, Report, Summary, message, printable
 
 TOOL_NAME = "libvirt-txmode"
 SARIF_SCHEMA = (
@@ -109,33 +109,6 @@ def _utf8(text: str) -> str:
 
 
 # --- shared wording ------------------------------------------------------------------------------
-
-
-def subject(finding: Finding) -> str:
-    """Who the finding is about: ``domain 'vm1' NIC #0 (52:54:00:..)``; empty for a whole file."""
-    if finding.domain == "-" and finding.interface is None:
-        return ""
-    text = f"domain '{printable(finding.domain)}'"
-    if finding.interface is not None:
-        text += f" NIC #{finding.interface} ({printable(finding.mac or 'no MAC')})"
-    return text
-
-
-def tags(finding: Finding) -> str:
-    """The bracketed tail: the code, the rule unless the message names it, the host if any."""
-    parts = [finding.code]
-    if finding.rule and f"rule '{finding.rule}'" not in finding.message:
-        parts.append(f"rule '{printable(finding.rule)}'")
-    if finding.host:
-        parts.append(f"host '{printable(finding.host)}'")
-    return f"[{', '.join(parts)}]"
-
-
-def message(finding: Finding) -> str:
-    """The finding without its location: what it is about, what is wrong, and its code."""
-    who = subject(finding)
-    prefix = f"{who}: " if who else ""
-    return f"{prefix}{printable(finding.message)} {tags(finding)}"
 
 
 def line(finding: Finding, color: bool = False) -> str:

@@ -1,0 +1,279 @@
+"""The finding codes: one registry of what each code is, how its level is decided, and what it
+means. The engine takes levels from it, ``libvirt-txmode explain`` and the man page print it, and
+SARIF carries it as rule help. Like yamllint's rule docstrings, this is the user documentation of
+the checks; the libvirt/QEMU facts it states are listed with their sources in
+docs/libvirt-facts.md. Standard library only.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Optional
+
+from .model import Level
+
+# Stable codes: tools and users match on these, so never rename one.
+UNSUPPORTED = "txmode-unsupported"
+NOT_ALLOWED = "txmode-not-allowed"
+REQUIRED = "txmode-required"
+INEFFECTIVE = "txmode-ineffective"
+UNKNOWN_SUPPORT = "txmode-unknown-support"
+INVALID = "txmode-invalid"
+XML_INVALID = "xml-invalid"
+
+
+class LevelRule(str, enum.Enum):
+    """Which policy setting decides a code's level."""
+
+    VIOLATION = "violation"  # the rule's action: enforce -> error, audit -> warning
+    ON_UNKNOWN = "on_unknown"  # the policy's on_unknown: deny -> error, allow -> warning
+    INEFFECTIVE = "ineffective"  # the rule's ineffective: error, warn, or ignore (no finding)
+    ALWAYS_ERROR = "always"
+
+
+_NOTES = {
+    LevelRule.VIOLATION: "error with policy action 'enforce', warning with 'audit'",
+    LevelRule.ON_UNKNOWN: (
+        "error with policy 'on_unknown: deny' (the default), warning with 'allow'"
+    ),
+    LevelRule.INEFFECTIVE: "set by the policy's 'ineffective': error, warn (the default) or ignore",
+    LevelRule.ALWAYS_ERROR: "always an error",
+}
+
+
+def level_of(
+    rule: LevelRule, *, action: str = "enforce", on_unknown: str = "deny", ineffective: str = "warn"
+) -> Optional[Level]:
+    """The level a finding gets under these settings; None: the policy asks for no finding."""
+    if rule is LevelRule.VIOLATION:
+        return Level.ERROR if action == "enforce" else Level.WARNING
+    if rule is LevelRule.ON_UNKNOWN:
+        return Level.ERROR if on_unknown == "deny" else Level.WARNING
+    if rule is LevelRule.INEFFECTIVE:
+        return {"error": Level.ERROR, "warn": Level.WARNING}.get(ineffective)
+    return Level.ERROR
+
+
+@dataclass(frozen=True)
+class FindingCode:
+    code: str
+    title: str
+    level_rule: LevelRule
+    meaning: str
+    why: str
+    fix: str
+    example: str
+
+    @property
+    def level(self) -> Level:
+        """The level with the shipped policy's settings."""
+        return level_of(self.level_rule) or Level.WARNING
+
+    @property
+    def level_note(self) -> str:
+        return _NOTES[self.level_rule]
+
+    def sections(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("What it means", self.meaning),
+            ("Why it matters", self.why),
+            ("How to fix it", self.fix),
+        )
+
+
+_REGISTERED = (
+    FindingCode(
+        code=UNSUPPORTED,
+        title="the host's QEMU has no 'tx' property for this NIC's virtio-net device",
+        level_rule=LevelRule.VIOLATION,
+        meaning=(
+            "The NIC sets <driver txmode>, which libvirt passes to QEMU as the 'tx' property of "
+            "the NIC's -device (iothread becomes tx=bh, timer becomes tx=timer). The emulator "
+            "that would run the domain does not list 'tx' for that device, or does not have the "
+            "device at all (virtio-net-ccw on an x86 QEMU, for instance)."
+        ),
+        why=(
+            "QEMU refuses a property its device does not have, so the domain fails to start "
+            "(or to migrate to that host). libvirt 0.8.8 checked this itself and refused the "
+            "start with an 'unsupported configuration' error; current libvirt no longer checks, "
+            "so the failure only shows up when QEMU is launched."
+        ),
+        fix=(
+            "Remove the txmode attribute (QEMU then uses its default transmit path, the bottom "
+            "half, which is what txmode='iothread' selects), or run the domain only on hosts whose "
+            "QEMU has the property. If the host's QEMU was upgraded since its snapshot was "
+            "taken, take a new one with 'libvirt-txmode snapshot' and check again; "
+            "'libvirt-txmode probe EMULATOR' asks the binary directly. When the device is a "
+            "transport the binary lacks, check the interface's <address type>."
+        ),
+        example=(
+            "<interface type='network'>\n"
+            "  <source network='default'/>\n"
+            "  <model type='virtio'/>\n"
+            "  <driver name='qemu'/>   <!-- txmode removed -->\n"
+            "</interface>"
+        ),
+    ),
+    FindingCode(
+        code=NOT_ALLOWED,
+        title="the site policy does not allow this txmode for this NIC",
+        level_rule=LevelRule.VIOLATION,
+        meaning=(
+            "The txmode is a valid value, but the first policy rule whose 'match' fits the NIC "
+            "(or the policy's 'defaults' when none fits) does not list it under 'allowed'. The "
+            "finding names the rule."
+        ),
+        why=(
+            "The site decided which transmit paths its networks may use: the timer path, for "
+            "instance, batches transmits and adds latency that storage networks may not "
+            "tolerate. The hook refuses such a domain at start."
+        ),
+        fix=(
+            "Use a txmode the rule allows, or drop the attribute. If the policy is what is "
+            "wrong, change the rule's 'allowed' list, or add a more specific rule before it "
+            "(the first matching rule wins)."
+        ),
+        example=(
+            "# policy.yaml\n"
+            "rules:\n"
+            "  - name: storage-no-timer\n"
+            '    match: {network: "storage*"}\n'
+            "    allowed: [iothread]\n"
+            "# so a NIC on network 'storage1' uses <driver name='qemu' txmode='iothread'/>"
+        ),
+    ),
+    FindingCode(
+        code=REQUIRED,
+        title="the site policy requires a txmode on this virtio NIC",
+        level_rule=LevelRule.VIOLATION,
+        meaning=(
+            "The policy rule that applies to the NIC (or the policy's 'defaults') has "
+            "'require: true', and this virtio NIC has no <driver txmode>. NICs of type hostdev "
+            "and vhostuser are exempt: QEMU's transmit path is not used for them."
+        ),
+        why=(
+            "Without a txmode QEMU picks its default transmit path; a site that wants every NIC "
+            "to state its choice explicitly has asked for this check."
+        ),
+        fix="Add a txmode the rule allows to the NIC's <driver> element.",
+        example=(
+            "<interface type='bridge'>\n"
+            "  <source bridge='br0'/>\n"
+            "  <model type='virtio'/>\n"
+            "  <driver name='qemu' txmode='iothread'/>\n"
+            "</interface>"
+        ),
+    ),
+    FindingCode(
+        code=INEFFECTIVE,
+        title="the txmode is set but QEMU will not use it",
+        level_rule=LevelRule.INEFFECTIVE,
+        meaning=(
+            "The NIC sets a txmode that has no effect: with vhost-net the kernel does the "
+            "transmit (libvirt uses vhost-net for virtio NICs of type network, bridge, direct "
+            "and ethernet when the domain type is kvm and <driver name> is not 'qemu'); with "
+            "type vhostuser an external backend does it; and libvirt silently drops txmode on "
+            "non-virtio models and on type hostdev (libvirt 9.0 defines an e1000 NIC with "
+            "txmode='iothread' without any <driver>)."
+        ),
+        why=(
+            "The domain starts, but not with the transmit path its XML asks for, so whoever "
+            "tuned it is misled."
+        ),
+        fix=(
+            "For vhost-net: set <driver name='qemu'/> to use QEMU's own transmit path and its "
+            "txmode (this gives up vhost-net), or remove the txmode. For vhost-user, hostdev and "
+            "non-virtio models: remove the txmode, or change the model to virtio."
+        ),
+        example=(
+            "<domain type='kvm'>\n"
+            "  ...\n"
+            "  <interface type='network'>\n"
+            "    <source network='default'/>\n"
+            "    <model type='virtio'/>\n"
+            "    <driver name='qemu' txmode='timer'/>   <!-- userspace virtio-net, no vhost -->\n"
+            "  </interface>\n"
+            "  ...\n"
+            "</domain>"
+        ),
+    ),
+    FindingCode(
+        code=UNKNOWN_SUPPORT,
+        title="cannot tell whether the host's QEMU supports this txmode",
+        level_rule=LevelRule.ON_UNKNOWN,
+        meaning=(
+            "Support for the NIC's virtio-net device could not be determined: the emulator is "
+            "not trusted by the policy's 'emulators' list (or not owned by root, or writable by "
+            "others), it is missing, its probe failed or timed out, or the capability snapshot "
+            "has no emulator for the domain's arch or did not probe the device."
+        ),
+        why=(
+            "Nobody knows whether QEMU will accept the NIC, so the policy's 'on_unknown' decides "
+            "between failing closed (deny) and letting the start go ahead (allow)."
+        ),
+        fix=(
+            "In CI: take a fresh snapshot on each target host with 'libvirt-txmode snapshot' "
+            "and pass it with --caps. On a host: add the emulator to the policy's 'emulators' "
+            "globs, make sure it is owned by root and not group/other-writable, see what "
+            "'libvirt-txmode probe EMULATOR' says, and raise 'probe_timeout' if the probe "
+            "timed out."
+        ),
+        example=(
+            "# policy.yaml\n"
+            "emulators:\n"
+            "  - /usr/bin/qemu-system-*\n"
+            "  - /opt/qemu/bin/qemu-system-x86_64\n"
+            "probe_timeout: 10"
+        ),
+    ),
+    FindingCode(
+        code=INVALID,
+        title="the txmode is not a value libvirt accepts",
+        level_rule=LevelRule.ALWAYS_ERROR,
+        meaning=(
+            "<driver txmode> is something other than 'iothread' or 'timer', the only values "
+            "libvirt knows."
+        ),
+        why="libvirt refuses the domain XML when it is defined, so the domain never starts.",
+        fix=(
+            "Use txmode='iothread' (QEMU's bottom-half transmit, tx=bh) or txmode='timer' "
+            "(tx=timer), or remove the attribute."
+        ),
+        example="<driver name='qemu' txmode='iothread'/>",
+    ),
+    FindingCode(
+        code=XML_INVALID,
+        title="the input is not a domain XML document this tool will read",
+        level_rule=LevelRule.ALWAYS_ERROR,
+        meaning=(
+            "The file is not well-formed XML, is empty, is larger than 64 MiB (this tool's "
+            "bound; libvirt sets none) or beyond libxml2's limits (256 levels, 10,000,000-byte "
+            "text nodes), has a DOCTYPE, or (given to the hook) its root element is not "
+            "<domain>; validate-domain skips well-formed XML of another root element (a "
+            "<network> kept beside the domains) and counts it in its summary. Its NICs were not "
+            "checked; the other inputs were."
+        ),
+        why=(
+            "Domain XML is untrusted input: the parser resolves no entities and refuses DTDs "
+            "rather than guess. libvirt would not define such a document either."
+        ),
+        fix=(
+            "Fix the XML at the reported line ('xmllint --noout FILE' shows every problem), "
+            "remove any DOCTYPE, and check only domain XML ('virsh dumpxml DOMAIN' gives a "
+            "canonical one)."
+        ),
+        example="<domain type='kvm'>\n  <name>vm1</name>\n  ...\n</domain>",
+    ),
+)
+
+
+REGISTRY: Mapping[str, FindingCode] = MappingProxyType({c.code: c for c in _REGISTERED})
+CODES = tuple(REGISTRY)
+
+
+def level(code: str, **settings: str) -> Optional[Level]:
+    """``level_of`` for a registered code (KeyError for an unknown one)."""
+    return level_of(REGISTRY[code].level_rule, **settings)
