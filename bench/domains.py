@@ -11,11 +11,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from libvirt_txmode import __version__
-from libvirt_txmode.cache import support_to_json
-from libvirt_txmode.host import FORMAT, FORMAT_VERSION, VIRTIO_NET_DEVICES
 from libvirt_txmode.install import _packaged
+from libvirt_txmode.libvirt_host import VIRTIO_NET_DEVICES
+from libvirt_txmode.model import Guest, HostCapabilities
 from libvirt_txmode.qemu import identify, probe
+from libvirt_txmode.snapshot import Snapshot
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 
@@ -146,35 +146,24 @@ def bench_policy(extra_emulator_globs: Sequence[str] = ()) -> str:
 
 
 def snapshot_document(emulators: Sequence[str], host: str = "bench-host") -> dict[str, Any]:
-    """A capability snapshot as ``libvirt-txmode snapshot`` writes it, without needing libvirt.
-
-    Same shape as host.take_snapshot: the emulators are probed directly for every virtio-net
-    transport.
-    """
-    entries: dict[str, Any] = {}
-    for emulator in emulators:
-        results = probe(emulator, VIRTIO_NET_DEVICES, timeout=10.0)
-        entries[emulator] = {
-            "identity": identify(emulator).key(),
-            "devices": {d: support_to_json(s) for d, s in sorted(results.items())},
-            "error": None,
-        }
-    return {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "tool": __version__,
-        "host": host,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "libvirt": {
-            "uri": "",
-            "library_version": "",
-            "hypervisor": "QEMU",
-            "hypervisor_version": "",
-        },
-        "guests": [{"arch": "x86_64", "emulator": emulators[0], "domain_types": ["qemu", "kvm"]}],
-        "domain_capabilities": {},
-        "emulators": entries,
-    }
+    """A capability snapshot as ``libvirt-txmode snapshot`` writes it, without needing libvirt:
+    the emulators are probed directly for every virtio-net transport, and the document comes
+    from the snapshot codec itself (``Snapshot.to_json``)."""
+    devices = {e: probe(e, VIRTIO_NET_DEVICES, timeout=10.0) for e in emulators}
+    snapshot = Snapshot(
+        host=host,
+        source="",
+        capabilities=HostCapabilities(
+            name=host,
+            guests=(Guest("x86_64", emulators[0], ("qemu", "kvm")),),
+            devices=devices,
+            arch="x86_64",
+        ),
+        identities={e: identify(e).key() for e in emulators},
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        libvirt={"uri": "", "library_version": "", "hypervisor": "QEMU", "hypervisor_version": ""},
+    )
+    return snapshot.to_json()
 
 
 def write_json(path: str, document: dict[str, Any]) -> None:
