@@ -422,61 +422,89 @@ def install(
         outcome.say(moved)
     outcome.hook_path = target
     content = render_hook(python, layout, interpreter.package if interpreter else None).encode()
-    digest = hashlib.sha256(content).hexdigest()
-    verb = "would install" if dry_run else "installed"
+    step = _Step(outcome, files, dry_run)
 
-    policy_written = False
-    if os.path.lexists(layout.policy):
-        outcome.say(f"kept existing policy {layout.policy}")
-    else:
-        policy = _packaged("policy.yaml").encode()
-        if not dry_run:
-            os.makedirs(layout.config_dir, mode=0o755, exist_ok=True)
-            write_atomic(layout.policy, policy, mode=0o644)
-            files[layout.policy] = {"sha256": hashlib.sha256(policy).hexdigest(), "role": "policy"}
-            policy_written = True
-        outcome.say(f"{verb} default policy {layout.policy}")
-
+    policy_written = _install_policy(layout, step)
     try:
-        if _sha256(target) == digest:
-            if verify and not dry_run:
-                self_test(target)
-            outcome.say(f"hook {target} already installed")
-        else:
-            if not dry_run:
-                _install_verified(target, content, verify)
-            outcome.say(f"{verb} hook {target} (interpreter {python})")
+        _install_hook_file(target, content, python, verify, step)
     except (InstallError, OSError):
         if policy_written:  # nothing of a refused install stays behind
             with contextlib.suppress(OSError):
                 os.unlink(layout.policy)
                 os.rmdir(layout.config_dir)
         raise
-    files[target] = {"sha256": digest, "role": "hook"}
-
     if manage_daemon and os.path.isdir("/run/systemd/system") and not os.path.exists(UNIT_PATH):
-        unit = _packaged("libvirt-txmode-snapshot.service").replace("@PYTHON@", python).encode()
-        if not dry_run:
-            write_atomic(UNIT_PATH, unit, mode=0o644)
-            files[UNIT_PATH] = {"sha256": hashlib.sha256(unit).hexdigest(), "role": "unit"}
-            subprocess.run(["systemctl", "daemon-reload"], check=False)
-            subprocess.run(["systemctl", "enable", os.path.basename(UNIT_PATH)], check=False)
-        outcome.say(f"{verb} {UNIT_PATH} (refreshes the snapshot when the daemon starts)")
-
+        _install_unit(python, step)
     if take_snapshot is not None:
-        if dry_run:
-            outcome.say(f"would take a capability snapshot to {layout.snapshot}")
-        else:
-            existed = os.path.lexists(layout.snapshot)
-            outcome.say(take_snapshot(layout.snapshot))
-            owned = layout.snapshot in files or not existed
-            if owned and os.path.isfile(layout.snapshot):
-                files[layout.snapshot] = {"sha256": "", "role": "snapshot"}
+        _install_snapshot(layout, take_snapshot, step)
     if dry_run:
         outcome.say(f"would record the install in {layout.manifest}")
     else:
         _save_manifest(layout, files)
     return outcome
+
+
+@dataclass
+class _Step:
+    """What every install step shares: what to say, the manifest being built, and --dry-run."""
+
+    outcome: Outcome
+    files: dict[str, dict[str, str]]
+    dry_run: bool
+
+    @property
+    def verb(self) -> str:
+        return "would install" if self.dry_run else "installed"
+
+    def record(self, path: str, content: bytes, role: str) -> None:
+        self.files[path] = {"sha256": hashlib.sha256(content).hexdigest(), "role": role}
+
+
+def _install_policy(layout: Layout, step: _Step) -> bool:
+    """The default policy, unless one is there. Returns whether it was written now."""
+    if os.path.lexists(layout.policy):
+        step.outcome.say(f"kept existing policy {layout.policy}")
+        return False
+    policy = _packaged("policy.yaml").encode()
+    if not step.dry_run:
+        os.makedirs(layout.config_dir, mode=0o755, exist_ok=True)
+        write_atomic(layout.policy, policy, mode=0o644)
+        step.record(layout.policy, policy, "policy")
+    step.outcome.say(f"{step.verb} default policy {layout.policy}")
+    return not step.dry_run
+
+
+def _install_hook_file(target: str, content: bytes, python: str, verify: bool, step: _Step) -> None:
+    if _sha256(target) == hashlib.sha256(content).hexdigest():
+        if verify and not step.dry_run:
+            self_test(target)
+        step.outcome.say(f"hook {target} already installed")
+    else:
+        if not step.dry_run:
+            _install_verified(target, content, verify)
+        step.outcome.say(f"{step.verb} hook {target} (interpreter {python})")
+    step.record(target, content, "hook")
+
+
+def _install_unit(python: str, step: _Step) -> None:
+    unit = _packaged("libvirt-txmode-snapshot.service").replace("@PYTHON@", python).encode()
+    if not step.dry_run:
+        write_atomic(UNIT_PATH, unit, mode=0o644)
+        step.record(UNIT_PATH, unit, "unit")
+        subprocess.run(["systemctl", "daemon-reload"], check=False)
+        subprocess.run(["systemctl", "enable", os.path.basename(UNIT_PATH)], check=False)
+    step.outcome.say(f"{step.verb} {UNIT_PATH} (refreshes the snapshot when the daemon starts)")
+
+
+def _install_snapshot(layout: Layout, take_snapshot: Callable[[str], str], step: _Step) -> None:
+    if step.dry_run:
+        step.outcome.say(f"would take a capability snapshot to {layout.snapshot}")
+        return
+    existed = os.path.lexists(layout.snapshot)
+    step.outcome.say(take_snapshot(layout.snapshot))
+    owned = layout.snapshot in step.files or not existed
+    if owned and os.path.isfile(layout.snapshot):
+        step.files[layout.snapshot] = {"sha256": "", "role": "snapshot"}
 
 
 def _install_verified(target: str, content: bytes, verify: bool) -> None:
