@@ -154,6 +154,48 @@ _KIND_NAMES: dict[type, str] = {
 }
 
 
+def _guest(g: Any, where: str) -> Guest:
+    if not isinstance(g, dict):
+        raise _Invalid(f"{where} is not an object")
+    types = _get(g, "domain_types", list, where)
+    if not all(isinstance(t, str) for t in types):
+        raise _Invalid(f"{where}: 'domain_types' is not a list of strings")
+    machine = g.get("machine")
+    return Guest(
+        _get(g, "arch", str, where),
+        _get(g, "emulator", str, where),
+        tuple(types),
+        machine if isinstance(machine, str) else None,
+    )
+
+
+@dataclass
+class _Emulators:
+    """The ``emulators`` object, entry by entry: answers, errors and the identities probed."""
+
+    devices: dict[str, dict[str, Support]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    identities: dict[str, str] = field(default_factory=dict)
+
+    def add(self, path: str, entry: Any, on_host: str) -> None:
+        where = f"emulators[{path!r}]"
+        if not isinstance(entry, dict):
+            raise _Invalid(f"{where} is not an object")
+        if entry.get("error"):
+            error = str(entry["error"])
+            self.errors[path] = error if error.endswith(on_host) else error + on_host
+            return
+        found: dict[str, Support] = {}
+        for device, support in _get(entry, "devices", dict, where).items():
+            try:
+                found[device] = support_from_json(support)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _Invalid(f"{where}.devices[{device!r}]: {exc}") from None
+        self.devices[path] = found
+        if entry.get("identity"):
+            self.identities[path] = str(entry["identity"])
+
+
 def _parse_snapshot(data: Any, source: str, name: Optional[str]) -> Snapshot:
     if not isinstance(data, dict):
         raise _Invalid("the document is not a JSON object")
@@ -164,44 +206,13 @@ def _parse_snapshot(data: Any, source: str, name: Optional[str]) -> Snapshot:
             f"unsupported version {data.get('version')!r} (this tool reads {FORMAT_VERSION})"
         )
     host = _get(data, "host", str, "top level")
-    guests: list[Guest] = []
-    for i, g in enumerate(_get(data, "guests", list, "top level")):
-        where = f"guests[{i}]"
-        if not isinstance(g, dict):
-            raise _Invalid(f"{where} is not an object")
-        types = _get(g, "domain_types", list, where)
-        if not all(isinstance(t, str) for t in types):
-            raise _Invalid(f"{where}: 'domain_types' is not a list of strings")
-        machine = g.get("machine")
-        guests.append(
-            Guest(
-                _get(g, "arch", str, where),
-                _get(g, "emulator", str, where),
-                tuple(types),
-                machine if isinstance(machine, str) else None,
-            )
-        )
-    devices: dict[str, dict[str, Support]] = {}
-    errors: dict[str, str] = {}
-    identities: dict[str, str] = {}
+    guests = [
+        _guest(g, f"guests[{i}]") for i, g in enumerate(_get(data, "guests", list, "top level"))
+    ]
+    emulators = _Emulators()
     for path, entry in _get(data, "emulators", dict, "top level").items():
-        where = f"emulators[{path!r}]"
-        if not isinstance(entry, dict):
-            raise _Invalid(f"{where} is not an object")
-        if entry.get("error"):
-            suffix = f" (on {name or host})"
-            error = str(entry["error"])
-            errors[path] = error if error.endswith(suffix) else error + suffix
-            continue
-        found: dict[str, Support] = {}
-        for device, support in _get(entry, "devices", dict, where).items():
-            try:
-                found[device] = support_from_json(support)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise _Invalid(f"{where}.devices[{device!r}]: {exc}") from None
-        devices[path] = found
-        if entry.get("identity"):
-            identities[path] = str(entry["identity"])
+        emulators.add(path, entry, f" (on {name or host})")
+    devices, errors, identities = emulators.devices, emulators.errors, emulators.identities
     caps = HostCapabilities(
         name=name or host,
         guests=tuple(guests),
