@@ -54,7 +54,7 @@ def _who(allowed_uids: Collection[int]) -> str:
     return "root" + "".join(f" or uid {uid}" for uid in others)
 
 
-def path_trust_problem(path: str, *, allowed_uids: Collection[int] = ROOT_ONLY) -> Optional[str]:
+def path_trust_problem(path: str, *, allowed_uids: Collection[int] = ROOT_ONLY) -> Optional[str]:  # noqa: C901, PLR0912 - one walk over the path, step by step like the kernel's: the trust rule reads in one place
     """Why ``path`` must not be believed, as one line, or None when it may be.
 
     The rule sudo and sshd (StrictModes) apply to what they read as root, applied to every step

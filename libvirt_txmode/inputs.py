@@ -229,7 +229,7 @@ class Collector:
         rules = self._rules_for(os.path.dirname(absolute)) if absolute != self.cwd else self.top
         self._walk_dir(top, os.path.realpath(top), list(rules))
 
-    def _walk_dir(self, directory: str, root_real: str, rules: list[Ignore]) -> None:
+    def _walk_dir(self, directory: str, root_real: str, rules: list[Ignore]) -> None:  # noqa: C901 - the skip rules of a folder walk (hidden, excluded, not regular, link out of the tree) read best in order
         local = Ignore.from_file(directory)
         if local is not None and local.patterns:
             rules = [*rules, local]

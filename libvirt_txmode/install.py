@@ -532,7 +532,7 @@ def _install_verified(target: str, content: bytes, verify: bool) -> None:
 # --- uninstall -----------------------------------------------------------------------------------
 
 
-def uninstall(layout: Layout, *, dry_run: bool = False) -> Outcome:
+def uninstall(layout: Layout, *, dry_run: bool = False) -> Outcome:  # noqa: C901, PLR0912 - the removal rules (manifest, shared files, daemon) are kept together so none is skipped
     outcome = Outcome()
     files = load_manifest(layout)
     if not files and not os.path.lexists(layout.manifest):
@@ -616,7 +616,7 @@ def _removal_problem(path: str, entry: dict[str, str]) -> Optional[str]:
     return f"kept {path}: changed since install (remove it yourself if you want)"
 
 
-def empty_cache(cache_dir: str, *, dry_run: bool = False) -> list[str]:
+def empty_cache(cache_dir: str, *, dry_run: bool = False) -> list[str]:  # noqa: C901 - each guard is one reason not to delete a file; they stay side by side
     """Remove the files the hook writes into ``cache_dir``: by name (CACHE_NAMES), regular files
     only, never through a symlink, and only in a directory owned by us or root."""
     try:

@@ -223,7 +223,7 @@ class Source(Generic[N]):
         raise NotImplementedError
 
 
-def validate(source: Source[N], node: N, kind: Kind, key: str) -> Any:
+def validate(source: Source[N], node: N, kind: Kind, key: str) -> Any:  # noqa: C901, PLR0912 - one dispatch over the schema's node kinds
     """Plain data (dict, list, str, bool, float, int) for ``node``, or the source's error."""
     if isinstance(kind, Mapping):
         return _mapping(source, node, kind, key)

@@ -227,7 +227,7 @@ def _demote() -> Optional[ProbeUser]:
     return user
 
 
-def run_bounded(
+def run_bounded(  # noqa: C901, PLR0912 - a child's whole life (spawn, bounded read, timeout, group kill) in one place, so no path leaks it
     argv: Sequence[str],
     *,
     timeout: float,

@@ -52,7 +52,7 @@ class _Results:
     fatal: Optional[str] = None  # the first unreadable input: nothing after it was read
 
 
-def _process(
+def _process(  # noqa: PLR0912 - the order of validate-domain's steps is the order of its options
     items: Sequence[Input],
     stdin: IO[bytes],
     check: Optional[Callable[[Domain], list[Finding]]],
@@ -224,7 +224,7 @@ def _select(args: argparse.Namespace, cwd: str) -> tuple[Selection, Optional[Fat
     return collector.selection, None
 
 
-def _validate(
+def _validate(  # noqa: C901 - the per-file pipeline (read, skip, parse, check, count) in one reading
     args: argparse.Namespace, stdin: IO[bytes], environ: Mapping[str, str], run: RunInfo
 ) -> tuple[Report, RunInfo]:
     from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
