@@ -106,7 +106,7 @@ def test_parse_help_recorded_outputs(device: str, files: list[str], expected: Su
 
 
 def test_recorded_help_is_what_qemu_7_2_prints() -> None:
-    # The facts DESIGN.md rests on, pinned to the recording.
+    # The facts docs/libvirt-facts.md rests on, pinned to the recording.
     pci = read("7.2-virtio-net-pci-help.stdout")
     assert pci.startswith(b"virtio-net-pci options:\n")
     assert b"\n  tx=<str>\n" in pci
