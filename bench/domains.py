@@ -42,7 +42,7 @@ def hook_domain(name: str, nics: int, emulator: str) -> bytes:
 
 
 def virsh_domain(name: str) -> str:
-    """The fast-starting TCG domain of docs/libvirt-facts.md: 128 MiB, no disk, a user-mode virtio NIC, txmode."""
+    """A fast-starting TCG domain: 128 MiB, no disk, a user-mode virtio NIC with a txmode."""
     interface = (
         "    <interface type='user'>\n"
         "      <model type='virtio'/>\n"

@@ -7,8 +7,8 @@ runs ``prepare begin`` before it labels resources, also for incoming migration a
 aborts the start when we exit non-zero, quoting our stderr to the user. It drops stderr when we
 exit 0, so every decision also goes to syslog (ident ``libvirt-txmode``).
 
-Rules kept here: never call back into libvirt (it would deadlock: docs/libvirt-facts.md), never write to stdout
-(libvirt reads it as replacement XML for migrate/restore), never show a traceback.
+Rules kept here: never call back into libvirt (it would deadlock: docs/libvirt-facts.md), never
+write to stdout (libvirt reads it as replacement XML for migrate/restore), never show a traceback.
 """
 
 from __future__ import annotations
