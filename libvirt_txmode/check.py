@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from . import codes
-from .libvirt_rules import NicPlan, aliases, extra_devices, plan_nic, route_txmode
+from .libvirt_rules import NicPlan, extra_devices, plan_domain, route_txmode
 from .model import TXMODES, Domain, Finding, HostCapabilities, Level, Nic, SupportState, TxSetting
 from .policy import Policy, Settings
 
@@ -36,12 +36,10 @@ def check_domain(
     (the domain must run and migrate everywhere); ``any`` only when no host can run the NIC.
     """
     targets = tuple(hosts) or _NO_HOSTS
-    host_aliases = [aliases(domain, host) for host in targets]
+    host_plans = [plan_domain(domain, host) for host in targets]
     result: list[Finding] = []
     for index, nic in enumerate(domain.nics):
-        plans = [
-            plan_nic(domain, nic, host, names[index]) for host, names in zip(targets, host_aliases)
-        ]
+        plans = [per_host[index] for per_host in host_plans]
         result.extend(_unique(_check_nic(domain, nic, plans, policy, targets, host_mode=host_mode)))
     for setting in extra_devices(domain):
         result.extend(_unique(_check_extra_device(domain, setting, policy, targets, host_mode)))

@@ -149,9 +149,28 @@ def aliases(domain: Domain, host: HostCapabilities) -> list[str]:
     return result
 
 
-def plan_nic(domain: Domain, nic: Nic, host: HostCapabilities, alias: str) -> NicPlan:
+def plan_domain(domain: Domain, host: HostCapabilities) -> list[NicPlan]:
+    """Every NIC's plan; the domain's arch, machine and aliases are worked out once."""
     arch = host.guest_arch(domain)
     machine = guest_machine(domain, host)
+    return [
+        plan_nic(domain, nic, host, alias, where=(arch, machine))
+        for nic, alias in zip(domain.nics, aliases(domain, host))
+    ]
+
+
+def plan_nic(
+    domain: Domain,
+    nic: Nic,
+    host: HostCapabilities,
+    alias: str,
+    *,
+    where: Optional[tuple[Optional[str], Optional[str]]] = None,
+) -> NicPlan:
+    """One NIC on one host. ``where`` is the domain's (arch, machine) there, when known."""
+    arch, machine = (
+        where if where is not None else (host.guest_arch(domain), guest_machine(domain, host))
+    )
     written = canonical_model(nic.model)
     model = written if written is not None else default_model(nic.type, arch, machine)
     kind = actual_type(nic, host)

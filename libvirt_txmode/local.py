@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from . import paths
 from .cache import ProbeCache
-from .libvirt_rules import aliases, emulator_binary, extra_devices, plan_nic
+from .libvirt_rules import emulator_binary, extra_devices, plan_domain
 from .model import Domain, Guest, HostCapabilities, Support, SupportState
 from .networks import read_forward_modes
 from .policy import Policy
@@ -74,8 +74,7 @@ def needed_devices(domains: Sequence[Domain], host: HostCapabilities) -> list[se
     needed: list[set[str]] = []
     for domain in domains:
         devices: set[str] = set()
-        for nic, alias in zip(domain.nics, aliases(domain, host)):
-            plan = plan_nic(domain, nic, host, alias)
+        for plan in plan_domain(domain, host):
             if plan.txmode is not None and plan.device is not None and plan.virtio_net:
                 devices.add(plan.device)
         devices.update(s.device or "virtio-net-pci" for s in extra_devices(domain))
