@@ -74,9 +74,20 @@ def _sections(program: str) -> list[tuple[str, str]]:
             ),
             (
                 "ENVIRONMENT",
+                ".TP\n.B LIBVIRT_TXMODE_POLICY\nthe policy when \\-p is not given (before any "
+                "project or system policy)\n"
                 ".TP\n.B NO_COLOR\nnever colour the text report\n"
                 ".TP\n.B GITHUB_ACTIONS\nwhen 'true', \\-\\-format auto writes GitHub workflow "
                 "annotations",
+            ),
+            (
+                "FILES",
+                ".TP\n.B .libvirt\\-txmode.yaml, .libvirt\\-txmode/policy.yaml\nthe project's "
+                "policy, looked for from the current directory up to the repository root\n"
+                ".TP\n.B /etc/libvirt\\-txmode/policy.yaml\nthe system policy, when the project "
+                "has none (else the bundled default)\n"
+                ".TP\n.B .libvirt\\-txmode\\-ignore\npaths not to check, in .gitignore syntax "
+                "(like \\-\\-exclude)",
             ),
         ]
     return [
