@@ -16,6 +16,8 @@ import pytest
 from lxml import etree
 
 from libvirt_txmode.explain import EXPLANATIONS, explain
+from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
+from libvirt_txmode.snapshot import Snapshot
 
 BIN = Path(sys.executable).parent
 VALIDATE = str(BIN / "validate-domain")
@@ -56,33 +58,22 @@ BROKEN = "<domain>\n  <name>broken\n</domain>\n"
 
 
 def snapshot(host: str, tx: bool) -> str:
-    device = {
-        "state": "supported" if tx else "unsupported",
-        "detail": "tx listed by -device virtio-net-pci,help" if tx else "no tx property",
-        "method": "help",
-    }
-    document = {
-        "format": "libvirt-txmode-snapshot",
-        "version": 1,
-        "tool": "libvirt-txmode 0.1.0",
-        "host": host,
-        "created": "2026-01-01T00:00:00Z",
-        "libvirt": {
-            "uri": "qemu:///system",
-            "library_version": "9.0.0",
-            "hypervisor": "QEMU",
-            "hypervisor_version": "7.2.0",
-        },
-        "guests": [{"arch": "x86_64", "emulator": EMULATOR, "domain_types": ["qemu", "kvm"]}],
-        "domain_capabilities": {},
-        "emulators": {
-            EMULATOR: {
-                "identity": f"{EMULATOR}:1:2:3:4:5",
-                "devices": {"virtio-net-pci": device},
-                "error": None,
-            }
-        },
-    }
+    """A host's snapshot, written by the snapshot codec as `libvirt-txmode snapshot` writes it."""
+    state = SupportState.SUPPORTED if tx else SupportState.UNSUPPORTED
+    detail = "tx listed by -device virtio-net-pci,help" if tx else "no tx property"
+    document = Snapshot(
+        host=host,
+        source="",
+        capabilities=HostCapabilities(
+            name=host,
+            guests=(Guest("x86_64", EMULATOR, ("qemu", "kvm")),),
+            devices={EMULATOR: {"virtio-net-pci": Support(state, detail, "help")}},
+            arch="x86_64",
+        ),
+        identities={EMULATOR: f"{EMULATOR}:1:2:3:4:5"},
+        created="2026-01-01T00:00:00Z",
+        libvirt={"uri": "qemu:///system", "library_version": "9.0.0", "hypervisor": "QEMU"},
+    ).to_json()
     return json.dumps(document, indent=1)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
+from libvirt_txmode.snapshot import Snapshot
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, HookResult, domain, make_hook, nic, shared_dir
 
@@ -301,30 +303,17 @@ def test_snapshot_for_another_binary_is_not_believed(tmp_path: Path, shared_dir:
     # identity (the emulator was upgraded since): the hook must probe instead of believing it.
     emulator, calls = counting_emulator(shared_dir)
     hook = make_hook(tmp_path)
-    snapshot = {
-        "format": "libvirt-txmode-snapshot",
-        "version": 1,
-        "tool": "libvirt-txmode test",
-        "host": "h1",
-        "created": "2026-01-01T00:00:00Z",
-        "libvirt": {
-            "uri": "qemu:///system",
-            "library_version": "9.0.0",
-            "hypervisor": "QEMU",
-            "hypervisor_version": "7.2.0",
-        },
-        "guests": [{"arch": "x86_64", "emulator": str(emulator), "domain_types": ["qemu"]}],
-        "domain_capabilities": {},
-        "emulators": {
-            str(emulator): {
-                "identity": f"{emulator}:1:2:3:4:5",
-                "devices": {
-                    "virtio-net-ccw": {"state": "supported", "detail": "forged", "method": "help"}
-                },
-                "error": None,
-            }
-        },
-    }
+    forged = Support(SupportState.SUPPORTED, "forged", "help")
+    snapshot = Snapshot(
+        host="h1",
+        source="",
+        capabilities=HostCapabilities(
+            name="h1",
+            guests=(Guest("x86_64", str(emulator), ("qemu",)),),
+            devices={str(emulator): {"virtio-net-ccw": forged}},
+        ),
+        identities={str(emulator): f"{emulator}:1:2:3:4:5"},
+    ).to_json()
     os.makedirs(hook.layout.state_dir, exist_ok=True)
     Path(hook.layout.snapshot).write_text(json.dumps(snapshot))
     xml = domain("vm1", nic("52:54:00:00:00:01", "iothread", extra=CCW), emulator=str(emulator))
