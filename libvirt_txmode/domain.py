@@ -6,7 +6,6 @@ touches no network, refuses any DOCTYPE and reads a bounded number of bytes.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import IO, Any, Optional
@@ -28,7 +27,6 @@ __all__ = [
     "make_parser",
     "parse_domain",
     "read_bounded",
-    "read_file_bounded",
 ]
 
 # libvirt's namespace for <qemu:commandline> and <qemu:override> (docs/drvqemu.rst).
@@ -80,32 +78,6 @@ def read_bounded(stream: IO[bytes], limit: int = MAX_XML_BYTES) -> bytes:
     if len(data) > limit:
         raise DomainXMLError(f"input is larger than {limit} bytes")
     return data
-
-
-def read_file_bounded(path: str, limit: int = MAX_XML_BYTES) -> bytes:
-    """``read_bounded`` for a path, without the per-file cost of a buffered file object.
-
-    A buffered ``read(limit + 1)`` allocates a 10 MiB buffer for every 2 KiB domain; here the first
-    read asks for the size fstat reports plus one byte, and reading goes on until EOF (a file that
-    grows, a FIFO, a /proc file reporting size 0), never past ``limit + 1`` bytes.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        request = min(os.fstat(fd).st_size, limit) + 1
-        parts: list[bytes] = []
-        total = 0
-        while total <= limit:
-            chunk = os.read(fd, request)
-            if not chunk:
-                break
-            parts.append(chunk)
-            total += len(chunk)
-            request = min(limit + 1 - total, 1 << 16)
-    finally:
-        os.close(fd)
-    if total > limit:
-        raise DomainXMLError(f"input is larger than {limit} bytes")
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def parse_domain(data: bytes, source: str, *, parser: Optional[etree.XMLParser] = None) -> Domain:
