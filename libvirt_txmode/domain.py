@@ -12,7 +12,7 @@ from typing import IO, Any, Optional
 
 from lxml import etree
 
-from .files import MAX_XML_BYTES  # the bound lives with the hook's stdlib-only helpers
+from .files import MAX_XML_BYTES, TOO_LARGE  # the bound lives with the hook's stdlib helpers
 from .model import TXMODES, VIRTIO_MODELS, Domain, Nic, TxSetting
 from .qemu_args import tx_settings_from_commandline
 
@@ -20,6 +20,7 @@ __all__ = [
     "MAX_XML_BYTES",
     "TXMODES",
     "VIRTIO_MODELS",
+    "BeyondBoundsError",
     "Domain",
     "DomainXMLError",
     "Nic",
@@ -45,6 +46,11 @@ class DomainXMLError(Exception):
         self.message = message
         self.line = line
         self.column = column
+
+
+class BeyondBoundsError(DomainXMLError):
+    """Past a size or depth bound (MAX_XML_BYTES, or libxml2's own limits without
+    XML_PARSE_HUGE, which libvirt never sets): the input, not the tool, is the problem."""
 
 
 class NotADomainError(DomainXMLError):
@@ -76,7 +82,7 @@ def read_bounded(stream: IO[bytes], limit: int = MAX_XML_BYTES) -> bytes:
     """Read at most ``limit`` bytes; raise if there is more (never buffer an unbounded input)."""
     data = stream.read(limit + 1)
     if len(data) > limit:
-        raise DomainXMLError(f"input is larger than {limit} bytes")
+        raise BeyondBoundsError(f"input is larger than {limit} bytes")
     return data
 
 
@@ -110,7 +116,7 @@ def parse_domain(data: bytes, source: str, *, parser: Optional[etree.XMLParser] 
 def _domain_root(data: bytes, parser: etree.XMLParser) -> etree._Element:
     """The <domain> element of a document we are willing to read, or DomainXMLError."""
     if len(data) > MAX_XML_BYTES:
-        raise DomainXMLError(f"input is larger than {MAX_XML_BYTES} bytes")
+        raise BeyondBoundsError(TOO_LARGE)
     if not data.strip():
         raise DomainXMLError("empty document")
     first = _PROLOG_MARKUP.search(data)
@@ -123,7 +129,9 @@ def _domain_root(data: bytes, parser: etree.XMLParser) -> etree._Element:
         line = exc.lineno or 1
         msg = exc.msg or str(exc)
         column = exc.position[1] if exc.position and exc.position[1] else None
-        raise DomainXMLError(f"not well-formed XML: {msg}", line, column) from None
+        # libxml2 names the option that would lift a depth or text-size limit it hit.
+        kind = BeyondBoundsError if "XML_PARSE_HUGE" in msg else DomainXMLError
+        raise kind(f"not well-formed XML: {msg}", line, column) from None
     except ValueError as exc:  # e.g. an encoding declaration lxml cannot honour
         raise DomainXMLError(f"unreadable XML: {exc}") from None
     # Still checked after parsing: an encoding the byte scan cannot read (UTF-16) hides a DOCTYPE

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # the hook. So the total bound is ours, sized for memory: 64 MiB, sixteen such strings. The hook
 # refuses an input beyond any of these bounds whatever on_error says.
 MAX_XML_BYTES = 64 * 1024 * 1024
+# Said of an input past MAX_XML_BYTES wherever it is refused (stdin, a file, a parsed string).
+TOO_LARGE = f"input is larger than {MAX_XML_BYTES} bytes"
 _UNSAFE_BITS = stat.S_IWGRP | stat.S_IWOTH
 _READ_STEP = 1 << 20
 ROOT_ONLY = frozenset({0})

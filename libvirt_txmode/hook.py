@@ -18,7 +18,7 @@ import syslog
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, NamedTuple, Optional
 
-from . import hookfast
+from . import files, hookfast
 from .text import printable
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def _check(
     # Deferred so that a no-op event or a cached verdict never pays for lxml and yaml.
     from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
-    from .domain import DomainXMLError, parse_domain  # noqa: PLC0415
+    from .domain import BeyondBoundsError, DomainXMLError, parse_domain  # noqa: PLC0415
     from .findings import UNKNOWN_SUPPORT  # noqa: PLC0415
     from .local import local_capabilities, needed_devices, this_host  # noqa: PLC0415
     from .networks import network_file_keys  # noqa: PLC0415
@@ -167,8 +167,8 @@ def _check(
         # Without a readable policy there is no on_error to consult: fail closed.
         return _refusal(domain_name, f"policy unusable: {exc}"), None
 
-    def on_error(reason: str) -> Verdict:
-        if _beyond_bounds(reason):
+    def on_error(reason: str, *, beyond_bounds: bool = False) -> Verdict:
+        if beyond_bounds:
             # on_error: allow covers the hook failing, never a domain being large: padding a
             # domain past the bounds must not be a way around the policy.
             return _refusal(
@@ -182,11 +182,13 @@ def _check(
         return _refusal(domain_name, f"{reason} (on_error: deny)")
 
     if data is None:
-        return on_error(f"cannot read the domain XML from libvirt: {read_error}"), None
+        reason = f"cannot read the domain XML from libvirt: {read_error}"
+        return on_error(reason, beyond_bounds=read_error == files.TOO_LARGE), None
     try:
         domain = parse_domain(data, "<stdin>")
     except DomainXMLError as exc:
-        return on_error(f"cannot read the domain XML from libvirt: {exc.message}"), None
+        reason = f"cannot read the domain XML from libvirt: {exc.message}"
+        return on_error(reason, beyond_bounds=isinstance(exc, BeyondBoundsError)), None
 
     snapshot_caps, identities = _snapshot(options.snapshot)
     host = this_host([domain], snapshot=snapshot_caps)
@@ -210,12 +212,6 @@ def _check(
     if any(f.code == UNKNOWN_SUPPORT for f in findings):
         emulators = None  # a failed probe may succeed next time: never remember it
     return _decide(domain.name, findings, policy.source), emulators
-
-
-def _beyond_bounds(reason: str) -> bool:
-    """Is this the input exceeding a size or depth bound (files.MAX_XML_BYTES, or libxml2's own
-    limits without XML_PARSE_HUGE: 256 levels, 10,000,000-byte text nodes), not the hook failing?"""
-    return "input is larger than" in reason or "XML_PARSE_HUGE" in reason
 
 
 def _route_library_logs_to_syslog() -> None:

@@ -302,7 +302,7 @@ def prepare(
     try:
         data = files.read_stream_bounded(stream, files.MAX_XML_BYTES)
         if data is None:
-            read_error = f"input is larger than {files.MAX_XML_BYTES} bytes"
+            read_error = files.TOO_LARGE
     except OSError as exc:
         read_error = str(exc.strerror)
     except Exception as exc:  # hook.internal_error: fail closed, no traceback
