@@ -194,7 +194,7 @@ def _check(
     host = this_host([domain], snapshot=snapshot_caps)
     # Taken before probing: if a binary changes while we look at it, the verdict is not kept.
     # The network files a NIC's device depends on (a hostdev pool) count like binaries.
-    emulators: Optional[dict[str, str]] = network_file_keys(domain, emulator_key)
+    emulators: Optional[dict[str, str]] = network_file_keys(domain, hookfast.dependency_key)
     needed = needed_devices([domain], host)  # planned once for both uses: linear, but per NIC
     if emulators is not None and needed[0]:
         key = emulator_key(domain.emulator) if domain.emulator else None

@@ -106,6 +106,15 @@ def emulator_key(path: str) -> Optional[str]:
     )
 
 
+ABSENT = "absent"
+
+
+def dependency_key(path: str) -> str:
+    """The identity a verdict records for a file it rests on (an emulator, a libvirt network
+    definition): ``emulator_key``, or 'absent' — a file that appears later changes it too."""
+    return emulator_key(path) or ABSENT
+
+
 def context(policy: str, snapshot: str) -> dict[str, str]:
     return {
         "tool": __version__,
@@ -167,7 +176,7 @@ def lookup(cache_dir: str, entry_key: Key) -> Optional[Replay]:
     if stored_digest != digest or stored_context != expected:
         return None
     for path, identity in emulators.items():
-        if emulator_key(path) != identity:
+        if dependency_key(path) != identity:
             return None
     return replay
 

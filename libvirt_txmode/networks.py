@@ -80,11 +80,10 @@ def _forward_mode(path: str) -> Optional[str]:
     return forward.get("mode") or "nat"
 
 
-def network_file_keys(
-    domain: Domain, key: Callable[[str], Optional[str]]
-) -> Optional[dict[str, str]]:
+def network_file_keys(domain: Domain, key: Callable[[str], str]) -> Optional[dict[str, str]]:
     """The identities of the network files the domain's NICs depend on, for the verdict cache
-    (``key`` is its file identity function). None when one cannot be taken: no verdict is kept."""
+    (``key`` is its dependency identity, 'absent' for a missing file: one that appears later
+    makes the verdict stale). None when a name is not a plain file name: no verdict is kept."""
     keys: dict[str, str] = {}
     for nic in domain.nics:
         if nic.type != "network" or not nic.network:
@@ -93,9 +92,5 @@ def network_file_keys(
             return None
         for directory in (STATUS_DIR, CONFIG_DIR):
             path = os.path.join(directory, f"{nic.network}.xml")
-            # An absent file is a fact too (the network may be defined later): record it.
-            keys[path] = key(path) or ABSENT
+            keys[path] = key(path)
     return keys
-
-
-ABSENT = "absent"

@@ -87,7 +87,7 @@ def store(
     ignored: the cache only saves time."""
     if entry_key.context != hookfast.context(policy, snapshot):
         return
-    if any(emulator_key(path) != identity for path, identity in emulators.items()):
+    if any(hookfast.dependency_key(path) != identity for path, identity in emulators.items()):
         return
     # The journald fields are taken out of each log entry here, once, so that a replay needs
     # no json (hookfast.replay logs them as logsink.emit would).

@@ -210,6 +210,25 @@ def test_entries_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert 2 <= len(list(cache.glob("verdict-*.txt"))) <= 4
 
 
+def test_a_file_that_was_absent_and_appears_makes_the_verdict_stale(tmp_path: Path) -> None:
+    # A libvirt network definition the domain names: absent when the verdict was taken (the
+    # NIC is no hostdev), then defined, maybe as a hostdev pool: the verdict must not replay.
+    cache = tmp_path / "cache"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    network = tmp_path / "net-a.xml"
+    xml = live_xml("vm", 1)
+    entry_key = verdict.key(xml, str(policy), "")
+    deps = {str(network): hookfast.dependency_key(str(network))}
+    verdict.store(
+        str(cache), entry_key, verdict.Verdict(0, (), ()),
+        policy=str(policy), snapshot="", emulators=deps,
+    )  # fmt: skip
+    assert verdict.lookup(str(cache), entry_key) == verdict.Verdict(0, (), ())
+    network.write_text("<network><name>net-a</name><forward mode='hostdev'/></network>")
+    assert verdict.lookup(str(cache), entry_key) is None
+
+
 def _hookstart(hook: InstalledHook, *argv: str, importtime: bool = False) -> list[str]:
     """The command hooks/qemu execs for prepare begin, with the installed hook's settings."""
     settings = hook_settings(str(hook.path))
