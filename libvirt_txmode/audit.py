@@ -75,17 +75,12 @@ def fetch_domains(conn: Any, names: list[str]) -> list[DomainXML]:
 
 
 def open_read_only(uri: str) -> Any:
+    from .libvirt_host import ConnectError, connect  # noqa: PLC0415
+
     try:
-        import libvirt  # noqa: PLC0415
-    except ImportError:
-        raise AuditError(
-            "libvirt-python is not installed: pip install 'libvirt-txmode[libvirt]'"
-        ) from None
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    try:
-        return libvirt.openReadOnly(uri)
-    except libvirt.libvirtError as exc:
-        raise AuditError(f"cannot connect to {uri}: {exc}") from None
+        return connect(uri, read_only=True)
+    except ConnectError as exc:
+        raise AuditError(str(exc)) from None
 
 
 def _snapshot(path: Optional[str]) -> tuple[Any, dict[str, str]]:

@@ -180,21 +180,18 @@ def snapshot_drift(path: str, uri: Optional[str] = None) -> tuple[Optional[list[
 
 
 def _libvirt_emulators(uri: str) -> Optional[set[str]]:
-    try:
-        import libvirt  # noqa: PLC0415
-    except ImportError:
-        return None
-    from .libvirt_host import guests_from_capabilities  # noqa: PLC0415
+    from .libvirt_host import ConnectError, connect, guests_from_capabilities  # noqa: PLC0415
 
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
-        conn = libvirt.openReadOnly(uri)
-        try:
-            return {g.emulator for g in guests_from_capabilities(conn.getCapabilities())}
-        finally:
-            conn.close()
-    except libvirt.libvirtError:
+        conn = connect(uri, read_only=True)
+    except ConnectError:
         return None
+    try:
+        return {g.emulator for g in guests_from_capabilities(conn.getCapabilities())}
+    except Exception:  # libvirt.libvirtError: the daemon went away meanwhile
+        return None
+    finally:
+        conn.close()
 
 
 def check_snapshot(state: _State) -> Check:

@@ -182,18 +182,31 @@ def _version(number: int) -> str:
     return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
-def open_libvirt(uri: str) -> Any:
-    """A read-write connection (getDomainCapabilities refuses read-only ones), quiet on stderr."""
+class ConnectError(Exception):
+    """libvirt-python is missing or the daemon cannot be reached; the message says which."""
+
+
+def connect(uri: str, *, read_only: bool) -> Any:
+    """A connection to ``uri``, quiet on stderr. Read-only suffices for listing domains and
+    capabilities; getDomainCapabilities refuses it (the snapshot needs read-write)."""
     try:
-        import libvirt  # noqa: PLC0415 - optional dependency, only the snapshot needs it
+        import libvirt  # noqa: PLC0415 - optional dependency, only host commands need it
     except ImportError:
-        raise SnapshotError(
+        raise ConnectError(
             "libvirt-python is not installed: pip install 'libvirt-txmode[libvirt]' "
             "(needs libvirt's headers: apt-get install libvirt-dev pkg-config)"
         ) from None
     # Without a handler libvirt-python prints every error to stderr on top of raising it.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
-        return libvirt.open(uri)
+        return libvirt.openReadOnly(uri) if read_only else libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        raise SnapshotError(f"cannot connect to {uri}: {exc}") from None
+        raise ConnectError(f"cannot connect to {uri}: {exc}") from None
+
+
+def open_libvirt(uri: str) -> Any:
+    """The read-write connection a snapshot needs; SnapshotError when there is none."""
+    try:
+        return connect(uri, read_only=False)
+    except ConnectError as exc:
+        raise SnapshotError(str(exc)) from None
