@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import domains
 
+from libvirt_txmode import daemon
 from libvirt_txmode import install as installer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -682,12 +683,12 @@ def hook_installed(layout: installer.Layout, python: str) -> Iterator[str]:
     outcome = installer.install(layout, python=python)
     assert outcome.hook_path is not None
     try:
-        installer.reload_daemon()
+        daemon.reload_daemon()
         wait_for_daemon()
         yield outcome.hook_path
     finally:
         installer.uninstall(layout)
-        installer.reload_daemon()
+        daemon.reload_daemon()
         wait_for_daemon()
 
 
@@ -778,7 +779,7 @@ def bench_virsh(bench: Bench, cycles: int, blocks: int) -> None:
         if created_hooks_dir:
             with contextlib.suppress(OSError):
                 os.rmdir(hooks_dir)
-        installer.reload_daemon()
+        daemon.reload_daemon()
 
     start_without, start_with = (
         statistics.median(starts["without"]),

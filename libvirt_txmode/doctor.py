@@ -14,6 +14,7 @@ import stat
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
+from .daemon import running_daemons
 from .install import (
     DROPIN_NAME,
     InstallError,
@@ -22,7 +23,6 @@ from .install import (
     inspect_interpreter,
     interpreter_trust_problem,
     is_ours,
-    running_daemons,
     self_test,
 )
 

@@ -443,7 +443,8 @@ def _manages_daemon(args: argparse.Namespace, layout: Layout) -> bool:
 
 
 def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
-    from .install import InstallError, install, reload_daemon  # noqa: PLC0415
+    from .daemon import reload_daemon  # noqa: PLC0415
+    from .install import InstallError, install  # noqa: PLC0415
     from .policy import PolicyError, load_policy  # noqa: PLC0415
 
     layout = _layout(args)
@@ -492,7 +493,8 @@ def _daemon_step(
 
 
 def _cmd_uninstall(args: argparse.Namespace, out: IO[str]) -> int:
-    from .install import reload_daemon, uninstall  # noqa: PLC0415
+    from .daemon import reload_daemon  # noqa: PLC0415
+    from .install import uninstall  # noqa: PLC0415
 
     layout = _layout(args)
     try:

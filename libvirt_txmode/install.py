@@ -22,13 +22,10 @@ import json
 import logging
 import os
 import re
-import shutil
-import signal
 import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Optional
@@ -44,7 +41,6 @@ DEFAULT_CONFIG_DIR = paths.CONFIG_DIR
 DEFAULT_STATE_DIR = paths.STATE_DIR
 DEFAULT_CACHE_DIR = paths.CACHE_DIR
 UNIT_PATH = "/etc/systemd/system/libvirt-txmode-snapshot.service"
-DAEMONS = ("libvirtd", "virtqemud")
 MANIFEST_FORMAT = "libvirt-txmode-install"
 MANIFEST_VERSION = 2
 # The environment libvirt gives a hook (virCommandAddEnvPassCommon: LC_ALL=C and a short PATH).
@@ -650,42 +646,3 @@ def empty_cache(cache_dir: str, *, dry_run: bool = False) -> list[str]:  # noqa:
         return [f"{verb} {removed} cache file{'s' if removed != 1 else ''} from {cache_dir}"]
     finally:
         os.close(fd)
-
-
-# --- the daemon ----------------------------------------------------------------------------------
-
-
-def reload_daemon() -> str:
-    """Make libvirt re-scan its hooks: it reads them at start and on SIGHUP."""
-    if os.path.isdir("/run/systemd/system") and shutil.which("systemctl"):
-        for daemon in ("virtqemud", "libvirtd"):
-            active = subprocess.run(["systemctl", "is-active", "--quiet", daemon], check=False)
-            if active.returncode == 0:
-                subprocess.run(["systemctl", "reload", daemon], check=False)
-                return f"reloaded {daemon} (systemctl reload)"
-    for daemon in DAEMONS:
-        pid = daemon_pid(daemon)
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)
-            return f"sent SIGHUP to {daemon} (pid {pid})"
-    return "no libvirt daemon running: it will read the hook when it starts"
-
-
-def daemon_pid(daemon: str) -> Optional[int]:
-    try:
-        with open(f"/run/{daemon}.pid", encoding="ascii") as handle:
-            pid = int(handle.read().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/comm", encoding="ascii") as handle:
-            if handle.read().strip() != daemon:
-                return None  # a stale pidfile whose pid now belongs to another process
-    except OSError:
-        return None
-    return pid
-
-
-def running_daemons(names: Sequence[str] = DAEMONS) -> list[str]:
-    return [name for name in names if daemon_pid(name) is not None]
