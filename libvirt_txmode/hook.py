@@ -22,9 +22,9 @@ from . import files, hookfast
 from .text import printable
 
 if TYPE_CHECKING:
-    from .capabilities import HostCapabilities
     from .findings import Finding
     from .hookfast import Handover, Key
+    from .model import HostCapabilities
     from .verdict import Verdict
 
 

@@ -26,8 +26,8 @@ from .inputs import Collector, Input, InputError, Selection, read_input
 from .parallel import in_slices, job_count
 
 if TYPE_CHECKING:
-    from .capabilities import HostCapabilities
     from .domain import Domain
+    from .model import HostCapabilities
     from .policy import Policy
     from .report import RunInfo
 
@@ -307,7 +307,7 @@ def _validate(  # noqa: C901 - the per-file pipeline (read, skip, parse, check, 
 
 
 def _snapshot_hosts(paths: Sequence[str]) -> list[HostCapabilities]:
-    from .host import SnapshotError, load_snapshot  # noqa: PLC0415
+    from .snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
 
     try:
         snapshots = [load_snapshot(path, require_root_owned=False) for path in paths]

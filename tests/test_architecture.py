@@ -50,7 +50,6 @@ def test_no_import_cycle_in_the_package() -> None:
 def test_the_hook_never_reaches_the_libvirt_api() -> None:
     # Calling libvirt from a hook deadlocks the daemon: the module that does is out of reach.
     assert "libvirt_host" not in _reach("hook")
-    assert "host" not in _reach("hook")
     source = "\n".join((PACKAGE / f"{m}.py").read_text() for m in _reach("hook") | {"hook"})
     assert "import libvirt\n" not in source and "import libvirt " not in source
 

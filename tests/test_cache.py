@@ -22,7 +22,7 @@ from libvirt_txmode.cache import (
     support_to_json,
     write_atomic,
 )
-from libvirt_txmode.capabilities import Support, SupportState
+from libvirt_txmode.model import Support, SupportState
 from libvirt_txmode.qemu import EmulatorIdentity, identify
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="owner checks are about root's cache")

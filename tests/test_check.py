@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from libvirt_txmode import findings as codes
-from libvirt_txmode.capabilities import Guest, HostCapabilities, Support, SupportState
 from libvirt_txmode.check import ALL_HOSTS, ANY_HOST, check_domain
 from libvirt_txmode.domain import Domain, Nic
 from libvirt_txmode.findings import Finding, Level
+from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
 from libvirt_txmode.policy import Match, Policy, Rule, Settings
 
 EMU = "/usr/bin/qemu-system-x86_64"

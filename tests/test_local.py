@@ -11,9 +11,9 @@ from typing import Optional
 import pytest
 
 from libvirt_txmode.cache import ProbeCache
-from libvirt_txmode.capabilities import Guest, HostCapabilities, Support, SupportState
 from libvirt_txmode.domain import Domain, Nic
 from libvirt_txmode.local import local_capabilities, needed_devices
+from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
 from libvirt_txmode.policy import Policy
 from libvirt_txmode.qemu import identify
 from tests.fakes import FakeEmulators, make_fakes, processes_with, read

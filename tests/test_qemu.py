@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.capabilities import Support, SupportState
+from libvirt_txmode.model import Support, SupportState
 from libvirt_txmode.qemu import (
     MAX_OUTPUT_BYTES,
     PROBE_ENV,

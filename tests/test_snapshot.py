@@ -1,4 +1,4 @@
-"""host.py: capability snapshots, from a libvirt connection (recorded or real) to parse_snapshot.
+"""snapshot.py and libvirt_host.py: capability snapshots, from a libvirt connection to parse_snapshot.
 
 tests/data/libvirt/capabilities-debian12-libvirt9.0-qemu7.2.xml is `virsh -c qemu:///system
 capabilities` recorded on Debian 12 (libvirt 9.0.0, QEMU 7.2.22).
@@ -18,18 +18,15 @@ import pytest
 
 from libvirt_txmode import __version__
 from libvirt_txmode import snapshot as snapshot_module
-from libvirt_txmode.capabilities import Guest, Support, SupportState
-from libvirt_txmode.host import (  # the compatibility names; the code lives in snapshot/libvirt_host
-    FORMAT,
+from libvirt_txmode.libvirt_host import (
     VIRTIO_NET_DEVICES,
-    SnapshotError,
     guests_from_capabilities,
-    load_snapshot,
     open_libvirt,
-    parse_snapshot,
     take_snapshot,
 )
+from libvirt_txmode.model import Guest, Support, SupportState
 from libvirt_txmode.policy import Policy
+from libvirt_txmode.snapshot import FORMAT, SnapshotError, load_snapshot, parse_snapshot
 from tests import libvirt_env
 from tests.fakes import DATA, FakeEmulators, make_fakes
 
