@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .model import QEMU_TX, TXMODES, VIRTIO_MODELS, Domain, HostCapabilities, Nic, TxSetting
+from .model import QEMU_TX, VIRTIO_MODELS, Domain, HostCapabilities, Nic, TxSetting
 
 # The arches libvirt's ARCH_IS_ARM / ARCH_IS_RISCV / ARCH_IS_S390 macros cover.
 _ARM = ("armv6l", "armv7l", "armv7b", "aarch64")
@@ -274,13 +274,6 @@ def extra_devices(domain: Domain) -> list[TxSetting]:
 
 def route_txmode(setting: TxSetting) -> Optional[str]:
     return _txmode_of(setting.value)
-
-
-def is_valid_txmode(txmode: str, route: str) -> bool:
-    """libvirt refuses other <driver txmode> values at define; QEMU takes any tx text but only
-    'bh' and 'timer' mean something (it warns and uses bh otherwise)."""
-    del route
-    return txmode in TXMODES
 
 
 # virQEMUCapsArchToString: the qemu-system-* name of an arch where it differs from libvirt's.
