@@ -9,13 +9,13 @@ findings.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, replace
 from typing import Optional
 
 from . import codes
 from .libvirt_rules import NicPlan, extra_devices, plan_domain, route_txmode
 from .model import TXMODES, Domain, Finding, HostCapabilities, Level, Nic, SupportState, TxSetting
 from .policy import Policy, Settings
+from .records import record, replace
 
 ALL_HOSTS = "all"
 ANY_HOST = "any"
@@ -51,7 +51,7 @@ def _unique(found: Iterator[Finding]) -> list[Finding]:
     return list(dict.fromkeys(found))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Subject:
     """The NIC under check and the rule that governs it: everything a finding must name."""
 

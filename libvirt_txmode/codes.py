@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Optional
 
 from .model import Level
+from .records import record
 
 # Stable codes: tools and users match on these, so never rename one.
 UNSUPPORTED = "txmode-unsupported"
@@ -57,7 +57,7 @@ def level_of(
     return Level.ERROR
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FindingCode:
     code: str
     title: str

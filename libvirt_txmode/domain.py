@@ -7,7 +7,6 @@ touches no network, refuses any DOCTYPE and reads a bounded number of bytes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import IO, Any, Optional
 
 from lxml import etree
@@ -15,6 +14,7 @@ from lxml import etree
 from .files import MAX_XML_BYTES, TOO_LARGE  # the bound lives with the hook's stdlib helpers
 from .model import TXMODES, VIRTIO_MODELS, Domain, Nic, TxSetting
 from .qemu_args import tx_settings_from_commandline
+from .records import field, record
 
 __all__ = [
     "MAX_XML_BYTES",
@@ -144,7 +144,7 @@ def _domain_root(data: bytes, parser: etree.XMLParser) -> etree._Element:
     return root
 
 
-@dataclass
+@record()
 class _Parts:
     """The elements a Domain is made of, found in one pass over the children instead of a find()
     per path (an ElementPath lookup each). Same answers: find("name") is the first <name> child;

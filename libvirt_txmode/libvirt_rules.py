@@ -10,10 +10,10 @@ differs it is said at the rule. ``docs/libvirt-facts.md`` lists each fact with i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 from .model import QEMU_TX, VIRTIO_MODELS, Domain, HostCapabilities, Nic, TxSetting
+from .records import record
 
 # The arches libvirt's ARCH_IS_ARM / ARCH_IS_RISCV / ARCH_IS_S390 macros cover.
 _ARM = ("armv6l", "armv7l", "armv7b", "aarch64")
@@ -25,7 +25,7 @@ _VHOST_TYPES = ("network", "bridge", "direct", "ethernet")
 _TX_TO_TXMODE = {tx: mode for mode, tx in QEMU_TX.items()}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NicPlan:
     """One NIC as libvirt realizes it on one host."""
 

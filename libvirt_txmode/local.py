@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Callable, Optional
 
 from . import paths
@@ -20,6 +19,7 @@ from .model import Domain, Guest, HostCapabilities, Support, SupportState
 from .networks import read_forward_modes
 from .policy import Policy
 from .qemu import ProbeError, identify, probe, trust_problem
+from .records import replace
 
 LOG = logging.getLogger(__name__)
 VHOST_NET_DEVICE = paths.VHOST_NET_DEVICE

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from typing import Any, Optional
+
+from .records import DataclassLike, field, fields, record
 
 # libvirt's txmode values (virDomainNetVirtioTxModeType) and what each becomes on QEMU's
 # virtio-net device (qemuBuildNicDevProps): iothread -> tx=bh, timer -> tx=timer.
@@ -24,7 +25,7 @@ VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
 # --- the domain, as written -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TxSetting:
     """A QEMU ``tx`` value that reaches a NIC's device by a route other than ``<driver txmode>``:
     ``<qemu:commandline>`` arguments or a ``<qemu:override>`` property (both reach QEMU verbatim).
@@ -41,7 +42,7 @@ class TxSetting:
     device: Optional[str] = None  # the QEMU driver named, for -global and -device
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Nic:
     index: int
     line: int
@@ -62,7 +63,7 @@ class Nic:
         return self.model is not None and self.model.lower() in VIRTIO_MODELS
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Domain:
     name: str
     file: str
@@ -88,14 +89,14 @@ class SupportState(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Support:
     state: SupportState
     detail: str = ""
     method: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Guest:
     """One (arch, domain type) -> emulator line of libvirt's host capabilities."""
 
@@ -106,8 +107,8 @@ class Guest:
     machine: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class HostCapabilities:
+@record(frozen=True)
+class HostCapabilities(DataclassLike):  # DataclassLike: dataclasses.replace accepts it
     name: str
     guests: tuple[Guest, ...] = ()
     # emulator path -> QEMU device name -> Support
@@ -172,7 +173,7 @@ class Level(str, enum.Enum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finding:
     """One problem with one NIC (or with a whole file, for ``xml-invalid``)."""
 
@@ -201,10 +202,10 @@ class Finding:
 
 
 # The keys every finding's dict has; "column" only where there is one.
-_FINDING_KEYS = tuple(f.name for f in fields(Finding) if f.name != "column")
+_FINDING_KEYS = tuple(name for name in fields(Finding) if name != "column")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Summary:
     files: int = 0
     domains: int = 0
@@ -213,11 +214,11 @@ class Summary:
     warnings: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in fields(self)}
 
 
-@dataclass(frozen=True)
-class Report:
+@record(frozen=True)
+class Report(DataclassLike):
     """Everything a formatter needs: the inputs checked, in order, and what was found."""
 
     files: tuple[str, ...]

@@ -12,7 +12,6 @@ import fnmatch
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from .policy_schema import (  # the one description of the policy's keys and values
@@ -22,6 +21,7 @@ from .policy_schema import (  # the one description of the policy's keys and val
     Source,
     validate,
 )
+from .records import field, record
 
 if TYPE_CHECKING:
     import yaml
@@ -39,7 +39,7 @@ class PolicyError(Exception):
         super().__init__(f"{file}:{line}: {where}{message}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Match:
     domain: Optional[str] = None
     network: Optional[str] = None
@@ -70,7 +70,7 @@ class Match:
         return True
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settings:
     """What applies to one NIC once defaults and the matching rule are merged."""
 
@@ -81,7 +81,7 @@ class Settings:
     rule: Optional[str] = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     name: str
     line: int
@@ -89,7 +89,7 @@ class Rule:
     overrides: tuple[tuple[str, Any], ...]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     source: str = "(built-in)"
     version: int = 1

@@ -14,10 +14,10 @@ fast path imports this module.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, Optional, TypeVar, Union
 
 from .model import TXMODES  # libvirt's only txmode values (model is standard library only)
+from .records import record
 
 ACTIONS = ("enforce", "audit")
 DECISIONS = ("deny", "allow")
@@ -30,38 +30,38 @@ SCHEMA_ID = "https://libvirt-txmode.invalid/policy-v1.schema.json"
 # --- kinds of values -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Choice:
     values: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Boolean:
     pass
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Number:
     low: float
     high: float
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Text:
     absolute: bool = False  # must start with '/'
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Version:
     value: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ListOf:
     item: Kind
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Field:
     name: str
     kind: Kind
@@ -70,7 +70,7 @@ class Field:
     required: str = ""  # non-empty: required, and this is the message when it is missing
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mapping:
     fields: tuple[Field, ...]
     description: str = ""

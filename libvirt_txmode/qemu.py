@@ -29,7 +29,6 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Optional, TypeVar
 
 from . import paths
@@ -42,6 +41,7 @@ from .files import (
     writable_by_others,
 )
 from .model import Support, SupportState
+from .records import record
 
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 PROBE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -55,7 +55,7 @@ class ProbeError(Exception):
     """The emulator could not be probed at all (untrusted, missing, hung, crashed)."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EmulatorIdentity:
     """What libvirt keys its capability cache on: a binary replaced in place gets a new ctime."""
 
@@ -131,7 +131,7 @@ def trust_problem(path: str, globs: Sequence[str]) -> Optional[str]:
     return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunResult:
     returncode: Optional[int]
     stdout: bytes
@@ -140,7 +140,7 @@ class RunResult:
     truncated: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProbeUser:
     """Whom a probe runs as: the user, group and supplementary groups libvirt gives QEMU."""
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import __version__, files, paths
 from .model import Guest, HostCapabilities, Support, SupportState
+from .records import field, record
 
 FORMAT = "libvirt-txmode-snapshot"
 FORMAT_VERSION = 1
@@ -28,7 +28,7 @@ class SnapshotError(ValueError):
     """A snapshot that cannot be read or is not a valid document; the message names the file."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Snapshot:
     host: str
     source: str
@@ -169,7 +169,7 @@ def _guest(g: Any, where: str) -> Guest:
     )
 
 
-@dataclass
+@record()
 class _Emulators:
     """The ``emulators`` object, entry by entry: answers, errors and the identities probed."""
 
