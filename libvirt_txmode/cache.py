@@ -12,16 +12,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
-import logging
 import os
 import stat
 import time
 from collections.abc import Iterator
 from typing import Optional
 
-from . import __version__, files, paths
+from . import __version__, files, logs, paths
 from .files import write_atomic  # its home is files.py; importable from here as before
 from .model import Support, SupportState
 from .qemu import EmulatorIdentity
@@ -29,7 +27,7 @@ from .qemu import EmulatorIdentity
 # The one JSON form of a probe answer, shared with snapshots (re-exported for older imports).
 from .snapshot import support_from_json, support_to_json
 
-LOG = logging.getLogger(__name__)
+LOG = logs.get(__name__)  # logging itself only once there is a message
 FORMAT = "libvirt-txmode-probe-cache"
 FORMAT_VERSION = 1
 MAX_CACHE_BYTES = 1024 * 1024
@@ -49,7 +47,7 @@ class ProbeCache:
     def _path(self, identity: EmulatorIdentity, suffix: str = ".json") -> Optional[str]:
         if self.directory is None:
             return None
-        digest = hashlib.sha256(identity.realpath.encode()).hexdigest()[:32]
+        digest = files.sha256_hex(identity.realpath.encode())[:32]
         return os.path.join(self.directory, digest + suffix)
 
     def _usable_dir(self, create: bool) -> bool:

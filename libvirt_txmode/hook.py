@@ -216,7 +216,14 @@ def _check(
 
 def _route_library_logs_to_syslog() -> None:
     """Warnings from the cache and prober go to syslog: on stderr libvirt would either drop them
-    (exit 0) or mix them into the refusal it shows the user."""
+    (exit 0) or mix them into the refusal it shows the user. Set up when the first of them is
+    written (logs.py): a check that logs nothing never imports logging."""
+    from . import logs  # noqa: PLC0415
+
+    logs.before_first_use(_syslog_handler)
+
+
+def _syslog_handler() -> None:
     import logging  # noqa: PLC0415
 
     class SyslogHandler(logging.Handler):

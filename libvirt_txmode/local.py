@@ -7,12 +7,11 @@ they were recorded for; whatever is still missing is probed once, under the emul
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Callable, Optional
 
-from . import paths
+from . import logs, paths
 from .cache import ProbeCache
 from .libvirt_rules import emulator_binary, extra_devices, plan_domain
 from .model import Domain, Guest, HostCapabilities, Support, SupportState
@@ -21,7 +20,7 @@ from .policy import Policy
 from .qemu import ProbeError, identify, probe, trust_problem
 from .records import replace
 
-LOG = logging.getLogger(__name__)
+LOG = logs.get(__name__)  # logging itself only once there is a message
 VHOST_NET_DEVICE = paths.VHOST_NET_DEVICE
 
 Prober = Callable[[str, Sequence[str], float], dict[str, Support]]

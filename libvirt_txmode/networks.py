@@ -9,18 +9,17 @@ wins, as it is what the running network uses.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable, Optional
 
-from . import paths
+from . import logs, paths
 
 if TYPE_CHECKING:
     from .model import Domain
 
-LOG = logging.getLogger(__name__)
+LOG = logs.get(__name__)  # logging itself only once there is a message
 STATUS_DIR = paths.NETWORK_STATUS_DIR
 CONFIG_DIR = paths.NETWORK_CONFIG_DIR
 MAX_NETWORK_XML_BYTES = 1024 * 1024

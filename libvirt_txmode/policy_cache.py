@@ -79,9 +79,7 @@ def load_policy_cached(
 
 
 def compiled_path(cache_dir: str, policy_path: str) -> str:
-    import hashlib  # noqa: PLC0415 - only for the file name
-
-    digest = hashlib.sha256(policy_path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    digest = files.sha256_hex(policy_path.encode("utf-8", "surrogateescape"))[:32]
     return os.path.join(cache_dir, f"policy-{digest}.json")
 
 

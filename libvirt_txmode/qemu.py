@@ -19,19 +19,15 @@ import contextlib
 import fnmatch
 import grp
 import json
-import logging
 import os
 import pwd
 import re
-import selectors
-import signal
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import Optional, TypeVar
+from typing import TYPE_CHECKING, Optional, TypeVar
 
-from . import paths
+from . import logs, paths
 from .files import (
     binary_key,
     owners,
@@ -43,12 +39,15 @@ from .files import (
 from .model import Support, SupportState
 from .records import record
 
+if TYPE_CHECKING:
+    import subprocess
+
 MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 PROBE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 QEMU_CONF = paths.QEMU_CONF
 FALLBACK_USER = "nobody"
 T = TypeVar("T")
-LOG = logging.getLogger(__name__)
+LOG = logs.get(__name__)  # logging itself only once there is a message
 
 
 class ProbeError(Exception):
@@ -227,7 +226,7 @@ def _demote() -> Optional[ProbeUser]:
     return user
 
 
-def run_bounded(  # noqa: C901, PLR0912 - a child's whole life (spawn, bounded read, timeout, group kill) in one place, so no path leaks it
+def run_bounded(  # noqa: C901, PLR0912, PLR0915 - a child's whole life (spawn, bounded read, timeout, group kill) in one place, so no path leaks it
     argv: Sequence[str],
     *,
     timeout: float,
@@ -238,6 +237,11 @@ def run_bounded(  # noqa: C901, PLR0912 - a child's whole life (spawn, bounded r
 
     The child gets its own session so a timeout kills everything it started, not just its pid.
     """
+    # Only a probe runs a process: a hook answered from the probe cache never imports these.
+    import selectors  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
     ids = _demote()
     try:
         proc = subprocess.Popen(  # argv list, trusted binary, clean env
@@ -309,6 +313,9 @@ def run_bounded(  # noqa: C901, PLR0912 - a child's whole life (spawn, bounded r
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    import signal  # noqa: PLC0415 - see run_bounded
+    import subprocess  # noqa: PLC0415
+
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
