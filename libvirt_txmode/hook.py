@@ -138,6 +138,7 @@ def finish(
                 policy=options.policy,
                 snapshot=options.snapshot,
                 emulators=emulators,
+                xml=data,
             )
         return _emit(outcome, err)
     except Exception as exc:  # see internal_error

@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 
 from . import paths
 from .cache import write_atomic
+from .shellverdict import DIRECTORY as SHELL_DIR
 
 LOG = logging.getLogger(__name__)
 MARKER = "# libvirt-txmode: libvirt qemu hook"
@@ -58,6 +59,7 @@ SELFTEST_TIMEOUT = 120.0
 CACHE_NAMES = re.compile(
     r"(?:(?:verdict|policy)-)?[0-9a-f]{16,64}\.(?:json|lock|txt)|\.tmp-[A-Za-z0-9_]{1,16}"
 )
+SHELL_NAMES = re.compile(r"[0-9a-f]{64}|\.tmp-[A-Za-z0-9_]{1,16}")
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_./+:@-]+")
 
 
@@ -612,7 +614,7 @@ def _removal_problem(path: str, entry: dict[str, str]) -> Optional[str]:
     return f"kept {path}: changed since install (remove it yourself if you want)"
 
 
-def empty_cache(cache_dir: str, *, dry_run: bool = False) -> list[str]:  # noqa: C901 - each guard is one reason not to delete a file; they stay side by side
+def empty_cache(cache_dir: str, *, dry_run: bool = False) -> list[str]:
     """Remove the files the hook writes into ``cache_dir``: by name (CACHE_NAMES), regular files
     only, never through a symlink, and only in a directory owned by us or root."""
     try:
@@ -629,20 +631,41 @@ def empty_cache(cache_dir: str, *, dry_run: bool = False) -> list[str]:  # noqa:
             return [f"kept probe cache {cache_dir}: not a directory only we can write"]
         if os.path.realpath(cache_dir) != os.path.abspath(cache_dir):
             return [f"kept probe cache {cache_dir}: reached through a symlinked directory"]
-        removed = 0
-        for name in sorted(os.listdir(fd)):
-            if not CACHE_NAMES.fullmatch(name):
-                continue
+        removed = _remove_ours(fd, CACHE_NAMES, dry_run=dry_run)
+        # The decisions hooks/qemu replays in sh (shellverdict.py): one directory of ours.
+        try:
+            shell = os.open(SHELL_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError:
+            shell = -1
+        if shell >= 0:
             try:
-                entry = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if not stat.S_ISREG(entry.st_mode):
-                    continue  # a directory named x.json, a symlink: not something we wrote
-                if not dry_run:
-                    os.unlink(name, dir_fd=fd)
-                removed += 1
-            except FileNotFoundError:
-                continue
+                inner = os.fstat(shell)
+                if inner.st_uid in (0, os.geteuid()) and not inner.st_mode & 0o022:
+                    removed += _remove_ours(shell, SHELL_NAMES, dry_run=dry_run)
+                    if not dry_run:
+                        with contextlib.suppress(OSError):  # something not ours is left in it
+                            os.rmdir(SHELL_DIR, dir_fd=fd)
+            finally:
+                os.close(shell)
         verb = "would remove" if dry_run else "removed"
         return [f"{verb} {removed} cache file{'s' if removed != 1 else ''} from {cache_dir}"]
     finally:
         os.close(fd)
+
+
+def _remove_ours(fd: int, names: re.Pattern[str], *, dry_run: bool) -> int:
+    """Unlink the regular files named like ours in the directory open as ``fd``; how many."""
+    removed = 0
+    for name in sorted(os.listdir(fd)):
+        if not names.fullmatch(name):
+            continue
+        try:
+            entry = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISREG(entry.st_mode):
+                continue  # a directory named x.json, a symlink: not something we wrote
+            if not dry_run:
+                os.unlink(name, dir_fd=fd)
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed

@@ -162,15 +162,20 @@ def _send(path: str, datagram: bytes) -> bool:
         return False
 
 
-def _journal_datagram(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
-    items = [
+def journal_fields(priority: int, message: str, fields: Mapping[str, str]) -> list[tuple[str, str]]:
+    """A record's journald fields but SYSLOG_PID (the sender's: hooks/qemu adds its own)."""
+    return [
         ("MESSAGE", message),
         ("PRIORITY", str(priority)),
         ("SYSLOG_IDENTIFIER", IDENT),
         ("SYSLOG_FACILITY", str(_FACILITY_DAEMON)),
-        ("SYSLOG_PID", str(os.getpid())),
         *sorted(fields.items()),
     ]
+
+
+def _journal_datagram(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
+    items = journal_fields(priority, message, fields)
+    items.insert(4, ("SYSLOG_PID", str(os.getpid())))
     out = bytearray()
     for key, value in items:
         data = value.encode("utf-8", "replace")
@@ -190,17 +195,23 @@ def _syslog_datagram(priority: int, message: str) -> bytes:
     return (head + message).encode("utf-8", "replace")
 
 
-def _file_line(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
+def file_record(priority: int, message: str, fields: Mapping[str, str]) -> str:
+    """A fallback-file line after its time stamp and sender: ``<priority>: text FIELD="value"``."""
     try:  # json.dumps of a str is this C function: the json package costs the cached hook more
         from _json import encode_basestring_ascii as quote  # noqa: PLC0415
     except ImportError:
         from json import dumps as quote  # noqa: PLC0415
 
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     tail = "".join(f" {key}={quote(value)}" for key, value in sorted(fields.items()))
     # One record per line: a traceback's newlines are escaped like any other control character.
     text = printable(message.replace("\n", " | "))
-    return f"{stamp} {IDENT}[{os.getpid()}] <{priority}>: {text}{tail}\n".encode("utf-8", "replace")
+    return f"<{priority}>: {text}{tail}"
+
+
+def _file_line(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    line = f"{stamp} {IDENT}[{os.getpid()}] {file_record(priority, message, fields)}\n"
+    return line.encode("utf-8", "replace")
 
 
 def _append(path: str, line: bytes) -> bool:

@@ -25,7 +25,7 @@ import contextlib
 import os
 from typing import NamedTuple, Optional
 
-from . import files, hookfast, logsink
+from . import files, hookfast, logsink, shellverdict
 from .hookfast import MAX_ENTRY_BYTES, PREFIX, emulator_key, file_key, normalized
 
 __all__ = ["MAX_ENTRY_BYTES", "emulator_key", "file_key", "normalized"]
@@ -81,17 +81,32 @@ def store(
     policy: str,
     snapshot: str,
     emulators: dict[str, str],
+    xml: Optional[bytes] = None,
 ) -> None:
     """Record a decision unless a file it rests on changed since ``entry_key`` was taken.
-    ``emulators`` maps each binary consulted to its key from before the check. Failures are
-    ignored: the cache only saves time."""
+    ``emulators`` maps each binary consulted to its key from before the check. With the ``xml``
+    it was made for, the decision is also written for hooks/qemu to replay in sh
+    (shellverdict.py). Failures are ignored: the cache only saves time."""
+    # The journald fields are taken out of each log entry here, once, so that a replay needs
+    # no json (hookfast.replay logs them as logsink.emit would).
+    records = tuple((priority, *logsink.decode(entry)) for priority, entry in verdict.syslog)
+    # The sh entry's file identities are taken first: the checks below then prove that they are
+    # the identities the decision was made with.
+    shell = None
+    if xml is not None:
+        shell = shellverdict.prepare(
+            xml,
+            policy=policy,
+            snapshot=snapshot,
+            dependencies=emulators,
+            code=verdict.code,
+            stderr=verdict.stderr,
+            records=records,
+        )
     if entry_key.context != hookfast.context(policy, snapshot):
         return
     if any(hookfast.dependency_key(path) != identity for path, identity in emulators.items()):
         return
-    # The journald fields are taken out of each log entry here, once, so that a replay needs
-    # no json (hookfast.replay logs them as logsink.emit would).
-    records = tuple((priority, *logsink.decode(entry)) for priority, entry in verdict.syslog)
     encoded = hookfast.encode(
         entry_key.digest, entry_key.context, emulators, (verdict.code, verdict.stderr, records)
     )
@@ -106,6 +121,8 @@ def store(
         files.write_atomic(entry_path(cache_dir, entry_key.digest), encoded, mode=0o600)
     except OSError:
         return
+    if shell is not None:
+        shellverdict.store(cache_dir, shell)
 
 
 def _prune(cache_dir: str) -> None:

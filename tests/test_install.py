@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -394,9 +395,7 @@ def test_uninstall_never_follows_a_symlinked_cache_dir(tmp_path: Path) -> None:
     elsewhere.mkdir()
     (elsewhere / ("b" * 32 + ".json")).write_text("{}")
     (elsewhere / "db.lock").write_text("")
-    for entry in Path(lay.cache_dir).iterdir():
-        entry.unlink()
-    Path(lay.cache_dir).rmdir()
+    shutil.rmtree(lay.cache_dir)  # the self-test's entries, the sh replay's directory too
     Path(lay.cache_dir).symlink_to(elsewhere)
     outcome = uninstall(lay)
     assert sorted(os.listdir(elsewhere)) == ["b" * 32 + ".json", "db.lock"]
@@ -475,3 +474,19 @@ def test_install_hook_command_through_console_script(tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1] == "daemon not reloaded (--no-reload)"
     assert not (tmp_path / "hooks" / "qemu").exists()
     assert not (tmp_path / "etc").exists()
+
+
+def test_uninstall_removes_the_sh_replay_entries_and_their_directory(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    install(lay, python=sys.executable)
+    shell = Path(lay.cache_dir) / "shell"
+    shell.mkdir(mode=0o700, exist_ok=True)
+    (shell / ("a" * 64)).write_text("format=1\n")
+    (shell / "notes").write_text("the operator's")  # not a name the hook writes
+    uninstall(lay)
+    assert sorted(os.listdir(shell)) == ["notes"]
+    (shell / "notes").unlink()
+    install(lay, python=sys.executable)
+    (shell / ("b" * 64)).write_text("format=1\n")
+    uninstall(lay)
+    assert not shell.exists()
