@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import socket
@@ -170,7 +171,13 @@ class SyslogSink:
 
     def lines(self, ident: str = "libvirt-txmode") -> list[str]:
         if self._own:
-            time.sleep(0.05)
+            # The hook has exited, so everything it sent is queued on our socket: wait until
+            # the reader thread has taken it all (a fixed sleep lost messages on a busy machine).
+            assert self._sock is not None
+            deadline = time.monotonic() + 10
+            while select.select([self._sock], [], [], 0)[0] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.02)  # the last datagram read, maybe not yet appended
             return [m for m in self.messages if ident in m]
         for path in ("/var/log/syslog", "/var/log/messages"):
             if os.path.exists(path):
