@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -282,3 +284,53 @@ def test_entries_name_each_file_they_rest_on(hook: Hook) -> None:
     assert named[1] == hook.installed.layout.snapshot
     assert named[2].endswith("libvirt_txmode/__init__.py")
     assert QEMU in named
+
+
+class JournalSink:
+    """journald's native socket, bound here when no journald runs (these machines have none):
+    what the hook sends with logger --journald (sd_journal_sendv) arrives as KEY=value lines."""
+
+    PATH = Path(logsink.JOURNAL_SOCKET)
+
+    def __init__(self) -> None:
+        self.made: list[Path] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def __enter__(self) -> JournalSink:
+        for parent in reversed(self.PATH.parents):
+            if not parent.exists():
+                parent.mkdir(mode=0o755)
+                self.made.append(parent)
+        self.sock.bind(str(self.PATH))
+        self.sock.setblocking(False)
+        return self
+
+    def entries(self) -> list[dict[str, str]]:
+        out = []
+        while select.select([self.sock], [], [], 0.5)[0]:
+            data = self.sock.recv(1 << 20).decode()
+            out.append(dict(line.split("=", 1) for line in data.splitlines() if "=" in line))
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        self.PATH.unlink(missing_ok=True)
+        for made in reversed(self.made):
+            made.rmdir()
+
+
+@pytest.mark.skipif(
+    os.path.exists(logsink.JOURNAL_SOCKET), reason="a real journald owns the socket here"
+)
+def test_journald_gets_the_same_fields_from_sh_as_from_python(hook: Hook) -> None:
+    with JournalSink() as journal:
+        first = hook.run("db-notimer", live("db-notimer", 1, "timer"))
+        from_python = journal.entries()
+        again = hook.run("db-notimer", live("db-notimer", 2, "timer"))
+        from_sh = journal.entries()
+    assert first[2] is True and again == (1, first[1], False)
+    assert len(from_sh) == len(from_python) == 2
+    for python_entry, sh_entry in zip(from_python, from_sh):
+        assert sh_entry.pop("SYSLOG_PID") != python_entry.pop("SYSLOG_PID")
+        assert sh_entry == python_entry
+    assert from_sh[0]["DECISION"] == "denied" and from_sh[0]["NIC_MAC"] == "52:54:00:00:00:01"
