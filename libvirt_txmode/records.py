@@ -18,6 +18,7 @@ Type checkers see ``@record`` as a dataclass through ``typing.dataclass_transfor
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -108,19 +109,66 @@ def record(*, frozen: bool = False) -> Callable[[type[T]], type[T]]:
 
 def _build(cls: Any, frozen: bool) -> Any:
     spec = _spec(cls)
-    scope: dict[str, Any] = {"MISSING": MISSING, "_frozen": _frozen, "_set": object.__setattr__}
-    exec(_source(spec, frozen, scope), scope)  # noqa: S102 - field names are identifiers
-    for method in ("__init__", "__repr__", "__eq__", "__hash__", "__setattr__", "__delattr__"):
-        if method in scope and method not in cls.__dict__:
-            function = scope[method]
-            function.__qualname__ = f"{cls.__qualname__}.{method}"
-            setattr(cls, method, function)
+    names = tuple(s[0] for s in spec)
+    # The values compared and hashed, fetched by one C call (operator.attrgetter).
+    if len(names) > 1:
+        cls.__record_key__ = staticmethod(attrgetter(*names))
+    else:
+        cls.__record_key__ = staticmethod(lambda obj: tuple(getattr(obj, n) for n in names))
+    methods: dict[str, Any] = {
+        "__init__": _first_init(cls, spec),
+        "__repr__": _repr,
+        "__eq__": _eq,
+    }
+    if frozen:
+        methods.update(__hash__=_hash, __setattr__=_refuse_set, __delattr__=_refuse_delete)
+    for name, method in methods.items():
+        if name not in cls.__dict__:
+            setattr(cls, name, method)
     if not frozen and "__hash__" not in cls.__dict__:
         cls.__hash__ = None  # as dataclasses: mutable and comparable, so not hashable
-    setattr(cls, "__match_args__", tuple(s[0] for s in spec))  # noqa: B010 - read-only to mypy
+    setattr(cls, "__match_args__", names)  # noqa: B010 - read-only to mypy
     cls.__record_fields__ = spec
     cls.__dataclass_fields__ = _DataclassFields()
     return cls
+
+
+def _first_init(cls: Any, spec: tuple[tuple[str, Any, Any, Any], ...]) -> Any:
+    """An ``__init__`` that compiles the real one at the first construction: compiling is most of
+    a record's cost, and a class the process never instantiates then never pays it."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        scope: dict[str, Any] = {"MISSING": MISSING, "_set": object.__setattr__}
+        exec(_init_source(spec, scope), scope)  # noqa: S102 - names are identifiers
+        init = scope["__init__"]
+        init.__qualname__ = f"{cls.__qualname__}.__init__"
+        cls.__init__ = init
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+def _repr(self: Any) -> str:
+    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
+    return f"{self.__class__.__qualname__}({shown})"
+
+
+def _eq(self: Any, other: Any) -> Any:
+    if other.__class__ is self.__class__:
+        return self.__record_key__(self) == self.__record_key__(other)
+    return NotImplemented
+
+
+def _hash(self: Any) -> int:
+    return hash(self.__record_key__(self))
+
+
+def _refuse_set(self: Any, name: str, value: Any) -> None:
+    raise _frozen(self.__class__, name)
+
+
+def _refuse_delete(self: Any, name: str) -> None:
+    raise _frozen(self.__class__, name)
 
 
 def _spec(cls: Any) -> tuple[tuple[str, Any, Any, Any], ...]:
@@ -145,11 +193,11 @@ def _spec(cls: Any) -> tuple[tuple[str, Any, Any, Any], ...]:
     return tuple(spec)
 
 
-def _source(
-    spec: tuple[tuple[str, Any, Any, Any], ...], frozen: bool, scope: dict[str, Any]
-) -> str:
-    """All the methods, as one piece of source; defaults and factories go into ``scope``."""
-    params, body = [], []
+def _init_source(spec: tuple[tuple[str, Any, Any, Any], ...], scope: dict[str, Any]) -> str:
+    """``__init__`` as source; defaults and factories go into ``scope``. It stores the fields as
+    the instance's ``__dict__`` in one assignment (frozen or not: no record defines a setter):
+    half the compile time of dataclasses' statement per field, and faster to run."""
+    params, values = [], []
     for name, _, default, factory in spec:
         value = name
         if factory is not MISSING:
@@ -161,30 +209,9 @@ def _source(
             params.append(f"{name}=_d_{name}")
         else:
             params.append(name)
-        body.append(f"  _set(self, {name!r}, {value})" if frozen else f"  self.{name} = {value}")
-    mine = "".join(f"self.{s[0]}," for s in spec)
-    theirs = "".join(f"other.{s[0]}," for s in spec)
-    shown = ", ".join(f"{s[0]}={{self.{s[0]}!r}}" for s in spec)
-    source = [
-        f"def __init__(self, {', '.join(params)}):",
-        *(body or ["  pass"]),
-        "def __repr__(self):",
-        f"  return f'{{self.__class__.__qualname__}}({shown})'",
-        "def __eq__(self, other):",
-        "  if other.__class__ is self.__class__:",
-        f"    return ({mine}) == ({theirs})",
-        "  return NotImplemented",
-    ]
-    if frozen:
-        source += [
-            "def __hash__(self):",
-            f"  return hash(({mine}))",
-            "def __setattr__(self, name, value):",
-            "  raise _frozen(self.__class__, name)",
-            "def __delattr__(self, name):",
-            "  raise _frozen(self.__class__, name)",
-        ]
-    return "\n".join(source)
+        values.append(f"{name!r}: {value}")
+    fields = ", ".join(values)
+    return f"def __init__(self, {', '.join(params)}):\n  _set(self, '__dict__', {{{fields}}})"
 
 
 def fields(cls_or_record: Any) -> tuple[str, ...]:
