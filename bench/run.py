@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import domains
 
-from libvirt_txmode import daemon
+from libvirt_txmode import daemon, shellverdict
 from libvirt_txmode import install as installer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -228,7 +228,11 @@ def clear_dir(path: str, keep: Callable[[str], bool] = lambda _name: False) -> N
     if os.path.isdir(path):
         for name in os.listdir(path):
             if not keep(name):
-                os.unlink(os.path.join(path, name))
+                entry = os.path.join(path, name)
+                if os.path.isdir(entry):
+                    shutil.rmtree(entry)
+                else:
+                    os.unlink(entry)
 
 
 def bench_hook(bench: Bench) -> None:
@@ -272,9 +276,17 @@ def bench_hook(bench: Bench) -> None:
         binary_handle.write(domains.hook_domain(f"{PREFIX}hookbin", 4, domains.QEMU))
     argv_binary = [hook, f"{PREFIX}hookbin", "prepare", "begin", "-"]
 
+    # hooks/qemu replays in sh what shellverdict.py wrote (never for a wrapper-script emulator).
+    shell_dir = os.path.join(layout.cache_dir, shellverdict.DIRECTORY)
+
     def warm_binary() -> None:
         use_snapshot(False)
         spawn(argv_binary, base_env, xml_binary)
+
+    def warm_binary_python() -> None:
+        # The same verdict, but no sh entry (and no sh directory): hookfast.py replays it.
+        warm_binary()
+        shutil.rmtree(shell_dir, ignore_errors=True)
 
     base_env = dict(HOOK_ENV)
 
@@ -291,11 +303,14 @@ def bench_hook(bench: Bench) -> None:
     def stale_policy() -> None:
         warm()
         clear_dir(layout.cache_dir, keep=lambda name: not name.startswith(("policy-", "verdict-")))
+        clear_dir(shell_dir)
 
     def new_definition(nics: int = 4) -> None:
         # The domain was edited since its last start: no verdict, but probes and policy are warm.
+        # The sh entries of other domains are there (the directory too): sh looks first.
         warm(nics)
         clear_dir(layout.cache_dir, keep=lambda name: not name.startswith("verdict-"))
+        clear_dir(shell_dir)
 
     def snapshot_only() -> None:
         use_snapshot(True)
@@ -333,11 +348,18 @@ def bench_hook(bench: Bench) -> None:
         probes=count,
     )
     prepare[(4, "binary")] = Case(
-        f"prepare begin, 4 NICs, warm cache, emulator {domains.QEMU} (a binary)",
+        f"prepare begin, 4 NICs, warm cache, emulator {domains.QEMU} (a binary): replayed in sh",
         argv_binary,
         base_env,
         xml_binary,
         warm_binary,
+    )
+    prepare[(4, "binary-python")] = Case(
+        "prepare begin, 4 NICs, warm cache, the same binary, no sh entry: replayed by Python",
+        argv_binary,
+        base_env,
+        xml_binary,
+        warm_binary_python,
     )
     prepare[(256, "warm")] = Case(
         "prepare begin, 256 NICs, warm cache",
@@ -381,6 +403,7 @@ def bench_hook(bench: Bench) -> None:
         prepare[(4, "stale")],
         prepare[(4, "warm")],
         prepare[(4, "binary")],
+        prepare[(4, "binary-python")],
         prepare[(4, "snapshot")],
         prepare[(64, "cold")],
         prepare[(64, "warm")],
@@ -460,6 +483,7 @@ def bench_hook(bench: Bench) -> None:
         "per_nic_cold_s": per_nic_cold,
         # Issue 14's ratios, each against a baseline of this run.
         "hit_x_py_pass": prepare[(4, "binary")].median / py,
+        "hit_python_x_py_pass": prepare[(4, "binary-python")].median / py,
         "hit_script_emulator_x_py_pass": prepare[(4, "warm")].median / py,
         "miss_x_py_lxml": prepare[(4, "miss")].median / lxml,
         "miss_256_x_miss_4": prepare[(256, "miss")].median / prepare[(4, "miss")].median,
