@@ -8,7 +8,6 @@ a typo that silently weakened the policy would be worse than no policy at all.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import stat
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from .policy_schema import (  # the one description of the policy's keys and val
     validate,
 )
 from .records import field, record
+from .text import glob_match
 
 if TYPE_CHECKING:
     import yaml
@@ -65,7 +65,7 @@ class Match:
             if key == "mac":
                 # libvirt lower-cases MAC addresses, and people write them in either case.
                 pattern = pattern.lower()
-            if value is None or not fnmatch.fnmatchcase(value, pattern):
+            if value is None or not glob_match(value, pattern):
                 return False
         return True
 
@@ -117,7 +117,7 @@ class Policy:
         return self.defaults
 
     def trusts(self, emulator: str) -> bool:
-        return any(fnmatch.fnmatchcase(emulator, glob) for glob in self.emulators)
+        return any(glob_match(emulator, glob) for glob in self.emulators)
 
 
 # --- loading -------------------------------------------------------------------------------------

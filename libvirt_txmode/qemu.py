@@ -16,7 +16,6 @@ never root (``nobody`` when that user cannot be used, with a warning saying why)
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import grp
 import json
 import os
@@ -38,6 +37,7 @@ from .files import (
 )
 from .model import Support, SupportState
 from .records import record
+from .text import glob_match
 
 if TYPE_CHECKING:
     import subprocess
@@ -109,7 +109,7 @@ def trust_problem(path: str, globs: Sequence[str]) -> Optional[str]:
         # default glob, so a path must be matched as written, without '.' or '..' components.
         return f"emulator path {path!r} has '.' or '..' components"
     real = os.path.realpath(path)
-    if not any(fnmatch.fnmatchcase(path, g) or fnmatch.fnmatchcase(real, g) for g in globs):
+    if not any(glob_match(path, g) or glob_match(real, g) for g in globs):
         return f"emulator {path} is not in the policy's trusted 'emulators' list"
     try:
         info = os.stat(real)
