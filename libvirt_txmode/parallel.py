@@ -13,7 +13,7 @@ import os
 # start-up time counts.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from typing import Callable, Optional, TypeVar
 
     T = TypeVar("T")
@@ -35,17 +35,29 @@ def job_count(requested: Optional[int], count: int) -> int:
     return max(1, min(cpus, count // (PARALLEL_MIN_FILES // 2)))
 
 
-def in_slices(items: Sequence[T], jobs: int, work: Callable[[Sequence[T]], R]) -> list[R]:
-    """``work`` on ``jobs`` consecutive slices of ``items``, the first in this process and the
-    others in forked children; the results come back in slice order.
+def in_slices(  # noqa: C901 - fork, collect and reap on every path, in one reading
+    items: Sequence[T],
+    jobs: int,
+    work: Callable[[Sequence[T]], R],
+    *,
+    local: Optional[Callable[[Sequence[T]], R]] = None,
+) -> Iterator[R]:
+    """``work`` on ``jobs`` consecutive slices of ``items``, the first in this process (with
+    ``local`` instead, if given: it may write as it goes) and the others in forked children; the
+    results come one at a time, in slice order, each child's as soon as it is needed.
 
     fork, not multiprocessing: the children inherit the policy, the capabilities and ``work``
     itself, so only their results are pickled, and nothing else needs importing. A child never
     returns into the caller's code: it writes its pickled result (or its error) to a pipe and
-    leaves with os._exit, which flushes none of the parent's buffered output.
+    leaves with os._exit, which flushes none of the parent's buffered output. Iterate to the
+    end (or close the iterator): that is when every child has been reaped.
     """
     import pickle  # noqa: PLC0415
 
+    own = work if local is None else local
+    if jobs <= 1 or len(items) <= 1:
+        yield own(items)
+        return
     size = -(-len(items) // jobs)
     slices = [items[i : i + size] for i in range(0, len(items), size)]
     children: list[tuple[int, int]] = []
@@ -68,7 +80,7 @@ def in_slices(items: Sequence[T], jobs: int, work: Callable[[Sequence[T]], R]) -
                     os._exit(0)
             os.close(write_end)
             children.append((pid, read_end))
-        results = [work(slices[0])]
+        yield own(slices[0])
         for _, read_end in children:
             with os.fdopen(read_end, "rb", closefd=False) as pipe:
                 payload = pipe.read()
@@ -76,13 +88,14 @@ def in_slices(items: Sequence[T], jobs: int, work: Callable[[Sequence[T]], R]) -
                 raise RuntimeError("worker process exited without a result")
             # Our own child's output, through a pipe nobody else holds.
             ok, value = pickle.loads(payload)  # noqa: S301
+            del payload
             if not ok:
                 raise RuntimeError(f"worker process failed: {value}")
-            results.append(value)
-        return results
+            yield value
     finally:
-        # On every path (also an exception above): no open pipe, no zombie. All read ends are
-        # closed before the first wait, so a child still writing gets EPIPE and exits.
+        # On every path (also an exception above, or the caller leaving early): no open pipe,
+        # no zombie. All read ends are closed before the first wait, so a child still writing
+        # gets EPIPE and exits.
         for _, read_end in children:
             os.close(read_end)
         for pid, _ in children:

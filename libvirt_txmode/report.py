@@ -1,9 +1,12 @@
 """Findings -> text, json, junit, github, sarif or codeclimate.
 
-Like flake8's formatters, every format is a class behind one small interface: ``beginning`` before
-the findings, ``handle`` for each one, ``finished`` after them. Line formats write as they go;
-document formats (json, junit, sarif) build their whole document in ``finished``. Adding a format
-is adding a class to ``FORMATTERS``; nothing else changes.
+Like flake8's formatters, every format is a class behind one small interface, fed as the run goes:
+``file`` for each input checked, ``finding`` for each finding (after its file), then ``finish``
+writes the whole report. What a format must put before the findings but knows only at the end
+(JSON's file list, SARIF's artifacts and invocation, JUnit's counts) waits in spools (spool.py),
+so memory does not grow with the number of files, and a run that fails leaves no half report.
+``render``/``write`` feed a whole ``Report`` through the same classes. Adding a format is adding
+a class to ``FORMATTERS``; nothing else changes.
 
 Names, MACs and messages come from untrusted domain XML, so every format passes them through
 ``findings.printable`` (or its own escaping) before they reach a terminal, a CI log or an XML file.
@@ -11,18 +14,16 @@ Names, MACs and messages come from untrusted domain XML, so every format passes 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string  # C: json.dumps' own escaping
 from types import MappingProxyType
 from typing import IO, Any, Callable, ClassVar, Optional
-from urllib.parse import quote
 
-from .explain import EXPLANATIONS, explain, explain_markdown
 from .findings import CODES, Finding, Level, Report, Summary, message, printable
+from .spool import Spool
 
 TOOL_NAME = "libvirt-txmode"
 SARIF_SCHEMA = (
@@ -62,18 +63,6 @@ class RunInfo:
     quiet: bool = False
 
 
-def repo_paths(run: RunInfo) -> Callable[[str], Optional[str]]:
-    """``repo_path`` for one run, computed once per file however many findings it has."""
-    cache: dict[str, Optional[str]] = {}
-
-    def lookup(file: str) -> Optional[str]:
-        if file not in cache:
-            cache[file] = repo_path(file, run)
-        return cache[file]
-
-    return lookup
-
-
 def repo_path(file: str, run: RunInfo) -> Optional[str]:
     """``file`` relative to the repository root, with '/' (``./`` gone), or None if outside it."""
     if file == "<stdin>":
@@ -100,7 +89,14 @@ def fingerprint(finding: Finding, path: str) -> str:
         finding.host or "",
     )
     data = "\0".join(parts).encode("utf-8", "surrogateescape")
-    return hashlib.sha256(data).hexdigest()
+    return _sha256(data).hexdigest()
+
+
+def _sha256(data: bytes) -> Any:
+    # hashlib costs ~6 ms to import: only the formats with fingerprints pay it.
+    import hashlib  # noqa: PLC0415
+
+    return hashlib.sha256(data)
 
 
 def _utf8(text: str) -> str:
@@ -147,13 +143,21 @@ def summary_dict(report: Report, run: RunInfo) -> dict[str, Any]:
 
 
 class Formatter:
-    """One output format. ``render`` calls beginning, handle per finding, then finished."""
+    """One output format.
+
+    Streaming: ``file(label, seconds, first)`` for each input checked, in input order (``first``
+    is False for a file given again), ``finding`` for each of its findings right after its first
+    ``file`` call, then ``finish(totals, run, out)``, and ``close`` in any case. ``chunks`` feeds
+    a whole ``Report`` the same way (``feed``). Line formats only need ``handle`` (one finding's
+    text) and ``finished`` (what comes after them).
+    """
 
     name: ClassVar[str] = ""
 
     def __init__(self, color: bool = False, run: Optional[RunInfo] = None) -> None:
         self.color = color
         self.run = run or RunInfo()
+        self.spool = Spool()
 
     def beginning(self, report: Report) -> str:
         return ""
@@ -164,12 +168,51 @@ class Formatter:
     def finished(self, report: Report) -> str:
         return ""
 
-    def chunks(self, report: Report) -> Iterator[str]:
-        """The report in pieces, for writing as it is made (no whole-report string)."""
-        yield self.beginning(report)
+    def file(self, label: str, seconds: float, first: bool = True) -> None:
+        """An input that was checked (or failed to parse), in input order."""
+
+    def finding(self, finding: Finding) -> None:
+        self.spool.write(self.handle(finding))
+
+    def finish(self, totals: Report, run: RunInfo, out: IO[str]) -> None:
+        """Write the report: ``totals`` carries the summary, hosts and version (its files and
+        findings are not read), ``run`` the run's final state."""
+        self.run = run
+        out.write(self.beginning(totals))
+        self.spool.copy_to(out)
+        out.write(self.finished(totals))
+
+    def close(self) -> None:
+        self.spool.close()
+
+    def feed(self, report: Report) -> None:
+        """A whole report, as the run would have streamed it: the files, then the findings in
+        the report's order."""
+        times = self.run.times
+        seen: set[str] = set()
+        for label in report.files:
+            self.file(label, times.get(label, 0.0), label not in seen)
+            seen.add(label)
         for finding in report.findings:
-            yield self.handle(finding)
-        yield self.finished(report)
+            self.finding(finding)
+
+    def chunks(self, report: Report) -> Iterator[str]:
+        """The report in pieces, for writing as it is made."""
+        pieces: list[str] = []
+        sink: Any = _Pieces(pieces)
+        try:
+            self.feed(report)
+            self.finish(report, self.run, sink)
+        finally:
+            self.close()
+        yield from pieces
+
+
+class _Pieces:
+    """An ``IO[str]`` that keeps what is written, for ``chunks``."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.write = pieces.append
 
 
 class TextFormatter(Formatter):
@@ -187,34 +230,63 @@ class TextFormatter(Formatter):
 class JsonFormatter(Formatter):
     name = "json"
 
-    def chunks(self, report: Report) -> Iterator[str]:
+    def __init__(self, color: bool = False, run: Optional[RunInfo] = None) -> None:
+        super().__init__(color, run)
+        self.files = Spool()
+        self.file_count = 0
+        self.finding_count = 0
+        self.formatted: Optional[Callable[[Finding], str]] = None
+
+    def file(self, label: str, seconds: float, first: bool = True) -> None:
+        self.files.write(("[\n    " if not self.file_count else ",\n    ") + _json_string(label))
+        self.file_count += 1
+
+    def finding(self, finding: Finding) -> None:
+        if self.formatted is None:
+            self.formatted = _finding_json_direct if _fast_json_holds() else _finding_json
+        text = self.formatted(finding)
+        self.spool.write(("[\n" if not self.finding_count else ",\n") + text)
+        self.finding_count += 1
+
+    def finish(self, totals: Report, run: RunInfo, out: IO[str]) -> None:
+        self.run = run
         document: dict[str, Any] = {
-            "tool": {"name": TOOL_NAME, "version": report.tool_version},
-            "files": list(report.files),
-            "hosts": list(report.hosts),
-            "findings": None,  # written below, one flat object at a time
-            "summary": summary_dict(report, self.run),
+            "tool": {"name": TOOL_NAME, "version": totals.tool_version},
+            "files": None,  # from the spools, one item at a time
+            "hosts": list(totals.hosts),
+            "findings": None,
+            "summary": summary_dict(totals, run),
         }
-        if self.run.fatal is not None:
-            document["error"] = self.run.fatal
+        if run.fatal is not None:
+            document["error"] = run.fatal
         # Exactly json.dumps(document, indent=2, sort_keys=True, ensure_ascii=True), but the
-        # findings (all flat objects of scalars) are formatted directly and one at a time: with
-        # indent, json uses its pure-Python encoder (15 % of a 10,000-file run), and the whole
-        # document as one string costs memory in proportion to the files. ASCII escapes keep the
-        # output writable whatever the locale, even for undecodable names.
-        yield "{\n"
+        # files and findings (strings, and flat objects of scalars) are formatted directly, one
+        # at a time as the run made them: with indent, json uses its pure-Python encoder (15 %
+        # of a 10,000-file run), and the whole document as one string costs memory in
+        # proportion to the files. ASCII escapes keep the output writable whatever the locale,
+        # even for undecodable names.
+        out.write("{\n")
         for position, key in enumerate(sorted(document)):
-            yield ",\n" if position else ""
-            yield f"  {_json_string(key)}: "
-            if key == "findings":
-                yield from _findings_json(report.findings)
+            out.write((",\n" if position else "") + f"  {_json_string(key)}: ")
+            if key in ("files", "findings"):
+                spool, count = (
+                    (self.files, self.file_count)
+                    if key == "files"
+                    else (self.spool, self.finding_count)
+                )
+                if not count:
+                    out.write("[]")
+                    continue
+                spool.copy_to(out)
+                out.write("\n  ]")
             else:
                 value = json.dumps(document[key], indent=2, sort_keys=True, ensure_ascii=True)
-                yield value.replace("\n", "\n  ")
-        yield "\n}\n"
+                out.write(value.replace("\n", "\n  "))
+        out.write("\n}\n")
 
-    def finished(self, report: Report) -> str:
-        return "".join(self.chunks(report))
+    def close(self) -> None:
+        super().close()
+        self.files.close()
 
 
 def _json_scalar(value: Any) -> str:
@@ -225,85 +297,161 @@ def _json_scalar(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=True)  # pragma: no cover - not a scalar
 
 
-def _findings_json(findings: tuple[Finding, ...]) -> Iterator[str]:
-    if not findings:
-        yield "[]"
-        return
-    separator = "[\n"
-    for finding in findings:
-        data = finding.as_dict()  # with "column" where libxml2 gave one
-        fields = ",\n".join(
-            f"      {_json_string(k)}: {_json_scalar(data[k])}" for k in sorted(data)
-        )
-        yield f"{separator}    {{\n{fields}\n    }}"
-        separator = ",\n"
-    yield "\n  ]"
+def _finding_json(finding: Finding) -> str:
+    """One finding as json.dumps(indent=2, sort_keys=True) writes it inside the findings list."""
+    data = finding.as_dict()  # with "column" where libxml2 gave one
+    fields = ",\n".join(f"      {_json_string(k)}: {_json_scalar(data[k])}" for k in sorted(data))
+    return f"    {{\n{fields}\n    }}"
+
+
+def _opt(value: Optional[str]) -> str:
+    return "null" if value is None else _json_string(value)
+
+
+def _finding_json_direct(finding: Finding) -> str:
+    """``_finding_json`` without the dict and the sort: a third of a 10,000-file JSON run went
+    there. Used only while Finding's keys are the ones written out here (``_FAST_JSON``)."""
+    column = finding.column
+    interface = finding.interface
+    return (
+        f'    {{\n      "code": {_json_string(finding.code)},\n'
+        + (f'      "column": {int(column)},\n' if column else "")
+        + f'      "domain": {_json_string(finding.domain)},\n'
+        f'      "file": {_json_string(finding.file)},\n'
+        f'      "host": {_opt(finding.host)},\n'
+        f'      "interface": {"null" if interface is None else int(interface)},\n'
+        f'      "level": {_json_string(finding.level.value)},\n'
+        f'      "line": {int(finding.line)},\n'
+        f'      "mac": {_opt(finding.mac)},\n'
+        f'      "message": {_json_string(finding.message)},\n'
+        f'      "rule": {_opt(finding.rule)},\n'
+        f'      "txmode": {_opt(finding.txmode)}\n    }}'
+    )
+
+
+def _fast_json_holds() -> bool:
+    """Whether ``_finding_json_direct`` writes exactly what ``_finding_json`` does (the same
+    keys, the same scalars): checked once per report on two sample findings."""
+    samples = (
+        Finding("f", 2, "d", "xml-invalid", Level.ERROR, "m", column=3),
+        Finding("f", 1, "d", "txmode-invalid", Level.WARNING, "m", 0, "m", "t", "r", "h"),
+    )
+    return all(_finding_json(f) == _finding_json_direct(f) for f in samples)
 
 
 class JUnitFormatter(Formatter):
     """One testcase per input file: CI systems show a failed file, with its findings as detail.
 
-    ``file`` and ``time`` on each testcase are what GitLab and Jenkins show beside it.
+    ``file`` and ``time`` on each testcase are what GitLab and Jenkins show beside it. Each
+    testcase is serialized by lxml inside a stand-in testsuites/testsuite pair, so that its
+    text is exactly what one pretty-printed document holds at that depth.
     """
 
     name = "junit"
 
-    def finished(self, report: Report) -> str:
+    def __init__(self, color: bool = False, run: Optional[RunInfo] = None) -> None:
+        super().__init__(color, run)
         from lxml import etree  # noqa: PLC0415 - only this format needs it
 
-        by_file = _by_file(report)
-        suites = etree.Element("testsuites", name=JUNIT_SUITE)
-        suite = etree.SubElement(suites, "testsuite", name=JUNIT_SUITE)
-        failures = 0
-        times = self.run.times
-        for file, mine in by_file.items():
-            errors = [f for f in mine if f.level is Level.ERROR]
-            warnings = [f for f in mine if f.level is Level.WARNING]
-            # lxml refuses control characters in text and attributes: printable() removes them.
-            name = printable(file)
-            case = etree.SubElement(
-                suite,
-                "testcase",
-                classname=JUNIT_SUITE,
-                name=name,
-                file=name,
-                time=f"{times.get(file, 0.0):.6f}",
+        self.etree = etree
+        self.outer = etree.Element("a")
+        self.inner = etree.SubElement(self.outer, "b")
+        self.current: Optional[tuple[str, float]] = None
+        self.mine: list[Finding] = []
+        self.tests = 0
+        self.failures = 0
+
+    def file(self, label: str, seconds: float, first: bool = True) -> None:
+        if first:
+            self._flush()
+            self.current = (label, seconds)
+
+    def finding(self, finding: Finding) -> None:
+        if self.current is None or finding.file != self.current[0]:
+            self.file(finding.file, self.run.times.get(finding.file, 0.0))
+        self.mine.append(finding)
+
+    def feed(self, report: Report) -> None:
+        # Every input file (also those without findings), in input order, with its findings.
+        grouped: dict[str, list[Finding]] = {file: [] for file in report.files}
+        for finding in report.findings:
+            grouped.setdefault(finding.file, []).append(finding)
+        for file, mine in grouped.items():
+            self.file(file, self.run.times.get(file, 0.0))
+            for finding in mine:
+                self.finding(finding)
+
+    def _flush(self) -> None:
+        if self.current is None:
+            return
+        etree = self.etree
+        file, seconds = self.current
+        mine, self.mine, self.current = self.mine, [], None
+        errors = [f for f in mine if f.level is Level.ERROR]
+        warnings = [f for f in mine if f.level is Level.WARNING]
+        # lxml refuses control characters in text and attributes: printable() removes them.
+        name = printable(file)
+        case = etree.SubElement(
+            self.inner,
+            "testcase",
+            classname=JUNIT_SUITE,
+            name=name,
+            file=name,
+            time=f"{seconds:.6f}",
+        )
+        if errors:
+            self.failures += 1
+            failure = etree.SubElement(
+                case, "failure", message=line(errors[0]), type=errors[0].code
             )
-            if errors:
-                failures += 1
-                failure = etree.SubElement(
-                    case, "failure", message=line(errors[0]), type=errors[0].code
-                )
-                failure.text = "".join(line(f) + "\n" for f in mine)
-            if warnings:
-                out = etree.SubElement(case, "system-out")
-                out.text = "".join(line(f) + "\n" for f in warnings)
-        tests, errored = len(by_file), 0
-        if self.run.fatal is not None:
+            failure.text = "".join(line(f) + "\n" for f in mine)
+        if warnings:
+            out = etree.SubElement(case, "system-out")
+            out.text = "".join(line(f) + "\n" for f in warnings)
+        self.tests += 1
+        self.spool.write(self._inside(case))
+
+    def _inside(self, case: Any) -> str:
+        """``case`` as the document holds it: the stand-in parents' lines cut off."""
+        text: str = self.etree.tostring(self.outer, encoding="UTF-8", pretty_print=True).decode(
+            "utf-8"
+        )
+        self.inner.remove(case)
+        return text[len("<a>\n  <b>\n") : -len("  </b>\n</a>\n")]
+
+    def finish(self, totals: Report, run: RunInfo, out: IO[str]) -> None:
+        self.run = run
+        self._flush()
+        etree = self.etree
+        tests, errored = self.tests, 0
+        if run.fatal is not None:
             # The run itself failed (exit 2): one errored testcase says why, so that the CI page
             # shows the reason instead of a missing report.
-            case = etree.SubElement(suite, "testcase", classname=JUNIT_SUITE, name=JUNIT_SUITE)
-            etree.SubElement(case, "error", message=printable(self.run.fatal), type="fatal")
+            case = etree.SubElement(self.inner, "testcase", classname=JUNIT_SUITE, name=JUNIT_SUITE)
+            etree.SubElement(case, "error", message=printable(run.fatal), type="fatal")
+            self.spool.write(self._inside(case))
             tests, errored = tests + 1, 1
-        elapsed = max(0.0, self.run.ended - self.run.started)
+        suites = etree.Element("testsuites", name=JUNIT_SUITE)
+        suite = etree.SubElement(suites, "testsuite", name=JUNIT_SUITE)
+        elapsed = max(0.0, run.ended - run.started)
         for element in (suites, suite):
             element.set("tests", str(tests))
-            element.set("failures", str(failures))
+            element.set("failures", str(self.failures))
             element.set("errors", str(errored))
             element.set("time", f"{elapsed:.6f}")
         suite.set("skipped", "0")
-        text: bytes = etree.tostring(
+        if tests:
+            etree.SubElement(suite, "x")  # where the testcases go
+        text: str = etree.tostring(
             suites, xml_declaration=True, encoding="UTF-8", pretty_print=True
-        )
-        return text.decode("utf-8")
-
-
-def _by_file(report: Report) -> dict[str, list[Finding]]:
-    """Every input file (also those without findings), in input order, with its findings."""
-    grouped: dict[str, list[Finding]] = {file: [] for file in report.files}
-    for finding in report.findings:
-        grouped.setdefault(finding.file, []).append(finding)
-    return grouped
+        ).decode("utf-8")
+        if not tests:
+            out.write(text)
+            return
+        head, tail = text.split("    <x/>\n", 1)
+        out.write(head)
+        self.spool.copy_to(out)
+        out.write(tail)
 
 
 def github_escape_data(value: str) -> str:
@@ -337,6 +485,13 @@ class GitHubFormatter(Formatter):
         return summary_line(report.summary, self.run) + "\n"
 
 
+def quote(path: bytes) -> str:
+    """urllib.parse.quote, imported only by the formats that write URIs."""
+    from urllib.parse import quote as _quote  # noqa: PLC0415
+
+    return _quote(path)
+
+
 class SarifFormatter(Formatter):
     """SARIF 2.1.0 as GitHub code scanning reads it: paths relative to the repository root
     (``%SRCROOT%``), a stable partialFingerprints entry (API uploads would duplicate alerts
@@ -344,65 +499,106 @@ class SarifFormatter(Formatter):
 
     name = "sarif"
 
-    def _location(self, path: str) -> dict[str, Any]:
-        relative = self.paths(path)
-        if relative is not None:
-            return {"uri": quote(os.fsencode(relative)), "uriBaseId": SRCROOT}
-        absolute = os.path.normpath(os.path.join(self.run.cwd, path))
-        return {"uri": "file://" + quote(os.fsencode(absolute.replace(os.sep, "/")))}
+    def __init__(self, color: bool = False, run: Optional[RunInfo] = None) -> None:
+        super().__init__(color, run)
+        self.artifacts = Spool()
+        self.index = {code: i for i, code in enumerate(CODES)}
+        # The current file: its artifact position, location and repository path.
+        self.current: Optional[tuple[str, int, dict[str, Any], str]] = None
+        # Every file's, only when findings may come in another order (``feed``).
+        self.known: Optional[dict[str, tuple[str, int, dict[str, Any], str]]] = None
+        self.artifact_count = 0
+        self.counts = {Level.ERROR: 0, Level.WARNING: 0}
 
-    def chunks(self, report: Report) -> Iterator[str]:
-        self.paths = repo_paths(self.run)
-        index = {code: i for i, code in enumerate(CODES)}
-        files = list(dict.fromkeys([*report.files, *(f.file for f in report.findings)]))
-        positions = {file: i for i, file in enumerate(files)}
-        locations = {file: self._location(file) for file in files}
-        chosen: Iterable[Finding] = report.findings
-        omitted = max(0, len(report.findings) - SARIF_MAX_RESULTS)
-        if omitted:
-            # Errors first, so that the cap drops warnings before any error.
-            ordered = sorted(report.findings, key=lambda f: f.level is not Level.ERROR)
-            chosen = ordered[:SARIF_MAX_RESULTS]
-        run: dict[str, Any] = {
+    def file(self, label: str, seconds: float, first: bool = True) -> None:
+        if not first:
+            return
+        relative = repo_path(label, self.run)
+        if relative is not None:
+            location: dict[str, Any] = {"uri": quote(os.fsencode(relative)), "uriBaseId": SRCROOT}
+        else:
+            absolute = os.path.normpath(os.path.join(self.run.cwd, label))
+            location = {"uri": "file://" + quote(os.fsencode(absolute.replace(os.sep, "/")))}
+        self.current = (label, self.artifact_count, location, relative or label)
+        if self.known is not None:
+            self.known[label] = self.current
+        separator = "," if self.artifact_count else ""
+        self.artifacts.write(separator + _compact({"location": location}))
+        self.artifact_count += 1
+
+    def finding(self, finding: Finding) -> None:
+        current = self.current
+        if current is None or current[0] != finding.file:
+            known = self.known.get(finding.file) if self.known is not None else None
+            if known is None:
+                self.file(finding.file, 0.0)
+                known = self.current
+            current = known
+        assert current is not None  # noqa: S101 - set just above
+        _, position, location, path = current
+        result = _compact(self._result(finding, dict(location, index=position), path))
+        # One result a line (compact JSON has no newline), marked with its level for the cap.
+        self.spool.write(("E" if finding.level is Level.ERROR else "W") + result + "\n")
+        self.counts[finding.level] += 1
+
+    def feed(self, report: Report) -> None:
+        self.known = {}
+        super().feed(report)
+
+    def finish(self, totals: Report, run: RunInfo, out: IO[str]) -> None:
+        self.run = run
+        errors, warnings = self.counts[Level.ERROR], self.counts[Level.WARNING]
+        omitted = max(0, errors + warnings - SARIF_MAX_RESULTS)
+        sarif_run: dict[str, Any] = {
             "tool": {
                 "driver": {
                     "name": TOOL_NAME,
-                    "version": report.tool_version or "0",
+                    "version": totals.tool_version or "0",
                     "rules": [self._rule(code) for code in CODES],
                 }
             },
-            "artifacts": [{"location": locations[f]} for f in files],
+            "artifacts": None,  # from the spools, one at a time
             "invocations": [self._invocation(omitted)],
-            "results": None,  # written below, one result at a time
-            "properties": {"hosts": list(report.hosts), "summary": summary_dict(report, self.run)},
+            "results": None,
+            "properties": {"hosts": list(totals.hosts), "summary": summary_dict(totals, run)},
         }
-        base = os.path.abspath(self.run.base or self.run.cwd)
-        run["originalUriBaseIds"] = {
+        base = os.path.abspath(run.base or run.cwd)
+        sarif_run["originalUriBaseIds"] = {
             SRCROOT: {"uri": "file://" + quote(os.fsencode(base.rstrip("/") + "/"))}
         }
         if omitted:
-            run["properties"]["omittedResults"] = omitted
-        document = {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
+            sarif_run["properties"]["omittedResults"] = omitted
+        document = {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [sarif_run]}
         # Compact: without indent json uses its C encoder, several times faster on 10,000 files;
-        # SARIF is read by tools, and `python -m json.tool` indents it for a human. The results
-        # go out one at a time, so the document is never one string: the text is exactly
-        # json.dumps(document) with the results in place (inside a JSON string a quote is always
-        # escaped, so the unescaped key below occurs once).
-        head, tail = _compact(document).split('"results":null', 1)
-        yield head + '"results":['
+        # SARIF is read by tools, and `python -m json.tool` indents it for a human. The text is
+        # exactly json.dumps(document) with the artifacts and results in place (inside a JSON
+        # string a quote is always escaped, so each unescaped key below occurs once).
+        head, rest = _compact(document).split('"artifacts":null', 1)
+        middle, tail = rest.split('"results":null', 1)
+        out.write(head + '"artifacts":[')
+        self.artifacts.copy_to(out)
+        out.write("]" + middle + '"results":[')
         separator = ""
-        for finding in chosen:
-            location = dict(locations[finding.file], index=positions[finding.file])
-            yield separator + _compact(self._result(finding, index, location))
-            separator = ","
-        yield "]" + tail + "\n"
+        if not omitted:
+            for result in self.spool.lines():
+                out.write(separator + result[1:-1])
+                separator = ","
+        else:
+            # Errors first, so that the cap drops warnings before any error.
+            left = SARIF_MAX_RESULTS
+            for wanted in "EW":
+                for result in self.spool.lines():
+                    if left and result[0] == wanted:
+                        out.write(separator + result[1:-1])
+                        separator = ","
+                        left -= 1
+        out.write("]" + tail + "\n")
 
-    def finished(self, report: Report) -> str:
-        return "".join(self.chunks(report))
+    def close(self) -> None:
+        super().close()
+        self.artifacts.close()
 
-    def _result(
-        self, finding: Finding, index: Mapping[str, int], location: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _result(self, finding: Finding, location: dict[str, Any], path: str) -> dict[str, Any]:
         properties: dict[str, Any] = {
             "domain": finding.domain,
             "interface": finding.interface,
@@ -415,10 +611,9 @@ class SarifFormatter(Formatter):
         col = column(finding)
         if col:
             region["startColumn"] = col
-        path = self.paths(finding.file) or finding.file
         return {
             "ruleId": finding.code,
-            "ruleIndex": index[finding.code],
+            "ruleIndex": self.index[finding.code],
             "level": finding.level.value,
             "message": {"text": message(finding)},
             "locations": [{"physicalLocation": {"artifactLocation": location, "region": region}}],
@@ -457,6 +652,8 @@ class SarifFormatter(Formatter):
 
     @staticmethod
     def _rule(code: str) -> dict[str, Any]:
+        from .explain import EXPLANATIONS, explain, explain_markdown  # noqa: PLC0415
+
         item = EXPLANATIONS[code]
         return {
             "id": code,
@@ -492,24 +689,35 @@ class CodeClimateFormatter(Formatter):
 
     name = "codeclimate"
 
+    def __init__(self, color: bool = False, run: Optional[RunInfo] = None) -> None:
+        super().__init__(color, run)
+        self.count = 0
+        self.path: Optional[tuple[str, str]] = None  # the last file's repository path
+
+    def finding(self, finding: Finding) -> None:
+        if self.path is None or self.path[0] != finding.file:
+            self.path = (finding.file, repo_path(finding.file, self.run) or finding.file)
+        path = self.path[1]
+        issue = {
+            "type": "issue",
+            "check_name": finding.code,
+            "description": message(finding),
+            "categories": ["Bug Risk"],
+            "severity": _CODECLIMATE_SEVERITY[finding.level],
+            "fingerprint": fingerprint(finding, path),
+            "location": {"path": _utf8(path), "lines": {"begin": max(1, finding.line)}},
+        }
+        # Compact, like SARIF: the C encoder; GitLab reads it, not people. Exactly
+        # json.dumps(issues, separators=(",", ":")), one issue at a time.
+        text = json.dumps(issue, ensure_ascii=True, separators=(",", ":"))
+        self.spool.write(("," if self.count else "") + text)
+        self.count += 1
+
+    def beginning(self, report: Report) -> str:
+        return "["
+
     def finished(self, report: Report) -> str:
-        paths = repo_paths(self.run)
-        issues = []
-        for finding in report.findings:
-            path = paths(finding.file) or finding.file
-            issues.append(
-                {
-                    "type": "issue",
-                    "check_name": finding.code,
-                    "description": message(finding),
-                    "categories": ["Bug Risk"],
-                    "severity": _CODECLIMATE_SEVERITY[finding.level],
-                    "fingerprint": fingerprint(finding, path),
-                    "location": {"path": _utf8(path), "lines": {"begin": max(1, finding.line)}},
-                }
-            )
-        # Compact, like SARIF: the C encoder; GitLab reads it, not people.
-        return json.dumps(issues, ensure_ascii=True, separators=(",", ":")) + "\n"
+        return "]\n"
 
 
 FORMATTERS: Mapping[str, type[Formatter]] = MappingProxyType(
@@ -543,7 +751,7 @@ def render(fmt: str, report: Report, color: bool, run: Optional[RunInfo] = None)
 def write(
     stream: IO[str], fmt: str, report: Report, color: bool, run: Optional[RunInfo] = None
 ) -> None:
-    """``render`` into ``stream`` piece by piece: a large report is never one string."""
+    """``render`` into ``stream`` piece by piece."""
     for chunk in FORMATTERS[fmt](color=color, run=run).chunks(report):
         if chunk:
             stream.write(chunk)

@@ -9,59 +9,64 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
-import functools
 import logging
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from . import __version__
 from .discovery import find_policy, repository_root
 from .exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
-from .findings import XML_INVALID, Finding, Level, Report, summarize
+from .findings import XML_INVALID, Finding, Level, Report, Summary, summarize
 from .inputs import Collector, Input, InputError, Selection, read_input
 from .parallel import in_slices, job_count
 
 if TYPE_CHECKING:
-    from .domain import Domain
     from .model import HostCapabilities
     from .policy import Policy
-    from .report import RunInfo
+    from .report import Formatter, RunInfo
 
 LOG = logging.getLogger("libvirt_txmode")
 
 
-@dataclass
-class _Results:
-    """What reading, parsing and checking a run of consecutive inputs gave.
-
-    Parse errors and check findings are kept apart, so that the parts of a parallel run, joined in
-    input order, are exactly the lists one process builds: the report cannot tell them apart.
-    """
-
-    invalid: list[Finding] = field(default_factory=list)  # xml-invalid, in input order
-    checked: list[Finding] = field(default_factory=list)  # check findings, in domain order
-    domains: list[Domain] = field(default_factory=list)  # kept only when there was no check yet
-    domain_count: int = 0
-    nic_count: int = 0
-    skipped: list[str] = field(default_factory=list)  # not a <domain>, or no longer regular
-    times: list[tuple[str, float]] = field(default_factory=list)  # seconds per input read
-    fatal: Optional[str] = None  # the first unreadable input: nothing after it was read
+# What reading one input gave, in input order: a file that was checked (or failed to parse) with
+# its findings, sorted as the report orders them, or one that was skipped. Plain tuples: parallel
+# workers pickle thousands of them.
+_CHECKED, _SKIPPED = "checked", "skipped"
+# (_CHECKED, label, seconds, findings or the Domain when there is no check yet, domains, nics)
+# (_SKIPPED, label)
+_Record = tuple[Any, ...]
 
 
-def _process(  # noqa: PLR0912 - the order of validate-domain's steps is the order of its options
+def _finding_order(finding: Finding) -> tuple[int, str, str]:
+    return (finding.line, finding.code, finding.host or "")
+
+
+def _process(  # noqa: C901, PLR0912 - the order of validate-domain's steps is the order of its options
     items: Sequence[Input],
     stdin: IO[bytes],
-    check: Optional[Callable[[Domain], list[Finding]]],
-) -> _Results:
-    """Read, parse and (with ``check``) check ``items`` in order, stopping at an unreadable one."""
-    from .domain import MAX_XML_BYTES, DomainXMLError, make_parser, read_bounded  # noqa: PLC0415
+    check: Optional[Callable[[dict[str, Any], list[Any]], list[Finding]]],
+    emit: Callable[[_Record], None],
+) -> Optional[str]:
+    """Read, parse and (with ``check``) check ``items`` in order, handing each outcome to
+    ``emit`` as it is made; stops at an unreadable input and returns why (None: all read)."""
+    from .domain import (  # noqa: PLC0415
+        MAX_XML_BYTES,
+        DomainXMLError,
+        NotADomainError,
+        make_parser,
+        parse_domain,
+        parse_parts,
+        read_bounded,
+    )
 
     parser = make_parser()  # one per run of inputs (and process), not one per document
-    results = _Results()
+    # With a check, the domain as parse_parts gives it (memo.Checker makes records only for a
+    # shape it has not seen); without, the Domain, kept until the host is probed.
+    parse: Callable[..., Any] = parse_domain if check is None else parse_parts
     clock = time.perf_counter
     for item in items:
         began = clock()
@@ -71,45 +76,36 @@ def _process(  # noqa: PLR0912 - the order of validate-domain's steps is the ord
             else:
                 data = read_input(item, MAX_XML_BYTES)
         except DomainXMLError as exc:
-            results.invalid.append(_invalid(item.label, exc))
+            # Not timed, as before: the file was never parsed.
+            emit((_CHECKED, item.label, None, [_invalid(item.label, exc)], 0, 0))
             continue
         except OSError as exc:
             if item.regular_only and exc.errno == errno.ELOOP:
                 data = None  # replaced by a symlink since the walk: never followed
             else:
-                results.fatal = f"cannot read {item.label}: {exc.strerror}"
-                break
+                return f"cannot read {item.label}: {exc.strerror}"
         if data is None:
-            results.skipped.append(item.label)
+            emit((_SKIPPED, item.label))
             continue
-        outcome = _parse(data, item.label, parser)
-        if isinstance(outcome, Finding):
-            results.invalid.append(outcome)
-        elif outcome is None:
-            results.skipped.append(item.label)
+        try:
+            outcome = parse(data, item.label, parser=parser)
+        except NotADomainError as exc:
+            # A libvirt <network> or <pool> beside the domains: skipped, not an error.
+            LOG.info("skipped %s: %s", item.label, exc.message)
+            emit((_SKIPPED, item.label))
+            continue
+        except DomainXMLError as exc:
+            emit((_CHECKED, item.label, clock() - began, [_invalid(item.label, exc)], 0, 0))
+            continue
+        if isinstance(outcome, tuple):
+            assert check is not None  # noqa: S101 - parts are asked for only then
+            found = check(*outcome)
+            if len(found) > 1:
+                found.sort(key=_finding_order)
+            emit((_CHECKED, item.label, clock() - began, found, 1, len(outcome[1])))
         else:
-            results.domain_count += 1
-            results.nic_count += len(outcome.nics)
-            if check is None:
-                results.domains.append(outcome)
-            else:
-                results.checked.extend(check(outcome))
-        results.times.append((item.label, clock() - began))
-    return results
-
-
-def _parse(data: bytes, label: str, parser: Any) -> Union[Domain, Finding, None]:
-    """The domain, an xml-invalid finding, or None for XML whose root is not <domain> (a libvirt
-    <network> or <pool> beside the domains: skipped, not an error)."""
-    from .domain import DomainXMLError, NotADomainError, parse_domain  # noqa: PLC0415
-
-    try:
-        return parse_domain(data, label, parser=parser)
-    except NotADomainError as exc:
-        LOG.info("skipped %s: %s", label, exc.message)
-        return None
-    except DomainXMLError as exc:
-        return _invalid(label, exc)
+            emit((_CHECKED, item.label, clock() - began, outcome, 1, len(outcome.nics)))
+    return None
 
 
 def _invalid(label: str, exc: Exception) -> Finding:
@@ -133,49 +129,104 @@ def run(
     stderr: Optional[IO[str]] = None,
 ) -> int:
     """validate-domain with parsed ``args`` (``argv`` as given, for the SARIF invocation)."""
-    from .report import RunInfo, choose_format  # noqa: PLC0415
+    from .report import FORMATTERS, RunInfo, choose_format  # noqa: PLC0415
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="validate-domain: %(message)s")
     cwd = os.getcwd()
     run = RunInfo(arguments=tuple(argv), cwd=cwd, base=repository_root(cwd), started=time.time())
     fmt = choose_format(args.format, environ)
+    # The report(s) being written as the run goes: -o gets --format and the terminal text.
+    terminal_fmt = "text" if args.output else fmt
+    color = terminal_fmt == "text" and _use_color(stdout, args, environ)
+    sinks = _Sinks(
+        file=FORMATTERS[fmt](color=False, run=run) if args.output else None,
+        terminal=FORMATTERS[terminal_fmt](color=color, run=run),
+    )
     try:
-        report, run = _validate(args, stdin, environ, run)
-    except FatalError as exc:
-        if args.output:
-            # A report even when the run failed: CI uploads it with `if: always()`, and the
-            # reason is in it (SARIF invocations, a JUnit error, a JSON "error").
-            failed = dataclasses.replace(
-                run, fatal=str(exc), exit_code=EXIT_FATAL, ended=time.time()
-            )
-            empty = Report(files=(), findings=(), summary=summarize(0, 0, 0, []))
-            _write_report(
-                args.output, fmt, dataclasses.replace(empty, tool_version=__version__), failed
-            )
-        raise
-    checked = report.summary.files
-    failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
-    if checked == 0:
-        failing += 1 if args.strict else 0
-        if not args.quiet:
-            _emit(
-                stderr or sys.stderr, "validate-domain: warning: no domain XML file was checked\n"
-            )
-    code = EXIT_FINDINGS if failing else EXIT_OK
-    run = dataclasses.replace(run, exit_code=code, ended=time.time(), quiet=args.quiet)
-    if args.output:
-        _write_report(args.output, fmt, report, run)
-        fmt = "text"
-    from .report import write  # noqa: PLC0415
-
-    color = fmt == "text" and _use_color(stdout, args, environ)
-    try:
-        write(stdout, fmt, report, color=color, run=run)
-        stdout.flush()
-    except (OSError, ValueError):
-        pass  # nobody reads stdout any more: see _emit
+        try:
+            totals, run = _validate(args, stdin, environ, run, sinks)
+        except FatalError as exc:
+            if args.output:
+                # A report even when the run failed: CI uploads it with `if: always()`, and the
+                # reason is in it (SARIF invocations, a JUnit error, a JSON "error").
+                failed = dataclasses.replace(
+                    run, fatal=str(exc), exit_code=EXIT_FATAL, ended=time.time()
+                )
+                empty = Report(files=(), findings=(), summary=summarize(0, 0, 0, []))
+                _write_report(
+                    args.output, fmt, dataclasses.replace(empty, tool_version=__version__), failed
+                )
+            raise
+        checked = totals.summary.files
+        failing = totals.summary.errors + (totals.summary.warnings if args.strict else 0)
+        if checked == 0:
+            failing += 1 if args.strict else 0
+            if not args.quiet:
+                _emit(
+                    stderr or sys.stderr,
+                    "validate-domain: warning: no domain XML file was checked\n",
+                )
+        code = EXIT_FINDINGS if failing else EXIT_OK
+        run = dataclasses.replace(run, exit_code=code, ended=time.time(), quiet=args.quiet)
+        if sinks.file is not None:
+            try:
+                with open(args.output, "w", encoding="utf-8") as handle:
+                    sinks.file.finish(totals, run, handle)
+            except OSError as exc:
+                raise FatalError(f"cannot write {args.output}: {exc.strerror}") from None
+        try:
+            sinks.terminal.finish(totals, run, stdout)
+            stdout.flush()
+        except (OSError, ValueError):
+            pass  # nobody reads stdout any more: see _emit
+    finally:
+        sinks.close()
     return code
+
+
+@dataclass
+class _Sinks:
+    """Where each checked file and its findings go the moment they are known, with the counts
+    the summary needs; nothing per file is kept."""
+
+    file: Optional[Formatter]  # -o FILE in --format
+    terminal: Formatter  # stdout
+    files: int = 0
+    domains: int = 0
+    nics: int = 0
+    errors: int = 0
+    warnings: int = 0
+    skipped: int = 0
+
+    def add(
+        self, label: str, seconds: Optional[float], found: list[Finding], domains: int, nics: int
+    ) -> None:
+        self.files += 1
+        self.domains += domains
+        self.nics += nics
+        self.add_file(label, seconds or 0.0, True)
+        self.add_findings(found)
+
+    def add_file(self, label: str, seconds: float, first: bool) -> None:
+        if self.file is not None:
+            self.file.file(label, seconds, first)
+        self.terminal.file(label, seconds, first)
+
+    def add_findings(self, found: list[Finding]) -> None:
+        for finding in found:
+            if finding.level is Level.ERROR:
+                self.errors += 1
+            else:
+                self.warnings += 1
+            if self.file is not None:
+                self.file.finding(finding)
+            self.terminal.finding(finding)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.terminal.close()
 
 
 def _write_report(path: str, fmt: str, report: Report, run: RunInfo) -> None:
@@ -224,12 +275,16 @@ def _select(args: argparse.Namespace, cwd: str) -> tuple[Selection, Optional[Fat
     return collector.selection, None
 
 
-def _validate(  # noqa: C901 - the per-file pipeline (read, skip, parse, check, count) in one reading
-    args: argparse.Namespace, stdin: IO[bytes], environ: Mapping[str, str], run: RunInfo
+def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of its options
+    args: argparse.Namespace,
+    stdin: IO[bytes],
+    environ: Mapping[str, str],
+    run: RunInfo,
+    sinks: _Sinks,
 ) -> tuple[Report, RunInfo]:
-    from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
-    from .check import check_domain  # noqa: PLC0415
-    from .local import local_capabilities  # noqa: PLC0415
+    """Check the inputs into ``sinks``; the totals (a Report without files or findings) and the
+    run's state. Raises FatalError, once every input before the problem was read."""
+    from .memo import Checker  # noqa: PLC0415
 
     policy = _load_policy(args, environ, run.cwd)
 
@@ -243,67 +298,121 @@ def _validate(  # noqa: C901 - the per-file pipeline (read, skip, parse, check, 
             hosts = _snapshot_hosts(args.caps)
         except FatalError as exc:
             snapshot_error = exc
-    check: Optional[Callable[[Domain], list[Finding]]] = None
+    check: Optional[Callable[[dict[str, Any], list[Any]], list[Finding]]] = None
     if hosts is not None:
-        check = functools.partial(
-            check_domain, policy=policy, hosts=hosts, host_mode=args.host_mode
-        )
+        check = Checker(policy, hosts, args.host_mode).check_parts
 
     selection, pending = _select(args, run.cwd)
     items = selection.inputs
+    labels = [item.label for item in items]
+    # A file given twice is reported at its first place, with the findings of every copy: those
+    # rare runs keep their records until the end. Every other run (and every run without
+    # snapshots, whose probing needs every domain first) streams.
+    stream = check is not None and len(set(labels)) == len(labels)
+    del labels
+    held: list[_Record] = []
 
-    def work(part: Sequence[Input]) -> _Results:
-        return _process(part, stdin, check)
+    def consume(record: _Record) -> None:
+        if record[0] == _SKIPPED:
+            sinks.skipped += 1
+        else:
+            sinks.add(*record[1:])
+
+    emit = consume if stream else held.append
+
+    def work(part: Sequence[Input]) -> tuple[list[_Record], Optional[str]]:
+        records: list[_Record] = []
+        return records, _process(part, stdin, check, records.append)
+
+    def local(part: Sequence[Input]) -> tuple[list[_Record], Optional[str]]:
+        return [], _process(part, stdin, check, emit)
 
     # Without snapshots, what to probe depends on every domain: those runs stay in one process.
     jobs = 1 if check is None else job_count(args.jobs, len(items))
-    parts = in_slices(items, jobs, work) if jobs > 1 else [work(items)]
-    for part in parts:
-        if part.fatal is not None:
-            raise FatalError(part.fatal)
+    fatal: Optional[str] = None
+    for records, problem in in_slices(items, jobs, work, local=local):
+        if fatal is None:
+            for record in records:
+                emit(record)
+            fatal = problem
+    if fatal is not None:
+        raise FatalError(fatal)
     if pending is not None:
         raise pending
     if snapshot_error is not None:
         raise snapshot_error
 
-    found = [f for part in parts for f in part.invalid]
-    if hosts is None:
-        domains = [d for part in parts for d in part.domains]
-        cache = ProbeCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
-        hosts = [local_capabilities(domains, policy, cache)]
-        for domain in domains:
-            found.extend(check_domain(domain, policy, hosts, args.host_mode))
-    else:
-        found.extend(f for part in parts for f in part.checked)
+    skipped = sinks.skipped
+    if not stream:
+        if hosts is None:
+            # Probing this machine: only these runs need the probe cache and QEMU's modules.
+            from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
+            from .local import local_capabilities  # noqa: PLC0415
 
-    skipped = {label for part in parts for label in part.skipped}
-    files = [item.label for item in items if item.label not in skipped]
-    # The file's first position in the input order (a file given twice sorts as its first copy);
-    # a dict built once, not files.index per finding, which made the sort quadratic.
-    order: dict[str, int] = {}
-    for position, name in enumerate(files):
-        order.setdefault(name, position)
-    found.sort(key=lambda f: (order.get(f.file, 0), f.line, f.code, f.host or ""))
-    report = Report(
-        files=tuple(files),
-        findings=tuple(found),
-        summary=summarize(
-            len(files),
-            sum(part.domain_count for part in parts),
-            sum(part.nic_count for part in parts),
-            found,
+            domains = [r[3] for r in held if r[0] == _CHECKED and r[4]]
+            cache = ProbeCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
+            hosts = [local_capabilities(domains, policy, cache)]
+            del domains
+            checker = Checker(policy, hosts, args.host_mode)
+            for position, record in enumerate(held):
+                if record[0] == _CHECKED and record[4]:
+                    found = checker.check(record[3])
+                    found.sort(key=_finding_order)
+                    held[position] = (*record[:3], found, *record[4:])
+        skipped = _replay(held, sinks)
+
+    assert hosts is not None  # noqa: S101 - from the snapshots, or probed just above
+    totals = Report(
+        files=(),
+        findings=(),
+        summary=Summary(
+            files=sinks.files,
+            domains=sinks.domains,
+            nics=sinks.nics,
+            errors=sinks.errors,
+            warnings=sinks.warnings,
         ),
         hosts=tuple(h.name for h in hosts),
         tool_version=__version__,
     )
-    times = {label: seconds for part in parts for label, seconds in part.times}
     run = dataclasses.replace(
-        run,
-        skipped=len(skipped) + len(selection.skipped),
-        excluded=selection.excluded,
-        times=times,
+        run, skipped=skipped + len(selection.skipped), excluded=selection.excluded
     )
-    return report, run
+    return totals, run
+
+
+def _replay(held: list[_Record], sinks: _Sinks) -> int:
+    """Held records into ``sinks`` as the report orders them; the number of files skipped.
+
+    A file given twice is listed twice but reported once, at its first place, with the
+    findings of all its copies (sorted together) and the time of its last reading; a label
+    skipped once is skipped everywhere.
+    """
+    skipped = {r[1] for r in held if r[0] == _SKIPPED}
+    times: dict[str, float] = {}
+    merged: dict[str, list[Finding]] = {}
+    for record in held:
+        if record[0] == _CHECKED and record[1] not in skipped:
+            label = record[1]
+            if record[2] is not None:
+                times[label] = record[2]
+            merged.setdefault(label, []).extend(record[3])
+            sinks.files += 1
+            sinks.domains += record[4]
+            sinks.nics += record[5]
+    seen: set[str] = set()
+    for record in held:
+        label = record[1]
+        if record[0] != _CHECKED or label in skipped:
+            continue
+        first = label not in seen
+        seen.add(label)
+        sinks.add_file(label, times.get(label, 0.0), first)
+        if first:
+            found = merged.pop(label)
+            found.sort(key=_finding_order)
+            sinks.add_findings(found)
+    return len(skipped)
 
 
 def _snapshot_hosts(paths: Sequence[str]) -> list[HostCapabilities]:

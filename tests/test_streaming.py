@@ -1,0 +1,214 @@
+"""validate-domain writes its report as the run goes, and what it writes is the whole-report text.
+
+Each checked file and its findings go to the formatters the moment they are known (nothing per
+file is kept); document formats hold their parts in spools (memory, then an unlinked file) until
+the end. These tests pin the behaviour: findings reach the formatter before the input is
+exhausted, the streamed text equals ``report.render`` of the same findings for every format
+(also when the spools spill to disk), and the per-shape memo (memo.Checker) answers exactly what
+check_domain does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from libvirt_txmode import report as rp
+from libvirt_txmode import spool, validation
+from libvirt_txmode.check import check_domain
+from libvirt_txmode.cli import validate
+from libvirt_txmode.domain import NIC_FIELDS, DomainXMLError, parse_domain
+from libvirt_txmode.findings import Finding, Level, Report, Summary
+from libvirt_txmode.memo import Checker
+from libvirt_txmode.model import Nic
+from libvirt_txmode.policy import parse_policy
+from libvirt_txmode.snapshot import load_snapshot
+
+from .test_throughput_equivalence import POLICY, _domain
+
+FILES = 120
+FORMATS = ["text", "json", "junit", "github", "sarif", "codeclimate"]
+_TIMING = re.compile(r'( time="[0-9.]+"|"(?:start|end)TimeUtc":"[^"]*")')
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .test_cli import snapshot
+
+    root = tmp_path_factory.mktemp("streaming")
+    for index in range(FILES):
+        directory = root / "domains" / f"d{index // 40}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"vm-{index:04d}.xml").write_text(_domain(index), encoding="utf-8")
+    (root / "domains" / "d0" / "net.xml").write_text("<network/>", encoding="utf-8")
+    (root / "policy.yaml").write_text(POLICY, encoding="utf-8")
+    (root / "h1.json").write_text(snapshot("h1", tx=True), encoding="utf-8")
+    return root
+
+
+def _run(corpus: Path, fmt: str, *extra: str) -> tuple[int, str]:
+    out = io.StringIO()
+    argv = ["-p", str(corpus / "policy.yaml"), "--caps", str(corpus / "h1.json"), "-f", fmt]
+    code = validate([*argv, *extra, str(corpus / "domains")], io.BytesIO(), out, {"NO_COLOR": "1"})
+    return code, out.getvalue()
+
+
+def _finding(data: dict[str, Any]) -> Finding:
+    data = dict(data, level=Level(data["level"]))
+    return Finding(**data)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_report_is_the_whole_report(corpus: Path, fmt: str) -> None:
+    # The same run as JSON gives the files and findings; render() of that Report (the
+    # whole-report path) must be the text the streaming run wrote, byte for byte.
+    code, streamed = _run(corpus, fmt, "-j", "1")
+    _, as_json = _run(corpus, "json", "-j", "1")
+    document = json.loads(as_json)
+    summary = document["summary"]
+    report = Report(
+        files=tuple(document["files"]),
+        findings=tuple(_finding(f) for f in document["findings"]),
+        summary=Summary(
+            **{k: summary[k] for k in ("files", "domains", "nics", "errors", "warnings")}
+        ),
+        hosts=tuple(document["hosts"]),
+        tool_version=document["tool"]["version"],
+    )
+    assert code == 1 and report.findings and summary["skipped"] == 1
+    run = rp.RunInfo(
+        skipped=summary["skipped"],
+        cwd=os.getcwd(),
+        base=validation.repository_root(os.getcwd()),
+        exit_code=code,
+    )
+    whole = rp.render(fmt, report, color=False, run=run)
+    if fmt == "sarif":
+        streamed, whole = (_sarif_without_invocation(t) for t in (streamed, whole))
+    assert _TIMING.sub("", streamed) == _TIMING.sub("", whole)
+
+
+def _sarif_without_invocation(text: str) -> str:
+    document = json.loads(text)
+    for invocation in document["runs"][0]["invocations"]:
+        for key in ("arguments", "startTimeUtc", "endTimeUtc"):
+            invocation.pop(key, None)
+    return json.dumps(document, sort_keys=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_spilled_spools_change_nothing(
+    corpus: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tiny memory limit: every spool moves to its (unlinked) file almost at once.
+    _, in_memory = _run(corpus, fmt, "-j", "2")
+    monkeypatch.setattr(spool, "MEMORY_LIMIT", 64)
+    _, spilled = _run(corpus, fmt, "-j", "2")
+    if fmt == "sarif":
+        in_memory, spilled = (_sarif_without_invocation(t) for t in (in_memory, spilled))
+    assert _TIMING.sub("", spilled) == _TIMING.sub("", in_memory)
+
+
+def test_sarif_cap_keeps_errors_first_from_a_spilled_spool(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "MEMORY_LIMIT", 64)
+    monkeypatch.setattr(rp, "SARIF_MAX_RESULTS", 5)
+    _, text = _run(corpus, "sarif")
+    run = json.loads(text)["runs"][0]
+    assert [r["level"] for r in run["results"]] == ["error"] * 5
+    assert run["properties"]["omittedResults"] > 0
+
+
+def test_findings_reach_the_formatter_before_the_input_is_exhausted(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    real_read = validation.read_input
+
+    def counting_read(item: Any, limit: int) -> Any:
+        reads.append(item.label)
+        return real_read(item, limit)
+
+    seen_at: list[int] = []
+    real_finding = rp.JsonFormatter.finding
+
+    def noting_finding(self: rp.JsonFormatter, finding: Finding) -> None:
+        seen_at.append(len(reads))
+        real_finding(self, finding)
+
+    monkeypatch.setattr(validation, "read_input", counting_read)
+    monkeypatch.setattr(rp.JsonFormatter, "finding", noting_finding)
+    _, text = _run(corpus, "json", "-j", "1")
+    total = len(reads)
+    assert total == FILES + 1
+    # Every finding was handed on while its file was the last one read: none waits for the end.
+    assert seen_at and seen_at[0] < 5
+    assert len(json.loads(text)["findings"]) == len(seen_at)
+    assert sorted(seen_at) == seen_at and seen_at[-1] <= total
+
+
+def test_spool_round_trips_any_text_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    held = spool.Spool(limit=7)
+    text = "".join(f"caf\u00e9 \udcff{i} \u20ac\n" for i in range(500))
+    for start in range(0, len(text), 5):
+        held.write(text[start : start + 5])
+    assert held.fd is not None  # spilled, into a file that has no name
+    assert os.listdir(tmp_path) == []
+    assert "".join(held.chunks()) == text
+    assert "".join(held.lines()) == text
+    out = io.StringIO()
+    held.copy_to(out)
+    assert out.getvalue() == text
+    held.close()
+    assert os.listdir(tmp_path) == []
+
+
+def test_nic_fields_are_the_records_fields() -> None:
+    assert tuple(f.name for f in dataclasses.fields(Nic)) == NIC_FIELDS
+
+
+def _memo_corpus() -> list[str]:
+    domains = [_domain(index) for index in range(80)]
+    # Names and MACs that the rules below tell apart, on otherwise identical shapes.
+    for name, mac in [("db-1", "52:54:00:AA:00:01"), ("web-1", "52:54:00:aa:00:01"), ("db-2", "")]:
+        domains.append(
+            f"<domain type='kvm'><name>{name}</name><devices>"
+            f"<interface type='network'><mac address='{mac}'/><source network='default'/>"
+            "<model type='virtio'/></interface>"
+            "<interface type='user'><model type='virtio'/><driver txmode='timer'/></interface>"
+            "</devices></domain>"
+        )
+    return domains
+
+
+def test_memo_answers_what_check_domain_answers(tmp_path: Path) -> None:
+    from .test_cli import snapshot
+
+    policy = parse_policy(
+        POLICY + "  - name: db\n    match: {domain: 'db-*'}\n    require: true\n"
+        "  - name: mac\n    match: {mac: '52:54:00:aa:*'}\n    allowed: [iothread]\n",
+        "policy.yaml",
+    )
+    caps = tmp_path / "h1.json"
+    caps.write_text(snapshot("h1", tx=True), encoding="utf-8")
+    hosts = [load_snapshot(str(caps), require_root_owned=False).capabilities]
+    checker = Checker(policy, hosts)
+    for round_ in range(2):  # the second round is answered from the remembered shapes
+        for index, text in enumerate(_memo_corpus()):
+            try:
+                domain = parse_domain(text.encode(), f"f{index}.xml")
+            except DomainXMLError:  # the corpus holds broken XML on purpose
+                continue
+            assert checker.check(domain) == check_domain(domain, policy, hosts), (round_, index)
+    assert checker.shapes
