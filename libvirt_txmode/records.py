@@ -133,19 +133,61 @@ def _build(cls: Any, frozen: bool) -> Any:
     return cls
 
 
+# Constructions of a class served by the generic __init__ before its own is compiled.
+_GENERIC_CONSTRUCTIONS = 16
+
+
 def _first_init(cls: Any, spec: tuple[tuple[str, Any, Any, Any], ...]) -> Any:
-    """An ``__init__`` that compiles the real one at the first construction: compiling is most of
-    a record's cost, and a class the process never instantiates then never pays it."""
+    """A generic ``__init__`` that, once the class has been constructed a few times, compiles the
+    class's own (dataclasses' kind, faster per call) and hands over to it. Compiling is most of
+    what a record class costs; a class the process builds a handful of times (the hook's miss
+    builds ~25 classes, most of them once or twice) never pays it."""
+    names = [s[0] for s in spec]
+    optional = [(s[0], s[2], s[3]) for s in spec if s[2] is not MISSING or s[3] is not MISSING]
+    count = [0]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        scope: dict[str, Any] = {"MISSING": MISSING, "_set": object.__setattr__}
-        exec(_init_source(spec, scope), scope)  # noqa: S102 - names are identifiers
-        init = scope["__init__"]
-        init.__qualname__ = f"{cls.__qualname__}.__init__"
-        cls.__init__ = init
-        init(self, *args, **kwargs)
+        count[0] += 1
+        if count[0] > _GENERIC_CONSTRUCTIONS:
+            scope: dict[str, Any] = {"MISSING": MISSING, "_set": object.__setattr__}
+            exec(_init_source(spec, scope), scope)  # noqa: S102 - names are identifiers
+            init = scope["__init__"]
+            init.__qualname__ = f"{cls.__qualname__}.__init__"
+            cls.__init__ = init
+            init(self, *args, **kwargs)
+            return
+        object.__setattr__(self, "__dict__", _bind(cls, names, optional, args, kwargs))
 
     return __init__
+
+
+def _bind(
+    cls: Any,
+    names: list[str],
+    optional: list[tuple[str, Any, Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """The field values of a call, with the TypeErrors the compiled ``__init__`` would raise."""
+    where = f"{cls.__qualname__}.__init__()"
+    if len(args) > len(names):
+        raise TypeError(
+            f"{where} takes {len(names) + 1} positional arguments but {len(args) + 1} were given"
+        )
+    values = dict(zip(names, args))
+    for name, value in kwargs.items():
+        if name not in names:
+            raise TypeError(f"{where} got an unexpected keyword argument {name!r}")
+        if name in values:
+            raise TypeError(f"{where} got multiple values for argument {name!r}")
+        values[name] = value
+    for name, default, factory in optional:
+        if name not in values:
+            values[name] = default if factory is MISSING else factory()
+    if len(values) < len(names):
+        missing = ", ".join(repr(n) for n in names if n not in values)
+        raise TypeError(f"{where} missing required arguments: {missing}")
+    return {name: values[name] for name in names}
 
 
 def _repr(self: Any) -> str:

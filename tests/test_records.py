@@ -93,3 +93,33 @@ def test_a_required_field_after_a_default_is_refused() -> None:
         class Bad:
             a: int = 0
             b: int
+
+
+def test_the_generic_and_the_compiled_init_agree() -> None:
+    # A class's first constructions take a generic __init__, later ones a compiled one
+    # (records.py): both must bind arguments, apply defaults and refuse bad calls alike.
+    @record(frozen=True)
+    class Pair:
+        a: int
+        b: str = "b"
+        c: list[int] = field(default_factory=list)
+
+    results = []
+    for _ in range(40):
+        made = (Pair(1), Pair(1, "x"), Pair(a=2, c=[3]), Pair(1, b="y"))
+        results.append((made, [vars(p) for p in made], [p.c is not made[0].c for p in made[1:]]))
+        for bad_args, bad_kwargs in (
+            ((), {}),
+            ((1, "x", [], 4), {}),
+            ((1,), {"a": 2}),
+            ((1,), {"z": 0}),
+        ):
+            with pytest.raises(TypeError):
+                Pair(*bad_args, **bad_kwargs)
+    assert all(result == results[0] for result in results)
+    assert results[0][0] == (
+        Pair(1, "b", []),
+        Pair(1, "x", []),
+        Pair(2, "b", [3]),
+        Pair(1, "y", []),
+    )
