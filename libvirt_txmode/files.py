@@ -344,9 +344,11 @@ def sha256_hex(data: bytes) -> str:
     return str(sha256(data).hexdigest())
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o644, *, sync: bool = True) -> None:
     """Replace ``path`` with ``data`` in one rename: a reader sees the old or the new file, never
-    a half-written one, and a failure leaves no temporary file behind."""
+    a half-written one, and a failure leaves no temporary file behind. ``sync=False`` skips the
+    fsync (~1.5 ms each on a slow disk): for a cache whose reader checks every entry anyway, where
+    a crash may cost the entry but never a wrong answer."""
     import contextlib  # noqa: PLC0415 - writers only, never the hook's cached path
 
     fd, tmp = _create_temporary(os.path.dirname(path) or ".")
@@ -354,7 +356,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
