@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import stat
@@ -157,6 +156,8 @@ class ProbeCache:
             LOG.warning("cannot open probe lock %s: %s", path, exc.strerror)
             yield False
             return
+        import fcntl  # noqa: PLC0415 - only a probe takes the lock
+
         try:
             deadline = time.monotonic() + timeout
             acquired = False

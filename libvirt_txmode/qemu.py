@@ -16,10 +16,8 @@ never root (``nobody`` when that user cannot be used, with a warning saying why)
 from __future__ import annotations
 
 import contextlib
-import grp
 import json
 import os
-import pwd
 import re
 import stat
 import time
@@ -195,6 +193,9 @@ def probe_user(qemu_conf: str = QEMU_CONF) -> tuple[Optional[ProbeUser], Optiona
     Not root: (None, None), the probe runs as ourselves."""
     if os.geteuid() != 0:
         return None, None
+    import grp  # noqa: PLC0415 - only a probe asks whom to run as
+    import pwd  # noqa: PLC0415
+
     settings, problem = _qemu_conf(qemu_conf)
     user = group = None
     if problem is None:
