@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import stat
 import time
@@ -90,7 +89,7 @@ class ProbeCache:
 
     def _decode(self, path: str, raw: bytes, identity: EmulatorIdentity) -> dict[str, Support]:
         try:
-            data = json.loads(raw)
+            data = files.load_json(raw)
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise ValueError("not a probe cache file")
             if data.get("version") != FORMAT_VERSION:
@@ -134,6 +133,8 @@ class ProbeCache:
             "devices": {d: support_to_json(s) for d, s in sorted(known.items())},
         }
         try:
+            import json  # noqa: PLC0415 - writing: only after a probe
+
             write_atomic(path, json.dumps(document, indent=1).encode() + b"\n", mode=0o600)
         except OSError as exc:
             LOG.warning("cannot write probe cache %s: %s", path, exc.strerror)

@@ -16,7 +16,7 @@ import stat
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
-    from typing import IO, Optional
+    from typing import IO, Any, Optional
 
 # How much domain XML is read. libvirt bounds no domain's total size: it parses domain XML with
 # libxml2 and only XML_PARSE_NONET | XML_PARSE_NOWARNING (virXMLParseHelper, src/util/virxml.c),
@@ -378,3 +378,48 @@ def _create_temporary(directory: str) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no usable temporary name", directory)
+
+
+class _Decoding:
+    """What json's C scanner reads from its context: json.JSONDecoder()'s defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {
+        "-Infinity": float("-inf"),
+        "Infinity": float("inf"),
+        "NaN": float("nan"),
+    }.__getitem__
+
+
+_JSON_SPACE = " \t\n\r"
+
+
+def load_json(raw: bytes) -> Any:
+    """``json.loads(raw)``, through json's own C scanner (``_json``) without the json package:
+    importing that compiles six regular expressions, ~4 ms of a hook miss on a slow host, which
+    reads the compiled policy, the probe cache and the snapshot. Same values, and for invalid
+    input json.loads's own error (it is asked again)."""
+    try:
+        import _json  # noqa: PLC0415 - CPython's C half of json
+
+        text = raw.decode("utf-8")
+    except (ImportError, UnicodeDecodeError):
+        text = ""
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
+    if text and not text.startswith("\ufeff") and b"\x00" not in raw[:4]:
+        scan: Any = _json.make_scanner(_Decoding())  # type: ignore[arg-type]  # duck-typed
+        try:
+            value, end = scan(text, start)
+        except StopIteration:
+            end = -1
+        if end >= 0 and not text[end:].strip(_JSON_SPACE):
+            return value
+    # No _json, a BOM, UTF-16/32 (json detects it), or not one JSON value: json itself decides,
+    # and words its error exactly as before.
+    import json  # noqa: PLC0415
+
+    return json.loads(raw)

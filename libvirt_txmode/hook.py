@@ -240,7 +240,6 @@ def _syslog_handler() -> None:
 
 
 def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
-    import json  # noqa: PLC0415
     import os  # noqa: PLC0415
 
     if not path or not os.path.lexists(path):
@@ -261,7 +260,7 @@ def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
         if len(raw) > MAX_SNAPSHOT_BYTES:
             raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
         try:
-            document = json.loads(raw)
+            document = files.load_json(raw)  # json.loads without the json package
         except (ValueError, RecursionError) as exc:
             raise SnapshotError(f"{path}: not a valid snapshot: not JSON: {exc}") from None
         snapshot = parse_snapshot(document, path)

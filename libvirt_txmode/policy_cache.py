@@ -25,7 +25,6 @@ stderr to the user when it refuses a start, and a cache detail does not belong t
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from typing import Any, Optional
@@ -122,7 +121,7 @@ def _read_compiled(compiled: str, cache_dir: str, key: str, path: str) -> Policy
     if len(raw) > MAX_COMPILED_BYTES:
         raise CompiledPolicyError(f"{compiled} is too large")
     try:
-        document = json.loads(raw)
+        document = files.load_json(raw)
     except ValueError as exc:  # includes UnicodeDecodeError
         raise CompiledPolicyError(f"{compiled} is not JSON: {exc}") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -150,6 +149,8 @@ def _write_compiled(compiled: str, cache_dir: str, key: str, policy: Policy) -> 
     try:
         if files.private_dir_problem(cache_dir, create=True) is not None:
             return
+        import json  # noqa: PLC0415 - writing: only after a YAML parse
+
         write_atomic(compiled, json.dumps(document, indent=1).encode() + b"\n", mode=0o600)
     except OSError:
         pass  # a read-only or full disk only costs the next run a YAML parse

@@ -9,7 +9,6 @@ Standard library only, like the model it fills.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any, Optional
@@ -96,6 +95,8 @@ def support_from_json(entry: object) -> Support:
 
 def write_snapshot(path: str, snapshot: Snapshot) -> None:
     """Atomically, as the hook may be reading the old one."""
+    import json  # noqa: PLC0415 - writing: not the hook's business
+
     data = json.dumps(snapshot.to_json(), indent=1, sort_keys=False).encode() + b"\n"
     files.write_atomic(path, data, mode=0o644)
 
@@ -119,7 +120,7 @@ def load_snapshot(
     if len(raw) > MAX_SNAPSHOT_BYTES:
         raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
     try:
-        data = json.loads(raw)
+        data = files.load_json(raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
         raise SnapshotError(f"{path}: not a valid snapshot: not JSON: {exc}") from None
     return parse_snapshot(data, path, name)
