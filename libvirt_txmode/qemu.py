@@ -16,7 +16,6 @@ never root (``nobody`` when that user cannot be used, with a warning saying why)
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import stat
@@ -389,11 +388,15 @@ def qmp_request(devices: Sequence[str]) -> bytes:
         for i, d in enumerate(devices)
     ]
     lines.append({"execute": "quit", "id": "quit"})
+    import json  # noqa: PLC0415 - a probe's: the hook's miss reads the probe cache without json
+
     return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
 
 
 def parse_qmp(devices: Sequence[str], output: bytes) -> dict[str, Support]:
     """Interpret the QMP replies; devices without a conclusive reply are left out."""
+    import json  # noqa: PLC0415 - see qmp_request
+
     replies: dict[str, dict[str, object]] = {}
     for raw in output.splitlines():
         try:
