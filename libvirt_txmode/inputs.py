@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -206,14 +206,20 @@ class Collector:
         return False
 
     def add(self, path: str) -> None:
+        self.selection.inputs.extend(self.each(path))
+
+    def each(self, path: str) -> Iterator[Input]:
+        """The inputs ``path`` stands for, one at a time as the walk finds them (``add`` keeps
+        them in ``selection``; validate-domain -j 1 reads each as it comes, holding no list).
+        Counts go to ``selection`` as they are found. Raises InputError when it gets there."""
         if path == "-":
-            self.selection.inputs.append(Input("<stdin>", None))
+            yield Input("<stdin>", None)
             return
         if os.path.isdir(path):
             if self._excluded_path(path, True):
                 self.selection.excluded += 1
                 return
-            self._walk(path)
+            yield from self._walk(path)
             return
         if not os.path.exists(path):
             raise InputError(f"no such file or directory: {path}")
@@ -222,14 +228,14 @@ class Collector:
         if self._excluded_path(path, False):
             self.selection.excluded += 1
             return
-        self.selection.inputs.append(Input(path, path))
+        yield Input(path, path)
 
-    def _walk(self, top: str) -> None:
+    def _walk(self, top: str) -> Iterator[Input]:
         absolute = os.path.abspath(top)
         rules = self._rules_for(os.path.dirname(absolute)) if absolute != self.cwd else self.top
-        self._walk_dir(top, os.path.realpath(top), list(rules))
+        return self._walk_dir(top, os.path.realpath(top), list(rules))
 
-    def _walk_dir(self, directory: str, root_real: str, rules: list[Ignore]) -> None:  # noqa: C901 - the skip rules of a folder walk (hidden, excluded, not regular, link out of the tree) read best in order
+    def _walk_dir(self, directory: str, root_real: str, rules: list[Ignore]) -> Iterator[Input]:  # noqa: C901 - the skip rules of a folder walk (hidden, excluded, not regular, link out of the tree) read best in order
         local = Ignore.from_file(directory)
         if local is not None and local.patterns:
             rules = [*rules, local]
@@ -261,10 +267,10 @@ class Collector:
                 self.selection.skipped.append(path)
                 continue
             target = os.path.realpath(path) if entry.is_symlink() else path
-            self.selection.inputs.append(Input(path, target, regular_only=True))
+            yield Input(path, target, regular_only=True)
         # os.walk's order: a folder's files first, then its subfolders, each sorted.
         for sub in subdirs:
-            self._walk_dir(sub, root_real, rules)
+            yield from self._walk_dir(sub, root_real, rules)
 
 
 def _walk_problem(entry: os.DirEntry[str], root_real: str) -> Optional[str]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from typing import IO, Optional
 
 # Above this many characters the text moves from memory to a file.
-MEMORY_LIMIT = 1 << 20
+MEMORY_LIMIT = 1 << 18
 _ENCODING = ("utf-8", "surrogateescape")  # file names need not be valid UTF-8
 
 

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
@@ -21,7 +21,7 @@ from . import __version__
 from .discovery import find_policy, repository_root
 from .exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from .findings import XML_INVALID, Finding, Level, Report, Summary, summarize
-from .inputs import Collector, Input, InputError, Selection, read_input
+from .inputs import Collector, Input, InputError, read_input
 from .parallel import in_slices, job_count
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def _finding_order(finding: Finding) -> tuple[int, str, str]:
 
 
 def _process(  # noqa: C901, PLR0912 - the order of validate-domain's steps is the order of its options
-    items: Sequence[Input],
+    items: Iterable[Input],
     stdin: IO[bytes],
     check: Optional[Callable[[dict[str, Any], list[Any]], list[Finding]]],
     emit: Callable[[_Record], None],
@@ -264,15 +264,29 @@ def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str)
         raise FatalError(f"bad policy: {exc}") from None
 
 
-def _select(args: argparse.Namespace, cwd: str) -> tuple[Selection, Optional[FatalError]]:
-    collector = Collector(args.exclude, cwd)
-    for path in args.paths:
+class _Inputs:
+    """The inputs the command line names, in order; with ``lazy``, walked while they are read
+    (no list of every file). A path that cannot be used ends them: its error is ``pending``,
+    raised once the inputs before it were read, so that an unreadable one is reported first."""
+
+    def __init__(self, args: argparse.Namespace, cwd: str, lazy: bool) -> None:
+        self.paths = args.paths
+        self.collector = Collector(args.exclude, cwd)
+        self.selection = self.collector.selection
+        self.pending: Optional[FatalError] = None
+        self.items: Optional[list[Input]] = None
+        if not lazy:
+            self.items = list(self)
+
+    def __iter__(self) -> Iterator[Input]:
+        if self.items is not None:
+            yield from self.items
+            return
         try:
-            collector.add(path)
+            for path in self.paths:
+                yield from self.collector.each(path)
         except InputError as exc:
-            # Raised once the inputs before it were read: an unreadable one is reported first.
-            return collector.selection, FatalError(str(exc))
-    return collector.selection, None
+            self.pending = FatalError(str(exc))
 
 
 def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of its options
@@ -302,14 +316,19 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
     if hosts is not None:
         check = Checker(policy, hosts, args.host_mode).check_parts
 
-    selection, pending = _select(args, run.cwd)
-    items = selection.inputs
-    labels = [item.label for item in items]
-    # A file given twice is reported at its first place, with the findings of every copy: those
-    # rare runs keep their records until the end. Every other run (and every run without
-    # snapshots, whose probing needs every domain first) streams.
-    stream = check is not None and len(set(labels)) == len(labels)
-    del labels
+    # One path read in one process needs no list of its files (nor can it name a file twice).
+    lazy = check is not None and args.jobs == 1 and len(args.paths) == 1
+    inputs = _Inputs(args, run.cwd, lazy)
+    selection = inputs.selection
+    if inputs.items is None:
+        stream = True
+    else:
+        # A file given twice is reported at its first place, with the findings of every copy:
+        # those rare runs keep their records until the end. Every other run (and every run
+        # without snapshots, whose probing needs every domain first) streams.
+        labels = {item.label for item in inputs.items}
+        stream = check is not None and len(labels) == len(inputs.items)
+        del labels
     held: list[_Record] = []
 
     def consume(record: _Record) -> None:
@@ -324,21 +343,27 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
         records: list[_Record] = []
         return records, _process(part, stdin, check, records.append)
 
-    def local(part: Sequence[Input]) -> tuple[list[_Record], Optional[str]]:
+    def local(part: Iterable[Input]) -> tuple[list[_Record], Optional[str]]:
         return [], _process(part, stdin, check, emit)
 
     # Without snapshots, what to probe depends on every domain: those runs stay in one process.
-    jobs = 1 if check is None else job_count(args.jobs, len(items))
+    results: Iterable[tuple[list[_Record], Optional[str]]]
+    if inputs.items is None:
+        results = [local(inputs)]
+    else:
+        items = inputs.items
+        jobs = 1 if check is None else job_count(args.jobs, len(items))
+        results = in_slices(items, jobs, work, local=local)
     fatal: Optional[str] = None
-    for records, problem in in_slices(items, jobs, work, local=local):
+    for records, problem in results:
         if fatal is None:
             for record in records:
                 emit(record)
             fatal = problem
     if fatal is not None:
         raise FatalError(fatal)
-    if pending is not None:
-        raise pending
+    if inputs.pending is not None:
+        raise inputs.pending
     if snapshot_error is not None:
         raise snapshot_error
 

@@ -212,3 +212,33 @@ def test_memo_answers_what_check_domain_answers(tmp_path: Path) -> None:
                 continue
             assert checker.check(domain) == check_domain(domain, policy, hosts), (round_, index)
     assert checker.shapes
+
+
+def test_one_folder_in_one_process_is_walked_while_it_is_read(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # -j 1 on one folder holds no list of its files: the walk enters the later folders only
+    # after the first findings were handed on.
+    from libvirt_txmode import inputs
+
+    entered: list[str] = []
+    real_from_file = inputs.Ignore.from_file.__func__  # type: ignore[attr-defined]
+
+    def noting_from_file(cls: type[inputs.Ignore], directory: str) -> Any:
+        entered.append(directory)
+        return real_from_file(cls, directory)
+
+    firsts: list[int] = []
+    real_finding = rp.JsonFormatter.finding
+
+    def noting_finding(self: rp.JsonFormatter, finding: Finding) -> None:
+        firsts.append(len(entered))
+        real_finding(self, finding)
+
+    monkeypatch.setattr(inputs.Ignore, "from_file", classmethod(noting_from_file))
+    monkeypatch.setattr(rp.JsonFormatter, "finding", noting_finding)
+    code, _ = _run(corpus, "json", "-j", "1")
+    assert code == 1
+    folders = [d for d in entered if os.path.basename(d).startswith("d") and d != os.getcwd()]
+    assert len(folders) >= 3  # domains, d0, d1, d2 (and the current directory's own)
+    assert firsts[0] < len(entered)
