@@ -15,6 +15,8 @@ import socket
 import stat
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -79,27 +81,25 @@ def hook(tmp_path: Path, log_file: Path) -> Hook:
 
 
 def test_second_start_is_answered_in_sh_with_the_same_words(hook: Hook, log_file: Path) -> None:
-    first = hook.run("db-notimer", live("db-notimer", 1, "timer"))
+    name = f"db-notimer-{uuid.uuid4().hex[:8]}"  # the log file is shared with everything else
+    first = hook.run(name, live(name, 1, "timer"))
     assert first[0] == 1 and first[2]
     assert len(hook.entries()) == 1
-    logged = log_file.read_text().count("refused to start domain 'db-notimer'")
-    again = hook.run("db-notimer", live("db-notimer", 2, "timer"))
+    again = hook.run(name, live(name, 2, "timer"))
     assert again == (1, first[1], False)
-    lines = log_file.read_text().splitlines()
-    assert sum("refused to start domain 'db-notimer'" in line for line in lines) == logged + 1
+    lines = [line for line in log_file.read_text().splitlines() if f"'{name}'" in line]
+    assert sum(f"refused to start domain '{name}'" in line for line in lines) == 2
     # Python's file line and sh's differ only in time stamp and sender pid.
-    python_line, sh_line = [line for line in lines if "NIC #0" in line and "db-notimer" in line][
-        -2:
-    ]
+    python_line, sh_line = [line for line in lines if "NIC #0" in line]
     assert python_line.split("] ", 1)[1] == sh_line.split("] ", 1)[1]
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ libvirt-txmode\[\d+\] <3>: ", sh_line)
 
 
 def test_an_allowed_start_is_replayed_and_logged(hook: Hook, log_file: Path) -> None:
-    assert hook.run("web", live("web", 1))[:2] == (0, "")
-    before = log_file.read_text().count("allowed domain 'web' ")
-    assert hook.run("web", live("web", 2)) == (0, "", False)
-    assert log_file.read_text().count("allowed domain 'web' ") == before + 1
+    name = f"web-{uuid.uuid4().hex[:8]}"
+    assert hook.run(name, live(name, 1))[:2] == (0, "")
+    assert hook.run(name, live(name, 2)) == (0, "", False)
+    assert log_file.read_text().count(f"allowed domain '{name}' ") == 2
 
 
 def test_syslog_gets_the_replayed_decision(hook: Hook) -> None:
@@ -321,14 +321,34 @@ class JournalSink:
     os.path.exists(logsink.JOURNAL_SOCKET), reason="a real journald owns the socket here"
 )
 def test_journald_gets_the_same_fields_from_sh_as_from_python(hook: Hook) -> None:
+    name = f"db-notimer-{uuid.uuid4().hex[:8]}"  # whatever else logs meanwhile comes here too
     with JournalSink() as journal:
-        first = hook.run("db-notimer", live("db-notimer", 1, "timer"))
-        from_python = journal.entries()
-        again = hook.run("db-notimer", live("db-notimer", 2, "timer"))
-        from_sh = journal.entries()
+        first = hook.run(name, live(name, 1, "timer"))
+        from_python = [e for e in journal.entries() if e.get("DOMAIN") == name]
+        again = hook.run(name, live(name, 2, "timer"))
+        from_sh = [e for e in journal.entries() if e.get("DOMAIN") == name]
     assert first[2] is True and again == (1, first[1], False)
     assert len(from_sh) == len(from_python) == 2
     for python_entry, sh_entry in zip(from_python, from_sh):
         assert sh_entry.pop("SYSLOG_PID") != python_entry.pop("SYSLOG_PID")
         assert sh_entry == python_entry
     assert from_sh[0]["DECISION"] == "denied" and from_sh[0]["NIC_MAC"] == "52:54:00:00:00:01"
+
+
+def test_the_log_time_stamp_is_computed_like_logsinks() -> None:
+    # hooks/qemu dates a log line in shell arithmetic (no date(1) process): every day boundary,
+    # leap day and century rule that matters here, against Python's gmtime.
+    script = Path(__file__).resolve().parent.parent / "hooks" / "qemu"
+    text = script.read_text()
+    function = text[text.index("utc() {") : text.index("\n}\n", text.index("utc() {")) + 3]
+    stamps = [0, 86399, 86400, 951782399, 951782400, 1709251199, 1709251200, 4107542399]
+    stamps += list(range(1_700_000_000, 1_700_000_000 + 400 * 86400 * 4, 86400 * 4 + 3607))
+    program = function + "".join(
+        f"utc {t}; printf '%04d-%02d-%02dT%02d:%02d:%02dZ\\n' $year $month $day $hour $minute "
+        "$second\n"
+        for t in stamps
+    )
+    done = subprocess.run(["dash", "-c", program], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in stamps
+    ]
