@@ -91,5 +91,6 @@ def network_file_keys(domain: Domain, key: Callable[[str], str]) -> Optional[dic
             return None
         for directory in (STATUS_DIR, CONFIG_DIR):
             path = os.path.join(directory, f"{nic.network}.xml")
-            keys[path] = key(path)
+            if path not in keys:  # once per network, not per NIC: each key stats a whole path
+                keys[path] = key(path)
     return keys
