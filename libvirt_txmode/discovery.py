@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Optional
+
+from .records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 ENV_VAR = "LIBVIRT_TXMODE_POLICY"
 # Searched for in this order in each directory, from the current one up to the repository root.
@@ -21,7 +25,7 @@ BUNDLED_POLICY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"
 REPO_MARKERS = (".git", ".hg", ".svn")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PolicyChoice:
     path: str
     how: str  # why this file: "-p", "$LIBVIRT_TXMODE_POLICY", "project file", "system", "bundled"

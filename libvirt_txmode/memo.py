@@ -11,14 +11,18 @@ lines and MACs. The engine stays pure; this cache lives as long as the run's ``C
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Optional
 
 from .check import ALL_HOSTS, check_domain
 from .domain import NIC_FIELDS, NicFields, domain_from_parts
 from .model import Domain, Finding, Level
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any, Optional
+
+    # What one finding of a remembered shape keeps: all but file, line, domain name and MAC.
+    _Template = tuple[int, str, Level, str, Optional[str], Optional[str], Optional[str]]
 
     from .model import HostCapabilities
     from .policy import Policy
@@ -35,8 +39,6 @@ _DOMAIN_FIELDS = (
     "has_mmio_devices",
 )  # fmt: skip
 
-# What one finding of a remembered shape keeps: all but file, line, domain name and MAC.
-_Template = tuple[int, str, Level, str, Optional[str], Optional[str], Optional[str]]
 
 
 class Checker:

@@ -7,29 +7,30 @@ cli.py parses the command line and imports this module only then, so that ``--ve
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
-import logging
 import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
-from . import __version__
+from . import __version__, logs
 from .discovery import find_policy, repository_root
 from .exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from .findings import XML_INVALID, Finding, Level, Report, Summary, summarize
 from .inputs import Collector, Input, InputError, read_input
 from .parallel import in_slices, job_count
+from .records import record, replace
 
+# typing.TYPE_CHECKING without importing typing (~10 ms of every run's start).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import IO, Any, Callable, Optional
+
     from .model import HostCapabilities
     from .policy import Policy
     from .report import Formatter, RunInfo
 
-LOG = logging.getLogger("libvirt_txmode")
+LOG = logs.get("libvirt_txmode")
 
 
 # What reading one input gave, in input order: a file that was checked (or failed to parse) with
@@ -38,7 +39,7 @@ LOG = logging.getLogger("libvirt_txmode")
 _CHECKED, _SKIPPED = "checked", "skipped"
 # (_CHECKED, label, seconds, findings or the Domain when there is no check yet, domains, nics)
 # (_SKIPPED, label)
-_Record = tuple[Any, ...]
+_Record = tuple  # tuple[Any, ...]; a plain alias: typing is not imported at run time
 
 
 def _finding_order(finding: Finding) -> tuple[int, str, str]:
@@ -132,6 +133,8 @@ def run(
     from .report import FORMATTERS, RunInfo, choose_format  # noqa: PLC0415
 
     if args.verbose:
+        import logging  # noqa: PLC0415 - only -v logs; logs.get loggers import it when they write
+
         logging.basicConfig(level=logging.INFO, format="validate-domain: %(message)s")
     cwd = os.getcwd()
     run = RunInfo(arguments=tuple(argv), cwd=cwd, base=repository_root(cwd), started=time.time())
@@ -150,13 +153,9 @@ def run(
             if args.output:
                 # A report even when the run failed: CI uploads it with `if: always()`, and the
                 # reason is in it (SARIF invocations, a JUnit error, a JSON "error").
-                failed = dataclasses.replace(
-                    run, fatal=str(exc), exit_code=EXIT_FATAL, ended=time.time()
-                )
+                failed = replace(run, fatal=str(exc), exit_code=EXIT_FATAL, ended=time.time())
                 empty = Report(files=(), findings=(), summary=summarize(0, 0, 0, []))
-                _write_report(
-                    args.output, fmt, dataclasses.replace(empty, tool_version=__version__), failed
-                )
+                _write_report(args.output, fmt, replace(empty, tool_version=__version__), failed)
             raise
         checked = totals.summary.files
         failing = totals.summary.errors + (totals.summary.warnings if args.strict else 0)
@@ -168,7 +167,7 @@ def run(
                     "validate-domain: warning: no domain XML file was checked\n",
                 )
         code = EXIT_FINDINGS if failing else EXIT_OK
-        run = dataclasses.replace(run, exit_code=code, ended=time.time(), quiet=args.quiet)
+        run = replace(run, exit_code=code, ended=time.time(), quiet=args.quiet)
         if sinks.file is not None:
             try:
                 with open(args.output, "w", encoding="utf-8") as handle:
@@ -185,7 +184,7 @@ def run(
     return code
 
 
-@dataclass
+@record()
 class _Sinks:
     """Where each checked file and its findings go the moment they are known, with the counts
     the summary needs; nothing per file is kept."""
@@ -253,7 +252,10 @@ def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str)
     from .policy import PolicyError, load_policy  # noqa: PLC0415
 
     choice = find_policy(args.policy, environ, cwd)
-    LOG.info("using %s", choice.describe())
+    if "logging" in sys.modules:
+        # Without logging imported nothing can show an INFO message (-v imports it): this one
+        # is written on every run, and would import logging (~10 ms) only to drop it.
+        LOG.info("using %s", choice.describe())
     # The trust check protects what it is for: a policy that picks the binaries probed as root.
     # With --caps nothing is ever executed, so a policy in a CI checkout (often group-writable)
     # is fine.
@@ -331,11 +333,11 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
         del labels
     held: list[_Record] = []
 
-    def consume(record: _Record) -> None:
-        if record[0] == _SKIPPED:
+    def consume(entry: _Record) -> None:
+        if entry[0] == _SKIPPED:
             sinks.skipped += 1
         else:
-            sinks.add(*record[1:])
+            sinks.add(*entry[1:])
 
     emit = consume if stream else held.append
 
@@ -357,8 +359,8 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
     fatal: Optional[str] = None
     for records, problem in results:
         if fatal is None:
-            for record in records:
-                emit(record)
+            for entry in records:
+                emit(entry)
             fatal = problem
     if fatal is not None:
         raise FatalError(fatal)
@@ -379,11 +381,11 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
             hosts = [local_capabilities(domains, policy, cache)]
             del domains
             checker = Checker(policy, hosts, args.host_mode)
-            for position, record in enumerate(held):
-                if record[0] == _CHECKED and record[4]:
-                    found = checker.check(record[3])
+            for position, entry in enumerate(held):
+                if entry[0] == _CHECKED and entry[4]:
+                    found = checker.check(entry[3])
                     found.sort(key=_finding_order)
-                    held[position] = (*record[:3], found, *record[4:])
+                    held[position] = (*entry[:3], found, *entry[4:])
         skipped = _replay(held, sinks)
 
     assert hosts is not None  # noqa: S101 - from the snapshots, or probed just above
@@ -400,9 +402,7 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
         hosts=tuple(h.name for h in hosts),
         tool_version=__version__,
     )
-    run = dataclasses.replace(
-        run, skipped=skipped + len(selection.skipped), excluded=selection.excluded
-    )
+    run = replace(run, skipped=skipped + len(selection.skipped), excluded=selection.excluded)
     return totals, run
 
 
@@ -416,19 +416,19 @@ def _replay(held: list[_Record], sinks: _Sinks) -> int:
     skipped = {r[1] for r in held if r[0] == _SKIPPED}
     times: dict[str, float] = {}
     merged: dict[str, list[Finding]] = {}
-    for record in held:
-        if record[0] == _CHECKED and record[1] not in skipped:
-            label = record[1]
-            if record[2] is not None:
-                times[label] = record[2]
-            merged.setdefault(label, []).extend(record[3])
+    for entry in held:
+        if entry[0] == _CHECKED and entry[1] not in skipped:
+            label = entry[1]
+            if entry[2] is not None:
+                times[label] = entry[2]
+            merged.setdefault(label, []).extend(entry[3])
             sinks.files += 1
-            sinks.domains += record[4]
-            sinks.nics += record[5]
+            sinks.domains += entry[4]
+            sinks.nics += entry[5]
     seen: set[str] = set()
-    for record in held:
-        label = record[1]
-        if record[0] != _CHECKED or label in skipped:
+    for entry in held:
+        label = entry[1]
+        if entry[0] != _CHECKED or label in skipped:
             continue
         first = label not in seen
         seen.add(label)
@@ -456,7 +456,5 @@ def _snapshot_hosts(paths: Sequence[str]) -> list[HostCapabilities]:
 
 def _renamed(caps: HostCapabilities, source: str) -> HostCapabilities:
     """Two snapshots of hosts with the same name: tell them apart by file name in findings."""
-    import dataclasses  # noqa: PLC0415
-
     name = os.path.splitext(os.path.basename(source))[0]
-    return dataclasses.replace(caps, name=name)
+    return replace(caps, name=name)
