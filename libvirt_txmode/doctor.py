@@ -225,7 +225,17 @@ def check_cache(state: _State) -> Check:
     if problem is not None:
         return Check("cache", FAIL, f"{path}: {problem} (the hook ignores it: every start probes)")
     count = sum(1 for _ in os.scandir(path)) if os.path.isdir(path) else 0
-    return Check("cache", OK, f"{path}: trusted, {count} entries")
+    # The decisions hooks/qemu replays without starting Python (shellverdict.py).
+    shell = os.path.join(path, "shell")
+    replayable = (
+        sum(1 for e in os.scandir(shell) if len(e.name) == 64) if os.path.isdir(shell) else 0
+    )
+    return Check(
+        "cache",
+        OK,
+        f"{path}: trusted, {count} entries, {replayable} decision"
+        f"{'s' if replayable != 1 else ''} replayed without Python",
+    )
 
 
 def check_logging(state: _State) -> Check:

@@ -365,3 +365,20 @@ def test_a_fifo_in_place_of_an_entry_never_hangs_the_hook(hook: Hook) -> None:
     os.mkfifo(entry, 0o600)
     result = hook.installed.run("web", "prepare", "begin", "-", stdin=live("web", 2), timeout=30)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_doctor_counts_the_decisions_replayed_without_python(hook: Hook) -> None:
+    hook.run("web", live("web", 1))
+    layout = hook.installed.layout
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "libvirt-txmode"), "doctor",
+            "--hooks-dir", layout.hooks_dir, "--config-dir", layout.config_dir,
+            "--state-dir", layout.state_dir, "--cache-dir", layout.cache_dir,
+        ],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    (line,) = [line for line in done.stdout.splitlines() if "trusted," in line]
+    # The web domain's, and the self-test doctor runs before it looks at the cache.
+    assert len(hook.entries()) == 2
+    assert line.endswith(", 2 decisions replayed without Python")
