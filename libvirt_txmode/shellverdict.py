@@ -129,7 +129,6 @@ def entry_text(
     lines = [line for line in map(stat_line, paths) if line is not None]
     out = [
         "# " + " ".join(paths),  # read, not run, by hooks/qemu before it trusts the rest
-        f"format={FORMAT}",
         f"policy={_quote(policy)}",
         f"snapshot={_quote(snapshot)}",
         f"package={_quote(package)}",
@@ -152,6 +151,8 @@ def entry_text(
             f"fields{count}={_quote(chr(10).join(f'{k}={v}' for k, v in journal))}",
         ]
     out.append(f"records={count}")
+    # Last: an entry cut short (written without fsync, then a crash) is no entry at all.
+    out.append(f"format={FORMAT}")
     return "\n".join(out) + "\n"
 
 
@@ -199,7 +200,9 @@ def store(cache_dir: str, prepared: tuple[str, bytes]) -> None:
             return
         os.chmod(directory, 0o700)
         _prune(directory)
-        files.write_atomic(os.path.join(directory, key), data, mode=0o600)
+        # No fsync (~1.5 ms of a miss): after a crash an entry is whole, missing or cut short,
+        # and one cut short lacks its last line, format=1, so hooks/qemu does not use it.
+        files.write_atomic(os.path.join(directory, key), data, mode=0o600, sync=False)
     except OSError:
         return
 

@@ -118,7 +118,9 @@ def store(
         if files.private_dir_problem(cache_dir, create=True) is not None:
             return
         _prune(cache_dir)
-        files.write_atomic(entry_path(cache_dir, entry_key.digest), encoded, mode=0o600)
+        # No fsync (~1.5 ms of a miss): an entry cut short by a crash fails to decode (its
+        # strings are length-prefixed) and the next start checks in full.
+        files.write_atomic(entry_path(cache_dir, entry_key.digest), encoded, mode=0o600, sync=False)
     except OSError:
         return
     if shell is not None:

@@ -382,3 +382,13 @@ def test_doctor_counts_the_decisions_replayed_without_python(hook: Hook) -> None
     # The web domain's, and the self-test doctor runs before it looks at the cache.
     assert len(hook.entries()) == 2
     assert line.endswith(", 2 decisions replayed without Python")
+
+
+def test_an_entry_cut_short_is_not_used(hook: Hook) -> None:
+    # Written without fsync: after a crash an entry may end early, at any line.
+    hook.run("web", live("web", 1))
+    (entry,) = hook.entries()
+    lines = entry.read_text().splitlines(keepends=True)
+    assert lines[-1] == "format=1\n"
+    entry.write_text("".join(lines[:-1]))
+    assert hook.run("web", live("web", 2)) == (0, "", True)
