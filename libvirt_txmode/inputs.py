@@ -312,6 +312,7 @@ def read_input(item: Input, limit: int) -> Optional[bytes]:
         if item.regular_only and not stat.S_ISREG(info.st_mode):
             return None
         request = min(info.st_size, limit) + 1
+        regular = stat.S_ISREG(info.st_mode)
         parts: list[bytes] = []
         total = 0
         while total <= limit:
@@ -320,6 +321,8 @@ def read_input(item: Input, limit: int) -> Optional[bytes]:
                 break
             parts.append(chunk)
             total += len(chunk)
+            if regular and len(chunk) < request:
+                break  # a regular file reads short only at its end: no second read to see it
             request = min(limit + 1 - total, 1 << 16)
     finally:
         os.close(fd)

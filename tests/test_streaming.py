@@ -242,3 +242,25 @@ def test_one_folder_in_one_process_is_walked_while_it_is_read(
     folders = [d for d in entered if os.path.basename(d).startswith("d") and d != os.getcwd()]
     assert len(folders) >= 3  # domains, d0, d1, d2 (and the current directory's own)
     assert firsts[0] < len(entered)
+
+
+@pytest.mark.parametrize(
+    "interface",
+    [
+        "<interface type='network'><mac address='52:54:00:00:00:01'/><source network='a'/>"
+        "<model type='virtio'/><driver name='qemu' txmode='timer'/><alias name='ua-x'/>"
+        "<address type='pci'/></interface>",
+        # Repeated children: the first of each counts, as find() (and libvirt) pick it.
+        "<interface type='bridge'><source bridge='br0' dev='d'/><source bridge='br1'/>"
+        "<driver txmode='iothread'/><driver txmode='timer'/><!-- c --><model type='e1000'/>"
+        "<model type='virtio'/></interface>",
+        "<interface/>",
+    ],
+)
+def test_the_plain_nic_reader_reads_what_the_namespace_blind_one_does(interface: str) -> None:
+    from lxml import etree
+
+    from libvirt_txmode import domain
+
+    element = etree.fromstring(interface, domain.make_parser())
+    assert domain._plain_nic_fields(3, element) == domain._nic_fields(3, element)
