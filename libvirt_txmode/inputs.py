@@ -251,7 +251,7 @@ class Collector:
             raise InputError(f"cannot read {directory}: {exc.strerror}") from None
         subdirs: list[str] = []
         for entry in entries:
-            path = os.path.join(directory, entry.name)
+            path = entry.path  # os.path.join(directory, entry.name), already made by scandir
             if entry.is_dir(follow_symlinks=False):
                 if entry.name.startswith("."):
                     continue  # hidden folders: .git, .venv, .tox ...
@@ -271,7 +271,7 @@ class Collector:
                 self.selection.skipped.append(path)
                 continue
             target = os.path.realpath(path) if entry.is_symlink() else path
-            yield Input(path, target, regular_only=True)
+            yield Input(path, target, True)  # regular_only
         # os.walk's order: a folder's files first, then its subfolders, each sorted.
         for sub in subdirs:
             yield from self._walk_dir(sub, root_real, rules)

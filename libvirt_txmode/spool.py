@@ -37,10 +37,16 @@ class Spool:
             self._spill()
 
     def _spill(self) -> None:
+        if self.fd is None:
+            try:
+                self.fd = _unnamed_file()
+            except OSError:
+                # No writable temporary directory: the report is still whole, only not flat
+                # in memory any more.
+                self.limit = 1 << 62
+                return
         data = "".join(self.parts).encode(*_ENCODING)
         self.parts, self.size = [], 0
-        if self.fd is None:
-            self.fd = _unnamed_file()
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]

@@ -264,3 +264,15 @@ def test_the_plain_nic_reader_reads_what_the_namespace_blind_one_does(interface:
 
     element = etree.fromstring(interface, domain.make_parser())
     assert domain._plain_nic_fields(3, element) == domain._nic_fields(3, element)
+
+
+def test_without_a_writable_temporary_directory_the_report_is_still_whole(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, expected = _run(corpus, "json", "-j", "1")
+    monkeypatch.setattr(spool, "MEMORY_LIMIT", 64)
+    monkeypatch.setenv("TMPDIR", str(corpus / "no-such-directory"))
+    monkeypatch.setattr(os, "O_TMPFILE", 0, raising=False)
+    code, text = _run(corpus, "json", "-j", "1")
+    assert code == 1
+    assert text == expected
