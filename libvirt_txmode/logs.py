@@ -22,8 +22,14 @@ _SETUP: list[Callable[[], None]] = []
 
 
 def before_first_use(setup: Callable[[], None]) -> None:
-    """Run ``setup`` before the next message of ours reaches ``logging``."""
-    _SETUP.append(setup)
+    """Run ``setup`` before the next message of ours reaches ``logging``: at once if ``logging``
+    is already imported (nothing to save then), as the code it replaces did."""
+    import sys  # noqa: PLC0415 - loaded at start-up anyway
+
+    if "logging" in sys.modules:
+        setup()
+    else:
+        _SETUP.append(setup)
 
 
 class Logger:
