@@ -28,4 +28,11 @@ if __name__ == "__main__":
         from libvirt_txmode import hook
 
         status = hook.resume(status, sys.stderr)
+        # The full check leaves lxml, the engine and their objects behind: tearing the
+        # interpreter down costs a miss ~15 ms and writes nothing (cache and log files are
+        # written with os.write and closed; stdout is never used). Only stderr is buffered.
+        sys.stderr.flush()
+        if "logging" in sys.modules:
+            sys.modules["logging"].shutdown()
+        os._exit(status)
     raise SystemExit(status)

@@ -32,7 +32,7 @@ from .text import printable
 # work: json is imported where fields are encoded, and the rest serves annotations only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Optional
 
 IDENT = "libvirt-txmode"
@@ -68,19 +68,33 @@ def encode(message: str, **fields: Optional[str]) -> str:
     present = {key.upper(): str(value) for key, value in fields.items() if value is not None}
     if not present:
         return message
-    import json  # noqa: PLC0415 - see the imports
+    # json.dumps(present, sort_keys=True), byte for byte (flat, all strings), from json's C
+    # quoting function: the json package costs a hook miss more than the encoding.
+    quote = _quote()
+    items = ", ".join(f"{quote(key)}: {quote(present[key])}" for key in sorted(present))
+    return f"{_MARK}{{{items}}}{_MARK}{message}"
 
-    return f"{_MARK}{json.dumps(present, sort_keys=True)}{_MARK}{message}"
+
+def _quote() -> Callable[[str], str]:
+    """json.dumps of a str: this C function, without the json package (it costs the hook's
+    cached path and its miss more than everything they log)."""
+    try:
+        from _json import encode_basestring_ascii  # noqa: PLC0415
+    except ImportError:  # an interpreter without json's C half
+        from json import dumps  # noqa: PLC0415
+
+        return dumps
+    return encode_basestring_ascii
 
 
 def decode(entry: str) -> tuple[str, dict[str, str]]:
     if not entry.startswith(_MARK):
         return entry, {}
     end = entry.find(_MARK, 1)
-    import json  # noqa: PLC0415 - see the imports
+    from .files import load_json  # noqa: PLC0415 - json.loads without the json package
 
     try:
-        fields = json.loads(entry[1:end]) if end > 0 else None
+        fields = load_json(entry[1:end].encode("utf-8", "surrogateescape")) if end > 0 else None
     except ValueError:
         fields = None
     if not isinstance(fields, dict):
@@ -197,11 +211,7 @@ def _syslog_datagram(priority: int, message: str) -> bytes:
 
 def file_record(priority: int, message: str, fields: Mapping[str, str]) -> str:
     """A fallback-file line after its time stamp and sender: ``<priority>: text FIELD="value"``."""
-    try:  # json.dumps of a str is this C function: the json package costs the cached hook more
-        from _json import encode_basestring_ascii as quote  # noqa: PLC0415
-    except ImportError:
-        from json import dumps as quote  # noqa: PLC0415
-
+    quote = _quote()
     tail = "".join(f" {key}={quote(value)}" for key, value in sorted(fields.items()))
     # One record per line: a traceback's newlines are escaped like any other control character.
     text = printable(message.replace("\n", " | "))

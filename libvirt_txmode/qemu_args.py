@@ -9,7 +9,6 @@ edits an existing device's options. Pure: no I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Optional
 
@@ -103,6 +102,8 @@ def _device(value: str, line: int, number: int) -> Optional[TxSetting]:
     tx: Optional[str]
     if value.lstrip().startswith("{"):
         try:
+            import json  # noqa: PLC0415 - only a JSON -device value needs it (a hook miss does not)
+
             props = json.loads(value)
         except ValueError:
             return None

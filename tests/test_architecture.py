@@ -87,10 +87,11 @@ def test_the_engine_imports_no_parser(module: str) -> None:
 # What a hook miss (no cached verdict; warm probe cache and compiled policy) used to import and
 # no longer needs (issue 14): records are records.py's, logging waits for a first message
 # (logs.py), probes import subprocess, write_atomic and sha256 do without tempfile and hashlib,
-# globs without fnmatch's regexes. Any of them back on this path costs the miss milliseconds.
+# globs without fnmatch's regexes, JSON read and written through _json. Any of them back on this
+# path costs the miss milliseconds.
 NOT_ON_THE_MISS_PATH = {
     "dataclasses", "logging", "traceback", "threading", "tempfile", "shutil", "random",
-    "hashlib", "_hashlib", "subprocess", "selectors", "signal", "yaml",
+    "hashlib", "_hashlib", "subprocess", "selectors", "signal", "yaml", "json",
 }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ socket paths pointed at those, and through the installed wrapper for the fallbac
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import stat
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from libvirt_txmode import hook, logsink
 
@@ -218,3 +221,22 @@ def test_the_hook_logs_its_refusal_with_fields_also_when_replayed(
         refused = [f for f in sent if f.get("DECISION") == "refused"]
         assert refused and refused[0]["MESSAGE"] == "refused to start domain 'db-02' (1 violation)"
     assert any(p.name.startswith("verdict-") for p in (tmp_path / "cache").iterdir())
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["domain", "nic_mac", "txmode", "code", "rule", "decision"]),
+        st.text(),
+    ),
+    st.text().filter(lambda text: not text.startswith("\x1e")),  # a mark only encode writes
+)
+def test_encode_writes_what_json_dumps_would_and_decode_reads_it(
+    fields: dict[str, str], message: str
+) -> None:
+    # encode quotes with json's C function, decode reads with files.load_json: neither imports
+    # the json package, and both must agree with it.
+    entry = logsink.encode(message, **fields)
+    present = {key.upper(): value for key, value in fields.items()}
+    if present:
+        assert entry == f"\x1e{json.dumps(present, sort_keys=True)}\x1e{message}"
+    assert logsink.decode(entry) == (message, present)
