@@ -414,7 +414,9 @@ def load_json(raw: bytes) -> Any:
         scan: Any = _json.make_scanner(_Decoding())  # type: ignore[arg-type]  # duck-typed
         try:
             value, end = scan(text, start)
-        except StopIteration:
+        except Exception:
+            # StopIteration, or the C scanner failing to word an error for the duck-typed
+            # context (a SystemError on '{x'): json.loads decides, and words it.
             end = -1
         if end >= 0 and not text[end:].strip(_JSON_SPACE):
             return value

@@ -49,7 +49,8 @@ def test_near_json_text_reads_or_fails_as_with_json_loads(text: str) -> None:
 @pytest.mark.parametrize(
     "raw",
     [b"", b"  ", b"{} x", b"[1,]", b"NaN", b"-Infinity", b'"\\ud800"', b"\xef\xbb\xbf{}",
-     '{"a": 1}'.encode("utf-16"), b'{"a":1}\n{"b":2}', b"\xed\xa0\x80"],
+     '{"a": 1}'.encode("utf-16"), b'{"a":1}\n{"b":2}', b"\xed\xa0\x80",
+     b"{not json", b"{x", b"{1: 2}", b'{"a" 1}', b'[{"a": x}]'],
 )  # fmt: skip
 def test_edge_cases(raw: bytes) -> None:
     _same(raw)
