@@ -102,11 +102,12 @@ def _snapshot(path: Optional[str]) -> tuple[Any, dict[str, str]]:
 
 
 def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) -> int:
-    from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
+    from .cache import ProbeCache  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
     from .domain import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415
     from .findings import XML_INVALID, Finding, Level, Report, summarize  # noqa: PLC0415
     from .local import local_capabilities  # noqa: PLC0415
+    from .paths import default_cache_dir  # noqa: PLC0415
     from .policy import DEFAULT_POLICY_PATH, PolicyError, load_policy  # noqa: PLC0415
     from .report import choose_format, render  # noqa: PLC0415
 

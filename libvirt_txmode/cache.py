@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
-from . import __version__, files, logs, paths
+from . import __version__, files, logs
 from .files import write_atomic  # its home is files.py; importable from here as before
 from .model import Support, SupportState
 from .qemu import EmulatorIdentity
@@ -29,13 +29,6 @@ LOG = logs.get(__name__)  # logging itself only once there is a message
 FORMAT = "libvirt-txmode-probe-cache"
 FORMAT_VERSION = 1
 MAX_CACHE_BYTES = 1024 * 1024
-
-
-def default_cache_dir() -> str:
-    if os.geteuid() == 0:
-        return paths.CACHE_DIR
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "libvirt-txmode")
 
 
 class ProbeCache:

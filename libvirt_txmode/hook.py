@@ -150,12 +150,13 @@ def _check(
 ) -> tuple[Verdict, Optional[dict[str, str]]]:
     """The full check: the decision and, if it may be cached, the emulators it rests on."""
     # Deferred so that a no-op event or a cached verdict never pays for lxml and yaml.
-    from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
+    from .cache import ProbeCache  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
     from .domain import BeyondBoundsError, DomainXMLError, parse_domain  # noqa: PLC0415
     from .findings import UNKNOWN_SUPPORT  # noqa: PLC0415
     from .local import local_capabilities, needed_devices, this_host  # noqa: PLC0415
     from .networks import network_file_keys  # noqa: PLC0415
+    from .paths import default_cache_dir  # noqa: PLC0415
     from .policy import PolicyError  # noqa: PLC0415
     from .policy_cache import load_policy_cached  # noqa: PLC0415
     from .verdict import emulator_key  # noqa: PLC0415

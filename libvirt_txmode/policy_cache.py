@@ -137,8 +137,6 @@ def _read_compiled(compiled: str, cache_dir: str, key: str, path: str) -> Policy
 
 
 def _write_compiled(compiled: str, cache_dir: str, key: str, policy: Policy) -> None:
-    from .cache import write_atomic  # noqa: PLC0415 - only on a miss
-
     document = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -151,7 +149,9 @@ def _write_compiled(compiled: str, cache_dir: str, key: str, policy: Policy) -> 
             return
         import json  # noqa: PLC0415 - writing: only after a YAML parse
 
-        write_atomic(compiled, json.dumps(document, indent=1).encode() + b"\n", mode=0o600)
+        # No fsync: a copy cut short by a crash does not parse, and the YAML is read again.
+        data = json.dumps(document, indent=1).encode() + b"\n"
+        files.write_atomic(compiled, data, mode=0o600, sync=False)
     except OSError:
         pass  # a read-only or full disk only costs the next run a YAML parse
 

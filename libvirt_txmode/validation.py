@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from . import __version__, logs
+from . import __version__, logs, paths
 from .discovery import find_policy, repository_root
 from .exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from .findings import XML_INVALID, Finding, Level, Report, Summary, summarize
@@ -249,7 +249,8 @@ def _emit(stream: IO[str], text: str) -> None:
 
 
 def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str) -> Policy:
-    from .policy import PolicyError, load_policy  # noqa: PLC0415
+    from .policy import PolicyError  # noqa: PLC0415
+    from .policy_cache import load_policy_cached  # noqa: PLC0415
 
     choice = find_policy(args.policy, environ, cwd)
     if "logging" in sys.modules:
@@ -260,8 +261,11 @@ def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str)
     # With --caps nothing is ever executed, so a policy in a CI checkout (often group-writable)
     # is fine.
     require_root_owned = os.geteuid() == 0 and not args.caps
+    # The hook's compiled copy (policy_cache.py), kept in the probe cache's directory: a run on an
+    # unchanged policy file (a pre-commit hook, a developer's loop) then needs no YAML (~30 ms).
+    cache_dir = None if args.no_cache else (args.cache_dir or paths.default_cache_dir())
     try:
-        return load_policy(choice.path, require_root_owned=require_root_owned)
+        return load_policy_cached(choice.path, cache_dir, require_root_owned=require_root_owned)
     except PolicyError as exc:
         raise FatalError(f"bad policy: {exc}") from None
 
@@ -373,11 +377,13 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
     if not stream:
         if hosts is None:
             # Probing this machine: only these runs need the probe cache and QEMU's modules.
-            from .cache import ProbeCache, default_cache_dir  # noqa: PLC0415
+            from .cache import ProbeCache  # noqa: PLC0415
             from .local import local_capabilities  # noqa: PLC0415
 
             domains = [r[3] for r in held if r[0] == _CHECKED and r[4]]
-            cache = ProbeCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
+            cache = ProbeCache(
+                None if args.no_cache else (args.cache_dir or paths.default_cache_dir())
+            )
             hosts = [local_capabilities(domains, policy, cache)]
             del domains
             checker = Checker(policy, hosts, args.host_mode)

@@ -17,12 +17,12 @@ from libvirt_txmode.cache import (
     FORMAT,
     FORMAT_VERSION,
     ProbeCache,
-    default_cache_dir,
     support_from_json,
     support_to_json,
     write_atomic,
 )
 from libvirt_txmode.model import Support, SupportState
+from libvirt_txmode.paths import default_cache_dir
 from libvirt_txmode.qemu import EmulatorIdentity, identify
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="owner checks are about root's cache")
