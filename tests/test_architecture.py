@@ -122,3 +122,27 @@ def test_a_hook_miss_imports_only_what_it_uses(tmp_path: Path) -> None:
     miss = imported[1]
     assert {"libvirt_txmode.check", "libvirt_txmode.domain"} <= miss  # a miss: the full check
     assert miss & NOT_ON_THE_MISS_PATH == set()
+
+
+def test_validate_domain_on_an_unchanged_policy_needs_no_yaml(tmp_path: Path) -> None:
+    # The second run reads the compiled copy the first one kept in the cache directory.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefaults:\n  allowed: [iothread]\n")
+    snapshot = Path(__file__).resolve().parent.parent / "examples" / "hosts"
+    caps = sorted(snapshot.glob("*.json"))[0]
+    xml = tmp_path / "vm.xml"
+    xml.write_bytes(domain("vm", nic("52:54:00:00:00:01", "iothread"), emulator=QEMU))
+    command = [
+        sys.executable, "-X", "importtime", str(Path(sys.executable).parent / "validate-domain"),
+        "-p", str(policy), "--caps", str(caps), "--cache-dir", str(tmp_path / "cache"),
+        "-f", "json", str(xml),
+    ]  # fmt: skip
+    loaded = []
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert done.returncode in (0, 1), done.stderr
+        loaded.append({line.split("|")[-1].strip() for line in done.stderr.splitlines()})
+    assert "yaml" in loaded[0]
+    assert "yaml" not in loaded[1]
+    no_cache = subprocess.run([*command, "--no-cache"], capture_output=True, text=True, check=False)
+    assert "yaml" in {line.split("|")[-1].strip() for line in no_cache.stderr.splitlines()}
