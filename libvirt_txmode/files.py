@@ -265,6 +265,36 @@ def binary_key(
     return f"{key}:{targets}" if targets else key
 
 
+def stat_key(realpath: str, info: os.stat_result, targets: str = "") -> str:
+    """``binary_key`` of a file from its ``os.stat`` result."""
+    return binary_key(
+        realpath,
+        device=info.st_dev,
+        inode=info.st_ino,
+        size=info.st_size,
+        ctime_ns=info.st_ctime_ns,
+        mtime_ns=info.st_mtime_ns,
+        targets=targets,
+    )
+
+
+def script_head(path: str, limit: int) -> Optional[bytes]:
+    """The first ``limit`` bytes of a ``#!`` script, None for anything else (or unreadable).
+    Opened non-blocking, regular files only: a domain names its emulator, and a FIFO there must
+    not hang the hook."""
+    try:
+        fd = open_regular(path, follow_symlinks=True)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        # Two bytes first: an 18 MB QEMU binary is told apart without reading 64 KiB of it (this
+        # runs on the hook's cached path, once per emulator).
+        head = handle.read(2)
+        if head != b"#!":
+            return None
+        return head + handle.read(max(limit - 2, 0))
+
+
 # A wrapper script is read only this far, and only this many of the paths it names are looked at.
 _MAX_SCRIPT_BYTES = 64 * 1024
 _MAX_NAMED_PATHS = 32
@@ -288,17 +318,9 @@ def script_targets(
     domain names its emulator, and a FIFO there must not hang the hook.
     """
     seen = {os.path.realpath(path)} if _seen is None else _seen
-    try:
-        fd = open_regular(path, follow_symlinks=True)
-    except OSError:
+    head = script_head(path, _MAX_SCRIPT_BYTES)
+    if head is None:
         return ""
-    with os.fdopen(fd, "rb", buffering=0) as handle:
-        # Two bytes first: an 18 MB QEMU binary is told apart without reading 64 KiB of it (this
-        # runs on the hook's cached path, once per emulator).
-        head = handle.read(2)
-        if head != b"#!":
-            return ""
-        head += handle.read(_MAX_SCRIPT_BYTES - 2)
     named: list[str] = []
     import re  # noqa: PLC0415 - only for scripts
 
@@ -319,16 +341,7 @@ def script_targets(
             continue
         seen.add(real)
         inner = script_targets(real, _depth=_depth - 1, _seen=seen) if _depth > 1 else ""
-        key = binary_key(
-            real,
-            device=info.st_dev,
-            inode=info.st_ino,
-            size=info.st_size,
-            ctime_ns=info.st_ctime_ns,
-            mtime_ns=info.st_mtime_ns,
-            targets=inner,
-        )
-        parts.append(f"{candidate}={key}")
+        parts.append(f"{candidate}={stat_key(real, info, inner)}")
     if not parts:
         return ""
     return "exec-" + sha256_hex("\n".join(parts).encode("utf-8", "surrogateescape"))[:32]

@@ -95,15 +95,7 @@ def emulator_key(path: str) -> Optional[str]:
         return None
     if not stat.S_ISREG(info.st_mode):
         return None
-    return files.binary_key(
-        real,
-        device=info.st_dev,
-        inode=info.st_ino,
-        size=info.st_size,
-        ctime_ns=info.st_ctime_ns,
-        mtime_ns=info.st_mtime_ns,
-        targets=files.script_targets(real),
-    )
+    return files.stat_key(real, info, files.script_targets(real))
 
 
 ABSENT = "absent"

@@ -172,8 +172,9 @@ def prepare(
     if os.geteuid() != 0:
         return None  # only root's entries are believed by the sh side
     for path, identity in dependencies.items():
-        # A wrapper script's identity includes the binaries it execs (files.script_targets).
-        if identity != hookfast.ABSENT and files.script_targets(path):
+        # A script's identity includes the binaries it names (files.script_targets), which sh
+        # cannot follow: any "#!" file, whatever it names.
+        if identity != hookfast.ABSENT and files.script_head(path, 2) is not None:
             return None
     package = os.path.dirname(os.path.abspath(__file__))
     paths = [policy, snapshot, os.path.join(package, "__init__.py"), *dependencies]
