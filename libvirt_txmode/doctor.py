@@ -14,6 +14,7 @@ import stat
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
+from . import shellverdict
 from .daemon import running_daemons
 from .install import (
     DROPIN_NAME,
@@ -225,11 +226,8 @@ def check_cache(state: _State) -> Check:
     if problem is not None:
         return Check("cache", FAIL, f"{path}: {problem} (the hook ignores it: every start probes)")
     count = sum(1 for _ in os.scandir(path)) if os.path.isdir(path) else 0
-    # The decisions hooks/qemu replays without starting Python (shellverdict.py).
-    shell = os.path.join(path, "shell")
-    replayable = (
-        sum(1 for e in os.scandir(shell) if len(e.name) == 64) if os.path.isdir(shell) else 0
-    )
+    # The decisions hooks/qemu replays without starting Python.
+    replayable = len(shellverdict.entries(os.path.join(path, shellverdict.DIRECTORY)))
     return Check(
         "cache",
         OK,

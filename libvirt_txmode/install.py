@@ -59,6 +59,7 @@ SELFTEST_TIMEOUT = 120.0
 CACHE_NAMES = re.compile(
     r"(?:(?:verdict|policy)-)?[0-9a-f]{16,64}\.(?:json|lock|txt)|\.tmp-[A-Za-z0-9_]{1,16}"
 )
+# In CACHE/shell: shellverdict's entries (a SHA-256 each) and write_atomic's temporaries.
 SHELL_NAMES = re.compile(r"[0-9a-f]{64}|\.tmp-[A-Za-z0-9_]{1,16}")
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_./+:@-]+")
 

@@ -208,11 +208,24 @@ def store(cache_dir: str, prepared: tuple[str, bytes]) -> None:
         return
 
 
+def is_entry(name: str) -> bool:
+    """An entry's file name: the SHA-256 hooks/qemu looks up (temporaries are ``.tmp-*``)."""
+    return len(name) == 64 and all(char in "0123456789abcdef" for char in name)
+
+
+def entries(directory: str) -> list[os.DirEntry[str]]:
+    """The entries in ``CACHE/shell`` (for pruning, and for doctor to count)."""
+    try:
+        return [entry for entry in os.scandir(directory) if is_entry(entry.name)]
+    except OSError:
+        return []
+
+
 def _prune(directory: str) -> None:
-    entries = [e for e in os.scandir(directory) if len(e.name) == 64]
-    if len(entries) < MAX_ENTRIES:
+    found = entries(directory)
+    if len(found) < MAX_ENTRIES:
         return
-    entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
-    for old in entries[: len(entries) - MAX_ENTRIES // 2]:
+    found.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
+    for old in found[: len(found) - MAX_ENTRIES // 2]:
         with contextlib.suppress(OSError):
             os.unlink(old.path)
