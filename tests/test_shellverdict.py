@@ -151,11 +151,16 @@ def test_an_entry_written_by_python_is_found_by_sh(tmp_path: Path, first_line: b
     assert hook.run("web", xml) == (0, "", False)
 
 
+def _hook_part(start: str, end: str) -> str:
+    """The text of hooks/qemu from ``start`` up to the next ``end``: a piece to run on its own."""
+    text = (Path(__file__).resolve().parent.parent / "hooks" / "qemu").read_text()
+    begin = text.index(start)
+    return text[begin : text.index(end, begin)]
+
+
 def _sh_normalized(xml: bytes) -> bytes:
     """The hook's own expansion, cut out of hooks/qemu and run by dash on ``xml``."""
-    script = Path(__file__).resolve().parent.parent / "hooks" / "qemu"
-    text = script.read_text()
-    body = text[text.index("    first=${xml%%") : text.index("    digest=$(")]
+    body = _hook_part("    first=${xml%%", "    digest=$(")
     program = f'NL="\n"\nxml=$(cat; echo .)\nxml=${{xml%.}}\n{body}printf %s "$first$rest"\n'
     done = subprocess.run(["dash", "-c", program], input=xml, capture_output=True, check=True)
     return done.stdout
@@ -341,9 +346,7 @@ def test_journald_gets_the_same_fields_from_sh_as_from_python(hook: Hook) -> Non
 def test_the_log_time_stamp_is_computed_like_logsinks() -> None:
     # hooks/qemu dates a log line in shell arithmetic (no date(1) process): every day boundary,
     # leap day and century rule that matters here, against Python's gmtime.
-    script = Path(__file__).resolve().parent.parent / "hooks" / "qemu"
-    text = script.read_text()
-    function = text[text.index("utc() {") : text.index("\n}\n", text.index("utc() {")) + 3]
+    function = _hook_part("utc() {", "\n}\n") + "\n}\n"
     stamps = [0, 86399, 86400, 951782399, 951782400, 1709251199, 1709251200, 4107542399]
     stamps += list(range(1_700_000_000, 1_700_000_000 + 400 * 86400 * 4, 86400 * 4 + 3607))
     program = function + "".join(
