@@ -23,6 +23,8 @@ INEFFECTIVE = "txmode-ineffective"
 UNKNOWN_SUPPORT = "txmode-unknown-support"
 INVALID = "txmode-invalid"
 XML_INVALID = "xml-invalid"
+PASSTHROUGH_UNVERIFIABLE = "passthrough-unverifiable"
+START_WILL_FAIL = "start-will-fail"
 
 
 class LevelRule(str, enum.Enum):
@@ -31,7 +33,9 @@ class LevelRule(str, enum.Enum):
     VIOLATION = "violation"  # the rule's action: enforce -> error, audit -> warning
     ON_UNKNOWN = "on_unknown"  # the policy's on_unknown: deny -> error, allow -> warning
     INEFFECTIVE = "ineffective"  # the rule's ineffective: error, warn, or ignore (no finding)
+    PASSTHROUGH = "passthrough"  # the policy's passthrough: deny -> as VIOLATION, warn, allow
     ALWAYS_ERROR = "always"
+    ALWAYS_WARNING = "always-warning"
 
 
 _NOTES = {
@@ -40,16 +44,32 @@ _NOTES = {
         "error with policy 'on_unknown: deny' (the default), warning with 'allow'"
     ),
     LevelRule.INEFFECTIVE: "set by the policy's 'ineffective': error, warn (the default) or ignore",
+    LevelRule.PASSTHROUGH: (
+        "set by the policy's 'passthrough': deny (the default) gives an error with action "
+        "'enforce' and a warning with 'audit', warn a warning, allow no finding"
+    ),
     LevelRule.ALWAYS_ERROR: "always an error",
+    LevelRule.ALWAYS_WARNING: "always a warning",
 }
 
 
 def level_of(
-    rule: LevelRule, *, action: str = "enforce", on_unknown: str = "deny", ineffective: str = "warn"
+    rule: LevelRule,
+    *,
+    action: str = "enforce",
+    on_unknown: str = "deny",
+    ineffective: str = "warn",
+    passthrough: str = "deny",
 ) -> Optional[Level]:
     """The level a finding gets under these settings; None: the policy asks for no finding."""
     if rule is LevelRule.VIOLATION:
         return Level.ERROR if action == "enforce" else Level.WARNING
+    if rule is LevelRule.PASSTHROUGH:
+        if passthrough == "deny":
+            return Level.ERROR if action == "enforce" else Level.WARNING
+        return Level.WARNING if passthrough == "warn" else None
+    if rule is LevelRule.ALWAYS_WARNING:
+        return Level.WARNING
     if rule is LevelRule.ON_UNKNOWN:
         return Level.ERROR if on_unknown == "deny" else Level.WARNING
     if rule is LevelRule.INEFFECTIVE:
@@ -241,6 +261,63 @@ _REGISTERED = (
         fix=(
             "Use txmode='iothread' (QEMU's bottom-half transmit, tx=bh) or txmode='timer' "
             "(tx=timer), or remove the attribute."
+        ),
+        example="<driver name='qemu' txmode='iothread'/>",
+    ),
+    FindingCode(
+        code=PASSTHROUGH_UNVERIFIABLE,
+        title="a QEMU argument or override that this tool cannot prove harmless to a NIC's tx",
+        level_rule=LevelRule.PASSTHROUGH,
+        meaning=(
+            "The domain passes something to QEMU past libvirt (<qemu:commandline> arguments, "
+            "<qemu:override> properties) that could set the 'tx' property of a virtio-net "
+            "device in a way this tool cannot compute: -readconfig (the setting lives in a "
+            "file), -nic and -net (QEMU builds the NIC), an option it does not know, a value it "
+            "cannot parse as QEMU would, a -global of 'tx' on a type it cannot place, or an "
+            "override of a device that is not one of the domain's NICs. The finding quotes the "
+            "argument and says why. Arguments that provably cannot touch a NIC's tx (-fw_cfg, "
+            "-smbios, -name, a -global or -set of another property, a -device that is not "
+            "virtio-net ...) never give this finding, and a tx that can be computed is checked "
+            "like any txmode, with the route named."
+        ),
+        why=(
+            "The gate's promise is that no virtio-net device gets a tx the policy forbids. What "
+            "it cannot prove safe it must not assume safe: libvirt hands these arguments to QEMU "
+            "unchecked, so they are the one way around <driver txmode>."
+        ),
+        fix=(
+            "Express the setting in a form the tool can compute: <driver txmode> on the "
+            "interface, '-global virtio-net-pci.tx=bh' or '-device virtio-net-pci,...,tx=bh' "
+            "written out, not in a -readconfig file or a -nic. If the argument is needed and "
+            "known to be harmless, the policy's 'passthrough: warn' (or 'allow') lowers the "
+            "finding for every domain."
+        ),
+        example=(
+            "<qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n"
+            "  <qemu:arg value='-global'/>\n"
+            "  <qemu:arg value='virtio-net-pci.tx=bh'/>   <!-- computed and checked -->\n"
+            "</qemu:commandline>"
+        ),
+    ),
+    FindingCode(
+        code=START_WILL_FAIL,
+        title="QEMU or libvirt will refuse to start the domain as written",
+        level_rule=LevelRule.ALWAYS_WARNING,
+        meaning=(
+            "Something the domain asks for cannot work, so the start fails before any guest "
+            "runs, and the tx the tool would otherwise check never reaches a device: for "
+            "example '-set device.net0.tx=...' where libvirt passes the NIC to QEMU as JSON "
+            "(QEMU exits with 'there is no device \"net0\" defined'), or a -set that comes "
+            "before the -device it names."
+        ),
+        why=(
+            "Nothing unsafe starts, but the domain does not start either; the finding says why "
+            "instead of reporting a txmode that will never apply."
+        ),
+        fix=(
+            "Use <driver txmode> on the interface (or a <qemu:override> of the NIC's 'tx' "
+            "property) instead of -set for a device libvirt creates; put a -set after the "
+            "-device it edits."
         ),
         example="<driver name='qemu' txmode='iothread'/>",
     ),

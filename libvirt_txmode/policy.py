@@ -96,6 +96,7 @@ class Policy:
     action: str = "enforce"
     on_unknown: str = "deny"
     on_error: str = "deny"
+    passthrough: str = "deny"
     emulators: tuple[str, ...] = DEFAULT_EMULATORS
     probe_timeout: float = 5.0
     defaults: Settings = field(default_factory=Settings)
@@ -224,6 +225,7 @@ def build_policy(data: dict[str, Any], source: str, rule_lines: Sequence[int]) -
         action=action,
         on_unknown=data.get("on_unknown", "deny"),
         on_error=data.get("on_error", "deny"),
+        passthrough=data.get("passthrough", "deny"),
         emulators=tuple(data.get("emulators", DEFAULT_EMULATORS)),
         probe_timeout=float(data.get("probe_timeout", 5.0)),
         defaults=Settings(**_settings(defaults)),
@@ -250,6 +252,7 @@ def policy_document(policy: Policy) -> tuple[dict[str, Any], list[int]]:
         "action": policy.action,
         "on_unknown": policy.on_unknown,
         "on_error": policy.on_error,
+        "passthrough": policy.passthrough,
         "emulators": list(policy.emulators),
         "probe_timeout": policy.probe_timeout,
         "defaults": {

@@ -21,6 +21,7 @@ from .records import record
 
 ACTIONS = ("enforce", "audit")
 DECISIONS = ("deny", "allow")
+PASSTHROUGH_LEVELS = ("deny", "warn", "allow")
 INEFFECTIVE_LEVELS = ("error", "warn", "ignore")
 MATCH_KEYS = ("domain", "network", "bridge", "type", "model", "mac")
 DEFAULT_EMULATORS = ("/usr/bin/qemu-system-*", "/usr/libexec/qemu-kvm")
@@ -169,6 +170,14 @@ POLICY = Mapping(
             "on_error",
             Choice(DECISIONS),
             "the hook itself failed (unreadable domain XML, internal error)",
+            default="deny",
+        ),
+        Field(
+            "passthrough",
+            Choice(PASSTHROUGH_LEVELS),
+            "a <qemu:commandline> argument or <qemu:override> the tool cannot prove harmless to "
+            "a NIC's tx (passthrough-unverifiable): deny makes it a violation (an error under "
+            "action enforce), warn a warning, allow no finding",
             default="deny",
         ),
         Field(
