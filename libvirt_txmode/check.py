@@ -12,14 +12,14 @@ from collections.abc import Generator, Iterator, Sequence
 from typing import Optional
 
 from . import codes
-from .libvirt_rules import NicPlan, extra_devices, plan_domain, route_txmode
-from .model import TXMODES, Domain, Finding, HostCapabilities, Level, Nic, SupportState, TxSetting
+from .libvirt_rules import NicPlan, plan_domain_passthrough
+from .model import TXMODES, Domain, Finding, HostCapabilities, Level, Nic, SupportState
+from .passthrough import DRIVER_ROUTE, DeviceTx, Passthrough
 from .policy import Policy, Settings
 from .records import record, replace
 
 ALL_HOSTS = "all"
 ANY_HOST = "any"
-DRIVER_ROUTE = "<driver txmode>"
 # Without hosts the domain is judged on its own arch and policy alone: no support findings.
 _NO_HOSTS = (HostCapabilities(name="(no host)"),)
 
@@ -36,13 +36,14 @@ def check_domain(
     (the domain must run and migrate everywhere); ``any`` only when no host can run the NIC.
     """
     targets = tuple(hosts) or _NO_HOSTS
-    host_plans = [plan_domain(domain, host) for host in targets]
+    planned = [plan_domain_passthrough(domain, host) for host in targets]
     result: list[Finding] = []
     for index, nic in enumerate(domain.nics):
-        plans = [per_host[index] for per_host in host_plans]
+        plans = [nic_plans[index] for nic_plans, _ in planned]
         result.extend(_unique(_check_nic(domain, nic, plans, policy, targets, host_mode=host_mode)))
-    for setting in extra_devices(domain):
-        result.extend(_unique(_check_extra_device(domain, setting, policy, targets, host_mode)))
+    passthroughs = [passthrough for _, passthrough in planned]
+    result.extend(_unique(_check_extra_devices(domain, passthroughs, policy, targets, host_mode)))
+    result.extend(_unique(_unprovable(domain, passthroughs, policy)))
     return result
 
 
@@ -110,7 +111,7 @@ def _check_nic(
         # (A copy only when the model differs: replace() costs ~30 µs a NIC on the hook's path.)
         as_formatted = nic if nic.model == plan.model else replace(nic, model=plan.model)
         settings = policy.settings_for(domain, as_formatted)
-        line = nic.line if plan.route == DRIVER_ROUTE else _route_line(domain, plan, nic)
+        line = _route_line(plan, nic)
         subject = _Subject(domain, nic, settings, policy.on_unknown, plan.txmode, line)
         yield from _dropped(subject, nic, plan, settings)
         if plan.txmode is None:
@@ -126,29 +127,75 @@ def _check_nic(
         yield from _support_findings(supported, len(hosts), host_mode)
 
 
-def _check_extra_device(
+def _check_extra_devices(
     domain: Domain,
-    setting: TxSetting,
+    passthroughs: Sequence[Passthrough],
     policy: Policy,
     hosts: Sequence[HostCapabilities],
     host_mode: str,
 ) -> Iterator[Finding]:
-    """A virtio-net device that <qemu:commandline> adds by itself, with its own tx."""
-    txmode = route_txmode(setting) or ""
-    device = setting.device or "virtio-net-pci"
-    pseudo = Nic(index=-1, line=setting.line, type="", model="virtio")
+    """The virtio-net devices <qemu:commandline> adds, each with the tx it ends up with. The
+    same -device on every host (the command line does not change) is one device to judge."""
+    per_device: dict[int, list[tuple[HostCapabilities, DeviceTx]]] = {}
+    for host, passthrough in zip(hosts, passthroughs):
+        for number, device in enumerate(passthrough.extra):
+            per_device.setdefault(number, []).append((host, device))
+    for found in per_device.values():
+        yield from _check_extra_device(domain, found, policy, hosts, host_mode)
+
+
+def _check_extra_device(
+    domain: Domain,
+    found: list[tuple[HostCapabilities, DeviceTx]],
+    policy: Policy,
+    hosts: Sequence[HostCapabilities],
+    host_mode: str,
+) -> Iterator[Finding]:
+    pseudo = Nic(index=-1, line=domain.line, type="", model="virtio")
     settings = policy.settings_for(domain, pseudo)
-    subject = _Subject(domain, None, settings, policy.on_unknown, txmode, setting.line)
-    if not (yield from _policy(subject, txmode, setting.route, settings)) or hosts is _NO_HOSTS:
-        return
-    yield from _support_findings([(host, device, subject) for host in hosts], len(hosts), host_mode)
+    supported: list[tuple[HostCapabilities, str, _Subject]] = []
+    for host, device in found:
+        if device.txmode is None:
+            continue
+        line = device.line or domain.line
+        subject = _Subject(domain, None, settings, policy.on_unknown, device.txmode, line)
+        if (yield from _policy(subject, device.txmode, device.route, settings)):
+            supported.append((host, device.device, subject))
+    if hosts is not _NO_HOSTS:
+        yield from _support_findings(supported, len(hosts), host_mode)
 
 
-def _route_line(domain: Domain, plan: NicPlan, nic: Nic) -> int:
-    for setting in domain.tx_settings:
-        if setting.route == plan.route:
-            return setting.line
-    return nic.line
+def _unprovable(
+    domain: Domain, passthroughs: Sequence[Passthrough], policy: Policy
+) -> Iterator[Finding]:
+    """What the domain passes to QEMU that cannot be judged (passthrough-unverifiable, at the
+    policy's 'passthrough' level) or that makes QEMU refuse to start (start-will-fail)."""
+    for passthrough in passthroughs:
+        for item in passthrough.unprovable:
+            code = codes.START_WILL_FAIL if item.fails else codes.PASSTHROUGH_UNVERIFIABLE
+            level = codes.level(code, action=policy.action, passthrough=policy.passthrough)
+            if level is None:
+                continue
+            if item.fails:
+                message = f"the domain will not start: {item.text}: {item.reason}"
+            else:
+                message = (
+                    f"{item.text} cannot be proven harmless to the NICs' tx ({item.reason}); "
+                    f"policy 'passthrough: {policy.passthrough}'"
+                )
+            yield Finding(
+                file=domain.file,
+                line=item.line,
+                domain=domain.name,
+                code=code,
+                level=level,
+                message=message,
+                rule="passthrough" if not item.fails else None,
+            )
+
+
+def _route_line(plan: NicPlan, nic: Nic) -> int:
+    return plan.line if plan.line is not None else nic.line
 
 
 def _where(route: str) -> str:

@@ -12,8 +12,8 @@ from typing import IO, Any, Optional
 from lxml import etree
 
 from .files import MAX_XML_BYTES, TOO_LARGE  # the bound lives with the hook's stdlib helpers
-from .model import TXMODES, VIRTIO_MODELS, Domain, Nic, TxSetting
-from .qemu_args import tx_settings_from_commandline
+from .model import TXMODES, VIRTIO_MODELS, Domain, Nic, OverrideProp
+from .qemu_args import parse_commandline
 from .records import field, record
 
 __all__ = [
@@ -137,7 +137,7 @@ def parse_parts(
         "arch": arch,
         "machine": machine,
         "emulator": _text(parts.emulator),
-        "tx_settings": _tx_settings(parts.qemu_elements),
+        **_qemu_namespace(parts.qemu_elements),
         "has_mmio_devices": _may_default_to_mmio(arch, machine, nics) and _has_mmio_address(root),
     }
     return fields, nics
@@ -216,7 +216,11 @@ class _Parts:
                 self.emulator = device
 
 
-_QEMU_TAGS = (f"{{{QEMU_NS}}}commandline", f"{{{QEMU_NS}}}override")
+_QEMU_TAGS = (
+    f"{{{QEMU_NS}}}commandline",
+    f"{{{QEMU_NS}}}override",
+    f"{{{QEMU_NS}}}capabilities",
+)
 # The top-level elements read by their name (the others are not kept).
 _NAMED = ("name", "uuid")
 
@@ -261,41 +265,55 @@ def _has_mmio_address(root: etree._Element) -> bool:
     return False
 
 
-def _tx_settings(elements: list[etree._Element]) -> tuple[TxSetting, ...]:
-    settings: list[TxSetting] = []
+def _qemu_namespace(elements: list[etree._Element]) -> dict[str, Any]:
+    """Domain's qemu_args, overrides and qemu_capabilities, read as libvirt reads its namespace
+    (qemuDomainDefNamespaceParse): every ./qemu:commandline/qemu:arg and every
+    ./qemu:override/qemu:device in document order, whichever element holds them. A -global in one
+    <qemu:commandline> and its value in the next are one option to QEMU."""
+    args: list[tuple[str, int]] = []
+    overrides: list[OverrideProp] = []
+    capabilities = False
     for element in elements:
-        if element.tag == _QEMU_TAGS[0]:
-            args = [
-                (attribute(arg, "value") or "", _line(arg))
-                for arg in element
-                if arg.tag == f"{{{QEMU_NS}}}arg"
-            ]
-            settings.extend(tx_settings_from_commandline(args))
+        if element.tag == _COMMANDLINE:
+            args.extend(
+                (attribute(arg, "value") or "", _line(arg)) for arg in element.iterchildren(_ARG)
+            )
+        elif element.tag == _OVERRIDE:
+            overrides.extend(_override_props(element))
         else:
-            settings.extend(_override_settings(element))
-    return tuple(settings)
+            capabilities = capabilities or any(
+                child.tag in _CAPABILITY_CHANGES for child in element
+            )
+    return {
+        "qemu_args": parse_commandline(args),
+        "overrides": tuple(overrides),
+        "qemu_capabilities": capabilities,
+    }
 
 
-def _override_settings(override: etree._Element) -> list[TxSetting]:
+def _override_props(override: etree._Element) -> list[OverrideProp]:
     """<qemu:override><qemu:device alias='net0'><qemu:frontend><qemu:property name='tx' .../>:
-    libvirt (>= 8.2) rewrites that property of the device's -device JSON before starting QEMU."""
-    settings: list[TxSetting] = []
-    for device in override.iterchildren(f"{{{QEMU_NS}}}device"):
+    libvirt (>= 8.2) rewrites that property of the device's -device JSON before starting QEMU.
+    A property of another name cannot touch a NIC's tx; one of a type libvirt refuses never
+    reaches QEMU (libvirt refuses the whole domain)."""
+    found: list[OverrideProp] = []
+    for device in override.iterchildren(_OVERRIDE_DEVICE):
         alias = attribute(device, "alias") or ""
-        for frontend in device.iterchildren(f"{{{QEMU_NS}}}frontend"):
-            for prop in frontend.iterchildren(f"{{{QEMU_NS}}}property"):
-                if attribute(prop, "name") != "tx":
+        for frontend in device.iterchildren(_FRONTEND):
+            for prop in frontend.iterchildren(_PROPERTY):
+                name = attribute(prop, "name")
+                kind = attribute(prop, "type")
+                if name not in ("tx", "driver") or kind not in _OVERRIDE_TYPES:
                     continue
-                removed = attribute(prop, "type") == "remove"
-                settings.append(
-                    TxSetting(
-                        value=None if removed else attribute(prop, "value") or "",
-                        route=f"<qemu:override> of device '{alias}'",
-                        target=f"alias:{alias}",
-                        line=_line(prop),
-                    )
-                )
-    return settings
+                found.append(OverrideProp(alias, name, kind, attribute(prop, "value"), _line(prop)))
+    return found
+
+
+_COMMANDLINE, _OVERRIDE = f"{{{QEMU_NS}}}commandline", f"{{{QEMU_NS}}}override"
+_ARG, _OVERRIDE_DEVICE = f"{{{QEMU_NS}}}arg", f"{{{QEMU_NS}}}device"
+_FRONTEND, _PROPERTY = f"{{{QEMU_NS}}}frontend", f"{{{QEMU_NS}}}property"
+_CAPABILITY_CHANGES = (f"{{{QEMU_NS}}}add", f"{{{QEMU_NS}}}del")
+_OVERRIDE_TYPES = ("string", "signed", "unsigned", "bool", "remove")
 
 
 def _first_child(element: etree._Element, tag: str) -> Optional[etree._Element]:

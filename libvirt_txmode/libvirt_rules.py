@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .model import QEMU_TX, VIRTIO_MODELS, Domain, HostCapabilities, Nic, TxSetting
+from .model import QEMU_TX, VIRTIO_MODELS, Domain, HostCapabilities, Nic
+from .passthrough import DRIVER_ROUTE, DeviceTx, Passthrough, resolve
 from .records import record
 
 # The arches libvirt's ARCH_IS_ARM / ARCH_IS_RISCV / ARCH_IS_S390 macros cover.
@@ -22,7 +23,6 @@ _S390 = ("s390", "s390x")
 # Interface types whose virtio NIC gets a vhost-net backend on a KVM domain
 # (qemuBuildInterfaceConnect calls qemuInterfaceOpenVhostNet for these); others never use it.
 _VHOST_TYPES = ("network", "bridge", "direct", "ethernet")
-_TX_TO_TXMODE = {tx: mode for mode, tx in QEMU_TX.items()}
 
 
 @record(frozen=True)
@@ -36,6 +36,7 @@ class NicPlan:
     route: str  # where that txmode was set ("<driver txmode>", "<qemu:override> ...", ...)
     dropped: Optional[str]  # why a written <driver txmode> never reaches QEMU
     unused: Optional[str]  # why QEMU has the tx property set but does not use it
+    line: Optional[int] = None  # where the route stands; None: the NIC's own line
 
     @property
     def virtio_net(self) -> bool:
@@ -151,12 +152,22 @@ def aliases(domain: Domain, host: HostCapabilities) -> list[str]:
 
 def plan_domain(domain: Domain, host: HostCapabilities) -> list[NicPlan]:
     """Every NIC's plan; the domain's arch, machine and aliases are worked out once."""
+    return plan_domain_passthrough(domain, host)[0]
+
+
+def plan_domain_passthrough(
+    domain: Domain, host: HostCapabilities
+) -> tuple[list[NicPlan], Passthrough]:
+    """``plan_domain``, and what the domain's passthrough adds and leaves unprovable."""
     arch = host.guest_arch(domain)
     machine = guest_machine(domain, host)
-    return [
-        plan_nic(domain, nic, host, alias, where=(arch, machine))
+    built = [
+        _libvirt_device(domain, nic, host, alias, (arch, machine))
         for nic, alias in zip(domain.nics, aliases(domain, host))
     ]
+    result = resolve(domain, host, [(b.device, b.tx, b.alias) for b in built])
+    plans = [_plan(domain, b, found, host) for b, found in zip(built, result.nics)]
+    return plans, result
 
 
 def plan_nic(
@@ -171,6 +182,32 @@ def plan_nic(
     arch, machine = (
         where if where is not None else (host.guest_arch(domain), guest_machine(domain, host))
     )
+    built = _libvirt_device(domain, nic, host, alias, (arch, machine))
+    found = resolve(domain, host, [(built.device, built.tx, alias)]).nics[0]
+    return _plan(domain, built, found, host)
+
+
+@record(frozen=True)
+class _LibvirtDevice:
+    """What libvirt itself builds for a NIC, before any passthrough."""
+
+    nic: Nic
+    alias: str
+    model: Optional[str]
+    kind: str
+    device: Optional[str]
+    tx: Optional[str]  # QEMU's word
+    dropped: Optional[str]
+
+
+def _libvirt_device(
+    domain: Domain,
+    nic: Nic,
+    host: HostCapabilities,
+    alias: str,
+    where: tuple[Optional[str], Optional[str]],
+) -> _LibvirtDevice:
+    arch, machine = where
     written = canonical_model(nic.model)
     model = written if written is not None else default_model(nic.type, arch, machine)
     kind = actual_type(nic, host)
@@ -189,19 +226,30 @@ def plan_nic(
         device = virtio_device(model, virtio_transport(nic, domain, arch, machine))
     else:
         device = model
-    if device is not None and not device.startswith("virtio-net"):
+    if device is None or not device.startswith("virtio-net"):
         # Only virtio-net has a tx property; libvirt never emits one for other devices.
         txmode = None
-    route = "<driver txmode>"
-    txmode, route = _routed(domain, device, alias, txmode, route)
+    # qemuBuildNicDevProps: iothread -> tx=bh, timer -> tx=timer; other text as written.
+    tx = QEMU_TX.get(txmode, txmode) if txmode is not None else None
+    return _LibvirtDevice(nic, alias, model, kind, device, tx, dropped)
+
+
+def _plan(
+    domain: Domain, built: _LibvirtDevice, found: Optional[DeviceTx], host: HostCapabilities
+) -> NicPlan:
+    device = found.device if found is not None else built.device
+    txmode = found.txmode if found is not None else None
+    if txmode is not None and found is not None and found.route == DRIVER_ROUTE:
+        txmode = built.nic.txmode  # libvirt's own word, even one libvirt would refuse
     return NicPlan(
-        model=model,
+        model=built.model,
         device=device,
-        alias=alias,
+        alias=built.alias,
         txmode=txmode,
-        route=route,
-        dropped=dropped,
-        unused=_unused(domain, nic, kind, host) if plan_is_virtio(device) else None,
+        route=found.route if found is not None and found.route else DRIVER_ROUTE,
+        dropped=built.dropped,
+        unused=_unused(domain, built.nic, built.kind, host) if plan_is_virtio(device) else None,
+        line=found.line if found is not None else None,
     )
 
 
@@ -239,41 +287,6 @@ def _unused(domain: Domain, nic: Nic, kind: str, host: HostCapabilities) -> Opti
             return None  # libvirt falls back to QEMU's own backend without /dev/vhost-net
         return "vhost-net does the transmit in the kernel (set <driver name='qemu'/> to use txmode)"
     return None
-
-
-def _routed(
-    domain: Domain, device: Optional[str], alias: str, txmode: Optional[str], route: str
-) -> tuple[Optional[str], str]:
-    """Apply <qemu:commandline> and <qemu:override> tx settings to this NIC's device.
-
-    QEMU's precedence: a property on the -device (libvirt's own tx) beats -global; -set and
-    <qemu:override> rewrite the device's own properties, so they beat both.
-    """
-    if device is None or not device.startswith("virtio-net"):
-        return txmode, route
-    for setting in domain.tx_settings:
-        if setting.target == f"driver:{device}" and txmode is None:
-            txmode, route = _txmode_of(setting.value), setting.route
-    for setting in domain.tx_settings:
-        if setting.target == f"alias:{alias}":
-            txmode, route = _txmode_of(setting.value), setting.route
-    return txmode, route
-
-
-def _txmode_of(tx: Optional[str]) -> Optional[str]:
-    """QEMU's tx value in libvirt's words (bh -> iothread); any other text is kept as it is."""
-    if tx is None:
-        return None
-    return _TX_TO_TXMODE.get(tx, tx)
-
-
-def extra_devices(domain: Domain) -> list[TxSetting]:
-    """virtio-net devices that <qemu:commandline> adds with a tx of their own (-device ...,tx=)."""
-    return [s for s in domain.tx_settings if s.target.startswith("new:")]
-
-
-def route_txmode(setting: TxSetting) -> Optional[str]:
-    return _txmode_of(setting.value)
 
 
 # virQEMUCapsArchToString: the qemu-system-* name of an arch where it differs from libvirt's.

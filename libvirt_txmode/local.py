@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from . import logs, paths
 from .cache import ProbeCache
-from .libvirt_rules import emulator_binary, extra_devices, plan_domain
+from .libvirt_rules import emulator_binary, plan_domain_passthrough
 from .model import Domain, Guest, HostCapabilities, Support, SupportState
 from .networks import read_forward_modes
 from .policy import Policy
@@ -69,14 +69,16 @@ def this_host(
 
 def needed_devices(domains: Sequence[Domain], host: HostCapabilities) -> list[set[str]]:
     """Per domain (same order), the QEMU devices whose tx support decides a finding: the
-    virtio-net devices of NICs whose txmode reaches QEMU. Linear in NICs."""
+    virtio-net devices of NICs whose txmode reaches QEMU, and of the devices <qemu:commandline>
+    adds with a tx. Linear in NICs."""
     needed: list[set[str]] = []
     for domain in domains:
         devices: set[str] = set()
-        for plan in plan_domain(domain, host):
+        plans, passthrough = plan_domain_passthrough(domain, host)
+        for plan in plans:
             if plan.txmode is not None and plan.device is not None and plan.virtio_net:
                 devices.add(plan.device)
-        devices.update(s.device or "virtio-net-pci" for s in extra_devices(domain))
+        devices.update(extra.device for extra in passthrough.extra if extra.txmode is not None)
         needed.append(devices)
     return needed
 

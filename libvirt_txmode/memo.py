@@ -38,8 +38,8 @@ MAX_SHAPES = 4096
 
 # Domain's fields as parse_parts gives them (all but the NICs).
 _DOMAIN_FIELDS = (
-    "name", "file", "line", "type", "uuid", "arch", "machine", "emulator", "tx_settings",
-    "has_mmio_devices",
+    "name", "file", "line", "type", "uuid", "arch", "machine", "emulator", "qemu_args",
+    "overrides", "qemu_capabilities", "has_mmio_devices",
 )  # fmt: skip
 
 
@@ -95,7 +95,7 @@ class Checker:
         for a shape not seen yet."""
         # <qemu:commandline>/<qemu:override> settings put findings on their own lines (and
         # devices of their own): rare, so simply not remembered.
-        if not self.enabled or fields["tx_settings"]:
+        if not self.enabled or fields["qemu_args"] or fields["overrides"]:
             if domain is None:
                 domain = domain_from_parts(fields, nics)
             return check_domain(domain, self.policy, self.hosts, self.host_mode)

@@ -26,20 +26,39 @@ VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
 
 
 @record(frozen=True)
-class TxSetting:
-    """A QEMU ``tx`` value that reaches a NIC's device by a route other than ``<driver txmode>``:
-    ``<qemu:commandline>`` arguments or a ``<qemu:override>`` property (both reach QEMU verbatim).
+class QemuArg:
+    """One ``<qemu:commandline>`` option that may reach a NIC's tx, as QEMU reads it
+    (``qemu_args.parse_commandline``); options proven harmless are not kept.
 
-    ``target`` names what it applies to: ``alias:net0`` (an ``-set device.ALIAS.tx`` or an
-    override of that alias), ``driver:virtio-net-pci`` (``-global``), or ``new:N`` for the N-th
-    ``-device virtio-net-...,tx=`` the command line adds by itself.
+    ``kind``: ``global`` (``target`` is the QOM type named, ``value`` the tx), ``device`` (an
+    extra ``-device``: ``target`` its driver, ``value`` its own tx or None, ``ident`` its
+    QemuOpts id, ``json`` when written as JSON, which no ``-set`` can reach), ``set``
+    (``-set device.ID.PROP=VALUE``: ``target`` is the ID, ``prop`` tx or driver), or
+    ``unverifiable`` (``reason`` says why).
     """
 
-    value: Optional[str]  # None: an override that removes the property (QEMU's default applies)
-    route: str  # human words for where it was set, quoted in findings
-    target: str
+    kind: str
     line: int
-    device: Optional[str] = None  # the QEMU driver named, for -global and -device
+    text: str  # the option and its value as written, quoted in findings
+    target: str = ""
+    prop: str = ""
+    value: Optional[str] = None
+    ident: Optional[str] = None
+    json: bool = False
+    reason: str = ""
+
+
+@record(frozen=True)
+class OverrideProp:
+    """One ``<qemu:override>`` frontend property of the device with ``alias``, as libvirt parses
+    it; libvirt rewrites the device's -device properties with it after building the device.
+    Only ``tx`` and ``driver`` are kept: no other property can touch a NIC's tx."""
+
+    alias: str
+    name: str
+    type: str  # libvirt's: string, signed, unsigned, bool, remove
+    value: Optional[str]
+    line: int
 
 
 @record(frozen=True)
@@ -74,8 +93,13 @@ class Domain:
     machine: Optional[str] = None
     emulator: Optional[str] = None
     nics: tuple[Nic, ...] = field(default_factory=tuple)
-    # tx values set through <qemu:commandline> and <qemu:override>, in document order
-    tx_settings: tuple[TxSetting, ...] = ()
+    # <qemu:commandline> options that may reach a NIC's tx, in libvirt's order (all elements)
+    qemu_args: tuple[QemuArg, ...] = ()
+    # <qemu:override> tx and driver properties, in libvirt's order (all elements)
+    overrides: tuple[OverrideProp, ...] = ()
+    # <qemu:capabilities> adds or removes QEMU capabilities: how libvirt passes -device is
+    # then not what the host's libvirt would choose on its own
+    qemu_capabilities: bool = False
     # address types of every device that names one (the virtio-mmio default depends on them)
     has_mmio_devices: bool = False
 
@@ -124,6 +148,15 @@ class HostCapabilities(DataclassLike):  # DataclassLike: dataclasses.replace acc
     # Whether /dev/vhost-net exists. libvirt falls back to QEMU's own virtio-net backend without
     # it, so txmode then takes effect even where vhost-net would have done the transmit.
     vhost_net: Optional[bool] = None
+    # emulator path -> QEMU type -> its ancestors, parent first, as the emulator's QOM reports
+    # them (QMP qom-list-types with abstract types): a -global applies to every type that
+    # descends from the type it names. Only virtio-net types are kept. Missing: the known
+    # parents of passthrough.KNOWN_ANCESTRY stand in.
+    ancestry: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    # emulator path -> whether libvirt passes -device to it as JSON (libvirt's own capabilities
+    # cache: the device.json+hotplug flag). Then no -set can reach a device libvirt creates.
+    # Missing: unknown, and a -set is assumed to reach it.
+    device_json: Mapping[str, bool] = field(default_factory=dict)
 
     def guest_arch(self, domain: Domain) -> Optional[str]:
         """The arch libvirt gives the domain on this host."""

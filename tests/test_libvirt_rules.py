@@ -425,7 +425,6 @@ def test_global_for_another_device_or_property_is_not_a_txmode() -> None:
     for args in (
         ("-global", "virtio-net-ccw.tx=timer"),
         ("-global", "virtio-net-pci.mq=on"),
-        ("-set", "device.net1.tx=timer"),
         ("-device", "e1000,tx=timer"),
         ("-name", "x"),
     ):
