@@ -454,10 +454,27 @@ def _snapshot_hosts(paths: Sequence[str]) -> list[HostCapabilities]:
     except SnapshotError as exc:
         raise FatalError(str(exc)) from None
     names = [s.host for s in snapshots]
+    for snapshot in snapshots:
+        _say_ancestry(snapshot.capabilities, snapshot.source)
     return [
         s.capabilities if names.count(s.host) == 1 else _renamed(s.capabilities, s.source)
         for s in snapshots
     ]
+
+
+def _say_ancestry(caps: HostCapabilities, source: str) -> None:
+    """With -v: which emulators' -global reach is judged from the known parents, not the host's
+    own QEMU (a snapshot taken before the probe recorded type ancestry)."""
+    from . import logs  # noqa: PLC0415
+
+    for emulator in sorted(caps.devices):
+        if emulator not in caps.ancestry:
+            logs.get(__name__).info(
+                "%s: %s has no recorded type ancestry: -global is judged with the known parents "
+                "of QEMU's virtio-net types (take a new snapshot to use its own)",
+                source,
+                emulator,
+            )
 
 
 def _renamed(caps: HostCapabilities, source: str) -> HostCapabilities:
