@@ -174,6 +174,10 @@ class _Resolver:
         # <qemu:capabilities> may change how libvirt passes -device: then it is not known.
         self.libvirt_json = json_devices is True and not domain.qemu_capabilities
         self.globals = [a for a in domain.qemu_args if a.kind == "global"]
+        # type named -> (position, the last -global naming it): a device looks up only the
+        # types it descends from, whatever the number of -globals.
+        self.last_global = {arg.target: (order, arg) for order, arg in enumerate(self.globals)}
+        self.unknown: set[str] = set()  # devices whose ancestry nobody knows
         self.unprovable: list[Unprovable] = [
             Unprovable(a.line, a.text, a.reason)
             for a in domain.qemu_args
@@ -189,6 +193,7 @@ class _Resolver:
         extra = self._commandline(aliases, state)
         results = tuple(self._finish(built) for built in state)
         devices = tuple(found for found in map(self._finish, extra) if found is not None)
+        self._unknown_ancestry()
         return Passthrough(nics=results, extra=devices, unprovable=tuple(self.unprovable))
 
     def _overrides(self, aliases: Mapping[str, int], state: list[_Built]) -> None:
@@ -285,15 +290,20 @@ class _Resolver:
                 )
             )
 
-    def _unknown_ancestry(self, device: str) -> None:
+    def _unknown_ancestry(self) -> None:
+        """A -global may reach a device whose ancestry is unknown, unless it names that very
+        device: say so once per -global."""
+        if not self.unknown:
+            return
+        names = ", ".join(sorted(self.unknown)[:3]) + (", ..." if len(self.unknown) > 3 else "")
         for arg in self.globals:
-            if arg.target != device:
+            if len(self.unknown) > 1 or arg.target not in self.unknown:
                 self.unprovable.append(
                     Unprovable(
                         arg.line,
                         arg.text,
-                        f"what {device} descends from is not known, so whether this reaches "
-                        "it is not known",
+                        f"what {names} descends from is not known, so whether this reaches it "
+                        "is not known",
                     )
                 )
 
@@ -307,13 +317,13 @@ class _Resolver:
             return DeviceTx(device, None, "", None)
         layers = self.types.layers(device)
         if layers is None:
-            self._unknown_ancestry(device)
+            self.unknown.add(device)
             layers = [frozenset((device,))]
         chosen: Optional[QemuArg] = None
         for layer in layers:  # inner device first: the proxy's globals come after
-            for arg in self.globals:
-                if arg.target in layer:
-                    chosen = arg
+            found = [self.last_global[t] for t in layer if t in self.last_global]
+            if found:
+                chosen = max(found, key=lambda item: item[0])[1]
         if chosen is None:
             return DeviceTx(device, None, "", None)
         return DeviceTx(device, txmode_of(chosen.value), _route(chosen), chosen.line)

@@ -79,7 +79,8 @@ _GLOBAL_SHORT = re.compile(r"([^.=]{1,63})\.([^=]{1,63})=")
 _SET_FORM = re.compile(r"([^.]{1,63})\.([^.]{1,63})\.([^=]{1,63})=")
 # What a -set may name: qemu_set_option refuses these groups ("-set is not supported with").
 _NOT_SETTABLE = ("object", "machine", "smp-opts", "boot-opts")
-ARG_ROUTE = "<qemu:commandline>"
+_NAME_END = re.compile("[=,]")
+MAX_VALUE = 64 * 1024
 
 
 def parse_commandline(args: Sequence[tuple[str, int]]) -> tuple[QemuArg, ...]:
@@ -118,6 +119,9 @@ def _alone(name: Optional[str], arg: str, line: int) -> list[QemuArg]:
 
 
 def _with_value(name: str, text: str, value: str, line: int) -> list[QemuArg]:
+    if name in ("global", "device", "set") and len(value) > MAX_VALUE:
+        # Bounded work per option whatever the input: no real option value comes near this.
+        return [_unverifiable(f"{text[:80]}...", line, f"a value over {MAX_VALUE} characters")]
     if name == "global":
         return _global(value, line, text)
     if name == "device":
@@ -142,15 +146,17 @@ def opt_value(text: str, start: int) -> tuple[str, int]:
     and the index of that comma (or the end)."""
     value: list[str] = []
     index = start
-    while index < len(text):
-        char = text[index]
-        if char == ",":
-            if text[index + 1 : index + 2] != ",":
-                break
-            index += 1
-        value.append(char)
-        index += 1
-    return "".join(value), index
+    while True:
+        comma = text.find(",", index)
+        if comma == -1:
+            value.append(text[index:])
+            return "".join(value), len(text)
+        value.append(
+            text[index : comma + 1] if text[comma + 1 : comma + 2] == "," else text[index:comma]
+        )
+        if text[comma + 1 : comma + 2] != ",":
+            return "".join(value), comma
+        index = comma + 2
 
 
 def parse_opts(text: str, implied: Optional[str] = None) -> list[tuple[str, str]]:
@@ -161,11 +167,9 @@ def parse_opts(text: str, implied: Optional[str] = None) -> list[tuple[str, str]
     index = 0
     first = True
     while index < len(text):
-        stop = len(text)
-        for mark in ("=", ","):
-            found = text.find(mark, index)
-            if found != -1 and found < stop:
-                stop = found
+        # strcspn(params, "=,"): a search that stops at the first of either keeps this linear.
+        end = _NAME_END.search(text, index)
+        stop = end.start() if end is not None else len(text)
         if stop == len(text) or text[stop] != "=":
             if first and implied is not None:
                 value, index = opt_value(text, index)
