@@ -21,14 +21,25 @@ from . import __version__, files, logs
 from .files import write_atomic  # its home is files.py; importable from here as before
 from .model import Support, SupportState
 from .qemu import EmulatorIdentity
+from .records import field, record
 
-# The one JSON form of a probe answer, shared with snapshots (re-exported for older imports).
-from .snapshot import support_from_json, support_to_json
+# The one JSON form of a probe answer and of type ancestry, shared with snapshots (the support
+# pair is re-exported for older imports).
+from .snapshot import ancestry_from_json, ancestry_to_json, support_from_json, support_to_json
 
 LOG = logs.get(__name__)  # logging itself only once there is a message
 FORMAT = "libvirt-txmode-probe-cache"
 FORMAT_VERSION = 1
 MAX_CACHE_BYTES = 1024 * 1024
+
+
+@record(frozen=True)
+class CacheEntry:
+    """One emulator's cached facts. ``ancestry`` None: not known (an entry written before
+    ancestry was recorded, or a QEMU that could not give it): the engine's table stands in."""
+
+    devices: dict[str, Support] = field(default_factory=dict)
+    ancestry: Optional[dict[str, tuple[str, ...]]] = None
 
 
 class ProbeCache:
@@ -64,23 +75,27 @@ class ProbeCache:
         return True
 
     def load(self, identity: EmulatorIdentity) -> dict[str, Support]:
+        """The cached device answers (``load_entry`` for everything cached)."""
+        return self.load_entry(identity).devices
+
+    def load_entry(self, identity: EmulatorIdentity) -> CacheEntry:
         path = self._path(identity)
         if path is None or not self._usable_dir(create=False):
-            return {}
+            return CacheEntry()
         try:
             # Non-blocking, no symlink, regular files only: a FIFO here must not hang the hook.
             raw, info = files.read_regular(path, MAX_CACHE_BYTES)
         except FileNotFoundError:
-            return {}
+            return CacheEntry()
         except OSError as exc:
             LOG.warning("probe cache %s unreadable (%s): ignored", path, exc.strerror)
-            return {}
+            return CacheEntry()
         if not files.trusted(info):
             LOG.warning("probe cache %s has a foreign owner or mode: ignored", path)
-            return {}
+            return CacheEntry()
         return self._decode(path, raw, identity)
 
-    def _decode(self, path: str, raw: bytes, identity: EmulatorIdentity) -> dict[str, Support]:
+    def _decode(self, path: str, raw: bytes, identity: EmulatorIdentity) -> CacheEntry:
         try:
             data = files.load_json(raw)
             if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -95,28 +110,41 @@ class ProbeCache:
                 LOG.info(
                     "probe cache %s was written by version %r: re-probing", path, data.get("tool")
                 )
-                return {}
+                return CacheEntry()
             if data.get("identity") != identity.key():
                 LOG.info(
                     "probe cache %s is for another build of %s: re-probing", path, identity.path
                 )
-                return {}  # the binary changed since: re-probe, as libvirt does
+                return CacheEntry()  # the binary changed since: re-probe, as libvirt does
             devices = data["devices"]
             if not isinstance(devices, dict):
                 raise ValueError("'devices' is not an object")
-            return {str(name): support_from_json(entry) for name, entry in devices.items()}
+            return CacheEntry(
+                devices={str(name): support_from_json(entry) for name, entry in devices.items()},
+                # Optional: entries written before ancestry was recorded have none (unknown).
+                ancestry=ancestry_from_json(data.get("ancestry"), "'ancestry'"),
+            )
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             LOG.warning("probe cache %s is corrupt (%s): it will be replaced", path, exc)
-            return {}
+            return CacheEntry()
 
-    def store(self, identity: EmulatorIdentity, results: dict[str, Support]) -> None:
-        """Merge ``results`` into the cache file; failures are only logged, never raised."""
+    def store(
+        self,
+        identity: EmulatorIdentity,
+        results: dict[str, Support],
+        *,
+        ancestry: Optional[dict[str, tuple[str, ...]]] = None,
+    ) -> None:
+        """Merge ``results`` (and ``ancestry``, when known: else the cached one stays) into the
+        cache file; failures are only logged, never raised."""
         path = self._path(identity)
         if path is None or not self._usable_dir(create=True):
             return
-        known = self.load(identity)
+        cached = self.load_entry(identity)
+        known = dict(cached.devices)
         known.update({d: s for d, s in results.items() if s.state is not SupportState.UNKNOWN})
-        document = {
+        kept_ancestry = ancestry if ancestry is not None else cached.ancestry
+        document: dict[str, object] = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "tool": __version__,
@@ -125,6 +153,8 @@ class ProbeCache:
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "devices": {d: support_to_json(s) for d, s in sorted(known.items())},
         }
+        if kept_ancestry is not None:
+            document["ancestry"] = ancestry_to_json(kept_ancestry)
         try:
             import json  # noqa: PLC0415 - writing: only after a probe
 

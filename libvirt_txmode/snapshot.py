@@ -44,7 +44,7 @@ class Snapshot:
         caps = self.capabilities
         emulators: dict[str, Any] = {}
         for path in sorted(set(caps.devices) | set(caps.emulator_errors)):
-            emulators[path] = {
+            entry: dict[str, Any] = {
                 "identity": self.identities.get(path),
                 "error": caps.emulator_errors.get(path),
                 "devices": {
@@ -52,6 +52,13 @@ class Snapshot:
                     for device, support in sorted(caps.devices.get(path, {}).items())
                 },
             }
+            # Optional keys, written only when known (absent or null: unknown); readers of
+            # version 1 that predate them ignore them.
+            if path in caps.ancestry:
+                entry["ancestry"] = ancestry_to_json(caps.ancestry[path])
+            if path in caps.device_json:
+                entry["device_json"] = caps.device_json[path]
+            emulators[path] = entry
         document: dict[str, Any] = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -91,6 +98,26 @@ def support_from_json(entry: object) -> Support:
         known = ", ".join(repr(s.value) for s in SupportState)
         raise ValueError(f"'state' is {state!r}, not one of {known}") from None
     return Support(parsed, str(entry.get("detail", "")), str(entry.get("method", "")))
+
+
+def ancestry_to_json(ancestry: Mapping[str, tuple[str, ...]]) -> dict[str, list[str]]:
+    """QEMU type -> its ancestors, parent first: the one JSON form (snapshot and probe cache)."""
+    return {name: list(chain) for name, chain in sorted(ancestry.items())}
+
+
+def ancestry_from_json(value: object, where: str) -> Optional[dict[str, tuple[str, ...]]]:
+    """``ancestry_to_json``'s reverse; None (unknown) for a missing or null value. ValueError
+    names ``where`` when the value is not an object of lists of strings."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is not an object")
+    result: dict[str, tuple[str, ...]] = {}
+    for name, chain in value.items():
+        if not isinstance(chain, list) or not all(isinstance(t, str) for t in chain):
+            raise ValueError(f"{where}[{name!r}] is not a list of strings")
+        result[name] = tuple(chain)
+    return result
 
 
 def write_snapshot(path: str, snapshot: Snapshot) -> None:
@@ -177,6 +204,8 @@ class _Emulators:
     devices: dict[str, dict[str, Support]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     identities: dict[str, str] = field(default_factory=dict)
+    ancestry: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    device_json: dict[str, bool] = field(default_factory=dict)
 
     def add(self, path: str, entry: Any, on_host: str) -> None:
         where = f"emulators[{path!r}]"
@@ -195,6 +224,22 @@ class _Emulators:
         self.devices[path] = found
         if entry.get("identity"):
             self.identities[path] = str(entry["identity"])
+        self._host_facts(path, entry, where)
+
+    def _host_facts(self, path: str, entry: dict[str, Any], where: str) -> None:
+        """``ancestry`` and ``device_json``: added after 0.3.0 and optional (absent or null in older
+        snapshots: unknown)."""
+        try:
+            ancestry = ancestry_from_json(entry.get("ancestry"), f"{where}.ancestry")
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        if ancestry is not None:
+            self.ancestry[path] = ancestry
+        device_json = entry.get("device_json")
+        if device_json is not None:
+            if not isinstance(device_json, bool):
+                raise _Invalid(f"{where}: 'device_json' is not true, false or null")
+            self.device_json[path] = device_json
 
 
 def _parse_snapshot(data: Any, source: str, name: Optional[str]) -> Snapshot:
@@ -222,6 +267,8 @@ def _parse_snapshot(data: Any, source: str, name: Optional[str]) -> Snapshot:
         arch=_optional(data, "arch", str),
         networks=_networks(data),
         vhost_net=_optional(data, "vhost_net", bool),
+        ancestry=emulators.ancestry,
+        device_json=emulators.device_json,
     )
     return Snapshot(
         host=host,
