@@ -16,10 +16,10 @@ from typing import Any, Callable, Optional
 
 from lxml import etree
 
-from . import __version__, paths
+from . import __version__, libvirt_qemucaps, paths
 from .model import Guest, HostCapabilities, Support
 from .policy import Policy
-from .qemu import ProbeError, identify, probe, trust_problem
+from .qemu import ProbeError, ProbeResult, identify, probe_emulator, trust_problem
 from .snapshot import Snapshot, SnapshotError
 
 LOG = logging.getLogger(__name__)
@@ -34,11 +34,18 @@ VIRTIO_NET_DEVICES = (
 VHOST_NET_DEVICE = paths.VHOST_NET_DEVICE
 Progress = Callable[[str], None]
 
-Prober = Callable[[str, Sequence[str], float], dict[str, Support]]
+# (emulator, devices, timeout) -> the devices' support and the virtio-net types' ancestry
+Prober = Callable[[str, Sequence[str], float], ProbeResult]
+# (emulator, libvirt's version) -> whether libvirt passes -device to it as JSON (None: unknown)
+DeviceJsonReader = Callable[[str, Optional[int]], Optional[bool]]
 
 
-def _probe(emulator: str, devices: Sequence[str], timeout: float) -> dict[str, Support]:
-    return probe(emulator, devices, timeout=timeout)
+def _probe(emulator: str, devices: Sequence[str], timeout: float) -> ProbeResult:
+    return probe_emulator(emulator, devices, timeout=timeout, ancestry=True)
+
+
+def _device_json(emulator: str, libvirt_version: Optional[int]) -> Optional[bool]:
+    return libvirt_qemucaps.device_json(emulator, libvirt_version=libvirt_version)
 
 
 def _parse(xml: str) -> etree._Element:
@@ -118,18 +125,25 @@ def take_snapshot(
     policy: Policy,
     *,
     prober: Prober = _probe,
+    device_json: DeviceJsonReader = _device_json,
     uri: str = "",
     progress: Optional[Progress] = None,
 ) -> dict[str, Any]:
     """Build the snapshot document from an open libvirt connection and direct probes.
 
-    ``progress`` hears one line per step that may take a while (each emulator probed).
+    Per emulator: the virtio-net devices' support and type ancestry (one probe), and whether
+    libvirt passes -device to it as JSON (libvirt's own capabilities file, believed only when
+    the daemon's version wrote it). ``progress`` hears one line per step that may take a while
+    (each emulator probed).
     """
     capabilities_xml = conn.getCapabilities()
     guests = guests_from_capabilities(capabilities_xml)
+    library_version = conn.getLibVersion()
     devices: dict[str, dict[str, Support]] = {}
     errors: dict[str, str] = {}
     identities: dict[str, str] = {}
+    ancestry: dict[str, dict[str, tuple[str, ...]]] = {}
+    json_devices: dict[str, bool] = {}
     for emulator in sorted({g.emulator for g in guests}):
         if progress is not None:
             progress(f"probing {emulator}")
@@ -138,11 +152,20 @@ def take_snapshot(
             if problem is not None:
                 raise ProbeError(problem)
             identity = identify(emulator)
-            devices[emulator] = prober(emulator, VIRTIO_NET_DEVICES, policy.probe_timeout)
-            identities[emulator] = identity.key()
+            probed = prober(emulator, VIRTIO_NET_DEVICES, policy.probe_timeout)
         except ProbeError as exc:
             LOG.warning("%s", exc)
             errors[emulator] = str(exc)
+            continue
+        devices[emulator] = dict(probed.devices)
+        identities[emulator] = identity.key()
+        if probed.ancestry is not None:
+            ancestry[emulator] = probed.ancestry
+        else:
+            LOG.warning("no type ancestry from %s: %s", emulator, probed.ancestry_error)
+        as_json = device_json(emulator, library_version)
+        if as_json is not None:
+            json_devices[emulator] = as_json
     host = _hostname(conn)
     snapshot = Snapshot(
         host=host,
@@ -155,13 +178,15 @@ def take_snapshot(
             arch=host_arch_from_capabilities(capabilities_xml),
             networks=networks_of(conn),
             vhost_net=os.path.exists(VHOST_NET_DEVICE),
+            ancestry=ancestry,
+            device_json=json_devices,
         ),
         identities=identities,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         tool=__version__,
         libvirt={
             "uri": uri,
-            "library_version": _version(conn.getLibVersion()),
+            "library_version": _version(library_version),
             "hypervisor": conn.getType(),
             "hypervisor_version": _version(conn.getVersion()),
         },

@@ -3,27 +3,62 @@
 Order of trust per emulator: the binary must pass the policy's trust rules before anything is
 believed about it; a snapshot's or cache's answers count only while the binary's identity is the one
 they were recorded for; whatever is still missing is probed once, under the emulator's lock.
+
+The same holds for the virtio-net types' ancestry, which the probe records with the answers: it
+comes from the snapshot or the cache for the same binary, else from the probe that runs anyway
+for a missing device. Ancestry alone never causes a probe: where none is recorded (an older
+snapshot or cache entry, a QEMU without qom-list-types) it stays unknown. Whether libvirt passes
+-device as JSON is read from libvirt's own capabilities file (``libvirt_qemucaps``: what libvirt
+itself uses for this start, checked against the binary's ctime), and only where that cannot be
+read (not root) from the snapshot of the same binary.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
-from . import logs, paths
+from . import libvirt_qemucaps, logs, paths
 from .cache import ProbeCache
 from .libvirt_rules import emulator_binary, plan_domain_passthrough
 from .model import Domain, Guest, HostCapabilities, Support, SupportState
 from .networks import read_forward_modes
 from .policy import Policy
-from .qemu import ProbeError, identify, probe, trust_problem
-from .records import replace
+from .qemu import (
+    EmulatorIdentity,
+    ProbeError,
+    ProbeResult,
+    identify,
+    probe_emulator,
+    trust_problem,
+)
+from .records import record, replace
 
 LOG = logs.get(__name__)  # logging itself only once there is a message
 VHOST_NET_DEVICE = paths.VHOST_NET_DEVICE
+Ancestry = dict[str, tuple[str, ...]]
 
-Prober = Callable[[str, Sequence[str], float], dict[str, Support]]
+
+class Prober(Protocol):
+    """``qemu.probe_emulator``'s shape: the devices' support, and the type ancestry when asked."""
+
+    def __call__(
+        self, emulator: str, devices: Sequence[str], timeout: float, *, ancestry: bool
+    ) -> ProbeResult: ...
+
+
+# emulator -> whether libvirt passes -device to it as JSON (None: unknown)
+DeviceJsonReader = Callable[[str], Optional[bool]]
+
+
+@record(frozen=True)
+class EmulatorFacts:
+    """What is believed about one trusted emulator."""
+
+    devices: dict[str, Support]
+    ancestry: Optional[Ancestry] = None  # None: unknown
+    device_json: Optional[bool] = None  # None: unknown
 
 
 def _which(name: str) -> Optional[str]:
@@ -32,8 +67,14 @@ def _which(name: str) -> Optional[str]:
     return shutil.which(name)
 
 
-def _default_prober(emulator: str, devices: Sequence[str], timeout: float) -> dict[str, Support]:
-    return probe(emulator, devices, timeout=timeout)
+def _default_prober(
+    emulator: str, devices: Sequence[str], timeout: float, *, ancestry: bool
+) -> ProbeResult:
+    return probe_emulator(emulator, devices, timeout=timeout, ancestry=ancestry)
+
+
+def _default_device_json(emulator: str) -> Optional[bool]:
+    return libvirt_qemucaps.device_json(emulator)
 
 
 def host_arch() -> str:
@@ -95,32 +136,22 @@ def local_capabilities(
     prober: Prober = _default_prober,
     host: Optional[HostCapabilities] = None,
     needed: Optional[list[set[str]]] = None,
+    device_json: DeviceJsonReader = _default_device_json,
 ) -> HostCapabilities:
-    """``needed``: ``needed_devices(domains, host)`` if the caller has it already (the hook)."""
+    """``needed``: ``needed_devices(domains, host)`` if the caller has it already (the hook).
+    Each emulator a needed device runs on gets its support answers, its virtio-net types'
+    ancestry and whether libvirt passes it -device as JSON, as far as they are known."""
     facts = host if host is not None else this_host(domains, name=name, snapshot=snapshot)
-    guests: dict[tuple[str, str], Guest] = {}
-    wanted: dict[str, set[str]] = {}
     if needed is None or host is None:
         needed = needed_devices(domains, facts)
-    for domain, devices in zip(domains, needed):
-        if not devices:
-            continue
-        emulator = facts.resolve_emulator(domain)
-        arch = facts.guest_arch(domain) or ""
-        if emulator is None:
-            # libvirt looks for qemu-system-<its binary name for the arch> on its search path.
-            emulator = (which or _which)(emulator_binary(arch))
-        if emulator is None:
-            continue
-        if domain.emulator is None and facts.guest(domain) is None:
-            guests[(arch, domain.type)] = Guest(arch, emulator, (domain.type,))
-        wanted.setdefault(emulator, set()).update(devices)
-
+    wanted, guests = _wanted(domains, needed, facts, which or _which)
     results: dict[str, dict[str, Support]] = {}
     errors: dict[str, str] = {}
+    ancestry: dict[str, Mapping[str, tuple[str, ...]]] = dict(facts.ancestry)
+    as_json: dict[str, bool] = dict(facts.device_json)
     for emulator, devices in sorted(wanted.items()):
         try:
-            results[emulator] = _emulator_support(
+            found = _emulator_facts(
                 emulator,
                 devices=sorted(devices),
                 policy=policy,
@@ -128,19 +159,53 @@ def local_capabilities(
                 snapshot=snapshot,
                 snapshot_identities=snapshot_identities or {},
                 prober=prober,
+                device_json=device_json,
             )
         except ProbeError as exc:
             LOG.warning("%s", exc)
             errors[emulator] = str(exc)
+            continue
+        results[emulator] = found.devices
+        if found.ancestry is not None:
+            ancestry[emulator] = found.ancestry
+        if found.device_json is not None:
+            as_json[emulator] = found.device_json
     return replace(
         facts,
         guests=facts.guests + tuple(guests.values()),
         devices=results,
         emulator_errors=errors,
+        ancestry=ancestry,
+        device_json=as_json,
     )
 
 
-def _emulator_support(
+def _wanted(
+    domains: Sequence[Domain],
+    needed: list[set[str]],
+    facts: HostCapabilities,
+    which: Callable[[str], Optional[str]],
+) -> tuple[dict[str, set[str]], dict[tuple[str, str], Guest]]:
+    """Emulator -> the devices needed on it, and the guests found on the search path."""
+    guests: dict[tuple[str, str], Guest] = {}
+    wanted: dict[str, set[str]] = {}
+    for domain, devices in zip(domains, needed):
+        if not devices:
+            continue
+        emulator = facts.resolve_emulator(domain)
+        arch = facts.guest_arch(domain) or ""
+        if emulator is None:
+            # libvirt looks for qemu-system-<its binary name for the arch> on its search path.
+            emulator = which(emulator_binary(arch))
+        if emulator is None:
+            continue
+        if domain.emulator is None and facts.guest(domain) is None:
+            guests[(arch, domain.type)] = Guest(arch, emulator, (domain.type,))
+        wanted.setdefault(emulator, set()).update(devices)
+    return wanted, guests
+
+
+def _emulator_facts(
     emulator: str,
     *,
     devices: list[str],
@@ -149,32 +214,70 @@ def _emulator_support(
     snapshot: Optional[HostCapabilities],
     snapshot_identities: Mapping[str, str],
     prober: Prober,
-) -> dict[str, Support]:
+    device_json: DeviceJsonReader,
+) -> EmulatorFacts:
     problem = trust_problem(emulator, policy.emulators)
     if problem is not None:
         raise ProbeError(problem)
     identity = identify(emulator)
+    same_binary = snapshot is not None and snapshot_identities.get(emulator) == identity.key()
     known: dict[str, Support] = {}
-    if snapshot is not None and snapshot_identities.get(emulator) == identity.key():
+    ancestry: Optional[Ancestry] = None
+    if snapshot is not None and same_binary:
         known.update(_settled(snapshot.devices.get(emulator, {})))
+        ancestry = _copy(snapshot.ancestry.get(emulator))
     missing = [d for d in devices if d not in known]
-    if missing:
-        known.update(_settled(cache.load(identity)))
+    if missing or ancestry is None:
+        entry = cache.load_entry(identity)
+        known.update(_settled(entry.devices))
+        ancestry = ancestry if ancestry is not None else entry.ancestry
         missing = [d for d in devices if d not in known]
-    if not missing:
-        return known
+    if missing:
+        ancestry = _probe_missing(
+            emulator, identity, known, devices, ancestry, policy=policy, cache=cache, prober=prober
+        )
+    # libvirt's own file first: it is what libvirt uses for this very start (it revalidates the
+    # file before the prepare hook runs); the snapshot's copy only where it cannot be read.
+    as_json = device_json(emulator)
+    if as_json is None and snapshot is not None and same_binary:
+        as_json = snapshot.device_json.get(emulator)
+    return EmulatorFacts(known, ancestry, as_json)
+
+
+def _probe_missing(
+    emulator: str,
+    identity: EmulatorIdentity,
+    known: dict[str, Support],
+    devices: list[str],
+    ancestry: Optional[Ancestry],
+    *,
+    policy: Policy,
+    cache: ProbeCache,
+    prober: Prober,
+) -> Optional[Ancestry]:
+    """Probe the devices ``known`` lacks (into ``known``), and the ancestry with them when it is
+    not known yet; returns the ancestry now known."""
     # Wait for a concurrent prober of the same binary rather than probing it again ourselves.
     with cache.lock(identity, timeout=policy.probe_timeout + 1.0):
-        known.update(_settled(cache.load(identity)))
+        entry = cache.load_entry(identity)
+        known.update(_settled(entry.devices))
+        ancestry = ancestry if ancestry is not None else entry.ancestry
         missing = [d for d in devices if d not in known]
         if missing:
-            fresh = prober(emulator, missing, policy.probe_timeout)
+            fresh = prober(emulator, missing, policy.probe_timeout, ancestry=ancestry is None)
             if identify(emulator).key() != identity.key():
                 # Replaced while we probed: the answer may describe either binary, so don't keep it.
                 raise ProbeError(f"emulator {emulator} changed while it was being probed")
-            cache.store(identity, fresh)
-            known.update(fresh)
-    return known
+            cache.store(identity, dict(fresh.devices), ancestry=fresh.ancestry)
+            known.update(fresh.devices)
+            if ancestry is None and fresh.ancestry is None and fresh.ancestry_error:
+                LOG.info("no type ancestry from %s: %s", emulator, fresh.ancestry_error)
+            ancestry = ancestry if ancestry is not None else fresh.ancestry
+    return ancestry
+
+
+def _copy(ancestry: Optional[Mapping[str, tuple[str, ...]]]) -> Optional[Ancestry]:
+    return dict(ancestry) if ancestry is not None else None
 
 
 def _settled(answers: Mapping[str, Support]) -> dict[str, Support]:

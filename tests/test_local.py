@@ -15,7 +15,7 @@ from libvirt_txmode.domain import Domain, Nic
 from libvirt_txmode.local import local_capabilities, needed_devices
 from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
 from libvirt_txmode.policy import Policy
-from libvirt_txmode.qemu import identify
+from libvirt_txmode.qemu import ProbeResult, identify
 from tests.fakes import FakeEmulators, make_fakes, processes_with, read
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="owner checks need root")
@@ -32,17 +32,26 @@ def policy(fakes: FakeEmulators) -> Policy:
 
 
 class CountingProber:
-    """Stands in for qemu.probe and records each call."""
+    """Stands in for qemu.probe_emulator and records each call (and whether it asked for the
+    ancestry, which it then answers with ``ancestry``)."""
 
     def __init__(
-        self, state: SupportState = SupportState.SUPPORTED, detail: str = "probed"
+        self,
+        state: SupportState = SupportState.SUPPORTED,
+        detail: str = "probed",
+        ancestry: Optional[dict[str, tuple[str, ...]]] = None,
     ) -> None:
         self.calls: list[tuple[str, tuple[str, ...]]] = []
-        self.state, self.detail = state, detail
+        self.asked_ancestry: list[bool] = []
+        self.state, self.detail, self.ancestry = state, detail, ancestry
 
-    def __call__(self, emulator: str, devices: Sequence[str], timeout: float) -> dict[str, Support]:
+    def __call__(
+        self, emulator: str, devices: Sequence[str], timeout: float, *, ancestry: bool
+    ) -> ProbeResult:
         self.calls.append((emulator, tuple(devices)))
-        return {d: Support(self.state, self.detail, "help") for d in devices}
+        self.asked_ancestry.append(ancestry)
+        answers = {d: Support(self.state, self.detail, "help") for d in devices}
+        return ProbeResult(answers, self.ancestry if ancestry else None)
 
 
 def domain(
@@ -364,7 +373,11 @@ def test_real_prober_result_is_cached(fakes: FakeEmulators, policy: Policy, tmp_
             str(script),
             probed("tx listed by -device virtio-net-pci,help"),
         )
-    assert runs.read_text() == "run\n"
+        # A fake that prints help for anything answers no qom-list-types: no ancestry, and
+        # that alone never makes a probe.
+        assert caps.ancestry == {}
+    # The first probe: -device help, then one QMP session for the ancestry. Then never again.
+    assert runs.read_text() == "run\nrun\n"
 
 
 def test_hanging_emulator_is_unknown(fakes: FakeEmulators, tmp_path: Path) -> None:
@@ -390,12 +403,14 @@ def test_binary_replaced_while_probing_is_not_cached(
     path = fakes.script("qemu-a", "exit 0\n")
     emulator = str(path)
 
-    def replacing_prober(emu: str, devices: Sequence[str], timeout: float) -> dict[str, Support]:
+    def replacing_prober(
+        emu: str, devices: Sequence[str], timeout: float, *, ancestry: bool
+    ) -> ProbeResult:
         fresh = fakes.directory / "qemu-a.new"
         fresh.write_text("#!/bin/sh\n# a new build\nexit 0\n")
         os.chmod(fresh, 0o755)
         os.replace(fresh, path)  # a package upgrade renames the new binary into place
-        return {d: probed() for d in devices}
+        return ProbeResult({d: probed() for d in devices})
 
     vm = domain("vm", emulator)
     cache_dir = tmp_path / "cache"

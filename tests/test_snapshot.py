@@ -26,6 +26,7 @@ from libvirt_txmode.libvirt_host import (
 )
 from libvirt_txmode.model import Guest, Support, SupportState
 from libvirt_txmode.policy import Policy
+from libvirt_txmode.qemu import ProbeResult
 from libvirt_txmode.snapshot import FORMAT, SnapshotError, load_snapshot, parse_snapshot
 from tests import libvirt_env
 from tests.fakes import DATA, FakeEmulators, make_fakes
@@ -337,15 +338,22 @@ class RecordedConnection:
         return "hv1"
 
 
-def fake_prober(calls: list[str]) -> Callable[[str, Sequence[str], float], dict[str, Support]]:
-    def prober(emulator: str, devices: Sequence[str], timeout: float) -> dict[str, Support]:
+# What qom-list-types gives for QEMU 7.2's virtio-net-pci (tests/test_host_facts.py asks it).
+PCI_ANCESTRY = {
+    "virtio-net-pci": ("virtio-net-pci-base", "virtio-pci", "pci-device", "device", "object")
+}
+
+
+def fake_prober(calls: list[str]) -> Callable[[str, Sequence[str], float], ProbeResult]:
+    def prober(emulator: str, devices: Sequence[str], timeout: float) -> ProbeResult:
         calls.append(emulator)
-        return {
+        answers = {
             d: Support(SupportState.SUPPORTED, "probed", "help")
             if d != "virtio-net-ccw"
             else Support(SupportState.UNSUPPORTED, "this QEMU has no device virtio-net-ccw", "help")
             for d in devices
         }
+        return ProbeResult(answers, dict(PCI_ANCESTRY))
 
     return prober
 
@@ -385,6 +393,11 @@ def test_take_snapshot_from_recording(fakes: FakeEmulators) -> None:
     assert snapshot.identities == {x86: identify(x86).key(), i386: identify(i386).key()}
     assert snapshot.capabilities.devices[x86]["virtio-net-ccw"].state is SupportState.UNSUPPORTED
     assert snapshot.capabilities.emulator_errors == {}
+    # The probe's ancestry is kept per emulator; libvirt has no capabilities file for a fake
+    # binary, so how it passes -device stays unknown (no key written).
+    assert snapshot.capabilities.ancestry == {x86: PCI_ANCESTRY, i386: PCI_ANCESTRY}
+    assert snapshot.capabilities.device_json == {}
+    assert "device_json" not in document["emulators"][x86]
 
 
 def test_take_snapshot_untrusted_and_read_only(fakes: FakeEmulators) -> None:
@@ -457,6 +470,10 @@ def test_take_snapshot_real_libvirt(libvirt_up: None) -> None:
 
     assert snapshot.identities[X86] == identify(X86).key()
     assert document["libvirt"]["hypervisor"] == "QEMU"
+    # QEMU's own type ancestry, and libvirt 9.0's own word on JSON -device for QEMU 7.2.
+    chain = snapshot.capabilities.ancestry[X86]["virtio-net-pci"]
+    assert chain[:3] == ("virtio-net-pci-base", "virtio-pci", "pci-device")
+    assert snapshot.capabilities.device_json[X86] is True
     assert all(v["error"] is None for v in document["domain_capabilities"].values())
 
 
