@@ -298,7 +298,7 @@ def test_a_global_on_a_type_both_layers_descend_from_is_the_proxys() -> None:
         "object",
         "virtio-net-device",
         "virtio-device",
-        "pci-express-device",
+        "conventional-pci-device",
         "vmstate-if",
         "resettable",
     ],
@@ -309,6 +309,36 @@ def test_a_global_reaches_every_pci_nic_through_its_ancestry(target: str, model:
     plans, result = _plan(_nic_xml(model), extra=extra)
     assert plans[0].txmode == "timer"
     assert result.unprovable == ()
+
+
+@pytest.mark.parametrize("model", ["virtio", "virtio-non-transitional"])
+def test_a_global_on_pcie_devices_reaches_the_variants_that_implement_it(model: str) -> None:
+    # virtio_pci_types_register: the generic and non-transitional types implement both PCI
+    # interfaces, the transitional one only conventional-pci-device.
+    plans, _ = _plan(_nic_xml(model), extra=_args("-global", "pci-express-device.tx=timer"))
+    assert plans[0].txmode == "timer"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug (over-reports): passthrough.INTERFACES is added to every PCI device's "
+    "types, but virtio-net-pci-transitional does not implement pci-express-device",
+)
+def test_a_global_on_pcie_devices_does_not_reach_the_transitional_variant() -> None:
+    plans, _ = _plan(
+        _nic_xml("virtio-transitional"), extra=_args("-global", "pci-express-device.tx=timer")
+    )
+    assert plans[0].txmode is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug (over-reports): object_class_dynamic_cast refuses a cast to 'interface' "
+    "for a class with more than one interface (ambiguous), so such a -global reaches no device",
+)
+def test_a_global_on_the_interface_root_type_reaches_no_device() -> None:
+    plans, _ = _plan(_nic_xml(), extra=_args("-global", "interface.tx=timer"))
+    assert plans[0].txmode is None
 
 
 @pytest.mark.parametrize(
