@@ -42,11 +42,14 @@ KNOWN_ANCESTRY: Mapping[str, tuple[str, ...]] = {
     "virtio-net-device": ("virtio-device", "device", "object"),
     "virtio-net-ccw": ("virtio-ccw-device", "ccw-device", "device", "object"),
 }
-# Interfaces a -global may name too (object_dynamic_cast checks them): every device's
-# (vmstate-if, resettable) and the PCI ones'; the probe's ancestry does not list interfaces.
-INTERFACES = frozenset(
-    ("interface", "vmstate-if", "resettable", "pci-express-device", "conventional-pci-device")
-)
+# Interfaces a -global may name too (object_dynamic_cast checks them; the probe's ancestry does
+# not list them): every device's (hw/core/qdev.c), and the PCI variants' (virtio_pci_types_
+# register: a transitional device is conventional PCI only). The root type "interface" is no
+# target: every device implements several, and object_class_dynamic_cast refuses an ambiguous
+# cast.
+DEVICE_INTERFACES = frozenset(("vmstate-if", "resettable"))
+_CONVENTIONAL = frozenset(("conventional-pci-device",))
+_PCI_INTERFACES = frozenset(("pci-express-device", "conventional-pci-device"))
 INNER_DEVICE = "virtio-net-device"
 # qdev_alias_table: "virtio-net" is the transport's device of the target arch.
 _ALIAS = "virtio-net"
@@ -117,11 +120,11 @@ class _Types:
         own = self.ancestors(device)
         if own is None:
             return None
-        outer = frozenset((device, *own)) | INTERFACES
+        outer = frozenset((device, *own)) | DEVICE_INTERFACES | _pci_interfaces(device, own)
         if device == INNER_DEVICE or INNER_DEVICE in own or "virtio-device" in own:
             return [outer]
         inner_chain = self.ancestors(INNER_DEVICE) or KNOWN_ANCESTRY[INNER_DEVICE]
-        return [frozenset((INNER_DEVICE, *inner_chain)) | INTERFACES, outer]
+        return [frozenset((INNER_DEVICE, *inner_chain)) | DEVICE_INTERFACES, outer]
 
 
 @record()
@@ -135,6 +138,16 @@ class _Built:
 
     def set_tx(self, tx: Optional[str], route: str, line: Optional[int]) -> None:
         self.tx, self.route, self.line = tx, route if tx is not None else "", line
+
+
+def _pci_interfaces(device: str, ancestors: tuple[str, ...]) -> frozenset[str]:
+    if "pci-device" not in ancestors:
+        return frozenset()
+    return (
+        _CONVENTIONAL
+        if device.endswith("-transitional") and not device.endswith("non-transitional")
+        else _PCI_INTERFACES
+    )
 
 
 def _route(arg: QemuArg) -> str:
@@ -226,7 +239,8 @@ class _Resolver:
                 )
                 continue
             if prop.name == "driver":
-                built.device = prop.value
+                # QEMU resolves a JSON -device driver through qdev_alias_table too.
+                built.device = self.types.resolve(prop.value or "")
             else:
                 built.set_tx(prop.value, where, prop.line)
 
