@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -57,6 +58,21 @@ SUPPORTED = Support(SupportState.SUPPORTED, "tx listed by -device virtio-net-pci
 @pytest.fixture
 def fakes() -> Iterator[FakeEmulators]:
     yield from make_fakes()
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog, also fed straight from the project's loggers: a hook run in-process earlier in the
+    session routes "libvirt_txmode" to syslog without propagation (hook._syslog_handler)."""
+    loggers = [
+        logging.getLogger(f"libvirt_txmode.{name}") for name in ("libvirt_qemucaps", "cache")
+    ]
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+        caplog.set_level(logging.INFO, logger=logger.name)
+    yield caplog
+    for logger in loggers:
+        logger.removeHandler(caplog.handler)
 
 
 def require_qemu() -> None:
@@ -321,18 +337,17 @@ def test_only_the_flag_proves_json(tmp_path: Path, edit: Any, expected: Optional
 
 @AS_ROOT
 def test_stale_and_foreign_files_are_ignored(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, logged: pytest.LogCaptureFixture
 ) -> None:
     ctime = os.stat(QEMU).st_ctime_ns // 1_000_000_000
-    caplog.set_level("INFO")
     # The binary changed since libvirt probed it (libvirt's virQEMUCapsIsValid: st_ctime).
     stale = _copy_caps(tmp_path / "stale", _set_element("qemuctime", str(ctime - 1)))
     assert qemucaps.device_json(QEMU, directory=stale) is None
-    assert "changed since libvirt probed it" in caplog.text
+    assert "changed since libvirt probed it" in logged.text
     # The file named for one emulator describes another.
     foreign = _copy_caps(tmp_path / "foreign", emulator="/usr/bin/qemu-system-i386")
     assert qemucaps.device_json("/usr/bin/qemu-system-i386", directory=foreign) is None
-    assert "not '/usr/bin/qemu-system-i386'" in caplog.text
+    assert "not '/usr/bin/qemu-system-i386'" in logged.text
     # Written by another libvirt than the daemon a snapshot talks to.
     fresh = _copy_caps(tmp_path / "fresh")
     assert qemucaps.device_json(QEMU, directory=fresh, libvirt_version=9_000_000) is True
@@ -340,10 +355,10 @@ def test_stale_and_foreign_files_are_ignored(
 
 
 @AS_ROOT
-def test_untrusted_files_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_untrusted_files_are_ignored(tmp_path: Path, logged: pytest.LogCaptureFixture) -> None:
     writable = _copy_caps(tmp_path / "w", mode=0o620)
     assert qemucaps.device_json(QEMU, directory=writable) is None
-    assert "is writable by group or others" in caplog.text
+    assert "is writable by group or others" in logged.text
     owned = _copy_caps(tmp_path / "o")
     os.chown(qemucaps.caps_path(QEMU, owned), 65534, 0)
     assert qemucaps.device_json(QEMU, directory=owned) is None
@@ -384,10 +399,10 @@ BILLION_LAUGHS = (
     ids=["entities", "external-dtd", "undeclared-entity", "root", "truncated", "selfvers", "nan"],
 )
 def test_hostile_or_broken_files_are_refused(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, edit: Any, reason: str
+    tmp_path: Path, logged: pytest.LogCaptureFixture, edit: Any, reason: str
 ) -> None:
     assert qemucaps.device_json(QEMU, directory=_copy_caps(tmp_path, edit)) is None
-    assert "refused" in caplog.text and reason in caplog.text
+    assert "refused" in logged.text and reason in logged.text
 
 
 @AS_ROOT
@@ -435,7 +450,7 @@ def test_old_cache_entries_still_load(emulator: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", [["virtio-net-pci"], {"virtio-net-pci": "virtio-pci"}, {"x": [1]}])
 def test_a_damaged_ancestry_is_a_corrupt_entry(
-    emulator: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: Any
+    emulator: str, tmp_path: Path, logged: pytest.LogCaptureFixture, bad: Any
 ) -> None:
     cache = ProbeCache(str(tmp_path / "cache"))
     identity = identify(emulator)
@@ -446,7 +461,7 @@ def test_a_damaged_ancestry_is_a_corrupt_entry(
     path.write_text(json.dumps(document))
     entry = cache.load_entry(identity)
     assert entry.devices == {} and entry.ancestry is None
-    assert "is corrupt" in caplog.text
+    assert "is corrupt" in logged.text
 
 
 # --- the snapshot records both ---------------------------------------------------------------------
