@@ -252,6 +252,15 @@ ROUTES = (
         "-set device.net0.tx=timer",
         ("timer",),
     ),
+    Route(
+        "global-reaches-the-second-nic",
+        nic(22, txmode="iothread") + nic(23),
+        args("-global", "virtio-net-pci.tx=timer"),
+        REFUSED,
+        "txmode-not-allowed",
+        "-global virtio-net-pci.tx=timer",
+        ("bh", "timer"),
+    ),
     # The routes the gate already held.
     Route(
         "held-global-virtio-net-pci",
@@ -297,6 +306,22 @@ ROUTES = (
         ),
         STARTS,
         open_tx=("",),
+    ),
+    Route(
+        # A device's own tx beats every -global (the proxy sets it after the inner device took
+        # its globals): QEMU keeps the NIC's bh.
+        "harmless-global-under-own-tx",
+        nic(24, txmode="iothread"),
+        args("-global", "virtio-net-device.tx=timer", "-global", "virtio-net-pci.tx=timer"),
+        STARTS,
+        open_tx=("bh",),
+    ),
+    Route(
+        "harmless-extra-device-default-tx",
+        nic(25, txmode="iothread"),
+        args("-device", "virtio-net-pci,id=x,addr=0x10"),
+        STARTS,
+        open_tx=("", "bh"),
     ),
     Route(
         # tx of a type no virtio-net device descends from, another property of virtio-net-pci.
