@@ -103,9 +103,10 @@ def test_twenty_parallel_hooks_with_a_cold_cache(tmp_path: Path, shared_dir: Pat
             )
         assert "Traceback" not in result.stderr
 
-    # One probe per device the domains need, however many hooks raced for it.
+    # One probe per device the domains need, and one QMP session for the type ancestry
+    # (-machine none), however many hooks raced for them.
     probed = sorted(line.split()[1] for line in calls.read_text().splitlines())
-    assert probed == ["virtio-net-ccw,help", "virtio-net-pci,help"]
+    assert probed == ["none", "virtio-net-ccw,help", "virtio-net-pci,help"]
     # The cache is intact: one valid document holding both answers.
     (entry,) = cache_files(hook.layout.cache_dir)
     devices = json.loads(entry.read_text())["devices"]
@@ -121,7 +122,8 @@ def test_warm_cache_means_no_probe(tmp_path: Path, shared_dir: Path) -> None:
     xml = domain("vm1", nic("52:54:00:00:00:01", "iothread"), emulator=str(emulator))
     assert hook.run("vm1", "prepare", "begin", "-", stdin=xml).returncode == 0
     assert hook.run("vm1", "prepare", "begin", "-", stdin=xml).returncode == 0
-    assert len(calls.read_text().splitlines()) == 1
+    # The first run's probe: -device help and the ancestry's QMP session; the second none.
+    assert len(calls.read_text().splitlines()) == 2
 
 
 def test_hanging_probe_is_killed_and_counts_as_unknown(tmp_path: Path, shared_dir: Path) -> None:
@@ -320,4 +322,6 @@ def test_snapshot_for_another_binary_is_not_believed(tmp_path: Path, shared_dir:
     result = hook.run("vm1", "prepare", "begin", "-", stdin=xml)
     assert result.returncode == 1
     assert "[txmode-unsupported" in result.stderr
-    assert calls.read_text().split() == ["-device", "virtio-net-ccw,help"]
+    first, *rest = calls.read_text().splitlines()
+    assert first.split() == ["-device", "virtio-net-ccw,help"]
+    assert [line.split()[:2] for line in rest] == [["-machine", "none"]]  # the ancestry

@@ -66,6 +66,7 @@ HOST = HostCapabilities(
         },
     },
     emulator_errors={ARM: f"{ARM}: probe timed out after 5 s"},
+    device_json={X86: True},
 )
 
 
