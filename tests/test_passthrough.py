@@ -319,11 +319,6 @@ def test_a_global_on_pcie_devices_reaches_the_variants_that_implement_it(model: 
     assert plans[0].txmode == "timer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (over-reports): passthrough.INTERFACES is added to every PCI device's "
-    "types, but virtio-net-pci-transitional does not implement pci-express-device",
-)
 def test_a_global_on_pcie_devices_does_not_reach_the_transitional_variant() -> None:
     plans, _ = _plan(
         _nic_xml("virtio-transitional"), extra=_args("-global", "pci-express-device.tx=timer")
@@ -331,11 +326,6 @@ def test_a_global_on_pcie_devices_does_not_reach_the_transitional_variant() -> N
     assert plans[0].txmode is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (over-reports): object_class_dynamic_cast refuses a cast to 'interface' "
-    "for a class with more than one interface (ambiguous), so such a -global reaches no device",
-)
 def test_a_global_on_the_interface_root_type_reaches_no_device() -> None:
     plans, _ = _plan(_nic_xml(), extra=_args("-global", "interface.tx=timer"))
     assert plans[0].txmode is None
@@ -729,7 +719,8 @@ def test_an_override_of_tx_beats_the_globals() -> None:
 
 def test_removing_the_nics_tx_leaves_it_to_the_globals() -> None:
     extra = _override("net0", ("tx", "remove", None))
-    assert _nic_tx(_nic_xml(txmode="iothread"), extra=extra)[1] is None
+    plans, result = _plan(_nic_xml(txmode="iothread"), extra=extra)
+    assert (plans[0].txmode, result.unprovable) == (None, ())
     extra += _args("-global", f"{PCI}.tx=timer")
     xml = _xml(_nic_xml(txmode="iothread"), extra=extra)
     plans, _ = _plan(_nic_xml(txmode="iothread"), extra=extra)
@@ -763,11 +754,6 @@ def test_an_override_of_the_driver_to_another_model_ends_the_nics_tx() -> None:
     assert result.nics == (None,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: an override's driver is not resolved through qdev_alias_table "
-    "(passthrough._Resolver._overrides sets built.device = prop.value)",
-)
 def test_an_override_of_the_driver_to_the_virtio_net_alias_is_the_pci_device() -> None:
     # QEMU resolves a JSON -device driver through qdev_alias_table too (qdev_get_device_class).
     extra = _override("net0", ("driver", "string", "virtio-net")) + _args(
@@ -1156,3 +1142,91 @@ def test_nic_records_stay_as_written() -> None:
         driver_name="qemu",
         txmode="iothread",
     )
+
+
+def test_resolve_without_passthrough_has_no_device_for_a_nic_without_one() -> None:
+    result = resolve(_bare(), HOST, [(None, None, "hostdev0"), (PCI, None, "net0")])
+    assert result.nics == (None, DeviceTx(PCI, None, "", None))
+
+
+def test_a_device_written_as_json_is_never_a_set_target_whatever_its_id() -> None:
+    device = QemuArg(kind="device", line=2, text="-device {...}", target=PCI, ident="x", json=True)
+    set_tx = QemuArg(
+        kind="set", line=3, text="-set device.x.tx=timer", target="x", prop="tx", value="timer"
+    )
+    result = resolve(_bare(device, set_tx), HOST, [])
+    assert result.extra == (DeviceTx(PCI, None, "", None),)
+    assert [u.line for u in result.unprovable] == [3]
+
+
+def test_the_alias_on_31_bit_s390_is_the_ccw_device() -> None:
+    device = QemuArg(kind="device", line=2, text="-device virtio-net", target="virtio-net")
+    domain = Domain(name="vm", file="f.xml", line=1, arch="s390", qemu_args=(device,))
+    assert [d.device for d in resolve(domain, HOST, []).extra] == ["virtio-net-ccw"]
+
+
+def test_a_probed_virtio_device_that_is_no_proxy_has_one_layer() -> None:
+    # A virtio device (not a proxy around virtio-net-device) takes no virtio-net-device global.
+    host = _host(ancestry={"virtio-net-mmio-x": ("virtio-device", "device", "object")})
+    extra = _args("-device", "virtio-net-mmio-x,id=x", "-global", "virtio-net-device.tx=timer")
+    _, result = _plan(_nic_xml("e1000"), extra=extra, host=host)
+    assert [(d.device, d.txmode) for d in result.extra] == [("virtio-net-mmio-x", None)]
+    # Its own types: the later global wins, there is no proxy to come after.
+    extra = _args(
+        "-device",
+        "virtio-net-mmio-x,id=x",
+        "-global",
+        "virtio-net-mmio-x.tx=bh",
+        "-global",
+        "virtio-device.tx=timer",
+    )
+    _, result = _plan(_nic_xml("e1000"), extra=extra, host=host)
+    assert [d.txmode for d in result.extra] == ["timer"]
+
+
+def test_a_probed_subtype_of_the_inner_device_has_one_layer() -> None:
+    chain = ("virtio-net-device", "virtio-device", "device", "object")
+    host = _host(ancestry={"virtio-net-sub": chain})
+    extra = _args(
+        "-device",
+        "virtio-net-sub",
+        "-global",
+        "virtio-net-sub.tx=bh",
+        "-global",
+        "virtio-net-device.tx=timer",
+    )
+    _, result = _plan(_nic_xml("e1000"), extra=extra, host=host)
+    assert [d.txmode for d in result.extra] == ["timer"]
+
+
+# --- through the parser ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "size", "kind"),
+    [
+        ("-global", 64 * 1024, "global"),
+        ("-global", 64 * 1024 + 1, "unverifiable"),
+        ("-device", 64 * 1024, "device"),
+        ("-device", 64 * 1024 + 1, "unverifiable"),
+        ("-set", 64 * 1024, "set"),
+        ("-set", 64 * 1024 + 1, "unverifiable"),
+    ],
+)
+def test_a_value_of_up_to_64_kib_is_read_and_a_longer_one_is_unverifiable(
+    option: str, size: int, kind: str
+) -> None:
+    head = {"-global": f"{PCI}.tx=", "-device": f"{PCI},tx=", "-set": "device.x.tx="}[option]
+    domain = _domain(extra=_args(option, head + "t" * (size - len(head))))
+    assert [a.kind for a in domain.qemu_args] == [kind]
+    if kind == "unverifiable":
+        assert domain.qemu_args[0].reason == "a value over 65536 characters"
+        assert (
+            domain.qemu_args[0].text
+            == f"{option} {head}" + "t" * (80 - len(option) - 1 - len(head)) + "..."
+        )
+
+
+@pytest.mark.parametrize("option", ["-name", "-fw_cfg", "-smbios", "-object"])
+def test_a_long_value_of_a_harmless_option_is_still_harmless(option: str) -> None:
+    assert _domain(extra=_args(option, "x" * (64 * 1024 + 1))).qemu_args == ()
