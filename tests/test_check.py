@@ -671,3 +671,46 @@ def test_check_domain_properties(
             assert finding.host is None
         if finding.code != codes.REQUIRED:
             assert nic.txmode is not None
+
+
+# --- host modes as the CLI names them, extra devices, passthrough --------------------------------
+
+
+def test_host_modes_are_the_clis_words() -> None:
+    # validate-domain --any-host passes "any"; its default is "all".
+    hosts = _hosts()
+    assert check_domain(_domain(_nic()), _policy(), hosts, "any") == []
+    assert [f.host for f in check_domain(_domain(_nic()), _policy(), hosts, "all")] == [
+        "old",
+        "odd",
+    ]
+
+
+def test_required_not_for_vdpa_whose_device_does_the_transmit() -> None:
+    nic = _nic(txmode=None, type="vdpa", model=None, network=None)
+    assert check_domain(_domain(nic), _policy(require=True), [_host()]) == []
+
+
+def test_required_with_nothing_allowed_says_none() -> None:
+    nic = _nic(txmode=None)
+    found = check_domain(_domain(nic), _policy(require=True, allowed=()), [_host()])
+    assert [f.message for f in found] == [
+        "virtio NIC has no txmode, but rule 'defaults' requires one (add <driver txmode='none'/>)"
+    ]
+
+
+def test_not_allowed_lists_every_allowed_txmode() -> None:
+    nic = _nic(txmode="timer")
+    rule = Rule(name="both", line=3, match=Match(), overrides=(("allowed", ("iothread",)),))
+    found = check_domain(_domain(nic), _policy(rules=(rule,)), [_host()])
+    assert [f.message for f in found] == [
+        "txmode 'timer' is not allowed by rule 'both' (allowed: iothread)"
+    ]
+    found = check_domain(_domain(_nic(txmode="fast")), _policy(allowed=()), [_host()])
+    assert [f.code for f in found] == [codes.INVALID]
+
+
+def test_a_nic_whose_device_is_not_probed_for_an_invalid_txmode() -> None:
+    # An invalid txmode is reported as such; the host is not asked about it.
+    found = check_domain(_domain(_nic(txmode="fast")), _policy(), [_host(devices={PCI: MISSING})])
+    assert [f.code for f in found] == [codes.INVALID]
