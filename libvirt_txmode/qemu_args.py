@@ -62,13 +62,13 @@ _HARMLESS = frozenset(
         "mon", "monitor", "msg", "mtdblock", "name", "netdev", "no-acpi", "no-fd-bootchk",
         "no-hpet", "no-reboot", "no-shutdown", "no-user-config", "nodefaults", "nographic",
         "numa", "object", "only-migratable", "option-rom", "overcommit", "parallel", "pflash",
-        "pidfile", "plugin", "portrait", "prom-env", "qmp", "qmp-pretty", "rtc", "runas", "s",
-        "sandbox", "sd", "seed", "serial", "singlestep", "smbios", "smp", "snapshot", "tpmdev",
-        "trace", "usb", "uuid", "version", "vga", "virtfs", "vnc", "watchdog-action",
-        "win2k-hack",
+        "pidfile", "portrait", "prom-env", "qmp", "qmp-pretty", "rtc", "runas", "s", "sandbox",
+        "sd", "seed", "serial", "singlestep", "smbios", "smp", "snapshot", "tpmdev", "trace",
+        "usb", "uuid", "version", "vga", "virtfs", "vnc", "watchdog-action", "win2k-hack",
     )
 )  # fmt: skip
 _WHY = {
+    "plugin": "-plugin loads native code into QEMU, which can do anything",
     "readconfig": "-readconfig reads options from a file this tool cannot see",
     "nic": "-nic makes QEMU build a NIC itself, with its own defaults",
     "net": "-net can make QEMU build a NIC itself, with its own defaults",
