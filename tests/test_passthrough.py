@@ -366,6 +366,9 @@ def test_a_ccw_nic_gets_ccw_globals_and_inner_ones() -> None:
         ("virtio-net-ccw", "timer"),
         ("virtio-pci", None),
         (PCI, None),
+        ("pci-express-device", None),
+        ("conventional-pci-device", None),
+        ("vmstate-if", "timer"),
     ):
         plans, _ = _plan(ccw, extra=_args("-global", f"{target}.tx=timer"), arch="s390x")
         assert (plans[0].device, plans[0].txmode) == ("virtio-net-ccw", expected), target
@@ -406,6 +409,10 @@ def test_a_probed_virtio_net_type_with_another_name_is_judged() -> None:
     extra = _args("-device", "my-nic,id=x", "-global", "virtio-net-pci-base.tx=timer")
     _, result = _plan(_nic_xml("e1000"), extra=extra, host=host)
     assert [(d.device, d.txmode) for d in result.extra] == [("my-nic", "timer")]
+    # Not a pci-device on this QEMU: none of the PCI interfaces.
+    extra = _args("-device", "my-nic,id=x", "-global", "pci-express-device.tx=timer")
+    _, result = _plan(_nic_xml("e1000"), extra=extra, host=host)
+    assert [(d.device, d.txmode) for d in result.extra] == [("my-nic", None)]
 
 
 def test_the_known_ancestry_is_qemus() -> None:
@@ -1230,3 +1237,15 @@ def test_a_value_of_up_to_64_kib_is_read_and_a_longer_one_is_unverifiable(
 @pytest.mark.parametrize("option", ["-name", "-fw_cfg", "-smbios", "-object"])
 def test_a_long_value_of_a_harmless_option_is_still_harmless(option: str) -> None:
     assert _domain(extra=_args(option, "x" * (64 * 1024 + 1))).qemu_args == ()
+
+
+def test_an_extra_device_is_no_interface_of_any_type() -> None:
+    # A rule that needs an <interface type> does not govern a -device, which has none.
+    policy = (
+        "version: 1\ndefaults: {allowed: [iothread, timer]}\n"
+        "rules:\n  - name: typed\n    match: {type: '?*'}\n    allowed: [iothread]\n"
+    )
+    xml = _xml(_nic_xml(txmode="timer"), extra=_args("-device", f"{PCI},tx=timer"))
+    assert [(f.interface, f.code, f.rule) for f in _check(xml, policy)] == [
+        (0, codes.NOT_ALLOWED, "typed")
+    ]
