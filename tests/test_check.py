@@ -714,3 +714,12 @@ def test_a_nic_whose_device_is_not_probed_for_an_invalid_txmode() -> None:
     # An invalid txmode is reported as such; the host is not asked about it.
     found = check_domain(_domain(_nic(txmode="fast")), _policy(), [_host(devices={PCI: MISSING})])
     assert [f.code for f in found] == [codes.INVALID]
+
+
+def test_not_allowed_lists_the_policys_allowed_list_as_written() -> None:
+    found = check_domain(
+        _domain(_nic(txmode="timer")), _policy(allowed=("iothread", "iothread")), [_host()]
+    )
+    assert [f.message for f in found] == [
+        "txmode 'timer' is not allowed by rule 'defaults' (allowed: iothread, iothread)"
+    ]
