@@ -61,7 +61,14 @@ class NotADomainError(DomainXMLError):
     gets one, and a folder of definitions may hold them beside the domains."""
 
 
-def make_parser() -> etree.XMLParser:
+# How deep libvirt 9.0 (libxml2 2.9.14, no XML_PARSE_HUGE) lets a domain nest: 257 elements, the
+# root included (measured with virsh define and xmllint). lxml's own libxml2 may stop sooner
+# (2.14 at 256): a document it refuses for depth alone is read again without that limit and held
+# to libvirt's, so that a domain libvirt starts is never refused for its <metadata>.
+LIBVIRT_MAX_DEPTH = 257
+
+
+def make_parser(*, huge: bool = False) -> etree.XMLParser:
     """The hardened parser. Callers that parse many documents make one and pass it to every
     ``parse_domain`` call (creating it costs as much as a tenth of a small parse); it is never
     shared between threads (lxml parsers are not thread-safe) and never kept in a global."""
@@ -71,7 +78,7 @@ def make_parser() -> etree.XMLParser:
         no_network=True,
         load_dtd=False,
         dtd_validation=False,
-        huge_tree=False,
+        huge_tree=huge,
         remove_pis=True,
     )
 
@@ -160,12 +167,10 @@ def _domain_root(data: bytes, parser: etree.XMLParser) -> etree._Element:
     try:
         root = etree.fromstring(data, parser=parser)
     except etree.XMLSyntaxError as exc:
-        line = exc.lineno or 1
         msg = exc.msg or str(exc)
-        column = exc.position[1] if exc.position and exc.position[1] else None
-        # libxml2 names the option that would lift a depth or text-size limit it hit.
-        kind = BeyondBoundsError if "XML_PARSE_HUGE" in msg else DomainXMLError
-        raise kind(f"not well-formed XML: {msg}", line, column) from None
+        if not msg.startswith("Excessive depth"):
+            raise _syntax_error(exc) from None
+        root = _deep_root(data, exc)
     except ValueError as exc:  # e.g. an encoding declaration lxml cannot honour
         raise DomainXMLError(f"unreadable XML: {exc}") from None
     # Still checked after parsing: an encoding the byte scan cannot read (UTF-16) hides a DOCTYPE
@@ -175,6 +180,35 @@ def _domain_root(data: bytes, parser: etree.XMLParser) -> etree._Element:
         raise DomainXMLError(_DOCTYPE_REFUSED, 1)
     if not isinstance(root.tag, str) or root.tag != "domain":
         raise NotADomainError(f"root element is <{root.tag}>, expected <domain>", _line(root))
+    return root
+
+
+def _syntax_error(exc: etree.XMLSyntaxError) -> DomainXMLError:
+    line = exc.lineno or 1
+    msg = exc.msg or str(exc)
+    column = exc.position[1] if exc.position and exc.position[1] else None
+    # libxml2 names the option that would lift a depth or text-size limit it hit.
+    kind = BeyondBoundsError if "XML_PARSE_HUGE" in msg else DomainXMLError
+    return kind(f"not well-formed XML: {msg}", line, column)
+
+
+def _deep_root(data: bytes, refused: etree.XMLSyntaxError) -> etree._Element:
+    """A document lxml's libxml2 refused for its depth, read again without that limit: libvirt's
+    own bound (LIBVIRT_MAX_DEPTH) decides. Only such documents pay for the walk."""
+    try:
+        root = etree.fromstring(data, parser=make_parser(huge=True))
+    except etree.XMLSyntaxError:
+        raise _syntax_error(refused) from None
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > LIBVIRT_MAX_DEPTH:
+            raise BeyondBoundsError(
+                f"not well-formed XML: nested deeper than {LIBVIRT_MAX_DEPTH} elements "
+                "(libvirt's limit)",
+                _line(element),
+            )
+        stack.extend((child, depth + 1) for child in element)
     return root
 
 

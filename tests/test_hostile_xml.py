@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from libvirt_txmode.domain import DomainXMLError, parse_domain
+from libvirt_txmode.domain import BeyondBoundsError, DomainXMLError, parse_domain
 
 
 def test_deep_nesting_is_refused_not_a_crash() -> None:
@@ -12,6 +12,25 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
     data = b"<domain><name>deep</name>" + b"<a>" * 100_000 + b"</a>" * 100_000 + b"</domain>"
     with pytest.raises(DomainXMLError, match=r"not well-formed XML: .*[Dd]epth"):
         parse_domain(data, "deep.xml")
+
+
+def _metadata_levels(levels: int) -> bytes:
+    inner = b"<m:a xmlns:m='urn:x'>" + b"<m:a>" * (levels - 1) + b"</m:a>" * levels
+    return (
+        b"<domain type='qemu'><name>deep</name><metadata>" + inner + b"</metadata><devices>"
+        b"<interface type='user'><model type='virtio'/><driver txmode='iothread'/></interface>"
+        b"</devices></domain>"
+    )
+
+
+def test_depth_bound_is_libvirts_own() -> None:
+    # libvirt 9.0 (libxml2 2.9.14) defines and starts a domain with 255 levels inside
+    # <metadata> (257 elements deep) and refuses 256 ("Excessive depth in document: 256");
+    # lxml's own libxml2 may stop one level sooner. The bound is libvirt's, whatever lxml has.
+    (nic,) = parse_domain(_metadata_levels(255), "deep.xml").nics
+    assert nic.txmode == "iothread"
+    with pytest.raises(BeyondBoundsError, match="nested deeper than 257 elements"):
+        parse_domain(_metadata_levels(256), "deep.xml")
 
 
 def test_duplicate_driver_elements_read_the_first_as_libvirt_does() -> None:
