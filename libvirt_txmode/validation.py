@@ -249,8 +249,7 @@ def _emit(stream: IO[str], text: str) -> None:
 
 
 def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str) -> Policy:
-    from .policy import PolicyError  # noqa: PLC0415
-    from .policy_cache import load_policy_cached  # noqa: PLC0415
+    from .policy import PolicyError, load_policy  # noqa: PLC0415
 
     choice = find_policy(args.policy, environ, cwd)
     if "logging" in sys.modules:
@@ -261,11 +260,11 @@ def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str)
     # With --caps nothing is ever executed, so a policy in a CI checkout (often group-writable)
     # is fine.
     require_root_owned = os.geteuid() == 0 and not args.caps
-    # The hook's compiled copy (policy_cache.py), kept in the probe cache's directory: a run on an
-    # unchanged policy file (a pre-commit hook, a developer's loop) then needs no YAML (~30 ms).
+    # The hook's compiled copy, kept in the probe cache's directory: a run on an unchanged
+    # policy file (a pre-commit hook, a developer's loop) then needs no YAML.
     cache_dir = None if args.no_cache else (args.cache_dir or paths.default_cache_dir())
     try:
-        return load_policy_cached(choice.path, cache_dir, require_root_owned=require_root_owned)
+        return load_policy(choice.path, cache_dir, require_root_owned=require_root_owned)
     except PolicyError as exc:
         raise FatalError(f"bad policy: {exc}") from None
 
