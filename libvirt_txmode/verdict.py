@@ -30,13 +30,13 @@ from . import __version__, files, paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import IO, Optional
 
     from .gate import Decision
 
     # (exit code, stderr lines, log records (priority, message, journald fields))
-    _Entry = tuple[int, list[str], list[tuple[int, str, dict[str, str]]]]
+    _Entry = tuple[int, Sequence[str], Sequence[tuple[int, str, Mapping[str, str]]]]
 
 HEADER = b"libvirt-txmode-verdict 3\n"
 PREFIX = "verdict-"
@@ -210,20 +210,9 @@ def store(
         return
     if any(dependency_key(path) != identity for path, identity in dependencies.items()):
         return
-    items = [entry_key.digest, entry_key.context, str(len(dependencies))]
-    for path, identity in dependencies.items():
-        items += [path, identity]
-    items += [str(decision.code), str(len(decision.stderr)), *decision.stderr]
-    items.append(str(len(decision.logs)))
-    for record in decision.logs:
-        items += [str(record.priority), record.message, str(len(record.fields))]
-        for name, value in record.fields.items():
-            items += [name, value]
-    out = [HEADER]
-    for item in items:
-        data = item.encode("utf-8", "surrogateescape")
-        out += [str(len(data)).encode(), b":", data, b"\n"]
-    encoded = b"".join(out)
+    records = [(record.priority, record.message, record.fields) for record in decision.logs]
+    entry = (decision.code, list(decision.stderr), records)
+    encoded = encode(entry_key.digest, entry_key.context, dependencies, entry)
     if len(encoded) > MAX_ENTRY_BYTES:
         # _lookup would refuse to read it back (a refusal of 5,000 NICs is ~2 MB of messages):
         # such a domain is checked in full at every start rather than cached unreadably.
@@ -250,6 +239,23 @@ def _prune(cache_dir: str) -> None:
     for old in entries[: len(entries) - MAX_ENTRIES // 2]:
         with contextlib.suppress(OSError):
             os.unlink(old.path)
+
+
+def encode(digest: str, context: str, dependencies: Mapping[str, str], entry: _Entry) -> bytes:
+    code, stderr, records = entry
+    items = [digest, context, str(len(dependencies))]
+    for path, identity in dependencies.items():
+        items += [path, identity]
+    items += [str(code), str(len(stderr)), *stderr, str(len(records))]
+    for priority, message, fields in records:
+        items += [str(priority), message, str(len(fields))]
+        for name, value in fields.items():
+            items += [name, value]
+    out = [HEADER]
+    for item in items:
+        data = item.encode("utf-8", "surrogateescape")
+        out += [str(len(data)).encode(), b":", data, b"\n"]
+    return b"".join(out)
 
 
 def decode(raw: bytes) -> Optional[tuple[str, str, dict[str, str], _Entry]]:
