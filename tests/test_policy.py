@@ -190,7 +190,9 @@ def test_comments_and_explicit_document_markers() -> None:
 
 # --- errors ---------------------------------------------------------------------------------------
 
-TOP = "version, action, on_unknown, on_error, passthrough, emulators, probe_timeout, defaults, rules"
+TOP = (
+    "version, action, on_unknown, on_error, passthrough, emulators, probe_timeout, defaults, rules"
+)
 SETTINGS = "allowed, require, ineffective, action"
 RULE = "name, match, allowed, require, ineffective, action"
 MATCHES = "domain, network, bridge, type, model, mac"
