@@ -11,8 +11,8 @@ import errno
 import os
 import stat
 
-# Annotations only: typing, collections.abc, re and tempfile cost the hook's cached path (run as
-# `python -I -S`, see hookfast.py) several milliseconds; they are imported where they are used.
+# Annotations only: typing, collections.abc, re and tempfile would cost the hook's cached path
+# (`python -I -S`, see hook.py) more than its answer; they are imported where they are used.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection

@@ -24,7 +24,7 @@ from .records import field, record
 
 IGNORE_FILE = ".libvirt-txmode-ignore"
 LOG = logs.get("libvirt_txmode")
-# typing.TYPE_CHECKING without importing typing (~10 ms of validate-domain's start).
+# typing.TYPE_CHECKING without importing typing: it weighs on validate-domain's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional

@@ -21,7 +21,7 @@ from .inputs import Collector, Input, InputError, read_input
 from .parallel import in_slices, job_count
 from .records import record, replace
 
-# typing.TYPE_CHECKING without importing typing (~10 ms of every run's start).
+# typing.TYPE_CHECKING without importing typing: it weighs on every run's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO, Any, Callable, Optional
@@ -77,7 +77,7 @@ def _process(  # noqa: C901, PLR0912 - the order of validate-domain's steps is t
             else:
                 data = read_input(item, MAX_XML_BYTES)
         except DomainXMLError as exc:
-            # Not timed, as before: the file was never parsed.
+            # Not timed: the file was never parsed.
             emit((_CHECKED, item.label, None, [_invalid(item.label, exc)], 0, 0))
             continue
         except OSError as exc:
@@ -254,7 +254,7 @@ def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str)
     choice = find_policy(args.policy, environ, cwd)
     if "logging" in sys.modules:
         # Without logging imported nothing can show an INFO message (-v imports it): this one
-        # is written on every run, and would import logging (~10 ms) only to drop it.
+        # is written on every run, and would import logging only to drop it.
         LOG.info("using %s", choice.describe())
     # The trust check protects what it is for: a policy that picks the binaries probed as root.
     # With --caps nothing is ever executed, so a policy in a CI checkout (often group-writable)
