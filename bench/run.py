@@ -1039,7 +1039,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if "hook" in parts:
             bench_hook(bench)
-            print(bench.tables[-2].render(), bench.tables[-1].render(), sep="\n", flush=True)
+            print(*(t.render() for t in bench.tables), sep="\n", flush=True)
         if "validate" in parts:
             count = len(bench.tables)
             sizes = (1000, 2000) if args.quick else (1000, 10000)

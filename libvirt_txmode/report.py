@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string  # C: json.dumps' own escaping
 from types import MappingProxyType
 
 from .findings import CODES, Finding, Level, Report, Summary, message, printable
-from .records import field, record
+from .records import SLOTS
 from .spool import Spool
 
 # typing.TYPE_CHECKING without importing typing: it weighs on validate-domain's start.
@@ -50,7 +51,7 @@ def column(finding: Finding) -> Optional[int]:
     return finding.column
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class RunInfo:
     """What a report says about the run itself, beyond its findings."""
 

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from . import __version__, logs, paths
 from .discovery import find_policy, repository_root
@@ -19,7 +20,7 @@ from .exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from .findings import XML_INVALID, Finding, Level, Report, Summary, summarize
 from .inputs import Collector, Input, InputError, read_input
 from .parallel import in_slices, job_count
-from .records import record, replace
+from .records import SLOTS
 
 # typing.TYPE_CHECKING without importing typing: it weighs on every run's start.
 TYPE_CHECKING = False
@@ -184,7 +185,7 @@ def run(
     return code
 
 
-@record()
+@dataclass(**SLOTS)
 class _Sinks:
     """Where each checked file and its findings go the moment they are known, with the counts
     the summary needs; nothing per file is kept."""
