@@ -222,14 +222,7 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> De
     for finding in findings:
         level = "denied" if finding.level is Level.ERROR else "warning"
         priority = syslog.LOG_ERR if finding.level is Level.ERROR else syslog.LOG_WARNING
-        fields = _fields(
-            domain=finding.domain,
-            nic_mac=finding.mac,
-            txmode=finding.txmode,
-            code=finding.code,
-            rule=finding.rule,
-            decision=level,
-        )
+        fields = _fields(finding.domain, level, finding)
         logged.append(LogRecord(priority, f"{level}: {describe(finding)}", fields))
     if errors:
         count = f"{len(errors)} violation{'s' if len(errors) != 1 else ''}"
@@ -239,24 +232,28 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> De
             f"{printable(policy_source)}"
         )
         refused = f"refused to start domain '{domain_name}' ({count})"
-        fields = _fields(domain=domain_name, decision="refused")
-        logged.append(LogRecord(syslog.LOG_ERR, refused, fields))
+        logged.append(LogRecord(syslog.LOG_ERR, refused, _fields(domain_name, "refused")))
         return Decision(1, tuple(lines), tuple(logged))
     warnings = len(findings)
     note = f" with {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
     allowed = f"allowed domain '{domain_name}'{note}"
-    fields = _fields(domain=domain_name, decision="allowed")
-    logged.append(LogRecord(syslog.LOG_INFO, allowed, fields))
+    logged.append(LogRecord(syslog.LOG_INFO, allowed, _fields(domain_name, "allowed")))
     return Decision(0, (), tuple(logged))
 
 
 def _refusal(domain_name: str, reason: str) -> Decision:
     line = f"{IDENT}: refusing to start domain '{printable(domain_name)}': {printable(reason)}"
     message = f"refused to start domain '{domain_name}': {reason}"
-    fields = _fields(domain=domain_name, decision="refused")
-    return Decision(1, (line,), (LogRecord(syslog.LOG_ERR, message, fields),))
+    return Decision(
+        1, (line,), (LogRecord(syslog.LOG_ERR, message, _fields(domain_name, "refused")),)
+    )
 
 
-def _fields(**values: Optional[str]) -> dict[str, str]:
+def _fields(domain: str, decision: str, finding: Optional[Finding] = None) -> dict[str, str]:
     """journald fields (logsink.FIELDS) from the values that are set; untrusted text escaped."""
-    return {name.upper(): printable(str(v)) for name, v in values.items() if v is not None}
+    values: dict[str, Optional[str]] = {"DOMAIN": domain, "DECISION": decision}
+    if finding is not None:
+        values.update(
+            {"NIC_MAC": finding.mac, "TXMODE": finding.txmode}, CODE=finding.code, RULE=finding.rule
+        )
+    return {name: printable(str(v)) for name, v in values.items() if v is not None}

@@ -73,15 +73,7 @@ def main(
         before_full_check()
     from . import gate  # noqa: PLC0415 - lxml, YAML and the engine: only when the cache cannot answer
 
-    request = gate.Request(
-        domain=domain_name,
-        policy=policy,
-        snapshot=snapshot,
-        cache_dir=cache_dir,
-        data=data,
-        read_error=read_error,
-        key=key,
-    )
+    request = gate.Request(domain_name, policy, snapshot, cache_dir, data, read_error, key)
     return gate.run(request, err)
 
 
