@@ -41,6 +41,17 @@ def hook_domain(name: str, nics: int, emulator: str) -> bytes:
     return live.encode()
 
 
+def large_domain(name: str, size: int, separator: str) -> bytes:
+    """A 4-NIC domain of about ``size`` bytes, padded in <metadata> with elements of 1 KiB
+    (libxml2 refuses one text node over 10 MB), joined by ``separator`` ('' for one line)."""
+    element = "<x:p>" + "a" * 1024 + "</x:p>"
+    count = max(1, size // (len(element) + len(separator)))
+    padding = separator.join([element] * count)
+    metadata = f"<metadata><x:pad xmlns:x='urn:pad'>{padding}</x:pad></metadata>"
+    xml = hook_domain(name, 4, QEMU).decode()
+    return xml.replace("</name>", f"</name>{metadata}", 1).encode()
+
+
 def virsh_domain(name: str) -> str:
     """A fast-starting TCG domain: 128 MiB, no disk, a user-mode virtio NIC with a txmode."""
     interface = (

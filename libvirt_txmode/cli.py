@@ -15,7 +15,7 @@ from . import __version__
 from .exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from .parallel import PARALLEL_MIN_FILES
 
-# typing.TYPE_CHECKING without importing typing (~10 ms) when --version is all that is asked.
+# typing.TYPE_CHECKING without importing typing when --version is all that is asked.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -328,10 +328,10 @@ _REGISTERED = (
         meaning=(
             "The file is not well-formed XML, is empty, is larger than 64 MiB (this tool's "
             "bound; libvirt sets none) or beyond libvirt's own parser limits (elements nested "
-            "more than 257 deep, text nodes over 10,000,000 bytes), has a DOCTYPE, or (given to the hook) its root element is not "
-            "<domain>; validate-domain skips well-formed XML of another root element (a "
-            "<network> kept beside the domains) and counts it in its summary. Its NICs were not "
-            "checked; the other inputs were."
+            "more than 257 deep, text nodes over 10,000,000 bytes), has a DOCTYPE, or (given to "
+            "the hook) its root element is not <domain>; validate-domain skips well-formed XML "
+            "of another root element (a <network> kept beside the domains) and counts it in its "
+            "summary. Its NICs were not checked; the other inputs were."
         ),
         why=(
             "Domain XML is untrusted input: the parser resolves no entities and refuses DTDs "

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from .records import record
+from .records import SLOTS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ BUNDLED_POLICY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"
 REPO_MARKERS = (".git", ".hg", ".svn")
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class PolicyChoice:
     path: str
     how: str  # why this file: "-p", "$LIBVIRT_TXMODE_POLICY", "project file", "system", "bundled"

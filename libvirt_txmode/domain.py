@@ -66,6 +66,7 @@ class NotADomainError(DomainXMLError):
 # (2.14 at 256): a document it refuses for depth alone is read again without that limit and held
 # to libvirt's, so that a domain libvirt starts is never refused for its <metadata>.
 LIBVIRT_MAX_DEPTH = 257
+LIBVIRT_MAX_TEXT = 10_000_000  # libxml2's XML_MAX_TEXT_LENGTH, lifted with the depth limit
 
 
 def make_parser(*, huge: bool = False) -> etree.XMLParser:
@@ -204,10 +205,17 @@ def _deep_root(data: bytes, refused: etree.XMLSyntaxError) -> etree._Element:
         element, depth = stack.pop()
         if depth > LIBVIRT_MAX_DEPTH:
             raise BeyondBoundsError(
-                f"not well-formed XML: nested deeper than {LIBVIRT_MAX_DEPTH} elements "
-                "(libvirt's limit)",
+                f"not well-formed XML: Excessive depth in document: {LIBVIRT_MAX_DEPTH - 1} "
+                f"(libvirt's limit: {LIBVIRT_MAX_DEPTH} elements)",
                 _line(element),
             )
+        for text in (element.text, element.tail):
+            if text is not None and len(text) > LIBVIRT_MAX_TEXT:
+                raise BeyondBoundsError(
+                    "not well-formed XML: huge text node (libvirt's limit: "
+                    f"{LIBVIRT_MAX_TEXT} bytes)",
+                    _line(element),
+                )
         stack.extend((child, depth + 1) for child in element)
     return root
 

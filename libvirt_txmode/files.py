@@ -11,8 +11,8 @@ import errno
 import os
 import stat
 
-# Annotations only: typing, collections.abc, re and tempfile cost the hook's cached path (run as
-# `python -I -S`, see hookfast.py) several milliseconds; they are imported where they are used.
+# Annotations only: typing, collections.abc, re and tempfile would cost the hook's cached path
+# (`python -I -S`, see hook.py) more than its answer; they are imported where they are used.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 # How much domain XML is read. libvirt bounds no domain's total size: it parses domain XML with
 # libxml2 and only XML_PARSE_NONET | XML_PARSE_NOWARNING (virXMLParseHelper, src/util/virxml.c),
-# so its bounds are libxml2's defaults without XML_PARSE_HUGE, which lxml applies too
-# (huge_tree=False): 256 levels of nesting and 10,000,000 bytes per text node. Each API call
+# so its bounds are libxml2's defaults without XML_PARSE_HUGE (domain.py holds documents to them:
+# 257 elements deep, 10,000,000 bytes per text node). Each API call
 # carries at most VIR_NET_MESSAGE_STRING_MAX = 4194304 bytes per string (src/rpc/
 # virnetprotocol.x; above it: "Unable to encode message payload"), but calls add up: four
 # setMetadata calls of 3 MB leave a 12 MB definition that starts, and libvirt hands all of it to
@@ -30,20 +30,10 @@ if TYPE_CHECKING:
 MAX_XML_BYTES = 64 * 1024 * 1024
 # Said of an input past MAX_XML_BYTES wherever it is refused (stdin, a file, a parsed string).
 TOO_LARGE = f"input is larger than {MAX_XML_BYTES} bytes"
-_UNSAFE_BITS = stat.S_IWGRP | stat.S_IWOTH
 _READ_STEP = 1 << 20
 ROOT_ONLY = frozenset({0})
 # The kernel's own bound on symlinks followed while resolving one path (MAXSYMLINKS, ELOOP).
 _MAX_SYMLINKS = 40
-
-
-def writable_by_others(info: os.stat_result) -> bool:
-    return bool(info.st_mode & _UNSAFE_BITS)
-
-
-def trusted(info: os.stat_result) -> bool:
-    """A cache file or directory we may believe: written by us (or root) and nobody else."""
-    return info.st_uid in (0, os.geteuid()) and not writable_by_others(info)
 
 
 def owners(*, include_self: bool = True) -> frozenset[int]:
@@ -56,8 +46,14 @@ def _who(allowed_uids: Collection[int]) -> str:
     return "root" + "".join(f" or uid {uid}" for uid in others)
 
 
-def path_trust_problem(path: str, *, allowed_uids: Collection[int] = ROOT_ONLY) -> Optional[str]:  # noqa: C901, PLR0912 - one walk over the path, step by step like the kernel's: the trust rule reads in one place
-    """Why ``path`` must not be believed, as one line, or None when it may be.
+def path_trust_problem(  # noqa: C901, PLR0912 - one walk over the path, step by step like the kernel's: the trust rule reads in one place
+    path: str,
+    *,
+    allowed_uids: Collection[int] = ROOT_ONLY,
+    kind: str = "any",
+    private: bool = False,
+) -> Optional[str]:
+    """Why ``path`` must not be believed, as one line, or None when it may be: the one trust rule.
 
     The rule sudo and sshd (StrictModes) apply to what they read as root, applied to every step
     the kernel takes to resolve the path: ``/`` and each directory below it, every symlink met on
@@ -66,15 +62,18 @@ def path_trust_problem(path: str, *, allowed_uids: Collection[int] = ROOT_ONLY) 
     directory) itself. Each must be owned by an allowed uid and not writable by group or others,
     because whoever can write a directory can rename a different file into it.
 
-    One exception, decided here and documented in the README: a sticky directory (``/tmp``,
-    ``/var/tmp``) owned by an allowed uid is accepted on the way to a *directory* below it, but
-    never as the directory holding the file itself. In a sticky directory only the owner of an
-    entry (or of the directory, or root) can rename or remove it, so a root-owned directory in
-    ``/tmp`` cannot be replaced, and a squatter's entry fails the owner check (the reasoning of
-    the kernel's ``protected_symlinks``). A *file* directly in ``/tmp`` stays refused: anyone may
-    plant a hard link to another root-owned file under that name before it exists. sshd refuses
-    even the first case; we accept it so that a root-owned 0700 directory in ``/tmp`` can hold a
-    cache, and say so.
+    What callers may ask beyond that: ``kind`` ("file": a regular file, "directory", or "any")
+    and ``private``: the path itself is not even readable by group or others (a cache of
+    decisions names domains and MACs, as libvirt's own 0600 domain XML does).
+
+    One exception, documented in the README: a sticky directory (``/tmp``, ``/var/tmp``) owned by
+    an allowed uid is accepted on the way to a *directory* below it, but never as the directory
+    holding the file itself. In a sticky directory only the owner of an entry (or of the
+    directory, or root) can rename or remove it, so a root-owned directory in ``/tmp`` cannot be
+    replaced, and a squatter's entry fails the owner check (the reasoning of the kernel's
+    ``protected_symlinks``). A *file* directly in ``/tmp`` stays refused: anyone may plant a hard
+    link to another root-owned file under that name before it exists. sshd refuses even the first
+    case; we accept it so that a root-owned 0700 directory in ``/tmp`` can hold a cache.
 
     Relative paths are taken from the current directory, and ``..`` steps up from the directory
     reached so far (as the kernel does after following a link).
@@ -86,7 +85,13 @@ def path_trust_problem(path: str, *, allowed_uids: Collection[int] = ROOT_ONLY) 
         path = os.path.join(os.getcwd(), path)
     pending = [part for part in reversed(path.split("/")) if part]
     current = "/"
-    problem = _node_problem(current, allowed, final=not pending)
+    try:
+        info = os.lstat(current)
+    except OSError as exc:
+        return f"{current}: {exc.strerror}"
+    if not pending:
+        return node_problem(current, info, allowed, kind=kind, private=private)
+    problem = node_problem(current, info, allowed)
     if problem is not None:
         return problem
     sticky_parent = False
@@ -119,50 +124,49 @@ def path_trust_problem(path: str, *, allowed_uids: Collection[int] = ROOT_ONLY) 
                 current, sticky_parent = "/", False
             pending.extend(part for part in reversed(target.split("/")) if part)
             continue
-        final = not any(part not in (".",) for part in pending)
-        if not stat.S_ISDIR(info.st_mode):
-            if not final:
-                return f"{candidate} is not a directory"
-            if sticky_parent:
+        final = all(part == "." for part in pending)
+        if final:
+            if sticky_parent and not stat.S_ISDIR(info.st_mode):
                 return (
                     f"{current} is writable by others (sticky): a file directly in it could be "
                     "planted there by anyone"
                 )
-        problem = _check(candidate, info, allowed, final=final)
-        if problem is not None:
-            if stat.S_ISDIR(info.st_mode) and not final and _sticky_ok(info, allowed):
-                sticky_parent = True
-                current = candidate
-                continue
+            return node_problem(candidate, info, allowed, kind=kind, private=private)
+        if not stat.S_ISDIR(info.st_mode):
+            return f"{candidate} is not a directory"
+        problem = node_problem(candidate, info, allowed)
+        sticky_parent = problem is not None and bool(info.st_mode & stat.S_ISVTX)
+        if problem is not None and not (sticky_parent and info.st_uid in allowed):
             return problem
-        sticky_parent = False
         current = candidate
     return None
 
 
-def _node_problem(path: str, allowed: frozenset[int], *, final: bool) -> Optional[str]:
-    try:
-        info = os.lstat(path)
-    except OSError as exc:
-        return f"{path}: {exc.strerror}"
-    return _check(path, info, allowed, final=final)
-
-
-def _check(
-    path: str, info: os.stat_result, allowed: frozenset[int], *, final: bool
+def node_problem(
+    path: str,
+    info: os.stat_result,
+    allowed: Collection[int] = ROOT_ONLY,
+    *,
+    kind: str = "any",
+    private: bool = False,
 ) -> Optional[str]:
-    kind = "directory" if stat.S_ISDIR(info.st_mode) else "file"
+    """The rule for one file or directory, from its (l/f)stat: ``path_trust_problem`` applies it
+    to every step of a path, and a reader to the descriptor it opened (the path may have been
+    swapped between the walk and the open)."""
+    is_dir = stat.S_ISDIR(info.st_mode)
+    what = "directory" if is_dir else "file"
+    if kind == "file" and not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    if kind == "directory" and not is_dir:
+        return f"{path} is not a directory"
     if info.st_uid not in allowed:
-        return f"{kind} {path} is owned by uid {info.st_uid}, not {_who(allowed)}"
-    if writable_by_others(info):
-        return (
-            f"{kind} {path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
-        )
+        return f"{what} {path} is owned by uid {info.st_uid}, not {_who(allowed)}"
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        return f"{what} {path} is writable by group or others (mode {mode:04o})"
+    if private and mode & 0o077:
+        return f"{what} {path} is readable by group or others (mode {mode:04o})"
     return None
-
-
-def _sticky_ok(info: os.stat_result, allowed: frozenset[int]) -> bool:
-    return bool(info.st_mode & stat.S_ISVTX) and info.st_uid in allowed
 
 
 def open_regular(path: str, *, follow_symlinks: bool = False) -> int:
@@ -199,30 +203,37 @@ def read_regular(
 
 
 def private_dir_problem(path: str, *, create: bool) -> Optional[str]:
-    """Why the cache directory ``path`` must not be used, or None once it is usable.
-
-    Created 0700 (libvirt keeps domain XML 0600 in 0700 directories: verdicts and probe results
-    name domains, MACs and decisions), trusted by ``path_trust_problem`` for root or ourselves (a
-    root-owned symlink to another disk is fine), and tightened to 0700 when we own it and an
-    older release left it 0755.
-    """
+    """Why the cache directory ``path`` must not be used, or None once it is usable: created
+    0700, then ``path_trust_problem`` for root or ourselves, private. A directory of ours that
+    an older release left 0755 is tightened (one that others could write is refused: they may
+    have put something in it)."""
     if create:
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
+            problem = path_trust_problem(path, allowed_uids=owners(), kind="directory")
+            if problem is not None:
+                return problem
+            info = os.stat(path)
+            if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+                os.chmod(path, 0o700)
         except OSError as exc:
             return f"{path}: {exc.strerror}"
-    problem = path_trust_problem(path, allowed_uids=owners())
+    return path_trust_problem(path, allowed_uids=owners(), kind="directory", private=True)
+
+
+def read_trusted(
+    path: str, limit: int, *, allowed_uids: Collection[int], private: bool = False
+) -> bytes:
+    """Up to ``limit`` bytes of a file in a directory already found trusted, read only if the
+    file passes the same rule on the descriptor (``node_problem``): no symlink, no FIFO (opened
+    non-blocking), owned by ``allowed_uids``. OSError otherwise, or if it is larger."""
+    raw, info = read_regular(path, limit)
+    problem = node_problem(path, info, allowed_uids, kind="file", private=private)
     if problem is not None:
-        return problem
-    try:
-        info = os.stat(path)
-        if not stat.S_ISDIR(info.st_mode):
-            return f"{path} is not a directory"
-        if create and info.st_uid == os.geteuid() and info.st_mode & 0o077:
-            os.chmod(path, 0o700)
-    except OSError as exc:
-        return f"{path}: {exc.strerror}"
-    return None
+        raise OSError(errno.EPERM, problem, path)
+    if len(raw) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
+    return raw
 
 
 def read_stream_bounded(stream: IO[bytes], limit: int) -> Optional[bytes]:
@@ -348,23 +359,20 @@ def script_targets(
 
 
 def sha256_hex(data: bytes) -> str:
-    """hashlib.sha256(data).hexdigest() without hashlib, whose OpenSSL binding (_hashlib) costs the
-    hook's miss ~5 ms to load: CPython's own ``_sha256`` gives the same digest."""
-    try:
-        from _sha256 import sha256  # type: ignore[import-not-found]  # noqa: PLC0415 - builtin
-    except ImportError:  # an interpreter built without it
-        from hashlib import sha256  # noqa: PLC0415
-    return str(sha256(data).hexdigest())
+    import hashlib  # noqa: PLC0415 - its OpenSSL binding loads slowly: only where a digest is made
+
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644, *, sync: bool = True) -> None:
     """Replace ``path`` with ``data`` in one rename: a reader sees the old or the new file, never
     a half-written one, and a failure leaves no temporary file behind. ``sync=False`` skips the
-    fsync (~1.5 ms each on a slow disk): for a cache whose reader checks every entry anyway, where
-    a crash may cost the entry but never a wrong answer."""
+    fsync: for a cache whose reader checks every entry anyway, where a crash may cost the entry
+    but never a wrong answer."""
     import contextlib  # noqa: PLC0415 - writers only, never the hook's cached path
+    import tempfile  # noqa: PLC0415
 
-    fd, tmp = _create_temporary(os.path.dirname(path) or ".")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -379,62 +387,42 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644, *, sync: bool = True
         raise
 
 
-def _create_temporary(directory: str) -> tuple[int, str]:
-    """tempfile.mkstemp(prefix=".tmp-", dir=directory), the same way (a fresh random name, mode
-    0600, O_EXCL, O_NOFOLLOW), without tempfile: it imports shutil and random, ~6 ms of a hook
-    miss, which stores its verdict through here."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    for _ in range(100):
-        name = os.path.join(directory, ".tmp-" + os.urandom(6).hex())
-        try:
-            return os.open(name, flags, 0o600), name
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no usable temporary name", directory)
+def append_private(path: str, data: bytes) -> bool:
+    """Append to a log file of ours: created 0600, never through a symlink, never blocking on a
+    FIFO planted there, only into a regular file of ours (tightened to 0600 if it was not)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if node_problem(path, info, owners(), kind="file") is not None:
+            return False
+        if node_problem(path, info, owners(), private=True) is not None:
+            os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
-class _Decoding:
-    """What json's C scanner reads from its context: json.JSONDecoder()'s defaults."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = {
-        "-Infinity": float("-inf"),
-        "Infinity": float("inf"),
-        "NaN": float("nan"),
-    }.__getitem__
+# Names the probe cache, the snapshot reader and the prober (cache.py, snapshot.py, qemu.py) still
+# call; each is the rule above in other words.
 
 
-_JSON_SPACE = " \t\n\r"
+def trusted(info: os.stat_result) -> bool:
+    """A cache file or directory we may believe: ``node_problem`` for root or ourselves."""
+    return node_problem("", info, owners()) is None
+
+
+def writable_by_others(info: os.stat_result) -> bool:
+    return bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def load_json(raw: bytes) -> Any:
-    """``json.loads(raw)``, through json's own C scanner (``_json``) without the json package:
-    importing that compiles six regular expressions, ~4 ms of a hook miss on a slow host, which
-    reads the compiled policy, the probe cache and the snapshot. Same values, and for invalid
-    input json.loads's own error (it is asked again)."""
-    try:
-        import _json  # noqa: PLC0415 - CPython's C half of json
-
-        text = raw.decode("utf-8")
-    except (ImportError, UnicodeDecodeError):
-        text = ""
-    start = len(text) - len(text.lstrip(_JSON_SPACE))
-    if text and not text.startswith("\ufeff") and b"\x00" not in raw[:4]:
-        scan: Any = _json.make_scanner(_Decoding())  # type: ignore[arg-type]  # duck-typed
-        try:
-            value, end = scan(text, start)
-        except Exception:
-            # StopIteration, or the C scanner failing to word an error for the duck-typed
-            # context (a SystemError on '{x'): json.loads decides, and words it.
-            end = -1
-        if end >= 0 and not text[end:].strip(_JSON_SPACE):
-            return value
-    # No _json, a BOM, UTF-16/32 (json detects it), or not one JSON value: json itself decides,
-    # and words its error exactly as before.
     import json  # noqa: PLC0415
 
     return json.loads(raw)

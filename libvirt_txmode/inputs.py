@@ -18,13 +18,14 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from . import logs
-from .records import field, record
+from .records import SLOTS
 
 IGNORE_FILE = ".libvirt-txmode-ignore"
 LOG = logs.get("libvirt_txmode")
-# typing.TYPE_CHECKING without importing typing (~10 ms of validate-domain's start).
+# typing.TYPE_CHECKING without importing typing: it weighs on validate-domain's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Optional
@@ -34,7 +35,7 @@ class InputError(Exception):
     """A path given on the command line that cannot be used."""
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Input:
     label: str  # as the user wrote it (or as found below a folder they named)
     path: Optional[str]  # None: standard input
@@ -42,7 +43,7 @@ class Input:
     regular_only: bool = False
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class _Pattern:
     regex: re.Pattern[str]
     negated: bool
@@ -106,7 +107,7 @@ def compile_pattern(line: str) -> Optional[_Pattern]:
     return _Pattern(re.compile(f"^{prefix}{_glob_regex(text)}$", re.S), negated, dir_only)
 
 
-@record()
+@dataclass(**SLOTS)
 class Ignore:
     """Patterns relative to ``base`` (a directory, absolute)."""
 
@@ -161,7 +162,7 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-@record()
+@dataclass(**SLOTS)
 class Selection:
     inputs: list[Input] = field(default_factory=list)
     excluded: int = 0  # by --exclude or an ignore file

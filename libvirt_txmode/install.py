@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Optional
 
-from . import paths
+from . import files, paths
 from .cache import write_atomic
-from .shellverdict import DIRECTORY as SHELL_DIR
 
 LOG = logging.getLogger(__name__)
 MARKER = "# libvirt-txmode: libvirt qemu hook"
@@ -59,7 +58,9 @@ SELFTEST_TIMEOUT = 120.0
 CACHE_NAMES = re.compile(
     r"(?:(?:verdict|policy)-)?[0-9a-f]{16,64}\.(?:json|lock|txt)|\.tmp-[A-Za-z0-9_]{1,16}"
 )
-# In CACHE/shell: shellverdict's entries (a SHA-256 each) and write_atomic's temporaries.
+# In CACHE/shell, left by 0.3.0's sh replay of decisions: its entries (a SHA-256 each) and
+# write_atomic's temporaries. Removed on uninstall like the rest of the cache.
+SHELL_DIR = "shell"
 SHELL_NAMES = re.compile(r"[0-9a-f]{64}|\.tmp-[A-Za-z0-9_]{1,16}")
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_./+:@-]+")
 
@@ -232,12 +233,10 @@ def interpreter_trust_problem(interpreter: Interpreter) -> Optional[str]:
     The interpreter itself, the package directory and every existing directory on its ``-I``
     sys.path (site-packages with its ``.pth`` files included) must pass the whole-path trust rule
     of ``files.path_trust_problem``: owned by root, writable by no one else, from ``/`` down."""
-    from .files import path_trust_problem  # noqa: PLC0415
-
     candidates = [interpreter.python, interpreter.package]
     candidates += [p for p in interpreter.path if os.path.exists(p)]
     for path in dict.fromkeys(candidates):
-        problem = path_trust_problem(path, allowed_uids=frozenset({0}))
+        problem = files.path_trust_problem(path)
         if problem is not None:
             return (
                 f"refusing the hook's interpreter {interpreter.python}: {problem} (it runs as "
@@ -599,8 +598,8 @@ def _removal_problem(path: str, entry: dict[str, str]) -> Optional[str]:
         return f"kept {path}: no longer a regular file (never removed through a symlink)"
     if os.path.realpath(path) != os.path.abspath(path):
         return f"kept {path}: reached through a symlinked directory"
-    parent = os.lstat(os.path.dirname(os.path.abspath(path)))
-    if parent.st_uid not in (0, os.geteuid()) or parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    parent = os.path.dirname(os.path.abspath(path))
+    if files.node_problem(parent, os.lstat(parent), files.owners()) is not None:
         # Only in directories we own: in another's, the name may no longer be ours to remove.
         return f"kept {path}: its directory is not ours alone"
     role = entry.get("role", "")
@@ -627,21 +626,19 @@ def empty_cache(cache_dir: str, *, dry_run: bool = False) -> list[str]:
             return [f"kept probe cache {cache_dir}: a symlink, never followed"]
         return [f"kept probe cache {cache_dir}: {exc.strerror}"]
     try:
-        info = os.fstat(fd)
-        if info.st_uid not in (0, os.geteuid()) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if files.node_problem(cache_dir, os.fstat(fd), files.owners()) is not None:
             return [f"kept probe cache {cache_dir}: not a directory only we can write"]
         if os.path.realpath(cache_dir) != os.path.abspath(cache_dir):
             return [f"kept probe cache {cache_dir}: reached through a symlinked directory"]
         removed = _remove_ours(fd, CACHE_NAMES, dry_run=dry_run)
-        # The decisions hooks/qemu replays in sh (shellverdict.py): one directory of ours.
+        # 0.3.0's sh-replayed decisions: one directory of ours.
         try:
             shell = os.open(SHELL_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
         except OSError:
             shell = -1
         if shell >= 0:
             try:
-                inner = os.fstat(shell)
-                if inner.st_uid in (0, os.geteuid()) and not inner.st_mode & 0o022:
+                if files.node_problem(SHELL_DIR, os.fstat(shell), files.owners()) is None:
                     removed += _remove_ours(shell, SHELL_NAMES, dry_run=dry_run)
                     if not dry_run:
                         with contextlib.suppress(OSError):  # something not ours is left in it

@@ -1,10 +1,10 @@
 """Loggers that import ``logging`` at their first message, not when their module is imported.
 
 The probe cache, the prober and the network reader log only when something is wrong, and the
-hook's miss (issue 14) imports all three: ``logging`` (with threading, traceback, weakref,
-string) cost it ~10 ms on a slow host for messages it almost never writes. ``get(__name__)``
-stands in for ``logging.getLogger(__name__)``; each message goes to that standard logger, so
-handlers, levels, propagation and pytest's caplog work as before.
+hook's full check imports all three: ``logging`` (with threading, traceback, weakref, string)
+would cost every check more than the messages it almost never writes. ``get(__name__)`` stands
+in for ``logging.getLogger(__name__)``; each message goes to that standard logger, so handlers,
+levels, propagation and pytest's caplog work unchanged.
 
 The hook routes these messages to syslog (hook.py). It does so through ``before_first_use``, which
 keeps a setup step to run just before ``logging`` is first needed: process-wide, as the handlers

@@ -11,12 +11,8 @@
   private as libvirt's own 0600 domain XML) when neither socket takes the message: containers and
   minimal hosts without ``/dev/log`` lost every decision before.
 
-The hook caches decisions (verdict.py) as (priority, text) pairs; ``encode`` carries the fields
-inside that text, behind a control character no logged text can contain (``printable`` escapes
-every control character of untrusted input), and ``emit`` takes them out again.
-
 Standard library only, and ``socket`` is imported only when a socket is there: this module is on
-the hook's hot path.
+the hook's cached path.
 """
 
 from __future__ import annotations
@@ -25,14 +21,13 @@ import os
 import stat
 import time
 
-from . import paths
+from . import files, paths
 from .text import printable
 
-# json, dataclasses and typing would cost the hook's cached path (hookfast.py) more than its own
-# work: json is imported where fields are encoded, and the rest serves annotations only.
+# typing and dataclasses would cost the hook's cached path more than its own work.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
     from typing import Optional
 
 IDENT = "libvirt-txmode"
@@ -40,14 +35,13 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 SYSLOG_SOCKET = "/dev/log"
 FALLBACK_FILE = paths.LOG_FILE
 FIELDS = ("DOMAIN", "NIC_MAC", "TXMODE", "CODE", "RULE", "DECISION")
-_MARK = "\x1e"  # ASCII record separator: never survives printable(), so it cannot be forged
 _FACILITY_DAEMON = 3
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class Targets:
     """The three places, in order of preference (tests point them into a temporary directory).
-    A plain class: importing dataclasses costs the hook's cached path a few milliseconds."""
+    A plain class: importing dataclasses costs the hook's cached path more than logging."""
 
     __slots__ = ("fallback", "journal", "syslog")
 
@@ -61,53 +55,6 @@ class Targets:
 def default_targets() -> Targets:
     # Read at call time, so that a test can point the module's constants elsewhere.
     return Targets(JOURNAL_SOCKET, SYSLOG_SOCKET, FALLBACK_FILE)
-
-
-def encode(message: str, **fields: Optional[str]) -> str:
-    """``message`` with structured fields attached, for a (priority, text) log entry."""
-    present = {key.upper(): str(value) for key, value in fields.items() if value is not None}
-    if not present:
-        return message
-    # json.dumps(present, sort_keys=True), byte for byte (flat, all strings), from json's C
-    # quoting function: the json package costs a hook miss more than the encoding.
-    quote = _quote()
-    items = ", ".join(f"{quote(key)}: {quote(present[key])}" for key in sorted(present))
-    return f"{_MARK}{{{items}}}{_MARK}{message}"
-
-
-def _quote() -> Callable[[str], str]:
-    """json.dumps of a str: this C function, without the json package (it costs the hook's
-    cached path and its miss more than everything they log)."""
-    try:
-        from _json import encode_basestring_ascii  # noqa: PLC0415
-    except ImportError:  # an interpreter without json's C half
-        from json import dumps  # noqa: PLC0415
-
-        return dumps
-    return encode_basestring_ascii
-
-
-def decode(entry: str) -> tuple[str, dict[str, str]]:
-    if not entry.startswith(_MARK):
-        return entry, {}
-    end = entry.find(_MARK, 1)
-    from .files import load_json  # noqa: PLC0415 - json.loads without the json package
-
-    try:
-        fields = load_json(entry[1:end].encode("utf-8", "surrogateescape")) if end > 0 else None
-    except ValueError:
-        fields = None
-    if not isinstance(fields, dict):
-        return entry, {}
-    return entry[end + 1 :], {
-        str(k): str(v) for k, v in fields.items() if str(k) in FIELDS and v is not None
-    }
-
-
-def emit(priority: int, entry: str, targets: Optional[Targets] = None) -> str:
-    """Log an entry made by ``encode`` (or plain text); returns where it went."""
-    message, fields = decode(entry)
-    return log(priority, printable(message), fields, targets=targets)
 
 
 def log(
@@ -142,17 +89,11 @@ def destination(targets: Optional[Targets] = None) -> tuple[str, Optional[str]]:
     if not os.path.isdir(directory):
         return f"file {targets.fallback}", f"{directory} does not exist"
     if os.path.lexists(targets.fallback):
-        try:
-            info = os.lstat(targets.fallback)
-        except OSError as exc:
-            return f"file {targets.fallback}", exc.strerror
-        if not stat.S_ISREG(info.st_mode):
-            return f"file {targets.fallback}", "not a regular file"
-        if info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o077:
-            return (
-                f"file {targets.fallback}",
-                f"mode {stat.S_IMODE(info.st_mode):04o} uid {info.st_uid}",
-            )
+        problem = files.path_trust_problem(
+            targets.fallback, allowed_uids=files.owners(), kind="file", private=True
+        )
+        if problem is not None:
+            return f"file {targets.fallback}", problem
     elif not os.access(directory, os.W_OK):
         return f"file {targets.fallback}", f"{directory} is not writable"
     return f"file {targets.fallback} (neither journald nor syslog listens)", None
@@ -211,11 +152,16 @@ def _syslog_datagram(priority: int, message: str) -> bytes:
 
 def file_record(priority: int, message: str, fields: Mapping[str, str]) -> str:
     """A fallback-file line after its time stamp and sender: ``<priority>: text FIELD="value"``."""
-    quote = _quote()
-    tail = "".join(f" {key}={quote(value)}" for key, value in sorted(fields.items()))
+    tail = "".join(f" {key}={_quote(value)}" for key, value in sorted(fields.items()))
     # One record per line: a traceback's newlines are escaped like any other control character.
     text = printable(message.replace("\n", " | "))
     return f"<{priority}>: {text}{tail}"
+
+
+def _quote(value: str) -> str:
+    """A field's value in double quotes, read back unambiguously: control characters are
+    escaped by printable, backslashes and quotes here."""
+    return '"' + printable(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _file_line(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
@@ -225,25 +171,7 @@ def _file_line(priority: int, message: str, fields: Mapping[str, str]) -> bytes:
 
 
 def _append(path: str, line: bytes) -> bool:
-    """Append to the fallback file: created 0600, never through a symlink, never blocking on a
-    FIFO planted there, and only into a regular file only we (or root) can write."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError:
-        return False
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid not in (0, os.geteuid()):
-            return False
-        if info.st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-        os.write(fd, line)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return files.append_private(path, line)
 
 
 def recent_decisions(count: int = 5, targets: Optional[Targets] = None) -> list[str]:

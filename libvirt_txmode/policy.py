@@ -11,17 +11,20 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Optional
 
+from . import __version__, files
 from .policy_schema import (  # the one description of the policy's keys and values
     DEFAULT_EMULATORS,
     MATCH_KEYS,
     POLICY,
+    JsonSource,
     Source,
     validate,
 )
-from .records import field, record
-from .text import glob_match
+from .records import SLOTS
 
 if TYPE_CHECKING:
     import yaml
@@ -39,7 +42,7 @@ class PolicyError(Exception):
         super().__init__(f"{file}:{line}: {where}{message}")
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Match:
     domain: Optional[str] = None
     network: Optional[str] = None
@@ -65,12 +68,12 @@ class Match:
             if key == "mac":
                 # libvirt lower-cases MAC addresses, and people write them in either case.
                 pattern = pattern.lower()
-            if value is None or not glob_match(value, pattern):
+            if value is None or not fnmatchcase(value, pattern):
                 return False
         return True
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Settings:
     """What applies to one NIC once defaults and the matching rule are merged."""
 
@@ -81,7 +84,7 @@ class Settings:
     rule: Optional[str] = None
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Rule:
     name: str
     line: int
@@ -89,7 +92,7 @@ class Rule:
     overrides: tuple[tuple[str, Any], ...]
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Policy:
     source: str = "(built-in)"
     version: int = 1
@@ -118,7 +121,7 @@ class Policy:
         return self.defaults
 
     def trusts(self, emulator: str) -> bool:
-        return any(glob_match(emulator, glob) for glob in self.emulators)
+        return any(fnmatchcase(emulator, glob) for glob in self.emulators)
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -293,43 +296,146 @@ def _rule_lines(root: yaml.Node) -> list[int]:
     return []
 
 
-def load_policy(path: str, *, require_root_owned: Optional[bool] = None) -> Policy:
-    """Read and validate a policy file.
+def load_policy(
+    path: str, cache_dir: Optional[str] = None, *, require_root_owned: Optional[bool] = None
+) -> Policy:
+    """Read and validate a policy file; with ``cache_dir``, through a compiled copy.
 
-    As root, a policy that someone else could write is refused: it decides what root's hook lets
-    through, so it must be as protected as the hook itself.
+    As root, a policy that someone else could write, or reach by a path someone else could
+    change, is refused (``files.path_trust_problem``): it decides what root's hook lets through,
+    so it must be as protected as the hook itself. Parsing YAML costs the hook more than its
+    whole check, so the validated policy is also kept as JSON in ``cache_dir`` and read back
+    while the file is unchanged (``_read_compiled``); anything wrong with that copy only means
+    the YAML is parsed again.
     """
     if require_root_owned is None:
         require_root_owned = os.geteuid() == 0
+    key = _identity(path, require_root_owned)
+    if cache_dir is not None:
+        policy = _read_compiled(cache_dir, path, key)
+        if policy is not None:
+            return policy
+    policy = parse_policy(_read_text(path), path)
+    # Stored only if the file just parsed is still the one the key describes (no edit meanwhile).
+    if cache_dir is not None and _identity(path, require_root_owned) == key:
+        _write_compiled(cache_dir, path, key, policy)
+    return policy
+
+
+def _identity(path: str, require_root_owned: bool) -> str:
+    """The file's identity, which the compiled copy is valid for; PolicyError if it must not be
+    read."""
     try:
-        # O_NONBLOCK: a FIFO in place of the policy must not hang the hook (and libvirt) in open().
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        info = os.stat(path)
     except OSError as exc:
         raise PolicyError(path, 0, "", f"cannot read policy: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise PolicyError(path, 0, "", "not a regular file")
+    if require_root_owned:
+        problem = files.path_trust_problem(path, kind="file")
+        if problem is not None:
+            raise PolicyError(path, 0, "", f"refused: {problem}")
+    return f"{path}:{files.file_key(info)}"
+
+
+def _read_text(path: str) -> str:
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            # Checked on the descriptor: fdopen itself raises IsADirectoryError on a directory.
-            raise PolicyError(path, 0, "", "not a regular file")
-    except BaseException:
-        os.close(fd)
-        raise
-    with os.fdopen(fd, "rb") as handle:
-        if require_root_owned:
-            if info.st_uid != 0:
-                raise PolicyError(path, 0, "", f"refused: owned by uid {info.st_uid}, not root")
-            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                raise PolicyError(
-                    path,
-                    0,
-                    "",
-                    f"refused: writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})",
-                )
-        raw = handle.read(MAX_POLICY_BYTES + 1)
+        # Non-blocking, regular files only: a FIFO swapped in must not hang the hook in open().
+        raw, _ = files.read_regular(path, MAX_POLICY_BYTES, follow_symlinks=True)
+    except OSError as exc:
+        raise PolicyError(path, 0, "", f"cannot read policy: {exc.strerror}") from None
     if len(raw) > MAX_POLICY_BYTES:
         raise PolicyError(path, 0, "", f"larger than {MAX_POLICY_BYTES} bytes")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(path, 1, "", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-    return parse_policy(text, path)
+
+
+# --- the compiled copy ---------------------------------------------------------------------------
+# JSON, never pickle or marshal (no code runs from a file): the policy as the plain document
+# policy_schema describes, checked against it again and rebuilt by the same ``build_policy``.
+
+COMPILED_FORMAT = "libvirt-txmode-compiled-policy"
+COMPILED_VERSION = 2
+MAX_COMPILED_BYTES = 4 * 1024 * 1024
+
+
+class CompiledPolicyError(ValueError):
+    """The compiled copy is not one we can use: ignore it and parse the YAML."""
+
+
+def compiled_path(cache_dir: str, policy_path: str) -> str:
+    digest = files.sha256_hex(policy_path.encode("utf-8", "surrogateescape"))[:32]
+    return os.path.join(cache_dir, f"policy-{digest}.json")
+
+
+def _read_compiled(cache_dir: str, path: str, key: str) -> Optional[Policy]:
+    import json  # noqa: PLC0415
+
+    compiled = compiled_path(cache_dir, path)
+    try:
+        if files.private_dir_problem(cache_dir, create=False) is not None:
+            return None
+        raw = files.read_trusted(compiled, MAX_COMPILED_BYTES, allowed_uids=files.owners())
+        document = json.loads(raw)
+    except (OSError, ValueError):  # ValueError: not JSON, not UTF-8
+        return None
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != COMPILED_FORMAT
+        or document.get("version") != COMPILED_VERSION
+        or document.get("tool") != __version__
+        or document.get("key") != key
+    ):
+        return None
+    try:
+        policy = policy_from_json(document.get("policy"))
+    except CompiledPolicyError:
+        return None
+    return policy if policy.source == path else None
+
+
+def _write_compiled(cache_dir: str, path: str, key: str, policy: Policy) -> None:
+    import json  # noqa: PLC0415
+
+    document = {
+        "format": COMPILED_FORMAT,
+        "version": COMPILED_VERSION,
+        "tool": __version__,
+        "key": key,
+        "policy": policy_to_json(policy),
+    }
+    try:
+        if files.private_dir_problem(cache_dir, create=True) is not None:
+            return
+        # No fsync: a copy cut short by a crash does not parse, and the YAML is read again.
+        data = json.dumps(document, indent=1).encode() + b"\n"
+        files.write_atomic(compiled_path(cache_dir, path), data, mode=0o600, sync=False)
+    except OSError:
+        pass  # a read-only or full disk only costs the next run a YAML parse
+
+
+def policy_to_json(policy: Policy) -> dict[str, Any]:
+    document, lines = policy_document(policy)
+    return {"source": policy.source, "document": document, "rule_lines": lines}
+
+
+def policy_from_json(data: object) -> Policy:
+    """Rebuild a Policy, checking the document against the same schema as the YAML reader."""
+    if not isinstance(data, dict) or set(data) != {"source", "document", "rule_lines"}:
+        raise CompiledPolicyError("policy: expected an object with source, document, rule_lines")
+    source, lines = data["source"], data["rule_lines"]
+    if not isinstance(source, str) or not source:
+        raise CompiledPolicyError("policy.source: expected a non-empty string")
+    document = validate(JsonSource(CompiledPolicyError), data["document"], POLICY, "")
+    if (
+        not isinstance(lines, list)
+        or not all(type(line) is int and line > 0 for line in lines)
+        or len(lines) != len(document.get("rules", []))
+    ):
+        raise CompiledPolicyError("policy.rule_lines: expected a positive line per rule")
+    try:
+        return build_policy(document, source, lines)
+    except PolicyError as exc:
+        raise CompiledPolicyError(str(exc)) from None

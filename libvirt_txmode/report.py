@@ -17,14 +17,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_string  # C: json.dumps' own escaping
 from types import MappingProxyType
 
 from .findings import CODES, Finding, Level, Report, Summary, message, printable
-from .records import field, record
+from .records import SLOTS
 from .spool import Spool
 
-# typing.TYPE_CHECKING without importing typing (~10 ms of validate-domain's start).
+# typing.TYPE_CHECKING without importing typing: it weighs on validate-domain's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO, Any, Callable, ClassVar, Optional
@@ -50,7 +51,7 @@ def column(finding: Finding) -> Optional[int]:
     return finding.column
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class RunInfo:
     """What a report says about the run itself, beyond its findings."""
 
@@ -97,7 +98,7 @@ def fingerprint(finding: Finding, path: str) -> str:
 
 
 def _sha256(data: bytes) -> Any:
-    # hashlib costs ~6 ms to import: only the formats with fingerprints pay it.
+    # hashlib loads OpenSSL: only the formats with fingerprints pay for it.
     import hashlib  # noqa: PLC0415
 
     return hashlib.sha256(data)

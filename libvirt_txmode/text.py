@@ -1,6 +1,6 @@
 """Escaping untrusted text for terminals, syslog and libvirt's error messages.
 
-A module of its own because the hook's hot path needs it without the finding records.
+A module of its own because the hook's cached path needs it without the finding records.
 """
 
 from __future__ import annotations
@@ -24,25 +24,8 @@ def _escape(code: int) -> str:
 
 
 def glob_match(name: str, pattern: str) -> bool:
-    """``fnmatch.fnmatchcase(name, pattern)``, answered without a regular expression for the
-    patterns policies use (``*`` only): fnmatch compiles one per pattern, ~1 ms each on a slow
-    host, three of them on every hook miss. ``*`` matches any run of characters, ``/`` included,
-    as fnmatch's does; a pattern with ``?`` or ``[`` goes to fnmatch itself."""
-    if "?" in pattern or "[" in pattern:
-        import fnmatch  # noqa: PLC0415 - the rare patterns only
+    """``fnmatch.fnmatchcase``, for qemu.py until it calls it directly; imported here, not at the
+    top: this module is on the hook's cached path, which never matches a glob."""
+    import fnmatch  # noqa: PLC0415
 
-        return fnmatch.fnmatchcase(name, pattern)
-    first, *middle_and_last = pattern.split("*")
-    if not middle_and_last:
-        return name == pattern
-    *middle, last = middle_and_last
-    end = len(name) - len(last)
-    if end < len(first) or not name.startswith(first) or not name.endswith(last):
-        return False
-    position = len(first)
-    for part in middle:  # leftmost fit of each piece between the fixed ends
-        found = name.find(part, position, end)
-        if found < 0:
-            return False
-        position = found + len(part)
-    return True
+    return fnmatch.fnmatchcase(name, pattern)

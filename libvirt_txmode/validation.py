@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from . import __version__, logs, paths
 from .discovery import find_policy, repository_root
@@ -19,9 +20,9 @@ from .exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from .findings import XML_INVALID, Finding, Level, Report, Summary, summarize
 from .inputs import Collector, Input, InputError, read_input
 from .parallel import in_slices, job_count
-from .records import record, replace
+from .records import SLOTS
 
-# typing.TYPE_CHECKING without importing typing (~10 ms of every run's start).
+# typing.TYPE_CHECKING without importing typing: it weighs on every run's start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO, Any, Callable, Optional
@@ -77,7 +78,7 @@ def _process(  # noqa: C901, PLR0912 - the order of validate-domain's steps is t
             else:
                 data = read_input(item, MAX_XML_BYTES)
         except DomainXMLError as exc:
-            # Not timed, as before: the file was never parsed.
+            # Not timed: the file was never parsed.
             emit((_CHECKED, item.label, None, [_invalid(item.label, exc)], 0, 0))
             continue
         except OSError as exc:
@@ -184,7 +185,7 @@ def run(
     return code
 
 
-@record()
+@dataclass(**SLOTS)
 class _Sinks:
     """Where each checked file and its findings go the moment they are known, with the counts
     the summary needs; nothing per file is kept."""
@@ -249,23 +250,22 @@ def _emit(stream: IO[str], text: str) -> None:
 
 
 def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str) -> Policy:
-    from .policy import PolicyError  # noqa: PLC0415
-    from .policy_cache import load_policy_cached  # noqa: PLC0415
+    from .policy import PolicyError, load_policy  # noqa: PLC0415
 
     choice = find_policy(args.policy, environ, cwd)
     if "logging" in sys.modules:
         # Without logging imported nothing can show an INFO message (-v imports it): this one
-        # is written on every run, and would import logging (~10 ms) only to drop it.
+        # is written on every run, and would import logging only to drop it.
         LOG.info("using %s", choice.describe())
     # The trust check protects what it is for: a policy that picks the binaries probed as root.
     # With --caps nothing is ever executed, so a policy in a CI checkout (often group-writable)
     # is fine.
     require_root_owned = os.geteuid() == 0 and not args.caps
-    # The hook's compiled copy (policy_cache.py), kept in the probe cache's directory: a run on an
-    # unchanged policy file (a pre-commit hook, a developer's loop) then needs no YAML (~30 ms).
+    # The hook's compiled copy, kept in the probe cache's directory: a run on an unchanged
+    # policy file (a pre-commit hook, a developer's loop) then needs no YAML.
     cache_dir = None if args.no_cache else (args.cache_dir or paths.default_cache_dir())
     try:
-        return load_policy_cached(choice.path, cache_dir, require_root_owned=require_root_owned)
+        return load_policy(choice.path, cache_dir, require_root_owned=require_root_owned)
     except PolicyError as exc:
         raise FatalError(f"bad policy: {exc}") from None
 

@@ -1,134 +1,237 @@
-"""The hook's verdict cache: the same domain XML, policy, snapshot and emulators, the same answer.
+"""The hook's verdict cache: the same domain XML on the same host, the same answer.
 
 libvirt hands ``prepare begin`` the live domain XML, and between two starts of an unchanged domain
 it differs only in the root element's ``id='N'`` (seen with libvirt 9.0: three starts, one-line
-diffs). So a decision is stored under the SHA-256 of the XML without that attribute, together with
-the identity of everything it was derived from: the policy file (path, device, inode, size, mtime,
-ctime, owner and mode), the snapshot file, each emulator binary (realpath, device, inode, size,
-ctime, mtime: the probe cache's key) and this tool's version. A later start with the same XML
-replays the decision (exit code, stderr lines, syslog lines) if every one of those identities is
-still the same; anything else is a miss and the full check runs.
+diffs). So a decision is stored under the SHA-256 of the XML without that attribute (the one
+normalisation, ``normalized``), with everything else it was derived from: this tool's version, the
+policy and snapshot files (identity, owner, mode), the euid, the host facts the engine reads
+(``host_facts``) and every file the check consulted (emulators, libvirt network files: their
+identity, or 'absent'). A later start replays the decision (log records, stderr lines, exit code)
+only while every one of them is unchanged; anything else is a miss and the full check runs.
 
-The hot path (key, lookup, the entry format) lives in hookfast.py, which the installed hook runs
-without json, typing or hashlib; this module adds the writer and the ``Verdict`` record. Entries
-are 0600 files in a 0700 directory (they name domains, MACs and decisions), trusted only from a
-directory whose whole path passes ``files.path_trust_problem`` and a file owned by us (or root)
-and not writable by group or others, opened without following symlinks and without blocking. An
-entry larger than ``MAX_ENTRY_BYTES`` is not stored at all, since it could not be read back.
-Decisions that rest on something transient (support unknown because a probe failed) are never
-stored.
+This module is the hook's cached path and is imported by ``python -I -S``: nothing beyond os,
+hashlib and the package's standard-library modules, no json, typing or dataclasses (importing any
+of them costs more than answering from the cache). Hence the entry format: a header line, then
+length-prefixed UTF-8 strings (``<decimal length>:<bytes>\\n``), so any text survives and a
+truncated or edited entry fails to parse instead of being misread.
+
+Entries are 0600 files in a 0700 directory (they name domains, MACs and decisions); they, the
+directory and the policy's and snapshot's whole paths are believed only under the one trust rule
+(``files.path_trust_problem``). Decisions that rest on something transient (a failed probe) are
+never stored (the caller passes no dependencies).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import NamedTuple, Optional
+import stat
 
-from . import files, hookfast, logsink, shellverdict
-from .hookfast import MAX_ENTRY_BYTES, PREFIX, emulator_key, file_key, normalized
+from . import __version__, files, paths
 
-__all__ = ["MAX_ENTRY_BYTES", "emulator_key", "file_key", "normalized"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import IO, Optional
 
+    from .gate import Decision
+
+    # (exit code, stderr lines, log records (priority, message, journald fields))
+    _Entry = tuple[int, Sequence[str], Sequence[tuple[int, str, Mapping[str, str]]]]
+
+HEADER = b"libvirt-txmode-verdict 3\n"
+PREFIX = "verdict-"
+SUFFIX = ".txt"
+MAX_ENTRY_BYTES = 1024 * 1024
 # Distinct domain definitions a host keeps verdicts for; beyond it the oldest are dropped on write.
 MAX_ENTRIES = 1024
+ABSENT = "absent"
 
 
-class Verdict(NamedTuple):
-    code: int
-    stderr: tuple[str, ...]
-    syslog: tuple[tuple[int, str], ...]  # (priority, logsink.encode text)
+class Key:
+    """What a decision is stored under, taken before the check runs: ``store`` compares the
+    context with the files afterwards, so an input edited meanwhile makes the entry stale, never
+    wrong. A plain class: dataclasses costs the cached path more than its whole answer."""
+
+    __slots__ = ("context", "digest")
+
+    def __init__(self, digest: str, context: str) -> None:
+        self.digest, self.context = digest, context
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Key) and (self.digest, self.context) == (
+            other.digest,
+            other.context,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.digest, self.context))
+
+    def __repr__(self) -> str:
+        return f"Key({self.digest!r}, {self.context!r})"
 
 
-def entry_path(cache_dir: str, xml_digest: str) -> str:
-    return hookfast.entry_path(cache_dir, xml_digest)
+def normalized(xml: bytes) -> bytes:
+    """The XML without the root ``<domain>``'s run-time ``id`` attribute (new on every start)."""
+    start = xml.find(b"<domain")
+    end = xml.find(b">", start)
+    if start < 0 or end < 0:
+        return xml
+    head = xml[start:end]
+    for quote in (b"'", b'"'):
+        at = head.find(b" id=" + quote)
+        if at >= 0:
+            close = head.find(quote, at + 5)
+            if close > at + 5 and head[at + 5 : close].isdigit():
+                return xml[:start] + head[:at] + head[close + 1 :] + xml[end:]
+    return xml
 
 
-class Key(NamedTuple):
-    """What a decision is stored under: the XML's digest, and the files it was derived from."""
+def file_key(path: str) -> str:
+    """Identity of the policy or snapshot file, or 'absent' (its ctime covers chmod and chown,
+    which decide whether it is trusted)."""
+    try:
+        return files.file_key(os.stat(path))
+    except OSError:
+        return ABSENT
 
-    digest: str
-    context: dict[str, str]
+
+def emulator_key(path: str) -> Optional[str]:
+    """The probe cache's identity of a binary (``qemu.EmulatorIdentity.key``), None if unusable.
+    chmod and chown, which decide whether a binary is trusted, change its ctime, so the key."""
+    try:
+        real = os.path.realpath(path)
+        info = os.stat(real)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return files.stat_key(real, info, files.script_targets(real))
+
+
+def dependency_key(path: str) -> str:
+    """The identity recorded for a file a decision rests on (an emulator, a libvirt network
+    definition): ``emulator_key``, or 'absent', so that a file appearing later changes it too."""
+    return emulator_key(path) or ABSENT
+
+
+def host_facts() -> str:
+    """What the engine reads from this host besides files (local.this_host): its name and arch,
+    and whether /dev/vhost-net exists (without it libvirt gives QEMU its own backend, and the
+    txmode takes effect)."""
+    uname = os.uname()
+    vhost = "yes" if os.path.exists(paths.VHOST_NET_DEVICE) else "no"
+    return f"{uname.nodename} {uname.machine} vhost-net={vhost}"
+
+
+def context(policy: str, snapshot: str) -> str:
+    return "\n".join(
+        (
+            f"tool={__version__}",
+            f"policy={policy}={file_key(policy)}",
+            f"snapshot={snapshot}={file_key(snapshot) if snapshot else ABSENT}",
+            f"euid={os.geteuid()}",
+            f"host={host_facts()}",
+        )
+    )
 
 
 def key(xml: bytes, policy: str, snapshot: str) -> Key:
-    """Taken once, before the check runs: ``store`` compares it with the files afterwards, so a
-    policy or snapshot edited meanwhile makes the entry stale instead of wrong."""
-    return Key(*hookfast.key(xml, policy, snapshot))
+    import hashlib  # noqa: PLC0415 - after the event filter: no other event pays for OpenSSL
+
+    return Key(hashlib.sha256(normalized(xml)).hexdigest(), context(policy, snapshot))
 
 
-def lookup(cache_dir: str, entry_key: Key) -> Optional[Verdict]:
-    """The stored decision for this exact input, or None (a miss is always safe)."""
-    found = hookfast.lookup(cache_dir, entry_key)
-    if found is None:
+def entry_path(cache_dir: str, xml_digest: str) -> str:
+    return os.path.join(cache_dir, f"{PREFIX}{xml_digest[:40]}{SUFFIX}")
+
+
+def inputs_trusted(policy: str, snapshot: str) -> bool:
+    """As root, a verdict is replayed only while the policy's and snapshot's whole paths are
+    still trusted: otherwise the full check runs and says why."""
+    if os.geteuid() != 0:
+        return True
+    if files.path_trust_problem(policy) is not None:
+        return False
+    return not (snapshot and os.path.lexists(snapshot) and files.path_trust_problem(snapshot))
+
+
+def answer(cache_dir: str, entry_key: Key, err: IO[str]) -> Optional[int]:
+    """Replay the decision stored for this exact input: log its records, write its stderr lines
+    and return its exit code; None (having done nothing) when there is none to believe."""
+    entry = _lookup(cache_dir, entry_key)
+    if entry is None:
         return None
-    code, stderr, records = found
-    logged = tuple(
-        (
-            priority,
-            logsink.encode(message, **{name.lower(): value for name, value in fields.items()}),
+    from . import logsink  # noqa: PLC0415 - a miss must not pay for it
+    from .text import printable  # noqa: PLC0415
+
+    code, stderr, records = entry
+    for priority, message, fields in records:
+        logsink.log(priority, printable(message), fields)
+    for line in stderr:
+        err.write(line + "\n")
+    return code
+
+
+def _lookup(cache_dir: str, entry_key: Key) -> Optional[_Entry]:
+    try:
+        if files.private_dir_problem(cache_dir, create=False) is not None:
+            return None
+        raw = files.read_trusted(
+            entry_path(cache_dir, entry_key.digest),
+            MAX_ENTRY_BYTES,
+            allowed_uids=files.owners(),
         )
-        for priority, message, fields in records
-    )
-    return Verdict(code, stderr, logged)
+    except OSError:
+        return None
+    decoded = decode(raw)
+    if decoded is None:
+        return None
+    digest, stored_context, dependencies, entry = decoded
+    if (digest, stored_context) != (entry_key.digest, entry_key.context):
+        return None
+    if any(dependency_key(path) != identity for path, identity in dependencies.items()):
+        return None
+    return entry
 
 
 def store(
     cache_dir: str,
     entry_key: Key,
-    verdict: Verdict,
+    decision: Decision,
     *,
     policy: str,
     snapshot: str,
-    emulators: dict[str, str],
-    xml: Optional[bytes] = None,
+    dependencies: Mapping[str, str],
 ) -> None:
     """Record a decision unless a file it rests on changed since ``entry_key`` was taken.
-    ``emulators`` maps each binary consulted to its key from before the check. With the ``xml``
-    it was made for, the decision is also written for hooks/qemu to replay in sh
-    (shellverdict.py). Failures are ignored: the cache only saves time."""
-    # The journald fields are taken out of each log entry here, once, so that a replay needs
-    # no json (hookfast.replay logs them as logsink.emit would).
-    records = tuple((priority, *logsink.decode(entry)) for priority, entry in verdict.syslog)
-    # The sh entry's file identities are taken first: the checks below then prove that they are
-    # the identities the decision was made with.
-    shell = None
-    if xml is not None:
-        shell = shellverdict.prepare(
-            xml,
-            policy=policy,
-            snapshot=snapshot,
-            dependencies=emulators,
-            code=verdict.code,
-            stderr=verdict.stderr,
-            records=records,
-        )
-    if entry_key.context != hookfast.context(policy, snapshot):
+    ``dependencies`` maps each file consulted to its ``dependency_key`` from before the check.
+    Failures are ignored: the cache only saves time."""
+    if entry_key.context != context(policy, snapshot):
         return
-    if any(hookfast.dependency_key(path) != identity for path, identity in emulators.items()):
+    if any(dependency_key(path) != identity for path, identity in dependencies.items()):
         return
-    encoded = hookfast.encode(
-        entry_key.digest, entry_key.context, emulators, (verdict.code, verdict.stderr, records)
-    )
+    records = [(record.priority, record.message, record.fields) for record in decision.logs]
+    entry = (decision.code, list(decision.stderr), records)
+    encoded = encode(entry_key.digest, entry_key.context, dependencies, entry)
     if len(encoded) > MAX_ENTRY_BYTES:
-        # lookup() would refuse to read it back (a refusal of 5,000 NICs is ~2 MB of messages):
+        # _lookup would refuse to read it back (a refusal of 5,000 NICs is ~2 MB of messages):
         # such a domain is checked in full at every start rather than cached unreadably.
         return
     try:
         if files.private_dir_problem(cache_dir, create=True) is not None:
             return
         _prune(cache_dir)
-        # No fsync (~1.5 ms of a miss): an entry cut short by a crash fails to decode (its
-        # strings are length-prefixed) and the next start checks in full.
+        # No fsync: an entry cut short by a crash fails to decode (its strings are
+        # length-prefixed) and the next start checks in full.
         files.write_atomic(entry_path(cache_dir, entry_key.digest), encoded, mode=0o600, sync=False)
     except OSError:
         return
-    if shell is not None:
-        shellverdict.store(cache_dir, shell)
 
 
 def _prune(cache_dir: str) -> None:
     """Keep the number of entries bounded: every edited definition leaves an old one behind."""
+    import contextlib  # noqa: PLC0415 - writers only
+
     entries = [e for e in os.scandir(cache_dir) if e.name.startswith(PREFIX)]
     if len(entries) < MAX_ENTRIES:
         return
@@ -136,3 +239,77 @@ def _prune(cache_dir: str) -> None:
     for old in entries[: len(entries) - MAX_ENTRIES // 2]:
         with contextlib.suppress(OSError):
             os.unlink(old.path)
+
+
+def encode(digest: str, context: str, dependencies: Mapping[str, str], entry: _Entry) -> bytes:
+    code, stderr, records = entry
+    items = [digest, context, str(len(dependencies))]
+    for path, identity in dependencies.items():
+        items += [path, identity]
+    items += [str(code), str(len(stderr)), *stderr, str(len(records))]
+    for priority, message, fields in records:
+        items += [str(priority), message, str(len(fields))]
+        for name, value in fields.items():
+            items += [name, value]
+    out = [HEADER]
+    for item in items:
+        data = item.encode("utf-8", "surrogateescape")
+        out += [str(len(data)).encode(), b":", data, b"\n"]
+    return b"".join(out)
+
+
+def decode(raw: bytes) -> Optional[tuple[str, str, dict[str, str], _Entry]]:
+    """(digest, context, dependencies, (code, stderr, records)) of a whole entry, else None."""
+    items = _strings(raw)
+    if items is None:
+        return None
+    try:
+        it = iter(items)
+
+        def mapping() -> dict[str, str]:
+            return {next(it): next(it) for _ in range(_count(next(it)))}
+
+        digest, stored_context = next(it), next(it)
+        dependencies = mapping()
+        code = next(it)
+        if code not in ("0", "1"):
+            return None
+        # Lists, not generators: in a generator the end of the items becomes a RuntimeError.
+        stderr = [next(it) for _ in range(_count(next(it)))]
+        records = [(_priority(next(it)), next(it), mapping()) for _ in range(_count(next(it)))]
+    except (StopIteration, ValueError):
+        return None
+    if next(it, None) is not None:
+        return None
+    return digest, stored_context, dependencies, (int(code), stderr, records)
+
+
+def _strings(raw: bytes) -> Optional[list[str]]:
+    if not raw.startswith(HEADER):
+        return None
+    out: list[str] = []
+    pos, size = len(HEADER), len(raw)
+    while pos < size:
+        colon = raw.find(b":", pos, pos + 21)
+        length = raw[pos:colon]
+        if colon < 0 or not length.isdigit():
+            return None
+        end = colon + 1 + int(length)
+        if raw[end : end + 1] != b"\n":
+            return None
+        out.append(raw[colon + 1 : end].decode("utf-8", "surrogateescape"))
+        pos = end + 1
+    return out
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or len(text) > 7:
+        raise ValueError(text)
+    return int(text)
+
+
+def _priority(text: str) -> int:
+    value = _count(text)
+    if value > 7:  # syslog priorities are 0..7
+        raise ValueError(text)
+    return value

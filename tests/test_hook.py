@@ -18,7 +18,16 @@ from libvirt_txmode import hook as hook_module
 from libvirt_txmode import verdict
 from libvirt_txmode.files import MAX_XML_BYTES
 from tests import libvirt_env as env
-from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, run_hook, shared_dir
+from tests.hookrun import (
+    LIBVIRT_ENV,
+    POLICY,
+    InstalledHook,
+    domain,
+    make_hook,
+    nic,
+    run_hook,
+    shared_dir,
+)
 
 __all__ = ["shared_dir"]  # a fixture, imported for pytest
 
@@ -435,3 +444,22 @@ def test_cost_is_linear_in_nics(tmp_path: Path) -> None:
     small = _calls(hook, tmp_path / "c1", many_nics("vm-notimer", 500, "timer"))
     large = _calls(hook, tmp_path / "c2", many_nics("vm-notimer", 5000, "timer"))
     assert large < 12 * small, (small, large)
+
+
+def test_stderr_closed_changes_no_decision(hook: InstalledHook, syslog: env.SyslogSink) -> None:
+    # libvirt always passes a pipe, but a hook must not depend on it: without fd 2 Python has no
+    # sys.stderr, and writing or flushing it must not turn an allow into a failure.
+    allowed = domain("web1", nic("52:54:00:00:00:01", "iothread"))
+    refused = domain("db-notimer", nic("52:54:00:00:00:01", "timer"))
+    for name, xml, code in (("web1", allowed, 0), ("db-notimer", refused, 1)):
+        for _ in range(2):  # the full check, then the cached decision
+            done = subprocess.run(
+                ["/bin/sh", "-c", 'exec "$0" "$@" 2>&-', str(hook.path), name, "prepare", "begin"],
+                input=xml,
+                capture_output=True,
+                env=dict(LIBVIRT_ENV),
+                timeout=120,
+                check=False,
+            )
+            assert (done.returncode, done.stdout, done.stderr) == (code, b"", b""), name
+    assert any("allowed domain 'web1'" in line for line in syslog.lines())

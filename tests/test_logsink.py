@@ -9,7 +9,6 @@ socket paths pointed at those, and through the installed wrapper for the fallbac
 from __future__ import annotations
 
 import io
-import json
 import os
 import socket
 import stat
@@ -18,10 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from libvirt_txmode import hook, logsink
+from libvirt_txmode.text import printable
 
 
 class FakeSocket:
@@ -79,20 +77,7 @@ def journal(targets: logsink.Targets) -> Iterator[FakeSocket]:
 
 
 def test_journald_gets_structured_fields(targets: logsink.Targets, journal: FakeSocket) -> None:
-    entry = logsink.encode(
-        "denied: domain 'db-02' NIC #0 (52:54:00:7e:00:02): ... [txmode-not-allowed]",
-        domain="db-02",
-        nic_mac="52:54:00:7e:00:02",
-        txmode="timer",
-        code="txmode-not-allowed",
-        rule="no-timer",
-        decision="denied",
-    )
-    assert logsink.emit(syslog.LOG_ERR, entry, targets) == "journald"
-    (datagram,) = journal.received()
-    fields = journal_fields(datagram)
-    assert fields["MESSAGE"].startswith("denied: domain 'db-02' NIC #0")
-    assert {k: fields[k] for k in logsink.FIELDS} == {
+    fields = {
         "DOMAIN": "db-02",
         "NIC_MAC": "52:54:00:7e:00:02",
         "TXMODE": "timer",
@@ -100,6 +85,13 @@ def test_journald_gets_structured_fields(targets: logsink.Targets, journal: Fake
         "RULE": "no-timer",
         "DECISION": "denied",
     }
+    message = "denied: domain 'db-02' NIC #0 (52:54:00:7e:00:02): ... [txmode-not-allowed]"
+    assert logsink.log(syslog.LOG_ERR, message, fields, targets=targets) == "journald"
+    (datagram,) = journal.received()
+    sent = fields
+    fields = journal_fields(datagram)
+    assert fields["MESSAGE"].startswith("denied: domain 'db-02' NIC #0")
+    assert {k: fields[k] for k in logsink.FIELDS} == sent
     assert fields["PRIORITY"] == str(syslog.LOG_ERR)
     assert fields["SYSLOG_IDENTIFIER"] == "libvirt-txmode"
     assert fields["SYSLOG_PID"] == str(os.getpid())
@@ -133,11 +125,10 @@ def test_fallback_file_when_neither_socket_listens(targets: logsink.Targets) -> 
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     stale.bind(targets.journal)
     stale.close()
-    entry = logsink.encode(
-        "refused to start domain 'db-02' (1 violation)", domain="db-02", decision="refused"
-    )
-    assert logsink.emit(syslog.LOG_ERR, entry, targets) == "file"
-    assert logsink.emit(syslog.LOG_INFO, "allowed domain 'x'", targets) == "file"
+    message = "refused to start domain 'db-02' (1 violation)"
+    fields = {"DOMAIN": "db-02", "DECISION": "refused"}
+    assert logsink.log(syslog.LOG_ERR, message, fields, targets=targets) == "file"
+    assert logsink.log(syslog.LOG_INFO, "allowed domain 'x'", targets=targets) == "file"
     info = os.stat(targets.fallback)
     assert stat.S_IMODE(info.st_mode) == 0o600  # names and MACs are private, like domain XML
     lines = Path(targets.fallback).read_text().splitlines()
@@ -161,19 +152,21 @@ def test_fallback_file_is_never_a_symlink_or_a_fifo(
     os.unlink(targets.fallback)
     os.mkfifo(targets.fallback)
     assert logsink.log(syslog.LOG_INFO, "x", {}, targets=targets) == "lost"  # and no hang
-    assert logsink.destination(targets)[1] == "not a regular file"
+    assert logsink.destination(targets)[1] == f"{targets.fallback} is not a regular file"
 
 
 def test_fields_cannot_be_forged_through_a_domain_name(
     targets: logsink.Targets, journal: FakeSocket
 ) -> None:
     name = 'evil\x1e{"DECISION": "allowed"}\x1e\nDECISION=allowed'
-    entry = logsink.encode(f"refused to start domain '{name}'", domain=name, decision="refused")
-    logsink.emit(syslog.LOG_ERR, entry, targets)
+    message = f"refused to start domain '{name}'"
+    # As the hook logs: its messages through printable, the fields escaped by log itself.
+    logsink.log(
+        syslog.LOG_ERR, printable(message), {"DOMAIN": name, "DECISION": "refused"}, targets=targets
+    )
     fields = journal_fields(journal.received()[0])
     assert fields["DECISION"] == "refused"
     assert "\n" not in fields["MESSAGE"] and "\n" not in fields["DOMAIN"]
-    assert logsink.decode("plain text") == ("plain text", {})
 
 
 POLICY = """\
@@ -221,22 +214,3 @@ def test_the_hook_logs_its_refusal_with_fields_also_when_replayed(
         refused = [f for f in sent if f.get("DECISION") == "refused"]
         assert refused and refused[0]["MESSAGE"] == "refused to start domain 'db-02' (1 violation)"
     assert any(p.name.startswith("verdict-") for p in (tmp_path / "cache").iterdir())
-
-
-@given(
-    st.dictionaries(
-        st.sampled_from(["domain", "nic_mac", "txmode", "code", "rule", "decision"]),
-        st.text(),
-    ),
-    st.text().filter(lambda text: not text.startswith("\x1e")),  # a mark only encode writes
-)
-def test_encode_writes_what_json_dumps_would_and_decode_reads_it(
-    fields: dict[str, str], message: str
-) -> None:
-    # encode quotes with json's C function, decode reads with files.load_json: neither imports
-    # the json package, and both must agree with it.
-    entry = logsink.encode(message, **fields)
-    present = {key.upper(): value for key, value in fields.items()}
-    if present:
-        assert entry == f"\x1e{json.dumps(present, sort_keys=True)}\x1e{message}"
-    assert logsink.decode(entry) == (message, present)

@@ -47,6 +47,7 @@ from libvirt_txmode.passthrough import (
     txmode_of,
 )
 from libvirt_txmode.policy import Policy, parse_policy
+from libvirt_txmode.qemu_args import parse_commandline
 
 EMU = "/usr/bin/qemu-system-x86_64"
 S390 = "/usr/bin/qemu-system-s390x"
@@ -1249,3 +1250,38 @@ def test_an_extra_device_is_no_interface_of_any_type() -> None:
     assert [(f.interface, f.code, f.rule) for f in _check(xml, policy)] == [
         (0, codes.NOT_ALLOWED, "typed")
     ]
+
+
+def _device_arg(value: str) -> QemuArg:
+    (arg,) = parse_commandline([("-device", 1), (value, 2)])
+    return arg
+
+
+@pytest.mark.parametrize(
+    ("escape", "char"),
+    [("b", "\b"), ("f", "\f"), ("n", "\n"), ("r", "\r"), ("t", "\t"), ("/", "/"), ("\\", "\\")],
+)
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_a_json_string_takes_qemus_escapes(escape: str, char: str, quote: str) -> None:
+    # qobject/json-parser.c parse_string: \" \' \\ \/ \b \f \n \r \t and \uXXXX, in either quote.
+    value = f"{{{quote}driver{quote}: {quote}{PCI}{quote}, {quote}tx{quote}: {quote}a\\{escape}b{quote}}}"
+    arg = _device_arg(value)
+    assert (arg.kind, arg.target, arg.value) == ("device", PCI, f"a{char}b")
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1f"])
+def test_a_control_character_in_a_json_string_is_unreadable(char: str) -> None:
+    # json-lexer.c: a string takes only 0x20 and above.
+    arg = _device_arg(f"{{'driver': '{PCI}', 'tx': 'ti{char}mer'}}")
+    assert (arg.kind, arg.reason) == (
+        "unverifiable",
+        "the JSON cannot be read as QEMU reads it: control character in a string",
+    )
+    assert _device_arg(f"{{'driver': '{PCI}', 'tx': 'ti mer'}}").value == "ti mer"
+
+
+@pytest.mark.parametrize("quote", ["X", "`", ""])
+def test_only_single_and_double_quotes_make_a_json_string(quote: str) -> None:
+    arg = _device_arg(f"{{{quote}driver{quote}: '{PCI}', {quote}tx{quote}: 'timer'}}")
+    assert arg.kind == "unverifiable"
+    assert arg.reason.startswith("the JSON cannot be read as QEMU reads it")

@@ -1,4 +1,4 @@
-"""The compiled policy cache: used only when fresh and trustworthy, always equal to load_policy."""
+"""The compiled policy copy: used only when fresh and trustworthy, always equal to the YAML."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import Any, Callable
 
 import pytest
 
-from libvirt_txmode import hook, policy_cache
-from libvirt_txmode.policy import Policy, PolicyError, load_policy
-from libvirt_txmode.policy_cache import (
+from libvirt_txmode import hook, policy
+from libvirt_txmode.policy import (
+    Policy,
+    PolicyError,
     compiled_path,
-    load_policy_cached,
+    load_policy,
     policy_from_json,
     policy_to_json,
 )
@@ -64,14 +65,15 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def yaml_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records every time the YAML path (load_policy) is taken instead of the compiled copy."""
+    """Records every time the YAML is parsed instead of the compiled copy read."""
     calls: list[str] = []
+    parse = policy.parse_policy
 
-    def counting(path: str, **kwargs: Any) -> Policy:
-        calls.append(path)
-        return load_policy(path, **kwargs)
+    def counting(text: str, file: str) -> Policy:
+        calls.append(file)
+        return parse(text, file)
 
-    monkeypatch.setattr(policy_cache, "load_policy", counting)
+    monkeypatch.setattr(policy, "parse_policy", counting)
     return calls
 
 
@@ -83,10 +85,10 @@ def test_equal_to_load_policy_cold_and_warm(
     policy_file: Path, cache_dir: Path, yaml_loads: list[str]
 ) -> None:
     expected = load_policy(str(policy_file))
-    assert load_policy_cached(str(policy_file), str(cache_dir)) == expected
+    assert load_policy(str(policy_file), str(cache_dir)) == expected
     assert compiled_file(policy_file, cache_dir).exists()
-    assert load_policy_cached(str(policy_file), str(cache_dir)) == expected
-    assert yaml_loads == [str(policy_file)]  # only the first run parsed YAML
+    assert load_policy(str(policy_file), str(cache_dir)) == expected
+    assert yaml_loads == [str(policy_file)] * 2  # expected, then only the first cached run
 
 
 @pytest.mark.parametrize("text", [RICH_POLICY, "version: 1\n", None])
@@ -106,58 +108,57 @@ def test_packaged_policy_round_trips(tmp_path: Path, cache_dir: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(_packaged("policy.yaml"))
     expected = load_policy(str(path))
-    load_policy_cached(str(path), str(cache_dir))
-    assert load_policy_cached(str(path), str(cache_dir)) == expected
+    load_policy(str(path), str(cache_dir))
+    assert load_policy(str(path), str(cache_dir)) == expected
 
 
 def test_without_cache_dir_it_is_load_policy(policy_file: Path, yaml_loads: list[str]) -> None:
-    assert load_policy_cached(str(policy_file)) == load_policy(str(policy_file))
-    assert load_policy_cached(str(policy_file)) == load_policy(str(policy_file))
+    assert load_policy(str(policy_file)) == load_policy(str(policy_file))
     assert len(yaml_loads) == 2
 
 
 def test_missing_cache_dir_is_created_private(policy_file: Path, tmp_path: Path) -> None:
     cache_dir = tmp_path / "a" / "b"
-    load_policy_cached(str(policy_file), str(cache_dir))
+    load_policy(str(policy_file), str(cache_dir))
     assert compiled_file(policy_file, cache_dir).stat().st_mode & 0o022 == 0
     assert cache_dir.stat().st_mode & 0o022 == 0
 
 
 def test_edit_invalidates(policy_file: Path, cache_dir: Path, yaml_loads: list[str]) -> None:
-    load_policy_cached(str(policy_file), str(cache_dir))
+    load_policy(str(policy_file), str(cache_dir))
     policy_file.write_text(RICH_POLICY.replace("action: audit", "action: enforce"))
-    policy = load_policy_cached(str(policy_file), str(cache_dir))
+    policy = load_policy(str(policy_file), str(cache_dir))
     assert policy.action == "enforce"
-    assert policy == load_policy(str(policy_file))
     assert len(yaml_loads) == 2
-    assert load_policy_cached(str(policy_file), str(cache_dir)).action == "enforce"
+    assert load_policy(str(policy_file), str(cache_dir)).action == "enforce"
     assert len(yaml_loads) == 2  # recompiled, then used
+    assert policy == load_policy(str(policy_file))
 
 
 def test_same_size_edit_with_restored_mtime_invalidates(policy_file: Path, cache_dir: Path) -> None:
-    load_policy_cached(str(policy_file), str(cache_dir))
+    load_policy(str(policy_file), str(cache_dir))
     before = policy_file.stat()
     edited = RICH_POLICY.replace("on_error: allow", "on_error: deny ")
     assert len(edited) == len(RICH_POLICY)
     policy_file.write_text(edited)
     os.utime(policy_file, ns=(before.st_atime_ns, before.st_mtime_ns))  # ctime still moves
-    assert load_policy_cached(str(policy_file), str(cache_dir)).on_error == "deny"
+    assert load_policy(str(policy_file), str(cache_dir)).on_error == "deny"
 
 
 def test_replaced_file_invalidates(policy_file: Path, cache_dir: Path, tmp_path: Path) -> None:
-    load_policy_cached(str(policy_file), str(cache_dir))
+    load_policy(str(policy_file), str(cache_dir))
     new = tmp_path / "new.yaml"
     new.write_text(RICH_POLICY.replace("probe_timeout: 2.5", "probe_timeout: 9"))
     os.replace(new, policy_file)
-    assert load_policy_cached(str(policy_file), str(cache_dir)).probe_timeout == 9.0
+    assert load_policy(str(policy_file), str(cache_dir)).probe_timeout == 9.0
 
 
 def test_other_tool_version_is_stale(
     policy_file: Path, cache_dir: Path, yaml_loads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    load_policy_cached(str(policy_file), str(cache_dir))
-    monkeypatch.setattr(policy_cache, "__version__", "99.0")
-    load_policy_cached(str(policy_file), str(cache_dir))
+    load_policy(str(policy_file), str(cache_dir))
+    monkeypatch.setattr(policy, "__version__", "99.0")
+    load_policy(str(policy_file), str(cache_dir))
     assert len(yaml_loads) == 2
 
 
@@ -213,21 +214,21 @@ def _tamper(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
 def test_corrupt_or_inconsistent_is_ignored_and_rebuilt(
     policy_file: Path, cache_dir: Path, yaml_loads: list[str], damage: Callable[[Path], None]
 ) -> None:
-    expected = load_policy_cached(str(policy_file), str(cache_dir))
+    expected = load_policy(str(policy_file), str(cache_dir))
     compiled = compiled_file(policy_file, cache_dir)
     damage(compiled)
-    assert load_policy_cached(str(policy_file), str(cache_dir)) == expected
+    assert load_policy(str(policy_file), str(cache_dir)) == expected
     assert len(yaml_loads) == 2
     assert json.loads(compiled.read_text())["policy"] == policy_to_json(expected)  # rewritten
 
 
 def _plant_lie(policy_file: Path, cache_dir: Path) -> Path:
     """A well-formed compiled copy with the right key whose content differs from the YAML."""
-    load_policy_cached(str(policy_file), str(cache_dir))
+    load_policy(str(policy_file), str(cache_dir))
     compiled = compiled_file(policy_file, cache_dir)
     _tamper(compiled, lambda d: d["policy"]["document"].update(on_error="deny"))
     compiled.chmod(0o644)
-    assert load_policy_cached(str(policy_file), str(cache_dir)).on_error == "deny"  # it is trusted
+    assert load_policy(str(policy_file), str(cache_dir)).on_error == "deny"  # it is trusted
     return compiled
 
 
@@ -236,7 +237,7 @@ def test_group_or_other_writable_compiled_file_is_ignored(
 ) -> None:
     compiled = _plant_lie(policy_file, cache_dir)
     compiled.chmod(0o666)
-    assert load_policy_cached(str(policy_file), str(cache_dir)).on_error == "allow"
+    assert load_policy(str(policy_file), str(cache_dir)).on_error == "allow"
 
 
 def test_writable_cache_dir_is_ignored(
@@ -245,8 +246,8 @@ def test_writable_cache_dir_is_ignored(
     _plant_lie(policy_file, cache_dir)
     cache_dir.chmod(0o777)
     try:
-        assert load_policy_cached(str(policy_file), str(cache_dir)).on_error == "allow"
-        assert load_policy_cached(str(policy_file), str(cache_dir)).on_error == "allow"
+        assert load_policy(str(policy_file), str(cache_dir)).on_error == "allow"
+        assert load_policy(str(policy_file), str(cache_dir)).on_error == "allow"
         assert len(yaml_loads) == 3  # and nothing is written into such a directory
     finally:
         cache_dir.chmod(0o755)
@@ -256,7 +257,7 @@ def test_writable_cache_dir_is_ignored(
 def test_foreign_owned_compiled_file_is_ignored(policy_file: Path, cache_dir: Path) -> None:
     compiled = _plant_lie(policy_file, cache_dir)
     os.chown(compiled, 65534, 65534)
-    assert load_policy_cached(str(policy_file), str(cache_dir)).on_error == "allow"
+    assert load_policy(str(policy_file), str(cache_dir)).on_error == "allow"
 
 
 def test_symlinked_compiled_file_is_ignored(
@@ -266,7 +267,7 @@ def test_symlinked_compiled_file_is_ignored(
     target = tmp_path / "elsewhere.json"
     os.replace(compiled, target)
     compiled.symlink_to(target)
-    assert load_policy_cached(str(policy_file), str(cache_dir)).on_error == "allow"
+    assert load_policy(str(policy_file), str(cache_dir)).on_error == "allow"
 
 
 @AS_ROOT
@@ -274,7 +275,7 @@ def test_symlinked_compiled_file_is_ignored(
 def test_policy_ownership_is_still_enforced(
     policy_file: Path, cache_dir: Path, unsafe: str
 ) -> None:
-    load_policy_cached(str(policy_file), str(cache_dir))
+    load_policy(str(policy_file), str(cache_dir))
     if unsafe == "group-writable":
         policy_file.chmod(0o664)
     else:
@@ -282,7 +283,7 @@ def test_policy_ownership_is_still_enforced(
     with pytest.raises(PolicyError) as direct:
         load_policy(str(policy_file))
     with pytest.raises(PolicyError) as cached:
-        load_policy_cached(str(policy_file), str(cache_dir))
+        load_policy(str(policy_file), str(cache_dir))
     assert str(cached.value) == str(direct.value)
     assert "refused" in str(cached.value)
 
@@ -292,7 +293,7 @@ def test_missing_policy_raises_like_load_policy(tmp_path: Path, cache_dir: Path)
     with pytest.raises(PolicyError) as direct:
         load_policy(missing)
     with pytest.raises(PolicyError) as cached:
-        load_policy_cached(missing, str(cache_dir))
+        load_policy(missing, str(cache_dir))
     assert str(cached.value) == str(direct.value)
 
 
@@ -300,7 +301,7 @@ def test_invalid_policy_raises_and_compiles_nothing(tmp_path: Path, cache_dir: P
     path = tmp_path / "bad.yaml"
     path.write_text("version: 1\naction: sometimes\n")
     with pytest.raises(PolicyError, match="action"):
-        load_policy_cached(str(path), str(cache_dir))
+        load_policy(str(path), str(cache_dir))
     assert not compiled_file(path, cache_dir).exists()
 
 
@@ -317,27 +318,27 @@ def _fresh_interpreter(code: str) -> str:
 def test_warm_run_does_not_parse_yaml_in_a_fresh_interpreter(
     policy_file: Path, cache_dir: Path
 ) -> None:
-    load_policy_cached(str(policy_file), str(cache_dir))
+    load_policy(str(policy_file), str(cache_dir))
     out = _fresh_interpreter(
         f"""
         import libvirt_txmode.policy as policy
         def refuse(*args, **kwargs):
             raise AssertionError("the YAML was parsed")
         policy.parse_policy = refuse
-        from libvirt_txmode.policy_cache import load_policy_cached
-        print(load_policy_cached({str(policy_file)!r}, {str(cache_dir)!r}).action)
+        from libvirt_txmode.policy import load_policy
+        print(load_policy({str(policy_file)!r}, {str(cache_dir)!r}).action)
         """
     )
     assert out == "audit"
 
 
 def test_warm_run_does_not_import_yaml(policy_file: Path, cache_dir: Path) -> None:
-    load_policy_cached(str(policy_file), str(cache_dir))
+    load_policy(str(policy_file), str(cache_dir))
     out = _fresh_interpreter(
         f"""
         import sys
-        from libvirt_txmode.policy_cache import load_policy_cached
-        load_policy_cached({str(policy_file)!r}, {str(cache_dir)!r})
+        from libvirt_txmode.policy import load_policy
+        load_policy({str(policy_file)!r}, {str(cache_dir)!r})
         print("yaml" in sys.modules)
         """
     )
@@ -347,8 +348,8 @@ def test_warm_run_does_not_import_yaml(policy_file: Path, cache_dir: Path) -> No
 def test_cold_run_in_a_fresh_interpreter_compiles(policy_file: Path, cache_dir: Path) -> None:
     out = _fresh_interpreter(
         f"""
-        from libvirt_txmode.policy_cache import load_policy_cached
-        print(load_policy_cached({str(policy_file)!r}, {str(cache_dir)!r}).action)
+        from libvirt_txmode.policy import load_policy
+        print(load_policy({str(policy_file)!r}, {str(cache_dir)!r}).action)
         """
     )
     assert out == "audit"

@@ -21,7 +21,7 @@ import pytest
 
 from libvirt_txmode import verdict
 from libvirt_txmode.files import path_trust_problem, private_dir_problem, read_regular
-from libvirt_txmode.policy_cache import compiled_path
+from libvirt_txmode.policy import compiled_path
 from libvirt_txmode.qemu import identify, probe_user
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, shared_dir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode import hookfast, verdict
+from libvirt_txmode import gate, paths, verdict
 from libvirt_txmode.install import hook_settings
 from libvirt_txmode.qemu import identify
 from tests import libvirt_env as env
@@ -146,9 +147,9 @@ def test_new_snapshot_invalidates(tmp_path: Path) -> None:
     os.makedirs(hook.layout.state_dir, exist_ok=True)
     Path(hook.layout.snapshot).write_text("{}")
     assert hook.run("vm", "prepare", "begin", "-", stdin=live_xml("vm", 2)).returncode == 0
-    decoded = hookfast.decode(entry.read_bytes())
+    decoded = verdict.decode(entry.read_bytes())
     assert decoded is not None
-    assert decoded[1]["snapshot"] != "absent"
+    assert f"snapshot={hook.layout.snapshot}=absent" not in decoded[1]
 
 
 def test_other_xml_is_a_miss(tmp_path: Path) -> None:
@@ -165,18 +166,18 @@ def test_tampered_verdict_is_not_trusted(tmp_path: Path, tamper: str) -> None:
     xml = live_xml("db-notimer", 1, txmode="timer")
     assert hook.run("db-notimer", "prepare", "begin", "-", stdin=xml).returncode == 1
     (entry,) = verdicts(hook)
-    decoded = hookfast.decode(entry.read_bytes())
+    decoded = verdict.decode(entry.read_bytes())
     assert decoded is not None
-    digest, identities, emulators, (code, stderr, records) = decoded
+    digest, context, dependencies, (code, stderr, records) = decoded
     assert code == 1
-    allowed = hookfast.encode(digest, identities, emulators, (0, (), records))
+    allowed = verdict.encode(digest, context, dependencies, (0, (), records))
     if tamper == "writable":
         entry.write_bytes(allowed)
         os.chmod(entry, 0o666)
     elif tamper == "corrupt":
         entry.write_bytes(entry.read_bytes()[:-3])
     elif tamper == "forged-code":
-        entry.write_bytes(hookfast.encode(digest, identities, emulators, (7, stderr, records)))
+        entry.write_bytes(verdict.encode(digest, context, dependencies, (7, stderr, records)))
     else:
         forged = tmp_path / "forged.txt"
         forged.write_bytes(allowed)
@@ -200,12 +201,12 @@ def test_entries_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     cache.mkdir()
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    outcome = verdict.Verdict(0, (), ())
+    outcome = gate.Decision(0, (), ())
     for i in range(10):
         xml = live_xml(f"vm{i}", 1)
         verdict.store(
             str(cache), verdict.key(xml, str(policy), ""), outcome,
-            policy=str(policy), snapshot="", emulators={},
+            policy=str(policy), snapshot="", dependencies={},
         )  # fmt: skip
     assert 2 <= len(list(cache.glob("verdict-*.txt"))) <= 4
 
@@ -219,14 +220,37 @@ def test_a_file_that_was_absent_and_appears_makes_the_verdict_stale(tmp_path: Pa
     network = tmp_path / "net-a.xml"
     xml = live_xml("vm", 1)
     entry_key = verdict.key(xml, str(policy), "")
-    deps = {str(network): hookfast.dependency_key(str(network))}
+    deps = {str(network): verdict.dependency_key(str(network))}
     verdict.store(
-        str(cache), entry_key, verdict.Verdict(0, (), ()),
-        policy=str(policy), snapshot="", emulators=deps,
+        str(cache), entry_key, gate.Decision(0, ("said",), ()),
+        policy=str(policy), snapshot="", dependencies=deps,
     )  # fmt: skip
-    assert verdict.lookup(str(cache), entry_key) == verdict.Verdict(0, (), ())
+    err = io.StringIO()
+    assert verdict.answer(str(cache), entry_key, err) == 0
+    assert err.getvalue() == "said\n"
     network.write_text("<network><name>net-a</name><forward mode='hostdev'/></network>")
-    assert verdict.lookup(str(cache), entry_key) is None
+    assert verdict.answer(str(cache), entry_key, io.StringIO()) is None
+
+
+def test_a_host_fact_that_changes_makes_the_verdict_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decided while /dev/vhost-net was absent (txmode takes effect), replayed after it appeared
+    # (vhost makes it ineffective): a different decision under 'ineffective: error'.
+    vhost = tmp_path / "vhost-net"
+    monkeypatch.setattr(paths, "VHOST_NET_DEVICE", str(vhost))
+    cache = tmp_path / "cache"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    xml = live_xml("vm", 1)
+    entry_key = verdict.key(xml, str(policy), "")
+    verdict.store(
+        str(cache), entry_key, gate.Decision(0, (), ()),
+        policy=str(policy), snapshot="", dependencies={},
+    )  # fmt: skip
+    assert verdict.answer(str(cache), verdict.key(xml, str(policy), ""), io.StringIO()) == 0
+    vhost.write_text("")
+    assert verdict.answer(str(cache), verdict.key(xml, str(policy), ""), io.StringIO()) is None
 
 
 def _hookstart(hook: InstalledHook, *argv: str, importtime: bool = False) -> list[str]:
@@ -253,8 +277,8 @@ def _wrapper_args(hook: InstalledHook, name: str) -> list[str]:
 def test_a_cached_verdict_loads_nothing_beyond_the_interpreters_own_modules(
     tmp_path: Path,
 ) -> None:
-    # hookfast.py's promise: no site, typing, json, re, hashlib or dataclasses on a hit (each
-    # costs more than the whole replay), while the miss before it ran the full check.
+    # The cached path's promise: no site, typing, json, re or dataclasses on a hit (each costs
+    # more than the whole replay), while the miss before it ran the full check.
     hook = make_hook(tmp_path)
     xml = live_xml("db-notimer", 1, txmode="timer")
     first = hook.run("db-notimer", "prepare", "begin", "-", stdin=xml)
@@ -274,13 +298,13 @@ def test_a_cached_verdict_loads_nothing_beyond_the_interpreters_own_modules(
     }
     replayed = "".join(line + "\n" for line in stderr.splitlines() if not line.startswith("import"))
     assert (done.returncode, replayed) == (1, first.stderr)
-    assert "libvirt_txmode.hookfast" in imported
-    heavy = {"site", "typing", "json", "re", "hashlib", "dataclasses", "lxml", "yaml", "runpy"}
+    assert "libvirt_txmode.verdict" in imported
+    heavy = {"site", "typing", "json", "re", "dataclasses", "lxml", "yaml", "runpy"}
     assert imported & heavy == set()
 
 
 def test_an_unusual_command_line_is_decided_by_the_full_hook(tmp_path: Path) -> None:
-    # Not the wrapper's exact argv shape: hookfast hands it to hook.main (argparse), as before.
+    # Not the wrapper's exact argv shape: hook.main reads it with argparse.
     hook = make_hook(tmp_path)
     args = _wrapper_args(hook, "db-notimer")
     reordered = [*args[2:4], *args[0:2], *args[4:]]  # --snapshot before --policy
@@ -297,9 +321,9 @@ def test_an_unusual_command_line_is_decided_by_the_full_hook(tmp_path: Path) -> 
 
 def test_the_entry_format_keeps_any_text_and_refuses_any_truncation() -> None:
     odd = "line\nbreak: 3:x\x1e\udcff é"
-    replay = (1, (odd, ""), ((3, odd, {"DOMAIN": odd}), (6, "", {})))
-    encoded = hookfast.encode("d" * 64, {"policy": odd}, {odd: "key"}, replay)
-    assert hookfast.decode(encoded) == ("d" * 64, {"policy": odd}, {odd: "key"}, replay)
+    entry = (1, [odd, ""], [(3, odd, {"DOMAIN": odd}), (6, "", {})])
+    encoded = verdict.encode("d" * 64, odd, {odd: "key"}, entry)
+    assert verdict.decode(encoded) == ("d" * 64, odd, {odd: "key"}, entry)
     for end in range(len(encoded)):
-        assert hookfast.decode(encoded[:end]) is None, end
-    assert hookfast.decode(encoded + b"0:\n") is None  # a trailing item is not a whole entry
+        assert verdict.decode(encoded[:end]) is None, end
+    assert verdict.decode(encoded + b"0:\n") is None  # a trailing item is not a whole entry

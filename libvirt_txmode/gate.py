@@ -1,0 +1,259 @@
+"""The hook's full check: one domain's XML, the policy and this host -> a Decision.
+
+hook.py hands over a ``Request`` when the verdict cache cannot answer. The Decision (exit code,
+stderr lines, log records with their journald fields) is reported, and stored in the verdict
+cache when every file it rests on is known and nothing transient (a failed probe) decided it.
+"""
+
+from __future__ import annotations
+
+import syslog
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Optional
+
+from . import files, logsink, verdict
+from .records import SLOTS
+from .text import printable
+
+if TYPE_CHECKING:
+    from .findings import Finding
+    from .model import HostCapabilities
+    from .policy import Policy
+
+
+IDENT = "libvirt-txmode"
+
+
+@dataclass(frozen=True, **SLOTS)
+class Request:
+    """What the hook read before the cache failed to answer: the hand-over to the full check."""
+
+    domain: str  # the name libvirt passed (argv), untrusted
+    policy: str
+    snapshot: str
+    cache_dir: Optional[str]
+    data: Optional[bytes]  # the XML, None if it could not be read
+    read_error: Optional[str]
+    key: Optional[verdict.Key]  # None: the decision may not be stored
+
+
+@dataclass(frozen=True, **SLOTS)
+class LogRecord:
+    priority: int  # syslog's
+    message: str
+    fields: dict[str, str] = field(default_factory=dict)  # journald's, logsink.FIELDS
+
+
+@dataclass(frozen=True, **SLOTS)
+class Decision:
+    code: int
+    stderr: tuple[str, ...]
+    logs: tuple[LogRecord, ...]
+
+
+def run(request: Request, err: IO[str]) -> int:
+    """Check, remember the decision when it may be, report it."""
+    try:
+        decision, dependencies = _check(request)
+        if request.key is not None and dependencies is not None and request.cache_dir:
+            verdict.store(
+                request.cache_dir,
+                request.key,
+                decision,
+                policy=request.policy,
+                snapshot=request.snapshot,
+                dependencies=dependencies,
+            )
+        for record in decision.logs:
+            logsink.log(record.priority, printable(record.message), record.fields)
+        for line in decision.stderr:
+            err.write(line + "\n")
+        return decision.code
+    except Exception as exc:  # see internal_error
+        return internal_error(request.domain, exc, err)
+
+
+def internal_error(domain_name: str, exc: BaseException, err: IO[str]) -> int:
+    """The last line of defence: no traceback ever reaches libvirt's user; refuse (fail closed)."""
+    import traceback  # noqa: PLC0415 - only on this path
+
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    logsink.log(
+        syslog.LOG_ERR, printable(f"internal error checking domain '{domain_name}': {detail}")
+    )
+    err.write(
+        f"{IDENT}: internal error checking domain '{printable(domain_name)}': "
+        f"{printable(type(exc).__name__)}: {printable(str(exc))} (details in syslog); "
+        "refusing to start (fail closed)\n"
+    )
+    return 1
+
+
+def _check(request: Request) -> tuple[Decision, Optional[dict[str, str]]]:
+    """The decision and, if it may be cached, the files it rests on with their identities."""
+    from .cache import ProbeCache  # noqa: PLC0415 - each only once the domain is readable
+    from .check import check_domain  # noqa: PLC0415
+    from .domain import BeyondBoundsError, DomainXMLError, parse_domain  # noqa: PLC0415
+    from .findings import UNKNOWN_SUPPORT  # noqa: PLC0415
+    from .local import local_capabilities, needed_devices, this_host  # noqa: PLC0415
+    from .networks import network_file_keys  # noqa: PLC0415
+    from .paths import default_cache_dir  # noqa: PLC0415
+    from .policy import PolicyError, load_policy  # noqa: PLC0415
+
+    _route_library_logs()
+    domain_name = request.domain
+    cache_dir = request.cache_dir or default_cache_dir()
+    try:
+        policy = load_policy(request.policy, cache_dir)
+    except PolicyError as exc:
+        # Without a readable policy there is no on_error to consult: fail closed.
+        return _refusal(domain_name, f"policy unusable: {exc}"), None
+
+    if request.data is None:
+        reason = f"cannot read the domain XML from libvirt: {request.read_error}"
+        too_large = request.read_error == files.TOO_LARGE
+        return _on_error(domain_name, policy, reason, beyond_bounds=too_large), None
+    try:
+        domain = parse_domain(request.data, "<stdin>")
+    except DomainXMLError as exc:
+        reason = f"cannot read the domain XML from libvirt: {exc.message}"
+        beyond = isinstance(exc, BeyondBoundsError)
+        return _on_error(domain_name, policy, reason, beyond_bounds=beyond), None
+
+    snapshot_caps, identities = _snapshot(request.snapshot)
+    host = this_host([domain], snapshot=snapshot_caps)
+    # Taken before probing: if a binary changes while we look at it, the verdict is not kept.
+    # The network files a NIC's device depends on (a hostdev pool) count like binaries.
+    dependencies = network_file_keys(domain, verdict.dependency_key)
+    needed = needed_devices([domain], host)  # planned once for both uses
+    if dependencies is not None and needed[0]:
+        key = verdict.emulator_key(domain.emulator) if domain.emulator else None
+        dependencies = {**dependencies, domain.emulator: key} if domain.emulator and key else None
+    caps = local_capabilities(
+        [domain],
+        policy,
+        ProbeCache(cache_dir),
+        snapshot=snapshot_caps,
+        snapshot_identities=identities,
+        host=host,
+        needed=needed,
+    )
+    findings = check_domain(domain, policy, [caps])
+    if any(f.code == UNKNOWN_SUPPORT for f in findings):
+        dependencies = None  # a failed probe may succeed next time: never remember it
+    return _decide(domain.name, findings, policy.source), dependencies
+
+
+def _on_error(domain_name: str, policy: Policy, reason: str, *, beyond_bounds: bool) -> Decision:
+    if beyond_bounds:
+        # on_error: allow covers the hook failing, never a domain being large: padding a domain
+        # past the bounds must not be a way around the policy.
+        return _refusal(
+            domain_name, f"{reason} (refused whatever on_error says: it cannot be checked)"
+        )
+    if policy.on_error == "allow":
+        message = f"allowing domain '{domain_name}' despite an error (on_error: allow): {reason}"
+        return Decision(0, (), (LogRecord(syslog.LOG_WARNING, message),))
+    return _refusal(domain_name, f"{reason} (on_error: deny)")
+
+
+def _route_library_logs() -> None:
+    """Warnings from the cache and prober go to the system log: on stderr libvirt would either
+    drop them (exit 0) or mix them into the refusal it shows the user. Set up when the first of
+    them is written (logs.py): a check that logs nothing never imports logging."""
+    from . import logs  # noqa: PLC0415
+
+    logs.before_first_use(_log_handler)
+
+
+def _log_handler() -> None:
+    import logging  # noqa: PLC0415
+
+    class SyslogHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            priority = syslog.LOG_ERR if record.levelno >= logging.ERROR else syslog.LOG_WARNING
+            logsink.log(priority, printable(self.format(record)))
+
+    logger = logging.getLogger("libvirt_txmode")
+    if not any(type(h).__name__ == "SyslogHandler" for h in logger.handlers):
+        logger.addHandler(SyslogHandler())
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
+    import os  # noqa: PLC0415
+
+    if not path or not os.path.lexists(path):
+        return None, {}
+    from .snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, parse_snapshot  # noqa: PLC0415
+
+    try:
+        problem = files.path_trust_problem(path) if os.geteuid() == 0 else None
+        if problem is not None:
+            raise SnapshotError(f"{path}: refused: {problem}")
+        try:
+            # Non-blocking and regular files only: a FIFO here must not hang the hook, and with
+            # it `virsh start`. (The snapshot may be a root-owned link: the trust rule allows it.)
+            raw, _ = files.read_regular(path, MAX_SNAPSHOT_BYTES, follow_symlinks=True)
+        except OSError as exc:
+            raise SnapshotError(f"{path}: cannot read snapshot: {exc.strerror}") from None
+        if len(raw) > MAX_SNAPSHOT_BYTES:
+            raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
+        import json  # noqa: PLC0415
+
+        try:
+            document = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise SnapshotError(f"{path}: not a valid snapshot: not JSON: {exc}") from None
+        snapshot = parse_snapshot(document, path)
+    except SnapshotError as exc:
+        # A bad snapshot only costs speed: the emulators are probed directly instead.
+        logsink.log(syslog.LOG_WARNING, printable(f"ignoring snapshot: {exc}"))
+        return None, {}
+    return snapshot.capabilities, dict(snapshot.identities)
+
+
+def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> Decision:
+    from .findings import Level, describe  # noqa: PLC0415
+
+    errors = [f for f in findings if f.level is Level.ERROR]
+    logged: list[LogRecord] = []
+    for finding in findings:
+        level = "denied" if finding.level is Level.ERROR else "warning"
+        priority = syslog.LOG_ERR if finding.level is Level.ERROR else syslog.LOG_WARNING
+        fields = _fields(finding.domain, level, finding)
+        logged.append(LogRecord(priority, f"{level}: {describe(finding)}", fields))
+    if errors:
+        count = f"{len(errors)} violation{'s' if len(errors) != 1 else ''}"
+        lines = [f"{IDENT}: {describe(finding)}" for finding in errors]
+        lines.append(
+            f"{IDENT}: refusing to start domain '{printable(domain_name)}': {count} of "
+            f"{printable(policy_source)}"
+        )
+        refused = f"refused to start domain '{domain_name}' ({count})"
+        logged.append(LogRecord(syslog.LOG_ERR, refused, _fields(domain_name, "refused")))
+        return Decision(1, tuple(lines), tuple(logged))
+    warnings = len(findings)
+    note = f" with {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
+    allowed = f"allowed domain '{domain_name}'{note}"
+    logged.append(LogRecord(syslog.LOG_INFO, allowed, _fields(domain_name, "allowed")))
+    return Decision(0, (), tuple(logged))
+
+
+def _refusal(domain_name: str, reason: str) -> Decision:
+    line = f"{IDENT}: refusing to start domain '{printable(domain_name)}': {printable(reason)}"
+    message = f"refused to start domain '{domain_name}': {reason}"
+    return Decision(
+        1, (line,), (LogRecord(syslog.LOG_ERR, message, _fields(domain_name, "refused")),)
+    )
+
+
+def _fields(domain: str, decision: str, finding: Optional[Finding] = None) -> dict[str, str]:
+    """journald fields (logsink.FIELDS) from the values that are set; untrusted text escaped."""
+    values: dict[str, Optional[str]] = {"DOMAIN": domain, "DECISION": decision}
+    if finding is not None:
+        values.update(
+            {"NIC_MAC": finding.mac, "TXMODE": finding.txmode}, CODE=finding.code, RULE=finding.rule
+        )
+    return {name: printable(str(v)) for name, v in values.items() if v is not None}
