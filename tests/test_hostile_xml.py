@@ -30,7 +30,7 @@ def test_depth_bound_is_libvirts_own() -> None:
     (nic,) = parse_domain(_metadata_levels(255), "deep.xml").nics
     assert nic.txmode == "iothread"
     with pytest.raises(
-        BeyondBoundsError, match="Excessive depth in document: 256 .libvirt's limit: 257"
+        BeyondBoundsError, match=r"Excessive depth in document: 256 \(libvirt's limit: 257"
     ):
         parse_domain(_metadata_levels(256), "deep.xml")
 
