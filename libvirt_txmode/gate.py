@@ -17,7 +17,7 @@ from .text import printable
 
 if TYPE_CHECKING:
     from .findings import Finding
-    from .model import HostCapabilities
+    from .model import Domain, HostCapabilities
     from .policy import Policy
 
 
@@ -89,6 +89,23 @@ def internal_error(domain_name: str, exc: BaseException, err: IO[str]) -> int:
     return 1
 
 
+def _emulator_dependencies(domain: Domain, found: dict[str, str]) -> Optional[dict[str, str]]:
+    """The emulator a decision rests on (its tx support, its type ancestry) and, for passthrough,
+    libvirt's capabilities file for it (whether libvirt passes -device as JSON); None when the
+    decision must not be kept."""
+    from .libvirt_qemucaps import caps_path  # noqa: PLC0415
+
+    emulator = domain.emulator
+    key = verdict.emulator_key(emulator) if emulator else None
+    if emulator is None or key is None:
+        return None
+    found = {**found, emulator: key}
+    if domain.qemu_args or domain.overrides:
+        libvirt_caps = caps_path(emulator)
+        found[libvirt_caps] = verdict.dependency_key(libvirt_caps)
+    return found
+
+
 def _check(request: Request) -> tuple[Decision, Optional[dict[str, str]]]:
     """The decision and, if it may be cached, the files it rests on with their identities."""
     from .cache import ProbeCache  # noqa: PLC0415 - each only once the domain is readable
@@ -126,9 +143,8 @@ def _check(request: Request) -> tuple[Decision, Optional[dict[str, str]]]:
     # The network files a NIC's device depends on (a hostdev pool) count like binaries.
     dependencies = network_file_keys(domain, verdict.dependency_key)
     needed = needed_devices([domain], host)  # planned once for both uses
-    if dependencies is not None and needed[0]:
-        key = verdict.emulator_key(domain.emulator) if domain.emulator else None
-        dependencies = {**dependencies, domain.emulator: key} if domain.emulator and key else None
+    if dependencies is not None and (needed[0] or domain.qemu_args or domain.overrides):
+        dependencies = _emulator_dependencies(domain, dependencies)
     caps = local_capabilities(
         [domain],
         policy,

@@ -134,10 +134,11 @@ def test_replaced_emulator_is_probed_again(tmp_path: Path, shared_dir: Path) -> 
     xml = live_xml("vm", 1, emulator=str(emulator))
     assert hook.run("vm", "prepare", "begin", "-", stdin=xml).returncode == 0
     assert hook.run("vm", "prepare", "begin", "-", stdin=xml).returncode == 0
-    assert len(calls.read_text().splitlines()) == 1
+    # One probe: -device help, and the type ancestry's QMP session.
+    assert len(calls.read_text().splitlines()) == 2
     emulator.write_text(emulator.read_text() + "# upgraded\n")  # new size and ctime
     assert hook.run("vm", "prepare", "begin", "-", stdin=xml).returncode == 0
-    assert len(calls.read_text().splitlines()) == 2
+    assert len(calls.read_text().splitlines()) == 4
 
 
 def test_new_snapshot_invalidates(tmp_path: Path) -> None:
@@ -327,3 +328,26 @@ def test_the_entry_format_keeps_any_text_and_refuses_any_truncation() -> None:
     for end in range(len(encoded)):
         assert verdict.decode(encoded[:end]) is None, end
     assert verdict.decode(encoded + b"0:\n") is None  # a trailing item is not a whole entry
+
+
+def test_a_decision_on_passthrough_rests_on_libvirts_capabilities_file() -> None:
+    # Whether libvirt passes -device as JSON (so whether a -set can reach a NIC) is read from
+    # libvirt's capabilities cache for the emulator: a decision on passthrough must be stale once
+    # that file changes, as it must once the emulator does.
+    from libvirt_txmode.domain import parse_domain
+    from libvirt_txmode.libvirt_qemucaps import caps_path
+
+    emulator = "/usr/bin/qemu-system-x86_64"
+    plain = domain("vm", nic("52:54:00:00:00:01", "iothread"), emulator=emulator)
+    with_set = plain.replace(
+        b"</domain>",
+        b"<qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+        b"<qemu:arg value='-set'/><qemu:arg value='device.net0.tx=bh'/></qemu:commandline>"
+        b"</domain>",
+    )
+    found = gate._emulator_dependencies(parse_domain(with_set, "<stdin>"), {})
+    assert found is not None
+    assert found[emulator] == verdict.emulator_key(emulator)
+    assert found[caps_path(emulator)] == verdict.dependency_key(caps_path(emulator))
+    without = gate._emulator_dependencies(parse_domain(plain, "<stdin>"), {})
+    assert without == {emulator: verdict.emulator_key(emulator)}
