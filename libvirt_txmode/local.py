@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Protocol
 
 from . import libvirt_qemucaps, logs, paths
@@ -33,7 +34,7 @@ from .qemu import (
     probe_emulator,
     trust_problem,
 )
-from .records import record, replace
+from .records import SLOTS
 
 LOG = logs.get(__name__)  # logging itself only once there is a message
 VHOST_NET_DEVICE = paths.VHOST_NET_DEVICE
@@ -52,7 +53,7 @@ class Prober(Protocol):
 DeviceJsonReader = Callable[[str], Optional[bool]]
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class EmulatorFacts:
     """What is believed about one trusted emulator."""
 
