@@ -15,13 +15,14 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Optional
 
 from . import __version__, files, logs
 from .files import write_atomic  # its home is files.py; importable from here as before
 from .model import Support, SupportState
 from .qemu import EmulatorIdentity
-from .records import field, record
+from .records import SLOTS
 
 # The one JSON form of a probe answer and of type ancestry, shared with snapshots (the support
 # pair is re-exported for older imports).
@@ -33,7 +34,7 @@ FORMAT_VERSION = 1
 MAX_CACHE_BYTES = 1024 * 1024
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class CacheEntry:
     """One emulator's cached facts. ``ancestry`` None: not known (an entry written before
     ancestry was recorded, or a QEMU that could not give it): the engine's table stands in."""

@@ -9,6 +9,7 @@ findings.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from . import codes
@@ -16,7 +17,7 @@ from .libvirt_rules import NicPlan, plan_domain_passthrough
 from .model import TXMODES, Domain, Finding, HostCapabilities, Level, Nic, SupportState
 from .passthrough import DRIVER_ROUTE, DeviceTx, Passthrough
 from .policy import Policy, Settings
-from .records import record, replace
+from .records import SLOTS
 
 ALL_HOSTS = "all"
 ANY_HOST = "any"
@@ -52,7 +53,7 @@ def _unique(found: Iterator[Finding]) -> list[Finding]:
     return list(dict.fromkeys(found))
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class _Subject:
     """The NIC under check and the rule that governs it: everything a finding must name."""
 

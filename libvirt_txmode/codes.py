@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Optional
 
 from .model import Level
-from .records import record
+from .records import SLOTS
 
 # Stable codes: tools and users match on these, so never rename one.
 UNSUPPORTED = "txmode-unsupported"
@@ -77,7 +78,7 @@ def level_of(
     return Level.ERROR
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class FindingCode:
     code: str
     title: str

@@ -7,6 +7,7 @@ touches no network, refuses any DOCTYPE and reads a bounded number of bytes.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import IO, Any, Optional
 
 from lxml import etree
@@ -14,7 +15,7 @@ from lxml import etree
 from .files import MAX_XML_BYTES, TOO_LARGE  # the bound lives with the hook's stdlib helpers
 from .model import TXMODES, VIRTIO_MODELS, Domain, Nic, OverrideProp
 from .qemu_args import parse_commandline
-from .records import field, record
+from .records import SLOTS
 
 __all__ = [
     "MAX_XML_BYTES",
@@ -220,7 +221,7 @@ def _deep_root(data: bytes, refused: etree.XMLSyntaxError) -> etree._Element:
     return root
 
 
-@record()
+@dataclass(**SLOTS)
 class _Parts:
     """The elements a Domain is made of, found in one pass over the children instead of a find()
     per path (an ElementPath lookup each). Same answers: find("name") is the first <name> child;

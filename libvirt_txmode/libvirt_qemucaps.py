@@ -30,10 +30,11 @@ entities are never parsed, nothing is fetched, and at most ``MAX_CAPS_BYTES`` ar
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from . import files, logs
-from .records import record
+from .records import SLOTS
 
 if TYPE_CHECKING:
     import pyexpat
@@ -48,7 +49,7 @@ _CHUNK = 16 * 1024
 _TEXT_ELEMENTS = ("emulator", "qemuctime", "selfvers", "version")
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class LibvirtQemuCaps:
     """The part of one capabilities file this project reads."""
 

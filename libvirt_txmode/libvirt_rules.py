@@ -10,11 +10,12 @@ differs it is said at the rule. ``docs/libvirt-facts.md`` lists each fact with i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 from .model import QEMU_TX, VIRTIO_MODELS, Domain, HostCapabilities, Nic
 from .passthrough import DRIVER_ROUTE, DeviceTx, Passthrough, resolve
-from .records import record
+from .records import SLOTS
 
 # The arches libvirt's ARCH_IS_ARM / ARCH_IS_RISCV / ARCH_IS_S390 macros cover.
 _ARM = ("armv6l", "armv7l", "armv7b", "aarch64")
@@ -25,7 +26,7 @@ _S390 = ("s390", "s390x")
 _VHOST_TYPES = ("network", "bridge", "direct", "ethernet")
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class NicPlan:
     """One NIC as libvirt realizes it on one host."""
 
@@ -187,7 +188,7 @@ def plan_nic(
     return _plan(domain, built, found, host)
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class _LibvirtDevice:
     """What libvirt itself builds for a NIC, before any passthrough."""
 

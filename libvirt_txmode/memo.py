@@ -10,6 +10,7 @@ lines and MACs. The engine stays pure; this cache lives as long as the run's ``C
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from fnmatch import translate
 from operator import itemgetter
@@ -17,7 +18,6 @@ from operator import itemgetter
 from .check import ALL_HOSTS, check_domain
 from .domain import NIC_FIELDS, NicFields, domain_from_parts
 from .model import Domain, Finding, Level
-from .records import fields as record_fields
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -78,7 +78,8 @@ class Checker:
         self.shapes: dict[tuple[object, ...], tuple[_Template, ...]] = {}
         # Findings are made positionally (twice as fast as by keyword) while Finding's fields
         # start in the order _FINDING_ORDER expects.
-        self.positional = record_fields(Finding)[: len(_FINDING_ORDER)] == _FINDING_ORDER
+        order = tuple(f.name for f in dataclasses.fields(Finding))
+        self.positional = order[: len(_FINDING_ORDER)] == _FINDING_ORDER
 
     def check(self, domain: Domain) -> list[Finding]:
         fields = {name: getattr(domain, name) for name in _DOMAIN_FIELDS}

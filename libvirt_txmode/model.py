@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from .records import DataclassLike, field, fields, record
+from .records import SLOTS
 
 # libvirt's txmode values (virDomainNetVirtioTxModeType) and what each becomes on QEMU's
 # virtio-net device (qemuBuildNicDevProps): iothread -> tx=bh, timer -> tx=timer.
@@ -25,7 +26,7 @@ VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
 # --- the domain, as written -----------------------------------------------------------------------
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class QemuArg:
     """One ``<qemu:commandline>`` option that may reach a NIC's tx, as QEMU reads it
     (``qemu_args.parse_commandline``); options proven harmless are not kept.
@@ -48,7 +49,7 @@ class QemuArg:
     reason: str = ""
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class OverrideProp:
     """One ``<qemu:override>`` frontend property of the device with ``alias``, as libvirt parses
     it; libvirt rewrites the device's -device properties with it after building the device.
@@ -61,7 +62,7 @@ class OverrideProp:
     line: int
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Nic:
     index: int
     line: int
@@ -82,7 +83,7 @@ class Nic:
         return self.model is not None and self.model.lower() in VIRTIO_MODELS
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Domain:
     name: str
     file: str
@@ -113,14 +114,14 @@ class SupportState(str, enum.Enum):
     UNKNOWN = "unknown"
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Support:
     state: SupportState
     detail: str = ""
     method: str = ""
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Guest:
     """One (arch, domain type) -> emulator line of libvirt's host capabilities."""
 
@@ -131,8 +132,8 @@ class Guest:
     machine: Optional[str] = None
 
 
-@record(frozen=True)
-class HostCapabilities(DataclassLike):  # DataclassLike: dataclasses.replace accepts it
+@dataclass(frozen=True, **SLOTS)
+class HostCapabilities:
     name: str
     guests: tuple[Guest, ...] = ()
     # emulator path -> QEMU device name -> Support
@@ -206,7 +207,7 @@ class Level(str, enum.Enum):
     WARNING = "warning"
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Finding:
     """One problem with one NIC (or with a whole file, for ``xml-invalid``)."""
 
@@ -235,10 +236,10 @@ class Finding:
 
 
 # The keys every finding's dict has; "column" only where there is one.
-_FINDING_KEYS = tuple(name for name in fields(Finding) if name != "column")
+_FINDING_KEYS = tuple(f.name for f in fields(Finding) if f.name != "column")
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Summary:
     files: int = 0
     domains: int = 0
@@ -247,11 +248,11 @@ class Summary:
     warnings: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-@record(frozen=True)
-class Report(DataclassLike):
+@dataclass(frozen=True, **SLOTS)
+class Report:
     """Everything a formatter needs: the inputs checked, in order, and what was found."""
 
     files: tuple[str, ...]

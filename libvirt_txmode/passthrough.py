@@ -24,10 +24,11 @@ without one, ``KNOWN_ANCESTRY`` (QEMU 7.2 and 10.0) stands in.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Optional
 
 from .model import QEMU_TX, Domain, HostCapabilities, QemuArg
-from .records import field, record
+from .records import SLOTS
 
 DRIVER_ROUTE = "<driver txmode>"
 _TX_TO_TXMODE = {tx: mode for mode, tx in QEMU_TX.items()}
@@ -55,7 +56,7 @@ INNER_DEVICE = "virtio-net-device"
 _ALIAS = "virtio-net"
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class DeviceTx:
     """The tx one virtio-net device ends up with, and where it was set."""
 
@@ -65,7 +66,7 @@ class DeviceTx:
     line: Optional[int]  # where that route stands; None: the NIC's own line
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Unprovable:
     """Something passed to QEMU that this tool cannot prove harmless (passthrough-unverifiable),
     or that makes QEMU refuse to start (``fails``: start-will-fail)."""
@@ -76,7 +77,7 @@ class Unprovable:
     fails: bool = False
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Passthrough:
     """One domain's passthrough on one host: each NIC's device and tx (None: a NIC whose device
     is not virtio-net), the virtio-net devices the command line adds, what cannot be judged."""
@@ -127,7 +128,7 @@ class _Types:
         return [frozenset((INNER_DEVICE, *inner_chain)) | DEVICE_INTERFACES, outer]
 
 
-@record()
+@dataclass(**SLOTS)
 class _Built:
     """A device while the passthrough is applied to it: what QEMU will be asked to build."""
 

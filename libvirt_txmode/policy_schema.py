@@ -14,10 +14,11 @@ fast path imports this module.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, Optional, TypeVar, Union
 
 from .model import TXMODES  # libvirt's only txmode values (model is standard library only)
-from .records import record
+from .records import SLOTS
 
 ACTIONS = ("enforce", "audit")
 DECISIONS = ("deny", "allow")
@@ -31,38 +32,38 @@ SCHEMA_ID = "https://libvirt-txmode.invalid/policy-v1.schema.json"
 # --- kinds of values -----------------------------------------------------------------------------
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Choice:
     values: tuple[str, ...]
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Boolean:
     pass
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Number:
     low: float
     high: float
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Text:
     absolute: bool = False  # must start with '/'
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Version:
     value: int
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class ListOf:
     item: Kind
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Field:
     name: str
     kind: Kind
@@ -71,7 +72,7 @@ class Field:
     required: str = ""  # non-empty: required, and this is the message when it is missing
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Mapping:
     fields: tuple[Field, ...]
     description: str = ""

@@ -21,6 +21,7 @@ import re
 import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, TypeVar
 
 from . import logs, paths
@@ -33,7 +34,7 @@ from .files import (
     writable_by_others,
 )
 from .model import Support, SupportState
-from .records import record
+from .records import SLOTS
 from .text import glob_match
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class ProbeError(Exception):
     """The emulator could not be probed at all (untrusted, missing, hung, crashed)."""
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class EmulatorIdentity:
     """What libvirt keys its capability cache on: a binary replaced in place gets a new ctime."""
 
@@ -127,7 +128,7 @@ def trust_problem(path: str, globs: Sequence[str]) -> Optional[str]:
     return None
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class RunResult:
     returncode: Optional[int]
     stdout: bytes
@@ -136,7 +137,7 @@ class RunResult:
     truncated: bool = False
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class ProbeUser:
     """Whom a probe runs as: the user, group and supplementary groups libvirt gives QEMU."""
 
@@ -540,7 +541,7 @@ QOM_ROOT = "object"
 _MAX_CHAIN = 64
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class ProbeResult:
     """What one probe of an emulator learned."""
 

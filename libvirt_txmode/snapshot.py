@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import __version__, files, paths
 from .model import Guest, HostCapabilities, Support, SupportState
-from .records import field, record
+from .records import SLOTS
 
 FORMAT = "libvirt-txmode-snapshot"
 FORMAT_VERSION = 1
@@ -27,7 +28,7 @@ class SnapshotError(ValueError):
     """A snapshot that cannot be read or is not a valid document; the message names the file."""
 
 
-@record(frozen=True)
+@dataclass(frozen=True, **SLOTS)
 class Snapshot:
     host: str
     source: str
@@ -197,7 +198,7 @@ def _guest(g: Any, where: str) -> Guest:
     )
 
 
-@record()
+@dataclass(**SLOTS)
 class _Emulators:
     """The ``emulators`` object, entry by entry: answers, errors and the identities probed."""
 
