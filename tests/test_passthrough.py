@@ -346,7 +346,8 @@ def test_a_global_on_the_interface_root_type_reaches_no_device() -> None:
 )
 def test_a_global_on_an_unrelated_type_does_not_reach_a_pci_nic(target: str) -> None:
     plans, result = _plan(_nic_xml(), extra=_args("-global", f"{target}.tx=timer"))
-    assert plans[0].txmode is None
+    assert (plans[0].txmode, plans[0].route, plans[0].line) == (None, DRIVER_ROUTE, None)
+    assert result.nics == (DeviceTx(PCI, None, "", None),)
     assert result.unprovable == ()
 
 
