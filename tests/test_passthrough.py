@@ -1286,3 +1286,23 @@ def test_only_single_and_double_quotes_make_a_json_string(quote: str) -> None:
     arg = _device_arg(f"{{{quote}driver{quote}: '{PCI}', {quote}tx{quote}: 'timer'}}")
     assert arg.kind == "unverifiable"
     assert arg.reason.startswith("the JSON cannot be read as QEMU reads it")
+
+
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [
+        ("-readconfig", "-readconfig reads options from a file this tool cannot see"),
+        ("-plugin", "-plugin loads native code into QEMU, which can do anything"),
+        ("-nic", "-nic makes QEMU build a NIC itself, with its own defaults"),
+        ("-net", "-net can make QEMU build a NIC itself, with its own defaults"),
+    ],
+)
+def test_options_that_reach_past_the_command_line_are_unverifiable(
+    option: str, reason: str
+) -> None:
+    xml = _xml(_nic_xml(txmode="iothread"), extra=_args(option, "x=y"))
+    domain = parse_domain(xml.encode(), "vm1.xml")
+    assert domain.qemu_args == (
+        QemuArg(kind="unverifiable", line=_line(xml, "x=y"), text=f"{option} x=y", reason=reason),
+    )
+    assert [f.code for f in _check(xml)] == [codes.PASSTHROUGH_UNVERIFIABLE]
