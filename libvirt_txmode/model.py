@@ -207,9 +207,14 @@ class Level(str, enum.Enum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, **SLOTS)
+@dataclass(unsafe_hash=True, **SLOTS)
 class Finding:
-    """One problem with one NIC (or with a whole file, for ``xml-invalid``)."""
+    """One problem with one NIC (or with a whole file, for ``xml-invalid``).
+
+    A value like the other records: hashable by its fields, and never changed once made (make a
+    new one with ``dataclasses.replace``). Not ``frozen`` only because validate-domain makes one
+    per finding per domain and a frozen ``__init__`` sets each field through
+    ``object.__setattr__``, several times the cost of a plain one."""
 
     file: str
     line: int

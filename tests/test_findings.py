@@ -1,10 +1,14 @@
-"""printable(): untrusted names must not forge lines or hide characters in terminals and logs."""
+"""printable(): untrusted names must not forge lines or hide characters in terminals and logs;
+Finding is a value."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from libvirt_txmode.findings import printable
+from libvirt_txmode.model import Finding, Level
 
 
 @pytest.mark.parametrize(
@@ -21,3 +25,14 @@ from libvirt_txmode.findings import printable
 def test_printable_escapes_with_fixed_width(raw: str, shown: str) -> None:
     assert printable(raw) == shown
     assert "\n" not in printable(raw)
+
+
+def test_a_finding_is_a_value() -> None:
+    # Not frozen (validate-domain makes one per finding: model.Finding says why), but equal and
+    # hashable by its fields, as a frozen record would be.
+    one = Finding(
+        "a.xml", 3, "vm", "txmode-missing", Level.ERROR, "no txmode", 0, "52:54:00:00:00:01"
+    )
+    same = dataclasses.replace(one)
+    assert one == same and hash(one) == hash(same) and len({one, same}) == 1
+    assert dataclasses.replace(one, line=4) not in {one}
