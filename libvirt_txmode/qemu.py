@@ -22,20 +22,13 @@ import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Optional, TypeVar
 
 from . import logs, paths
-from .files import (
-    binary_key,
-    owners,
-    path_trust_problem,
-    read_regular,
-    script_targets,
-    writable_by_others,
-)
+from .files import binary_key, owners, path_trust_problem, read_regular, script_targets
 from .model import Support, SupportState
 from .records import SLOTS
-from .text import glob_match
 
 if TYPE_CHECKING:
     import subprocess
@@ -107,7 +100,7 @@ def trust_problem(path: str, globs: Sequence[str]) -> Optional[str]:
         # default glob, so a path must be matched as written, without '.' or '..' components.
         return f"emulator path {path!r} has '.' or '..' components"
     real = os.path.realpath(path)
-    if not any(glob_match(path, g) or glob_match(real, g) for g in globs):
+    if not any(fnmatchcase(path, g) or fnmatchcase(real, g) for g in globs):
         return f"emulator {path} is not in the policy's trusted 'emulators' list"
     try:
         info = os.stat(real)
@@ -115,14 +108,9 @@ def trust_problem(path: str, globs: Sequence[str]) -> Optional[str]:
         return f"emulator {path} is not accessible: {exc.strerror}"
     if not stat.S_ISREG(info.st_mode) or not info.st_mode & stat.S_IXUSR:
         return f"emulator {path} is not an executable file"
-    # The binary itself first, in the words operators (and tests) know...
-    if info.st_uid not in owners():
-        return f"emulator {path} is owned by uid {info.st_uid}, not root: refusing to run it"
-    if writable_by_others(info):
-        return f"emulator {path} is writable by group or others: refusing to run it"
-    # ...then every directory above it and every link on the way (files.path_trust_problem):
-    # a root-owned binary in a directory anyone can write can be swapped for another one.
-    problem = path_trust_problem(path, allowed_uids=owners())
+    # The binary, every directory above it and every link on the way: a root-owned binary in a
+    # directory anyone can write can be swapped for another one.
+    problem = path_trust_problem(path, allowed_uids=owners(), kind="file")
     if problem is not None:
         return f"emulator {path} is not trusted: {problem}: refusing to run it"
     return None

@@ -152,9 +152,8 @@ def test_no_private_interpreter_module_and_no_exec() -> None:
                 assert node.func.id not in ("exec", "eval", "compile"), (path, node.lineno)
 
 
-# Modules that still judge an owner or mode themselves, until they call files.py's rule (qemu.py:
-# the emulator's own owner and mode, before the rule's walk).
-_OWN_JUDGEMENT = {"files", "qemu"}
+# The one module that judges an owner or mode itself: the rule's own.
+_OWN_JUDGEMENT = {"files"}
 
 
 def test_one_trust_rule() -> None:

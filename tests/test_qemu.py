@@ -222,9 +222,10 @@ def test_trust_refusals(fakes: FakeEmulators) -> None:
     assert trust_problem(str(fakes.directory), [f"{fakes.directory}*"]) == (
         f"emulator {fakes.directory} is not an executable file"
     )
-    for path in (group_writable, other_writable):
+    for path, mode in ((group_writable, "0775"), (other_writable, "0757")):
         assert trust_problem(str(path), globs) == (
-            f"emulator {path} is writable by group or others: refusing to run it"
+            f"emulator {path} is not trusted: file {path} is writable by group or others "
+            f"(mode {mode}): refusing to run it"
         )
 
 
@@ -232,7 +233,8 @@ def test_trust_refusals(fakes: FakeEmulators) -> None:
 def test_trust_refuses_binary_not_owned_by_root(fakes: FakeEmulators) -> None:
     path = fakes.script("qemu-nobody", "exit 0\n", uid=65534)
     assert trust_problem(str(path), [fakes.glob]) == (
-        f"emulator {path} is owned by uid 65534, not root: refusing to run it"
+        f"emulator {path} is not trusted: file {path} is owned by uid 65534, not root: "
+        "refusing to run it"
     )
 
 

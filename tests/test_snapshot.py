@@ -437,7 +437,8 @@ def test_take_snapshot_never_runs_a_foreign_binary(fakes: FakeEmulators) -> None
     document = take_snapshot(conn, Policy(emulators=(fakes.glob,)))  # the real prober
     assert not evidence.exists()
     assert document["emulators"][str(script)]["error"] == (
-        f"emulator {script} is writable by group or others: refusing to run it"
+        f"emulator {script} is not trusted: file {script} is writable by group or others "
+        "(mode 0757): refusing to run it"
     )
 
 
