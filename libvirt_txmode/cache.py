@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import os
 import stat
 import time
@@ -50,7 +52,7 @@ class ProbeCache:
     def _path(self, identity: EmulatorIdentity, suffix: str = ".json") -> Optional[str]:
         if self.directory is None:
             return None
-        digest = files.sha256_hex(identity.realpath.encode())[:32]
+        digest = hashlib.sha256(identity.realpath.encode()).hexdigest()[:32]
         return os.path.join(self.directory, digest + suffix)
 
     def _usable_dir(self, create: bool) -> bool:
@@ -84,21 +86,26 @@ class ProbeCache:
         if path is None or not self._usable_dir(create=False):
             return CacheEntry()
         try:
-            # Non-blocking, no symlink, regular files only: a FIFO here must not hang the hook.
-            raw, info = files.read_regular(path, MAX_CACHE_BYTES)
+            # Non-blocking, no symlink, regular files only (a FIFO here must not hang the hook),
+            # and the trust rule on the descriptor read: root's or ours, written by no one else.
+            raw = files.read_trusted(path, MAX_CACHE_BYTES, allowed_uids=files.owners())
         except FileNotFoundError:
             return CacheEntry()
         except OSError as exc:
-            LOG.warning("probe cache %s unreadable (%s): ignored", path, exc.strerror)
-            return CacheEntry()
-        if not files.trusted(info):
-            LOG.warning("probe cache %s has a foreign owner or mode: ignored", path)
+            if exc.errno == errno.EFBIG:
+                LOG.warning(
+                    "probe cache %s is corrupt (%s): it will be replaced", path, exc.strerror
+                )
+            elif exc.errno == errno.EPERM:
+                LOG.warning("probe cache %s is not trusted (%s): ignored", path, exc.strerror)
+            else:
+                LOG.warning("probe cache %s unreadable (%s): ignored", path, exc.strerror)
             return CacheEntry()
         return self._decode(path, raw, identity)
 
     def _decode(self, path: str, raw: bytes, identity: EmulatorIdentity) -> CacheEntry:
         try:
-            data = files.load_json(raw)
+            data = json.loads(raw)
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise ValueError("not a probe cache file")
             if data.get("version") != FORMAT_VERSION:
@@ -157,8 +164,6 @@ class ProbeCache:
         if kept_ancestry is not None:
             document["ancestry"] = ancestry_to_json(kept_ancestry)
         try:
-            import json  # noqa: PLC0415 - writing: only after a probe
-
             write_atomic(path, json.dumps(document, indent=1).encode() + b"\n", mode=0o600)
         except OSError as exc:
             LOG.warning("cannot write probe cache %s: %s", path, exc.strerror)

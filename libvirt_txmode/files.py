@@ -16,7 +16,7 @@ import stat
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Collection
-    from typing import IO, Any, Optional
+    from typing import IO, Optional
 
 # How much domain XML is read. libvirt bounds no domain's total size: it parses domain XML with
 # libxml2 and only XML_PARSE_NONET | XML_PARSE_NOWARNING (virXMLParseHelper, src/util/virxml.c),
@@ -355,13 +355,10 @@ def script_targets(
         parts.append(f"{candidate}={stat_key(real, info, inner)}")
     if not parts:
         return ""
-    return "exec-" + sha256_hex("\n".join(parts).encode("utf-8", "surrogateescape"))[:32]
-
-
-def sha256_hex(data: bytes) -> str:
     import hashlib  # noqa: PLC0415 - its OpenSSL binding loads slowly: only where a digest is made
 
-    return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+    return "exec-" + digest[:32]
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644, *, sync: bool = True) -> None:
@@ -407,22 +404,3 @@ def append_private(path: str, data: bytes) -> bool:
         return False
     finally:
         os.close(fd)
-
-
-# Names the probe cache, the snapshot reader and the prober (cache.py, snapshot.py, qemu.py) still
-# call; each is the rule above in other words.
-
-
-def trusted(info: os.stat_result) -> bool:
-    """A cache file or directory we may believe: ``node_problem`` for root or ourselves."""
-    return node_problem("", info, owners()) is None
-
-
-def writable_by_others(info: os.stat_result) -> bool:
-    return bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
-
-
-def load_json(raw: bytes) -> Any:
-    import json  # noqa: PLC0415
-
-    return json.loads(raw)

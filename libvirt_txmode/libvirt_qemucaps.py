@@ -29,6 +29,7 @@ entities are never parsed, nothing is fetched, and at most ``MAX_CAPS_BYTES`` ar
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
@@ -73,7 +74,7 @@ class CapsFileError(ValueError):
 
 def caps_path(emulator: str, directory: str = LIBVIRT_CAPS_DIR) -> str:
     """libvirt's file for ``emulator`` (virFileCacheGetFileName: sha256 of the path as given)."""
-    return os.path.join(directory, files.sha256_hex(emulator.encode()) + ".xml")
+    return os.path.join(directory, hashlib.sha256(emulator.encode()).hexdigest() + ".xml")
 
 
 def device_json(

@@ -8,6 +8,8 @@ a typo that silently weakened the policy would be worse than no policy at all.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 from collections.abc import Sequence
@@ -366,13 +368,11 @@ class CompiledPolicyError(ValueError):
 
 
 def compiled_path(cache_dir: str, policy_path: str) -> str:
-    digest = files.sha256_hex(policy_path.encode("utf-8", "surrogateescape"))[:32]
+    digest = hashlib.sha256(policy_path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return os.path.join(cache_dir, f"policy-{digest}.json")
 
 
 def _read_compiled(cache_dir: str, path: str, key: str) -> Optional[Policy]:
-    import json  # noqa: PLC0415
-
     compiled = compiled_path(cache_dir, path)
     try:
         if files.private_dir_problem(cache_dir, create=False) is not None:
@@ -397,8 +397,6 @@ def _read_compiled(cache_dir: str, path: str, key: str) -> Optional[Policy]:
 
 
 def _write_compiled(cache_dir: str, path: str, key: str, policy: Policy) -> None:
-    import json  # noqa: PLC0415
-
     document = {
         "format": COMPILED_FORMAT,
         "version": COMPILED_VERSION,

@@ -9,6 +9,7 @@ Standard library only, like the model it fills.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -123,8 +124,6 @@ def ancestry_from_json(value: object, where: str) -> Optional[dict[str, tuple[st
 
 def write_snapshot(path: str, snapshot: Snapshot) -> None:
     """Atomically, as the hook may be reading the old one."""
-    import json  # noqa: PLC0415 - writing: not the hook's business
-
     data = json.dumps(snapshot.to_json(), indent=1, sort_keys=False).encode() + b"\n"
     files.write_atomic(path, data, mode=0o644)
 
@@ -148,7 +147,7 @@ def load_snapshot(
     if len(raw) > MAX_SNAPSHOT_BYTES:
         raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
     try:
-        data = files.load_json(raw)
+        data = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
         raise SnapshotError(f"{path}: not a valid snapshot: not JSON: {exc}") from None
     return parse_snapshot(data, path, name)

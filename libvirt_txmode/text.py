@@ -21,11 +21,3 @@ def _escape(code: int) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
-
-
-def glob_match(name: str, pattern: str) -> bool:
-    """``fnmatch.fnmatchcase``, for qemu.py until it calls it directly; imported here, not at the
-    top: this module is on the hook's cached path, which never matches a glob."""
-    import fnmatch  # noqa: PLC0415
-
-    return fnmatch.fnmatchcase(name, pattern)

@@ -234,7 +234,10 @@ def test_file_not_owned_by_root_is_ignored(
     path = only_json(cache_dir)
     os.chown(path, 65534, 65534)
     assert cache.load(identity) == {}
-    assert f"probe cache {path} has a foreign owner or mode: ignored" in caplog.text
+    assert (
+        f"probe cache {path} is not trusted (file {path} is owned by uid 65534, not root): ignored"
+        in caplog.text
+    )
     cache.store(identity, {"virtio-net-ccw": CCW})  # replaced by root's own file
     assert path.stat().st_uid == 0
     assert cache.load(identity) == {"virtio-net-ccw": CCW}
@@ -249,7 +252,10 @@ def test_group_writable_file_is_ignored(
     path = only_json(cache_dir)
     path.chmod(0o664)
     assert cache.load(identity) == {}
-    assert f"probe cache {path} has a foreign owner or mode: ignored" in caplog.text
+    assert (
+        f"probe cache {path} is not trusted (file {path} is writable by group or others "
+        "(mode 0664)): ignored" in caplog.text
+    )
 
 
 def test_symlinked_file_is_not_followed(
