@@ -2,13 +2,14 @@
 
 Three readers are driven by it, so they cannot drift apart:
 - ``policy.parse_policy`` walks the composed YAML against it (errors name file, line and key);
-- ``policy_cache`` walks the compiled JSON copy against it on the hook's fast path;
+- ``policy.policy_from_json`` walks the compiled JSON copy (kept in the cache directory, read
+  when the YAML is unchanged) against it;
 - ``json_schema()`` publishes it as a JSON Schema (``libvirt-txmode policy-schema``) for editors.
 
 ``validate`` is the walker. It never sees YAML or JSON itself: a ``Source`` adapter answers "is
 this a mapping, what are its items, is this scalar a string/boolean/number" for its node type, and
-turns an error into its own exception (with the line for YAML). Standard library only: the hook's
-fast path imports this module.
+turns an error into its own exception (with the line for YAML). Standard library only: reading
+the compiled copy needs no YAML.
 """
 
 from __future__ import annotations
