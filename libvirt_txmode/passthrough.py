@@ -79,8 +79,9 @@ class Unprovable:
 
 @dataclass(frozen=True, **SLOTS)
 class Passthrough:
-    """One domain's passthrough on one host: each NIC's device and tx (None: a NIC whose device
-    is not virtio-net), the virtio-net devices the command line adds, what cannot be judged."""
+    """One domain's passthrough on one host: each NIC's device as QEMU builds it and its tx
+    (None: a NIC libvirt builds no device for; a txmode of None: no tx, or not virtio-net), the
+    virtio-net devices the command line adds, what cannot be judged."""
 
     nics: tuple[Optional[DeviceTx], ...]
     extra: tuple[DeviceTx, ...] = ()
@@ -169,7 +170,7 @@ def resolve(
         return Passthrough(
             nics=tuple(
                 DeviceTx(device, txmode_of(tx), DRIVER_ROUTE if tx is not None else "", None)
-                if device is not None and device.startswith("virtio-net")
+                if device is not None
                 else None
                 for device, tx, _ in nics
             )
@@ -206,7 +207,11 @@ class _Resolver:
         self._overrides(aliases, state)
         extra = self._commandline(aliases, state)
         results = tuple(self._finish(built) for built in state)
-        devices = tuple(found for found in map(self._finish, extra) if found is not None)
+        devices = tuple(
+            found
+            for found in map(self._finish, extra)
+            if found is not None and self.types.is_virtio_net(found.device)
+        )
         self._unknown_ancestry()
         return Passthrough(nics=results, extra=devices, unprovable=tuple(self.unprovable))
 
@@ -324,8 +329,10 @@ class _Resolver:
 
     def _finish(self, built: _Built) -> Optional[DeviceTx]:
         device = built.device
-        if device is None or not self.types.is_virtio_net(device):
+        if device is None:
             return None
+        if not self.types.is_virtio_net(device):
+            return DeviceTx(device, None, "", None)  # no tx: only virtio-net has one
         if built.tx is not None:
             return DeviceTx(device, txmode_of(built.tx), built.route, built.line)
         if not self.globals:

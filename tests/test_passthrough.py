@@ -178,7 +178,11 @@ def _codes(found: Sequence[Finding]) -> list[tuple[Optional[int], str, int]]:
 def test_without_passthrough_each_nic_keeps_libvirts_device_and_tx() -> None:
     plans, result = _plan(_nic_xml(txmode="timer"), _nic_xml(), _nic_xml("e1000"))
     assert result == Passthrough(
-        nics=(DeviceTx(PCI, "timer", DRIVER_ROUTE, None), DeviceTx(PCI, None, "", None), None)
+        nics=(
+            DeviceTx(PCI, "timer", DRIVER_ROUTE, None),
+            DeviceTx(PCI, None, "", None),
+            DeviceTx("e1000", None, "", None),
+        )
     )
     assert [(p.device, p.txmode, p.route) for p in plans] == [
         (PCI, "timer", DRIVER_ROUTE),
@@ -759,8 +763,18 @@ def test_an_override_of_the_driver_alone_takes_the_globals() -> None:
 def test_an_override_of_the_driver_to_another_model_ends_the_nics_tx() -> None:
     extra = _override("net0", ("driver", "string", "e1000"))
     plans, result = _plan(_nic_xml(txmode="timer"), extra=extra)
-    assert plans[0].txmode is None
-    assert result.nics == (None,)
+    # QEMU builds an e1000: the plan names it, and it has no tx.
+    assert (plans[0].device, plans[0].txmode) == ("e1000", None)
+    assert result.nics == (DeviceTx("e1000", None, "", None),)
+
+
+def test_a_nic_an_override_makes_an_e1000_is_not_required_to_have_a_txmode() -> None:
+    # require: true asks virtio-net NICs for a txmode; QEMU builds this one as an e1000.
+    xml = _xml(_nic_xml(), extra=_override("net0", ("driver", "string", "e1000")))
+    assert _check(xml, "version: 1\ndefaults: {require: true}\n") == []
+    assert [
+        f.code for f in _check(_xml(_nic_xml()), "version: 1\ndefaults: {require: true}\n")
+    ] == [codes.REQUIRED]
 
 
 def test_an_override_of_the_driver_to_the_virtio_net_alias_is_the_pci_device() -> None:
@@ -872,7 +886,7 @@ def test_resolve_keeps_one_entry_per_nic_in_order() -> None:
     assert result.nics == (
         DeviceTx(PCI, "iothread", DRIVER_ROUTE, None),
         None,
-        None,
+        DeviceTx("e1000", None, "", None),
         DeviceTx(PCI, "timer", "-global x in <qemu:commandline>", 3),
     )
 
@@ -882,7 +896,10 @@ def test_resolve_without_passthrough_judges_virtio_net_devices_only() -> None:
         _bare(), HOST, [("virtio-net-ccw", "timer", "net0"), ("virtio-blk", None, "x")]
     )
     assert result == Passthrough(
-        nics=(DeviceTx("virtio-net-ccw", "timer", DRIVER_ROUTE, None), None)
+        nics=(
+            DeviceTx("virtio-net-ccw", "timer", DRIVER_ROUTE, None),
+            DeviceTx("virtio-blk", None, "", None),
+        )
     )
 
 
