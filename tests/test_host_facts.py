@@ -45,11 +45,12 @@ from libvirt_txmode.snapshot import (
     load_snapshot,
     parse_snapshot,
 )
+from tests import libvirt_env as env
 from tests.fakes import FakeEmulators, make_fakes, read
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 REPO = Path(__file__).resolve().parent.parent
-AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="libvirt's capabilities files are 0600 root")
+AS_ROOT = pytest.mark.usefixtures("as_root")
 PCI_CHAIN = ("virtio-net-pci-base", "virtio-pci", "pci-device", "device", "object")
 PCI_ANCESTRY = {"virtio-net-pci": PCI_CHAIN}
 SUPPORTED = Support(SupportState.SUPPORTED, "tx listed by -device virtio-net-pci,help", "help")
@@ -75,11 +76,15 @@ def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixtur
         logger.removeHandler(caplog.handler)
 
 
+@pytest.fixture
+def as_root() -> None:
+    if os.geteuid() != 0:
+        env.skip_unless_ci("libvirt's capabilities files are 0600 root")
+
+
 def require_qemu() -> None:
     if not os.path.exists(QEMU):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{QEMU} is missing under CI (scripts/apt-deps installs it)")
-        pytest.skip(f"needs {QEMU}")
+        env.skip_unless_ci(f"needs {QEMU} (scripts/apt-deps installs qemu-system-x86)")
 
 
 # --- ancestry from the real QEMU ------------------------------------------------------------------
@@ -268,9 +273,7 @@ def test_a_hanging_ancestry_session_does_not_fail_the_probe(fakes: FakeEmulators
 def real_caps_file() -> Path:
     path = Path(qemucaps.caps_path(QEMU))
     if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing: libvirtd has not probed {QEMU}")
-        pytest.skip(f"libvirt has no capabilities file for {QEMU}")
+        env.skip_unless_ci(f"libvirt has no capabilities file for {QEMU} at {path}")
     return path
 
 
