@@ -26,6 +26,7 @@ INVALID = "txmode-invalid"
 XML_INVALID = "xml-invalid"
 PASSTHROUGH_UNVERIFIABLE = "passthrough-unverifiable"
 START_WILL_FAIL = "start-will-fail"
+EXCEPTION_EXPIRED = "exception-expired"
 
 
 class LevelRule(str, enum.Enum):
@@ -321,6 +322,34 @@ _REGISTERED = (
             "-device it edits."
         ),
         example="<driver name='qemu' txmode='iothread'/>",
+    ),
+    FindingCode(
+        code=EXCEPTION_EXPIRED,
+        title="a policy exception that would silence this finding has expired",
+        level_rule=LevelRule.ALWAYS_WARNING,
+        meaning=(
+            "An entry of the policy's 'exceptions' matches a finding of this NIC, but its "
+            "'expires' date has passed: it no longer applies, so the finding it used to silence "
+            "is reported again beside this one, at its own level (under action 'enforce' a "
+            "violation is an error again, and the hook refuses the start)."
+        ),
+        why=(
+            "An exception is a promise to fix something by a date. When the date passes, the "
+            "tool says so at the NIC it was granted for, instead of silencing it for ever or "
+            "refusing the start with no hint that an exception was meant to cover it."
+        ),
+        fix=(
+            "Fix the NIC (the finding reported with this one says how), or, if the exception "
+            "still has to hold, give it a new 'expires' date and say why in its 'reason'. "
+            "Remove exceptions that match nothing any more."
+        ),
+        example=(
+            "# policy.yaml\n"
+            "exceptions:\n"
+            "  - match: {domain: legacy-01, code: txmode-not-allowed}\n"
+            "    reason: vendor appliance needs timer until its 2027 upgrade (TICKET-123)\n"
+            "    expires: 2027-03-31"
+        ),
     ),
     FindingCode(
         code=XML_INVALID,

@@ -138,7 +138,13 @@ def run(
 
         logging.basicConfig(level=logging.INFO, format="validate-domain: %(message)s")
     cwd = os.getcwd()
-    run = RunInfo(arguments=tuple(argv), cwd=cwd, base=repository_root(cwd), started=time.time())
+    run = RunInfo(
+        arguments=tuple(argv),
+        cwd=cwd,
+        base=repository_root(cwd),
+        started=time.time(),
+        verbose=args.verbose,
+    )
     fmt = choose_format(args.format, environ)
     # The report(s) being written as the run goes: -o gets --format and the terminal text.
     terminal_fmt = "text" if args.output else fmt
@@ -198,6 +204,7 @@ class _Sinks:
     errors: int = 0
     warnings: int = 0
     skipped: int = 0
+    suppressed: int = 0
 
     def add(
         self, label: str, seconds: Optional[float], found: list[Finding], domains: int, nics: int
@@ -215,6 +222,13 @@ class _Sinks:
 
     def add_findings(self, found: list[Finding]) -> None:
         for finding in found:
+            if finding.suppression is not None:
+                # Silenced by a policy exception: reported as such, counted as neither.
+                self.suppressed += 1
+                if self.file is not None:
+                    self.file.suppressed(finding)
+                self.terminal.suppressed(finding)
+                continue
             if finding.level is Level.ERROR:
                 self.errors += 1
             else:
@@ -307,6 +321,8 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
     from .memo import Checker  # noqa: PLC0415
 
     policy = _load_policy(args, environ, run.cwd)
+    # The engine is given the day (exceptions end on one); the clock is read here, once.
+    today = time.strftime("%Y-%m-%d")
 
     # Snapshots first, so that every domain can be checked as soon as it is parsed (nothing kept,
     # and workers can check too); their errors still come after the inputs' ones, as they always
@@ -320,7 +336,7 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
             snapshot_error = exc
     check: Optional[Callable[[dict[str, Any], list[Any]], list[Finding]]] = None
     if hosts is not None:
-        check = Checker(policy, hosts, args.host_mode).check_parts
+        check = Checker(policy, hosts, args.host_mode, today).check_parts
 
     # One path read in one process needs no list of its files (nor can it name a file twice).
     lazy = check is not None and args.jobs == 1 and len(args.paths) == 1
@@ -386,7 +402,7 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
             )
             hosts = [local_capabilities(domains, policy, cache)]
             del domains
-            checker = Checker(policy, hosts, args.host_mode)
+            checker = Checker(policy, hosts, args.host_mode, today)
             for position, entry in enumerate(held):
                 if entry[0] == _CHECKED and entry[4]:
                     found = checker.check(entry[3])
@@ -408,7 +424,12 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
         hosts=tuple(h.name for h in hosts),
         tool_version=__version__,
     )
-    run = replace(run, skipped=skipped + len(selection.skipped), excluded=selection.excluded)
+    run = replace(
+        run,
+        skipped=skipped + len(selection.skipped),
+        excluded=selection.excluded,
+        suppressed=sinks.suppressed,
+    )
     return totals, run
 
 

@@ -198,7 +198,7 @@ def test_broken_policy_fails_closed_naming_file_line_key(hook: InstalledHook) ->
     assert result.stderr == (
         f"libvirt-txmode: refusing to start domain 'vm1': policy unusable: {hook.policy}:3: "
         "on_unknwon: unknown key (expected one of: version, action, on_unknown, on_error, "
-        "passthrough, emulators, probe_timeout, defaults, rules)\n"
+        "passthrough, emulators, probe_timeout, defaults, rules, exceptions)\n"
     )
 
 
