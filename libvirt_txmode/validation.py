@@ -117,6 +117,11 @@ def _invalid(label: str, exc: Exception) -> Finding:
     return Finding(label, line, "-", XML_INVALID, Level.ERROR, message, column=column)
 
 
+def _ci(environ: Mapping[str, str]) -> bool:
+    """CI is set, as every CI service sets it (GitHub, GitLab, Jenkins' plugins: CI=true)."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _use_color(stream: IO[str], args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     return not args.no_color and "NO_COLOR" not in environ and stream.isatty()
 
@@ -167,11 +172,17 @@ def run(
         checked = totals.summary.files
         failing = totals.summary.errors + (totals.summary.warnings if args.strict else 0)
         if checked == 0:
-            failing += 1 if args.strict else 0
-            if not args.quiet:
+            # In CI a run that checked nothing proves nothing: a pipeline whose globs or ignore
+            # file (added by the change under review) leave no file must not pass.
+            in_ci = _ci(environ)
+            fails = args.strict or in_ci
+            failing += 1 if fails else 0
+            if not args.quiet or fails:
+                why = " (CI is set)" if in_ci and not args.strict else ""
+                level = "error" if fails else "warning"
                 _emit(
                     stderr or sys.stderr,
-                    "validate-domain: warning: no domain XML file was checked\n",
+                    f"validate-domain: {level}: no domain XML file was checked{why}\n",
                 )
         code = EXIT_FINDINGS if failing else EXIT_OK
         run = replace(run, exit_code=code, ended=time.time(), quiet=args.quiet)
@@ -291,7 +302,7 @@ class _Inputs:
 
     def __init__(self, args: argparse.Namespace, cwd: str, lazy: bool) -> None:
         self.paths = args.paths
-        self.collector = Collector(args.exclude, cwd)
+        self.collector = Collector(args.exclude, cwd, ignore_files=not args.no_ignore_file)
         self.selection = self.collector.selection
         self.pending: Optional[FatalError] = None
         self.items: Optional[list[Input]] = None
