@@ -390,6 +390,22 @@ def policy_problems(text: str, file: str) -> list[PolicyError]:
     return sorted(found, key=lambda e: (e.line, e.column))
 
 
+def file_problems(path: str) -> tuple[Optional[Policy], list[PolicyError]]:
+    """The policy in ``path`` and every problem it has (check-policy): the policy is None
+    unless there is none. Who owns the file is not looked at (the readers that trust it do)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return None, [PolicyError(path, 0, "", "not a regular file")]
+        text = _read_text(path)
+    except OSError as exc:
+        return None, [PolicyError(path, 0, "", f"cannot read policy: {exc.strerror}")]
+    except PolicyError as exc:
+        return None, [exc]
+    found = policy_problems(text, path)
+    return (None if found else parse_policy(text, path)), found
+
+
 def _item_lines(root: yaml.Node, key: str) -> list[int]:
     """Where each item of the list ``key`` starts: findings and errors quote it (the walker has
     checked the shape)."""
