@@ -298,6 +298,40 @@ def _add_check_policy(sub: Any) -> None:
     cmd.set_defaults(run=_cmd_check_policy)
 
 
+def _add_policy_test(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "policy-test",
+        help="check a policy against sample domains whose first line states the expected "
+        "findings (<!-- expect: CODE@LINE ... -->); exit 0 all match, 1 a difference, 2 bad input",
+    )
+    complete_as(
+        cmd.add_argument("directory", metavar="DIR", help="the samples: every *.xml below it"),
+        DIR_COMPLETION,
+    )
+    _add_policy(
+        cmd,
+        "the policy to test (default: validate-domain's lookup: $LIBVIRT_TXMODE_POLICY, the "
+        "project file, /etc/libvirt-txmode/policy.yaml, the bundled one)",
+    )
+    complete_as(
+        cmd.add_argument(
+            "--caps",
+            action="append",
+            default=[],
+            metavar="SNAPSHOT",
+            help="capability snapshot of a target host (repeatable); without it the samples "
+            "are judged on the policy alone (no support findings)",
+        ),
+        FILE_COMPLETION,
+    )
+    cmd.add_argument(
+        "--today",
+        metavar="YYYY-MM-DD",
+        help="the day policy exceptions are judged on (default: today), to test an expiry",
+    )
+    cmd.set_defaults(run=_cmd_policy_test)
+
+
 def _add_policy_schema(sub: Any) -> None:
     cmd = sub.add_parser(
         "policy-schema", help="print the policy's JSON Schema (for editors: yaml-language-server)"
@@ -327,6 +361,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_probe,
     _add_explain,
     _add_check_policy,
+    _add_policy_test,
     _add_policy_schema,
     _add_completion,
 )
@@ -584,6 +619,21 @@ def _cmd_check_policy(args: argparse.Namespace, out: IO[str]) -> int:
     else:
         write_text(results, out, sys.stderr)
     return exit_code(results)
+
+
+def _cmd_policy_test(args: argparse.Namespace, out: IO[str]) -> int:
+    import time  # noqa: PLC0415
+
+    from .policy_schema import is_iso_date  # noqa: PLC0415
+    from .policy_test import load_hosts, policy_for, report, run_tests  # noqa: PLC0415
+
+    today = args.today or time.strftime("%Y-%m-%d")
+    if not is_iso_date(today):
+        raise FatalError(f"--today: expected a date as YYYY-MM-DD, not {today!r}")
+    policy = policy_for(args.policy, dict(os.environ), os.getcwd())
+    hosts = load_hosts(args.caps)
+    outcomes = list(run_tests(args.directory, policy, hosts, today))
+    return report(outcomes, out, verbose=args.verbose)
 
 
 def _cmd_policy_schema(args: argparse.Namespace, out: IO[str]) -> int:

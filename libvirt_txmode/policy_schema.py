@@ -348,12 +348,12 @@ def validate(  # noqa: C901, PLR0912 - one dispatch over the schema's node kinds
 
 def _date(source: Source[N], node: N, key: str) -> str:
     text = source.date(node)
-    if text is None or not _is_iso_date(text):
+    if text is None or not is_iso_date(text):
         raise source.error(node, key, "expected a date as YYYY-MM-DD (e.g. 2027-03-01)")
     return text
 
 
-def _is_iso_date(text: str) -> bool:
+def is_iso_date(text: str) -> bool:
     import time  # noqa: PLC0415 - only policies with a date pay for it
 
     if len(text) != 10 or text[4] != "-" or text[7] != "-":
