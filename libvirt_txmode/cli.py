@@ -122,6 +122,12 @@ def validate_parser() -> argparse.ArgumentParser:
         "directory; repeatable); .libvirt-txmode-ignore files are read too",
     )
     parser.add_argument(
+        "--generate-exceptions",
+        action="store_true",
+        help="instead of the report, write (to stdout, or to -o FILE) the policy exceptions "
+        "that would silence today's findings, each with 'reason: TODO' for check-policy to flag",
+    )
+    parser.add_argument(
         "--no-ignore-file",
         action="store_true",
         help="read no .libvirt-txmode-ignore file (only --exclude thins out folder walks); "

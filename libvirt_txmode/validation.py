@@ -136,7 +136,7 @@ def run(
     stderr: Optional[IO[str]] = None,
 ) -> int:
     """validate-domain with parsed ``args`` (``argv`` as given, for the SARIF invocation)."""
-    from .report import FORMATTERS, RunInfo, choose_format  # noqa: PLC0415
+    from .report import FORMATTERS, RunInfo  # noqa: PLC0415
 
     if args.verbose:
         import logging  # noqa: PLC0415 - only -v logs; logs.get loggers import it when they write
@@ -150,14 +150,7 @@ def run(
         started=time.time(),
         verbose=args.verbose,
     )
-    fmt = choose_format(args.format, environ)
-    # The report(s) being written as the run goes: -o gets --format and the terminal text.
-    terminal_fmt = "text" if args.output else fmt
-    color = terminal_fmt == "text" and _use_color(stdout, args, environ)
-    sinks = _Sinks(
-        file=FORMATTERS[fmt](color=False, run=run) if args.output else None,
-        terminal=FORMATTERS[terminal_fmt](color=color, run=run),
-    )
+    fmt, sinks = _make_sinks(args, stdout, environ, run)
     try:
         try:
             totals, run = _validate(args, stdin, environ, run, sinks)
@@ -167,23 +160,14 @@ def run(
                 # reason is in it (SARIF invocations, a JUnit error, a JSON "error").
                 failed = replace(run, fatal=str(exc), exit_code=EXIT_FATAL, ended=time.time())
                 empty = Report(files=(), findings=(), summary=summarize(0, 0, 0, []))
-                _write_report(args.output, fmt, replace(empty, tool_version=__version__), failed)
+                if fmt in FORMATTERS:  # no half list of exceptions: a failed run writes none
+                    _write_report(
+                        args.output, fmt, replace(empty, tool_version=__version__), failed
+                    )
             raise
-        checked = totals.summary.files
         failing = totals.summary.errors + (totals.summary.warnings if args.strict else 0)
-        if checked == 0:
-            # In CI a run that checked nothing proves nothing: a pipeline whose globs or ignore
-            # file (added by the change under review) leave no file must not pass.
-            in_ci = _ci(environ)
-            fails = args.strict or in_ci
-            failing += 1 if fails else 0
-            if not args.quiet or fails:
-                why = " (CI is set)" if in_ci and not args.strict else ""
-                level = "error" if fails else "warning"
-                _emit(
-                    stderr or sys.stderr,
-                    f"validate-domain: {level}: no domain XML file was checked{why}\n",
-                )
+        if totals.summary.files == 0:
+            failing += _nothing_checked(args, environ, stderr or sys.stderr)
         code = EXIT_FINDINGS if failing else EXIT_OK
         run = replace(run, exit_code=code, ended=time.time(), quiet=args.quiet)
         if sinks.file is not None:
@@ -200,6 +184,42 @@ def run(
     finally:
         sinks.close()
     return code
+
+
+def _make_sinks(
+    args: argparse.Namespace, stdout: IO[str], environ: Mapping[str, str], run: RunInfo
+) -> tuple[str, _Sinks]:
+    """The report(s) written as the run goes: -o gets --format and the terminal text; with
+    --generate-exceptions the exceptions take the report's place."""
+    from .report import FORMATTERS, choose_format  # noqa: PLC0415
+
+    formatters: dict[str, type[Formatter]] = dict(FORMATTERS)
+    if args.generate_exceptions:
+        from .exception_gen import ExceptionsFormatter  # noqa: PLC0415
+
+        fmt = ExceptionsFormatter.name
+        formatters[fmt] = ExceptionsFormatter
+    else:
+        fmt = choose_format(args.format, environ)
+    terminal_fmt = "text" if args.output else fmt
+    color = terminal_fmt == "text" and _use_color(stdout, args, environ)
+    return fmt, _Sinks(
+        file=formatters[fmt](color=False, run=run) if args.output else None,
+        terminal=formatters[terminal_fmt](color=color, run=run),
+    )
+
+
+def _nothing_checked(args: argparse.Namespace, environ: Mapping[str, str], stderr: IO[str]) -> int:
+    """Say that no file was checked; 1 when that fails the run. In CI a run that checked
+    nothing proves nothing: a pipeline whose globs or ignore file (added by the change under
+    review) leave no file must not pass."""
+    in_ci = _ci(environ)
+    fails = args.strict or in_ci
+    if not args.quiet or fails:
+        why = " (CI is set)" if in_ci and not args.strict else ""
+        level = "error" if fails else "warning"
+        _emit(stderr, f"validate-domain: {level}: no domain XML file was checked{why}\n")
+    return 1 if fails else 0
 
 
 @dataclass(**SLOTS)

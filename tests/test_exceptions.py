@@ -340,3 +340,68 @@ def test_github_and_junit_leave_silenced_findings_out(repo: Path) -> None:
 def test_snapshot_emulator_is_the_one_the_domain_resolves() -> None:
     # The reports above rest on the snapshot knowing this emulator (else: unknown support).
     assert EMULATOR in snapshot("h1", tx=True)
+
+
+# --- validate-domain --generate-exceptions (progressive adoption) ---------------------------------
+
+
+def test_generated_exceptions_silence_todays_findings_and_check_policy_flags_them(
+    repo: Path,
+) -> None:
+    odd = domain_xml("odd*name[1]", nic("52:54:00:00:00:0C", "virtio", "timer"))
+    (repo / "odd.xml").write_text(odd)
+    (repo / "policy.yaml").write_text(BASE.replace("'legacy-*'", "'*'"))
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}
+    command = [VALIDATE, "-p", "policy.yaml", "--caps", "h1.json", "--no-cache"]
+    before = subprocess.run(
+        [*command, "legacy.xml", "odd.xml"], cwd=repo, capture_output=True, text=True, env=env
+    )
+    assert before.returncode == 1
+    generated = subprocess.run(
+        [*command, "--generate-exceptions", "-o", "exceptions.yaml", "legacy.xml", "odd.xml"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert generated.returncode == 1  # the exit code is the run's, whatever is written
+    assert "txmode-not-allowed" in generated.stdout  # the terminal still gets the text report
+    text = (repo / "exceptions.yaml").read_text()
+    assert text.count("\n    reason: TODO\n") == 3
+    assert '{domain: "odd[*]name[[]1]", mac: "52:54:00:00:00:0c", rule: "no-timer", ' in text
+    (repo / "policy.yaml").write_text(BASE.replace("'legacy-*'", "'*'") + text)
+    after = subprocess.run(
+        [*command, "-f", "json", "legacy.xml", "odd.xml"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert after.returncode == 0, after.stdout
+    data = json.loads(after.stdout)
+    assert data["findings"] == []
+    assert len(data["suppressed"]) == 3
+    flagged = subprocess.run(
+        [str(BIN / "libvirt-txmode"), "check-policy", "policy.yaml"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert flagged.returncode == 1
+    assert flagged.stderr.count("'TODO' is not a reason yet") == 3
+
+
+def test_generate_exceptions_to_stdout_lists_what_no_exception_can_silence(repo: Path) -> None:
+    (repo / "broken.xml").write_text("<domain>\n")
+    (repo / "policy.yaml").write_text(BASE)
+    result = subprocess.run(
+        [VALIDATE, "-p", "policy.yaml", "--caps", "h1.json", "--generate-exceptions", "broken.xml"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = result.stdout.splitlines()
+    assert "# not silenced: broken.xml:2: xml-invalid (no exception silences it)" in lines
+    assert lines[-1] == "exceptions: []"
