@@ -60,8 +60,17 @@ GOOD = [
     "version: 1\nemulators: [/usr/bin/qemu-*]\ndefaults: {allowed: [], require: true}\n",
     "version: 1\nrules:\n  - name: a\n    match: {domain: 'db-*', mac: '52:*'}\n"
     "    allowed: [iothread]\n    ineffective: error\n    action: audit\n",
+    # Quoted: PyYAML (YAML 1.1) would hand jsonschema a date object; editors read YAML 1.2.
+    "version: 1\nexceptions:\n  - match: {domain: 'db-*', code: txmode-required}\n"
+    "    reason: migration (OPS-9)\n    expires: '2027-03-31'\n",
+    "version: 1\nexceptions:\n  - match: {mac: '52:54:*'}\n    reason: lab\n",
 ]
 BAD = [
+    "version: 1\nexceptions:\n  - match: {}\n    reason: everything\n",
+    "version: 1\nexceptions:\n  - match: {domain: x}\n",
+    "version: 1\nexceptions:\n  - reason: r\n",
+    "version: 1\nexceptions:\n  - match: {network: x}\n    reason: r\n",
+    "version: 1\nexceptions:\n  - match: {domain: x}\n    reason: r\n    expires: '31.03.2027'\n",
     "version: 2\n",
     "version: '1'\n",
     "action: audit\n",
