@@ -284,7 +284,8 @@ def _add_check_policy(sub: Any) -> None:
     cmd = sub.add_parser(
         "check-policy",
         help="validate policy files: every problem as FILE:LINE:COL: KEY: message (exit 0 "
-        "valid, 1 valid but an exception's reason is TODO or its date has passed, 2 invalid)",
+        "valid, 1 valid but an exception's reason is still TODO, 2 invalid); exceptions past "
+        "their last day are noted",
     )
     complete_as(cmd.add_argument("files", nargs="+", metavar="FILE"), FILE_COMPLETION)
     cmd.add_argument(

@@ -1,10 +1,11 @@
 """``libvirt-txmode check-policy``: every problem of a policy file in one run.
 
-Errors (the policy would be refused) come from the schema walker, which goes on past each one;
-on a valid policy, what a reviewer must still act on is flagged: an exception whose reason is
-still ``TODO`` (as ``validate-domain --generate-exceptions`` writes it) and one whose last day
-has passed. Printed yamllint's way, ``file:line:col: key: message`` one per line, or as JSON for
-editors.
+Errors (the policy would be refused) come from the schema walker, which goes on past each one.
+On a valid policy, an exception whose reason is still ``TODO`` (as ``validate-domain
+--generate-exceptions`` writes it) is a warning, which fails the check until someone writes the
+reason; one whose last day has passed is a notice (it silences nothing any more, so deploying the
+policy is harmless, and a deployment must not fail because a date went by). Printed yamllint's
+way, ``file:line:col: key: message`` one per line, or as JSON for editors.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .policy import Policy, PolicyError, file_problems
 from .policy_schema import TODO_REASON
 from .records import SLOTS
 
-ERROR, WARNING = "error", "warning"
+ERROR, WARNING, NOTICE = "error", "warning", "notice"
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -29,7 +30,8 @@ class Problem:
     column: int
     key: str
     message: str
-    severity: str  # error: the policy is refused; warning: valid, but someone must act
+    # error: the policy is refused; warning: valid, but someone must act; notice: for the record
+    severity: str
 
     def text(self) -> str:
         where = f"{self.key}: " if self.key else ""
@@ -96,7 +98,7 @@ def flags(policy: Policy, today: str) -> list[Problem]:
                     f"{key}.expires",
                     f"expired: its last day was {item.expires}; the findings it silenced are "
                     "back (exception-expired): fix them, or set a new date and say why",
-                    WARNING,
+                    NOTICE,
                 )
             )
     return found
@@ -106,7 +108,7 @@ def write_text(results: Sequence[Checked], out: IO[str], err: IO[str]) -> None:
     for result in results:
         for problem in result.problems:
             err.write(problem.text() + "\n")
-        if result.valid and not result.problems:
+        if result.valid and all(p.severity == NOTICE for p in result.problems):
             assert result.policy is not None  # noqa: S101 - valid means parsed
             exceptions = len(result.policy.exceptions)
             out.write(
@@ -131,7 +133,9 @@ def write_json(results: Sequence[Checked], out: IO[str]) -> None:
 
 
 def exit_code(results: Sequence[Checked]) -> int:
-    """2: a policy is refused; 1: all valid, but one is flagged; 0: nothing to do."""
+    """2: a policy is refused; 1: all valid, but a reason is still TODO; 0: nothing to do
+    (notices do not count)."""
     if any(not result.valid for result in results):
         return 2
-    return 1 if any(result.problems for result in results) else 0
+    flagged = any(p.severity == WARNING for result in results for p in result.problems)
+    return 1 if flagged else 0

@@ -469,6 +469,20 @@ def test_check_policy_flags_todo_reasons_and_expired_exceptions(tmp_path: Path) 
         "p.yaml:5:1: exceptions[1].expires: expired: its last day was 2001-01-01; the findings it "
         "silenced are back (exception-expired): fix them, or set a new date and say why",
     ]
+    code, out, err = run(tmp_path, TXMODE, "check-policy", "-f", "json", "p.yaml")
+    problems = json.loads(out)["files"][0]["problems"]
+    assert [(p["key"], p["severity"]) for p in problems] == [
+        ("exceptions[0].reason", "warning"),
+        ("exceptions[1].expires", "notice"),
+    ]
+    # A date going by must not fail a deployment (the role validates with check-policy): an
+    # expired exception silences nothing, it is only noted.
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nexceptions:\n  - match: {domain: x}\n    reason: r\n    expires: 2001-01-01\n"
+    )
+    code, out, err = run(tmp_path, TXMODE, "check-policy", "p.yaml")
+    assert (code, out) == (0, "p.yaml: valid policy (0 rules, 1 exceptions)\n")
+    assert "expired: its last day was 2001-01-01" in err
 
 
 def test_check_policy_gives_a_file_problem_no_line_zero(tmp_path: Path) -> None:
