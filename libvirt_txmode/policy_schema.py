@@ -79,6 +79,7 @@ class Field:
     description: str
     default: Any = None
     required: str = ""  # non-empty: required, and this is the message when it is missing
+    default_text: str = ""  # the default as the reference states it, where it is not a value
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -104,7 +105,7 @@ SETTINGS = (
     Field(
         "allowed",
         ListOf(Choice(TXMODES)),
-        "txmodes permitted",
+        "txmodes permitted (txmode-not-allowed for any other)",
         default=list(TXMODES),
     ),
     Field(
@@ -117,13 +118,14 @@ SETTINGS = (
         "ineffective",
         Choice(INEFFECTIVE_LEVELS),
         "level of txmode-ineffective: a txmode QEMU will not use (vhost-net, vhost-user, "
-        "non-virtio model)",
+        "non-virtio model); ignore: no finding",
         default="warn",
     ),
     Field(
         "action",
         Choice(ACTIONS),
-        "per-rule override of the top-level action (default: the top-level action)",
+        "per-rule override of the top-level action",
+        default_text="the top-level action",
     ),
 )
 SETTING_NAMES = tuple(f.name for f in SETTINGS)
@@ -151,7 +153,7 @@ RULE = Mapping(
             "named in every finding the rule produces",
             required="every rule needs a name (it is quoted in findings)",
         ),
-        Field("match", MATCH, "which NICs the rule applies to (all keys optional, ANDed)"),
+        Field("match", MATCH, "which NICs the rule applies to: all keys optional, ANDed"),
         *SETTINGS,
     ),
     "the first rule whose match fits a NIC applies; its keys override defaults",
@@ -162,9 +164,9 @@ EXCEPTION_MATCH = Mapping(
         Field(key, Text(), f"glob pattern on the finding's {what}")
         for key, what in (
             ("domain", "domain name"),
-            ("mac", "NIC MAC address (case-insensitive)"),
-            ("rule", "policy rule name (defaults for a NIC no rule matches)"),
-            ("code", "finding code (e.g. txmode-not-allowed)"),
+            ("mac", "NIC's MAC address (case-insensitive)"),
+            ("rule", "rule name (defaults for a NIC no rule matches)"),
+            ("code", "code (e.g. txmode-not-allowed)"),
         )
     ),
     "at least one key, ANDed",
@@ -176,20 +178,21 @@ EXCEPTION = Mapping(
         Field(
             "match",
             EXCEPTION_MATCH,
-            "which findings the exception silences (at least one key, ANDed)",
+            "which findings the exception silences: at least one key, ANDed",
             required="every exception needs a match (domain, mac, rule and/or code)",
         ),
         Field(
             "reason",
             Text(),
-            "why the exception is granted: reported with every finding it silences",
+            "why the exception is granted: reported with every finding it silences; check-policy "
+            "flags TODO",
             required="every exception needs a reason (it is reported with what it silences)",
         ),
         Field(
             "expires",
             Date(),
-            "last day the exception applies (YYYY-MM-DD); after it, the finding is back and "
-            "exception-expired says why",
+            "the last day the exception applies; from the next day on it silences nothing and "
+            "exception-expired says so",
         ),
     ),
     "silences the findings it matches; the first unexpired exception that matches applies",
@@ -206,47 +209,58 @@ POLICY = Mapping(
         Field(
             "action",
             Choice(ACTIONS),
-            "enforce: violations are errors (the hook refuses the start); audit: warnings",
+            "enforce: violations are errors (the hook refuses the start, validate-domain exits "
+            "1); audit: they are warnings (logged, the domain starts)",
             default="enforce",
         ),
         Field(
             "on_unknown",
             Choice(DECISIONS),
-            "support could not be determined: deny makes it an error, allow a warning",
+            "support could not be determined (emulator untrusted or missing, probe failed or "
+            "timed out): deny makes it an error, allow a warning",
             default="deny",
         ),
         Field(
             "on_error",
             Choice(DECISIONS),
-            "the hook itself failed (unreadable domain XML, internal error)",
+            "the hook itself failed (unreadable domain XML, internal error); a policy that cannot "
+            "be read always denies: there is no on_error to consult",
             default="deny",
         ),
         Field(
             "passthrough",
             Choice(PASSTHROUGH_LEVELS),
-            "a <qemu:commandline> argument or <qemu:override> the tool cannot prove harmless to "
-            "a NIC's tx (passthrough-unverifiable): deny makes it a violation (an error under "
-            "action enforce), warn a warning, allow no finding",
+            "level of passthrough-unverifiable: a <qemu:commandline> argument or <qemu:override> "
+            "the tool cannot prove harmless to a NIC's tx. deny: a violation (an error under "
+            "enforce, the hook refuses the start; a warning under audit); warn: a warning; allow: "
+            "no finding. A tx the tool can compute is checked like any txmode whatever this says",
             default="deny",
         ),
         Field(
             "emulators",
             ListOf(Text(absolute=True)),
-            "the only binaries ever executed to probe them (absolute globs)",
+            "the only binaries ever executed to probe them; they must also be owned by root (or "
+            "the caller) and not writable by group or others",
             default=list(DEFAULT_EMULATORS),
         ),
         Field(
             "probe_timeout",
             Number(0.1, 120),
-            "seconds a probe may run before it is killed and support counts as unknown",
+            "seconds: a probe running longer is killed and support counts as unknown",
             default=5,
         ),
         Field("defaults", Mapping(SETTINGS), "what applies to a NIC no rule matches"),
-        Field("rules", ListOf(RULE), "rules, first match wins", default=[]),
+        Field(
+            "rules",
+            ListOf(RULE),
+            "the first rule whose match fits a NIC applies; its keys override defaults",
+            default=[],
+        ),
         Field(
             "exceptions",
             ListOf(EXCEPTION),
-            "findings silenced on purpose, each with a reason and optionally an end",
+            "findings silenced on purpose: the first unexpired exception that fits a finding "
+            "silences it",
             default=[],
         ),
     ),

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from libvirt_txmode.policy import PolicyError, parse_policy
-from libvirt_txmode.policy_schema import json_schema
+from libvirt_txmode.policy_docs import reference_table, splice
+from libvirt_txmode.policy_schema import TOP_KEYS, json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 TXMODE = str(Path(sys.executable).parent / "libvirt-txmode")
@@ -108,3 +109,15 @@ def test_refused_by_both(text: str) -> None:
         parse_policy(text, "p.yaml")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(yaml.safe_load(text), json_schema())
+
+
+def test_the_readme_reference_is_the_schema() -> None:
+    """The README's key table is written from the schema: every key, and nothing else."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert splice(readme) == readme, "README's policy reference is stale: run scripts/gen-docs"
+    table = reference_table()
+    for key in ("version", "defaults.require", "rules[].match", "exceptions[].expires"):
+        assert f"| `{key}` |" in table
+    # Every top-level key has its row(s): a mapping's keys, a list's items follow it.
+    for key in TOP_KEYS:
+        assert f"| `{key}` |" in table or f"| `{key}." in table
