@@ -427,7 +427,8 @@ class JUnitFormatter(Formatter):
         # Every input file (also those without findings), in input order, with its findings.
         grouped: dict[str, list[Finding]] = {file: [] for file in report.files}
         for finding in report.findings:
-            grouped.setdefault(finding.file, []).append(finding)
+            if finding.suppression is None:  # a silenced finding fails no testcase
+                grouped.setdefault(finding.file, []).append(finding)
         for file, mine in grouped.items():
             self.file(file, self.run.times.get(file, 0.0))
             for finding in mine:

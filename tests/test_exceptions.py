@@ -405,3 +405,25 @@ def test_generate_exceptions_to_stdout_lists_what_no_exception_can_silence(repo:
     lines = result.stdout.splitlines()
     assert "# not silenced: broken.xml:2: xml-invalid (no exception silences it)" in lines
     assert lines[-1] == "exceptions: []"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "junit", "github", "sarif", "codeclimate"])
+def test_a_whole_report_rendered_counts_no_silenced_finding(fmt: str) -> None:
+    """audit renders a whole Report (``render``/``feed``): the same as validate-domain's stream."""
+    from libvirt_txmode import report as rp
+    from libvirt_txmode.findings import Report, summarize
+
+    silenced = finding(suppression=Suppression(0, 7, "vendor appliance", None))
+    found = [silenced]
+    document = Report(files=("vm.xml",), findings=tuple(found), summary=summarize(1, 1, 1, found))
+    out = rp.render(fmt, document, color=False, run=rp.RunInfo(suppressed=1, verbose=True))
+    if fmt == "sarif":
+        (result,) = json.loads(out)["runs"][0]["results"]
+        assert result["suppressions"][0]["justification"] == "vendor appliance"
+    elif fmt == "json":
+        data = json.loads(out)
+        assert (data["findings"], len(data["suppressed"])) == ([], 1)
+    elif fmt == "text":
+        assert out.startswith("vm.xml:5: silenced: ")
+    else:
+        assert "not allowed" not in out
