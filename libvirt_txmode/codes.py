@@ -99,11 +99,26 @@ class FindingCode:
         return _NOTES[self.level_rule]
 
     def sections(self) -> tuple[tuple[str, str], ...]:
-        return (
+        found = (
             ("What it means", self.meaning),
             ("Why it matters", self.why),
             ("How to fix it", self.fix),
         )
+        if self.code in NEVER_SILENCED:
+            return found
+        return (*found, ("Accepting it for a while", _EXCEPTION_NOTE.format(code=self.code)))
+
+
+# What no policy exception silences: a file that is not a domain, and an exception that ran out.
+NEVER_SILENCED = frozenset((XML_INVALID, EXCEPTION_EXPIRED))
+_EXCEPTION_NOTE = (
+    "When it cannot be fixed yet, an entry in the policy's 'exceptions' silences it on purpose: "
+    "match: {{domain: NAME, mac: MAC, code: {code}}}, a reason (required) and expires: YYYY-MM-DD "
+    "(the last day it applies; after it the finding is back, with exception-expired). A silenced "
+    "finding is not counted but still reported (validate-domain -v, JSON, SARIF suppressions, the "
+    "hook's log). 'validate-domain --generate-exceptions' writes such entries for today's "
+    "findings, with reason TODO for check-policy to flag."
+)
 
 
 _REGISTERED = (

@@ -18,9 +18,6 @@ from .model import Finding, Report
 from .policy_schema import TODO_REASON
 from .report import Formatter, RunInfo, printable
 
-# Never written as exceptions: a file that is not a domain, and an exception that ran out.
-_NOT_SILENCEABLE = frozenset((codes.XML_INVALID, codes.EXCEPTION_EXPIRED))
-
 
 def literal_glob(text: str) -> str:
     """``text`` as a glob that fits only itself: fnmatch's specials each in a class."""
@@ -44,7 +41,7 @@ class ExceptionsFormatter(Formatter):
 
     def finding(self, finding: Finding) -> None:
         where = f"{printable(finding.file)}:{finding.line}"
-        if finding.code in _NOT_SILENCEABLE:
+        if finding.code in codes.NEVER_SILENCED:
             self.skipped.append(f"{where}: {finding.code} (no exception silences it)")
             return
         key = (finding.domain, (finding.mac or "").lower() or None, finding.code, finding.rule)

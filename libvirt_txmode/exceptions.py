@@ -18,14 +18,11 @@ from . import codes
 from .model import Finding, Level, Suppression
 from .policy import Policy, PolicyException
 
-# Never silenced: an exception must not hide that another one ran out.
-_NEVER_SILENCED = frozenset((codes.EXCEPTION_EXPIRED,))
-
 
 def fits(exception: PolicyException, finding: Finding) -> bool:
     """Every pattern the exception sets fits the finding (ANDed); a finding without the value
     (no MAC, no rule) fits no pattern on it."""
-    if finding.code in _NEVER_SILENCED:
+    if finding.code in codes.NEVER_SILENCED:
         return False
     for key, pattern in exception.match_items():
         value = getattr(finding, key) or ""

@@ -179,6 +179,12 @@ def test_a_finding_without_mac_or_rule_fits_no_pattern_on_them() -> None:
     assert apply([bare], policy, TODAY) == [bare]
 
 
+def test_an_unreadable_file_is_never_silenced() -> None:
+    policy = policy_with("  - match: {code: '*'}\n    reason: everything\n")
+    broken = finding(code=codes.XML_INVALID, domain="-", interface=None, mac=None, rule=None)
+    assert apply([broken], policy, TODAY) == [broken]
+
+
 def test_exception_expired_is_never_silenced() -> None:
     policy = policy_with(
         "  - match: {domain: legacy-01}\n    reason: r\n    expires: 2020-01-01\n"
