@@ -11,10 +11,12 @@ way, ``file:line:col: key: message`` one per line, or as JSON for editors.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Optional
 
+from . import files
 from .exceptions import expired
 from .policy import Policy, PolicyError, file_problems
 from .policy_schema import TODO_REASON
@@ -60,12 +62,27 @@ class Checked:
         return self.policy is not None
 
 
-def check_file(path: str, today: str) -> Checked:
+def check_file(path: str, today: str, *, as_root: Optional[bool] = None) -> Checked:
     policy, errors = file_problems(path)
     problems = [_problem(error) for error in errors]
     if policy is not None:
         problems.extend(flags(policy, today))
+        problems.extend(_trust(path, os.geteuid() == 0 if as_root is None else as_root))
     return Checked(path, policy, tuple(problems))
+
+
+def _trust(path: str, as_root: bool) -> list[Problem]:
+    """As root, a notice when the hook would refuse this file for who could change it. Only a
+    notice: check-policy checks what the file says (the Ansible role validates a temporary copy
+    with it, wherever Ansible puts that), the readers that trust it check where it lies."""
+    if not as_root:
+        return []
+    problem = files.path_trust_problem(path, kind="file")
+    if problem is None:
+        return []
+    fix = files.problem_fix(problem)
+    message = f"the hook would refuse this file: {problem}" + (f"; fix: {fix}" if fix else "")
+    return [Problem(path, 0, 0, "", message, NOTICE)]
 
 
 def _problem(error: PolicyError) -> Problem:

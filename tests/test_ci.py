@@ -485,6 +485,20 @@ def test_check_policy_flags_todo_reasons_and_expired_exceptions(tmp_path: Path) 
     assert "expired: its last day was 2001-01-01" in err
 
 
+def test_check_policy_notes_a_file_the_hook_would_refuse(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the trust rule is root's")
+    path = tmp_path / "p.yaml"
+    path.write_text(NO_TIMER_POLICY)
+    path.chmod(0o664)
+    code, out, err = run(tmp_path, TXMODE, "check-policy", str(path))
+    assert (code, out) == (0, f"{path}: valid policy (0 rules)\n")
+    assert err == (
+        f"{path}: the hook would refuse this file: file {path} is writable by group or others "
+        f"(mode 0664); fix: chmod go-w {path}\n"
+    )
+
+
 def test_check_policy_gives_a_file_problem_no_line_zero(tmp_path: Path) -> None:
     code, out, err = run(tmp_path, TXMODE, "check-policy", "missing.yaml")
     assert (code, out, err) == (
