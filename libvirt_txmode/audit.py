@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Optional
@@ -105,11 +106,12 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     from .cache import ProbeCache  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
     from .domain import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415
+    from .exceptions import apply as apply_exceptions  # noqa: PLC0415
     from .findings import XML_INVALID, Finding, Level, Report, summarize  # noqa: PLC0415
     from .local import local_capabilities  # noqa: PLC0415
     from .paths import default_cache_dir  # noqa: PLC0415
     from .policy import DEFAULT_POLICY_PATH, PolicyError, load_policy  # noqa: PLC0415
-    from .report import choose_format, render  # noqa: PLC0415
+    from .report import RunInfo, choose_format, render  # noqa: PLC0415
 
     try:
         policy = load_policy(args.policy or DEFAULT_POLICY_PATH)
@@ -141,8 +143,9 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     caps = local_capabilities(
         domains, policy, cache, snapshot=snapshot, snapshot_identities=identities
     )
+    today = time.strftime("%Y-%m-%d")  # the day policy exceptions are judged on
     for domain in domains:
-        found.extend(check_domain(domain, policy, [caps]))
+        found.extend(apply_exceptions(check_domain(domain, policy, [caps]), policy, today))
     labels = tuple(d.label for d in documents)
     order = {label: i for i, label in enumerate(labels)}
     found.sort(key=lambda f: (order.get(f.file, 0), f.line, f.code))
@@ -161,11 +164,12 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     )
     fmt = choose_format(args.format, environ)
     color = not args.no_color and "NO_COLOR" not in environ and out.isatty()
+    run = RunInfo(suppressed=sum(1 for f in found if f.suppression is not None))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(render(fmt, report, color=False))
-        out.write(render("text", report, color=color))
+            handle.write(render(fmt, report, color=False, run=run))
+        out.write(render("text", report, color=color, run=run))
     else:
-        out.write(render(fmt, report, color=color and fmt == "text"))
+        out.write(render(fmt, report, color=color and fmt == "text", run=run))
     failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
     return EXIT_FINDINGS if failing else EXIT_OK
