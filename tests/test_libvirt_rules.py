@@ -638,9 +638,9 @@ def test_a_refused_nic_is_a_start_will_fail_finding_and_nothing_else() -> None:
     )
     domain = parse_domain(xml, "vm.xml")
     found = check_domain(domain, policy, [_on(LIBVIRT_9_0)])
-    assert [(f.interface, f.code, f.level, f.txmode) for f in found] == [
-        (0, "start-will-fail", Level.WARNING, "timer"),
-        (1, "start-will-fail", Level.WARNING, "timer"),
+    assert [(f.interface, f.code, f.level, f.txmode, f.host) for f in found] == [
+        (0, "start-will-fail", Level.WARNING, "timer", None),
+        (1, "start-will-fail", Level.WARNING, "timer", None),
     ]
     assert all(f.message.startswith("the domain will not start: ") for f in found)
     # On 11.3 the model-less NIC starts: its written txmode is only dropped (ineffective).

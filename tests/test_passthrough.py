@@ -548,6 +548,12 @@ def test_a_driver_override_that_keeps_the_nics_tx_makes_qemu_exit() -> None:
     assert reason.startswith("it makes the device e1000, whose tx=timer (libvirt's, from <driver")
     assert reason.endswith("QEMU exits with \"Property 'e1000.tx' not found\"")
     assert _plan(_nic_xml(), extra=swap)[1].unprovable == ()
+    # A tx the override itself set stays on the swapped device too, and is named as such.
+    both = _override("net0", ("tx", "string", "timer"), ("driver", "string", "e1000"))
+    reason = _plan(_nic_xml(), extra=both)[1].unprovable[0].reason
+    assert reason.startswith(
+        "it makes the device e1000, whose tx=timer (from <qemu:override> of device 'net0')"
+    )
 
 
 def test_a_global_naming_a_nic_type_without_tx_makes_qemu_exit() -> None:
