@@ -324,8 +324,11 @@ _REGISTERED = (
             "Something the domain asks for cannot work, so the start fails before any guest "
             "runs, and the tx the tool would otherwise check never reaches a device: for "
             "example '-set device.net0.tx=...' where libvirt passes the NIC to QEMU as JSON "
-            "(QEMU exits with 'there is no device \"net0\" defined'), or a -set that comes "
-            "before the -device it names."
+            "(QEMU exits with 'there is no device \"net0\" defined'), a -set that comes "
+            "before the -device it names, an <address type='virtio-mmio'/> on an x86 pc or q35 "
+            "machine (no virtio-mmio bus), a vhostuser NIC without a virtio model on a libvirt "
+            "that refuses it (model-less: before 11.1.0), or a tx left on a device that has "
+            "no tx property (an override that makes a NIC with a txmode an e1000)."
         ),
         why=(
             "Nothing unsafe starts, but the domain does not start either; the finding says why "

@@ -23,6 +23,11 @@ QEMU_TX = {"iothread": "bh", "timer": "timer"}
 VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
 
 
+def libvirt_version_text(number: int) -> str:
+    """libvirt encodes versions as major * 1,000,000 + minor * 1,000 + micro: 9000000 is 9.0.0."""
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
 # --- the domain, as written -----------------------------------------------------------------------
 
 
@@ -158,6 +163,10 @@ class HostCapabilities:
     # cache: the device.json+hotplug flag). Then no -set can reach a device libvirt creates.
     # Missing: unknown, and a -set is assumed to reach it.
     device_json: Mapping[str, bool] = field(default_factory=dict)
+    # The libvirt that builds the command line (major * 1,000,000 + minor * 1,000 + micro, as
+    # virConnectGetLibVersion gives it): some of its defaults changed between versions. None:
+    # unknown (an older snapshot), and libvirt_rules follows the newest libvirt it knows.
+    libvirt_version: Optional[int] = None
 
     def guest_arch(self, domain: Domain) -> Optional[str]:
         """The arch libvirt gives the domain on this host."""
