@@ -8,6 +8,7 @@ socket paths pointed at those, and through the installed wrapper for the fallbac
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import socket
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode import hook, logsink
+from libvirt_txmode import __version__, hook, logsink
 from libvirt_txmode.text import printable
 
 
@@ -84,6 +85,10 @@ def test_journald_gets_structured_fields(targets: logsink.Targets, journal: Fake
         "CODE": "txmode-not-allowed",
         "RULE": "no-timer",
         "DECISION": "denied",
+        "MESSAGE_ID": logsink.MESSAGE_IDS[logsink.DENIED],
+        "POLICY": "/etc/libvirt-txmode/policy.yaml",
+        "POLICY_SHA256": "0" * 64,
+        "VERSION": "1.2.3",
     }
     message = "denied: domain 'db-02' NIC #0 (52:54:00:7e:00:02): ... [txmode-not-allowed]"
     assert logsink.log(syslog.LOG_ERR, message, fields, targets=targets) == "journald"
@@ -210,7 +215,12 @@ def test_the_hook_logs_its_refusal_with_fields_also_when_replayed(
             "CODE": "txmode-not-allowed",
             "RULE": "no-timer-here",
             "DECISION": "denied",
+            "MESSAGE_ID": logsink.MESSAGE_IDS[logsink.DENIED],
+            "POLICY": str(policy),
+            "POLICY_SHA256": hashlib.sha256(POLICY.encode()).hexdigest(),
+            "VERSION": __version__,
         }
         refused = [f for f in sent if f.get("DECISION") == "refused"]
         assert refused and refused[0]["MESSAGE"] == "refused to start domain 'db-02' (1 violation)"
+        assert refused[0]["MESSAGE_ID"] == logsink.MESSAGE_IDS[logsink.DENIED]
     assert any(p.name.startswith("verdict-") for p in (tmp_path / "cache").iterdir())

@@ -1,0 +1,133 @@
+"""How many decisions the hook made, by outcome: a small counter file in the state directory.
+
+The hook adds one at every ``prepare begin`` it decides, from the full check (gate.py) or from a
+cached verdict (verdict.py); ``libvirt-txmode metrics`` reads the counts back
+(``libvirt_txmode_decisions_total``). The file, ``STATE/decisions`` (beside the snapshot: the
+wrapper passes no state directory of its own), holds one ``OUTCOME COUNT`` line per outcome
+(logsink.OUTCOMES). It is replaced in one rename while a POSIX lock on ``STATE/decisions.lock``
+is held, so starts running in parallel lose no count and a reader never sees half a file. It is
+0600, as the hook's other state: counts are nobody else's business.
+
+The hook's cached path runs this: standard library only (``os.lockf`` is in ``posix``, so no
+``fcntl`` import), a handful of system calls, and a start is never delayed by it beyond a bounded
+wait for the lock nor ever fails because of it: a count that cannot be taken is lost.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import files, logsink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Optional
+
+FILE_NAME = "decisions"
+LOCK_NAME = "decisions.lock"
+_TMP_NAME = ".decisions.tmp"
+MAX_BYTES = 4096
+# The self-test install-hook and doctor run through the installed hook (install.SELFTEST_DOMAIN;
+# tests/test_metrics.py keeps the two equal): it proves the hook works, it is not a VM start.
+SELFTEST_DOMAIN = "libvirt-txmode-selftest"
+# The lock is held for a read and a rename; 200 tries 1 ms apart bound the wait should another
+# holder hang, and a count is given up rather than a start delayed.
+_LOCK_TRIES = 200
+_LOCK_PAUSE = 0.001
+
+
+def state_dir_of(snapshot: str) -> Optional[str]:
+    """The state directory the hook counts in: its snapshot's (``STATE/snapshot.json``)."""
+    return os.path.dirname(snapshot) if snapshot else None
+
+
+def count_decision(state_dir: Optional[str], records: Iterable[Mapping[str, str]]) -> bool:
+    """Add one to the outcome the decision's records name (their MESSAGE_ID); False when
+    nothing was counted (no outcome, the self-test, an untrusted or unwritable directory)."""
+    try:
+        outcome = None
+        for fields in records:
+            if fields.get("DOMAIN") == SELFTEST_DOMAIN:
+                return False
+            outcome = logsink.outcome_of(fields) or outcome
+        if state_dir is None or outcome is None:
+            return False
+        return _add(state_dir, outcome)
+    except Exception:  # a count must never fail a start
+        return False
+
+
+def _add(state_dir: str, outcome: str) -> bool:
+    uids = files.owners()
+    if files.path_trust_problem(state_dir, allowed_uids=uids, kind="directory") is not None:
+        return False
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        lock = os.open(os.path.join(state_dir, LOCK_NAME), flags, 0o600)
+    except OSError:
+        return False
+    try:
+        if not _lock(lock):
+            return False
+        path = os.path.join(state_dir, FILE_NAME)
+        try:
+            counts = parse(files.read_trusted(path, MAX_BYTES, allowed_uids=uids))
+        except OSError:
+            counts = {}  # none yet, or unusable: counting starts again (a counter reset)
+        counts[outcome] = counts.get(outcome, 0) + 1
+        tmp = os.path.join(state_dir, _TMP_NAME)
+        write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        out = os.open(tmp, write, 0o600)
+        try:
+            os.write(out, render(counts))
+        finally:
+            os.close(out)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(lock)  # releases the lock
+
+
+def _lock(fd: int) -> bool:
+    import time  # noqa: PLC0415 - already loaded by logsink; here for the waits only
+
+    for _ in range(_LOCK_TRIES):
+        try:
+            os.lockf(fd, os.F_TLOCK, 0)
+            return True
+        except OSError:
+            time.sleep(_LOCK_PAUSE)
+    return False
+
+
+def parse(raw: bytes) -> dict[str, int]:
+    """The counts of a counter file; OSError when it is not one (edited, cut short)."""
+    counts: dict[str, int] = {}
+    for line in raw.decode("ascii", "replace").splitlines():
+        name, _, value = line.partition(" ")
+        if name not in logsink.OUTCOMES or not value.isdigit() or len(value) > 19:
+            raise OSError(f"not a decision counter file: {line[:60]!r}")
+        counts[name] = int(value)
+    return counts
+
+
+def render(counts: Mapping[str, int]) -> bytes:
+    lines = [f"{outcome} {counts.get(outcome, 0)}\n" for outcome in logsink.OUTCOMES]
+    return "".join(lines).encode("ascii")
+
+
+def read(state_dir: str) -> tuple[dict[str, int], Optional[float]]:
+    """Every outcome's count (0 before the first decision) and when the file last changed
+    (None: never); OSError naming the problem when it must not be believed (the trust rule)."""
+    path = os.path.join(state_dir, FILE_NAME)
+    if not os.path.lexists(path):
+        return dict.fromkeys(logsink.OUTCOMES, 0), None
+    uids = files.owners()
+    problem = files.path_trust_problem(path, allowed_uids=uids, kind="file")
+    if problem is not None:
+        raise OSError(problem)
+    counts = parse(files.read_trusted(path, MAX_BYTES, allowed_uids=uids))
+    return {o: counts.get(o, 0) for o in logsink.OUTCOMES}, os.stat(path).st_mtime
