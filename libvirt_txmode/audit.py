@@ -168,4 +168,20 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     else:
         out.write(render(fmt, report, color=color and fmt == "text"))
     failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
-    return EXIT_FINDINGS if failing else EXIT_OK
+    code = EXIT_FINDINGS if failing else EXIT_OK
+    _keep_summary(report, code)
+    return code
+
+
+def _keep_summary(report: Any, code: int) -> None:
+    """For ``libvirt-txmode metrics``; only where the state directory is ours to write (root)."""
+    import time  # noqa: PLC0415
+
+    from .metrics import save_audit  # noqa: PLC0415
+
+    try:
+        save_audit(paths.STATE_DIR, report, code, time.time())
+    except OSError as exc:
+        import logging  # noqa: PLC0415
+
+        logging.getLogger(__name__).info("audit summary not kept for metrics: %s", exc)
