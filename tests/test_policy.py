@@ -642,7 +642,9 @@ def test_foreign_owner_refused(tmp_path: Path) -> None:
     os.chown(path, 65534, 0)
     with pytest.raises(PolicyError) as info:
         load_policy(str(path), require_root_owned=True)
-    assert str(info.value) == f"{path}:0: refused: file {path} is owned by uid 65534, not root"
+    assert str(info.value) == (
+        f"{path}:0: refused: file {path} is owned by uid 65534, not root; fix: chown root {path}"
+    )
     assert load_policy(str(path), require_root_owned=False).version == 1
 
 
@@ -650,7 +652,7 @@ def test_foreign_owner_refused(tmp_path: Path) -> None:
 def test_root_default_requires_root_owned(tmp_path: Path) -> None:
     path = _write(tmp_path, "version: 1\n")
     os.chown(path, 65534, 65534)
-    with pytest.raises(PolicyError, match=r"refused: file .* is owned by uid 65534, not root$"):
+    with pytest.raises(PolicyError, match=r"refused: file .* is owned by uid 65534, not root; "):
         load_policy(str(path))
 
 
@@ -664,7 +666,8 @@ def test_writable_by_others_refused(tmp_path: Path, mode: int, shown: str) -> No
     with pytest.raises(PolicyError) as info:
         load_policy(str(path), require_root_owned=True)
     assert str(info.value) == (
-        f"{path}:0: refused: file {path} is writable by group or others (mode {shown})"
+        f"{path}:0: refused: file {path} is writable by group or others (mode {shown}); "
+        f"fix: chmod go-w {path}"
     )
     assert load_policy(str(path), require_root_owned=False).version == 1
 
@@ -687,5 +690,5 @@ def test_symlink_is_judged_with_its_owner_and_its_target(tmp_path: Path) -> None
     assert load_policy(str(link), require_root_owned=True).source == str(link)
     # Whoever owns a link can point it elsewhere: the one trust rule refuses it.
     os.lchown(link, 65534, 65534)
-    with pytest.raises(PolicyError, match=r"refused: symlink .* is owned by uid 65534, not root$"):
+    with pytest.raises(PolicyError, match=r"refused: symlink .* is owned by uid 65534, not root; "):
         load_policy(str(link), require_root_owned=True)
