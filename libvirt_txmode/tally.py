@@ -4,9 +4,12 @@ The hook adds one at every ``prepare begin`` it decides, from the full check (ga
 cached verdict (verdict.py); ``libvirt-txmode metrics`` reads the counts back
 (``libvirt_txmode_decisions_total``). The file, ``STATE/decisions`` (beside the snapshot: the
 wrapper passes no state directory of its own), holds one ``OUTCOME COUNT`` line per outcome
-(logsink.OUTCOMES). It is replaced in one rename while a POSIX lock on ``STATE/decisions.lock``
-is held, so starts running in parallel lose no count and a reader never sees half a file. It is
-0600, as the hook's other state: counts are nobody else's business.
+(logsink.OUTCOMES), rewritten in place while a POSIX lock on the file itself is held (readers take
+it too), so starts running in parallel lose no count and a reader never sees half a file. In
+place rather than renamed over: ext4 flushes a file renamed over another at once
+(auto_da_alloc), which cost a hook run about a millisecond; a write of a few dozen bytes at
+offset 0 lands in one block whole or not at all. It is 0600, as the hook's other state: counts
+are nobody else's business.
 
 The hook's cached path runs this: standard library only (``os.lockf`` is in ``posix``, so no
 ``fcntl`` import), a handful of system calls, and a start is never delayed by it beyond a bounded
@@ -25,13 +28,11 @@ if TYPE_CHECKING:
     from typing import Optional
 
 FILE_NAME = "decisions"
-LOCK_NAME = "decisions.lock"
-_TMP_NAME = ".decisions.tmp"
 MAX_BYTES = 4096
 # The self-test install-hook and doctor run through the installed hook (install.SELFTEST_DOMAIN;
 # tests/test_metrics.py keeps the two equal): it proves the hook works, it is not a VM start.
 SELFTEST_DOMAIN = "libvirt-txmode-selftest"
-# The lock is held for a read and a rename; 200 tries 1 ms apart bound the wait should another
+# The lock is held for a read and a write; 200 tries 1 ms apart bound the wait should another
 # holder hang, and a count is given up rather than a start delayed.
 _LOCK_TRIES = 200
 _LOCK_PAUSE = 0.001
@@ -62,41 +63,39 @@ def _add(state_dir: str, outcome: str) -> bool:
     uids = files.owners()
     if files.path_trust_problem(state_dir, allowed_uids=uids, kind="directory") is not None:
         return False
+    path = os.path.join(state_dir, FILE_NAME)
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        lock = os.open(os.path.join(state_dir, LOCK_NAME), flags, 0o600)
+        fd = os.open(path, flags, 0o600)
     except OSError:
         return False
     try:
-        if not _lock(lock):
+        if files.node_problem(path, os.fstat(fd), uids, kind="file") is not None:
             return False
-        path = os.path.join(state_dir, FILE_NAME)
+        if not _lock(fd, os.F_TLOCK):
+            return False
+        raw = os.pread(fd, MAX_BYTES + 1, 0)
         try:
-            counts = parse(files.read_trusted(path, MAX_BYTES, allowed_uids=uids))
+            counts = parse(raw) if len(raw) <= MAX_BYTES else {}
         except OSError:
-            counts = {}  # none yet, or unusable: counting starts again (a counter reset)
+            counts = {}  # edited or cut short: counting starts again (a counter reset)
         counts[outcome] = counts.get(outcome, 0) + 1
-        tmp = os.path.join(state_dir, _TMP_NAME)
-        write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        out = os.open(tmp, write, 0o600)
-        try:
-            os.write(out, render(counts))
-        finally:
-            os.close(out)
-        os.replace(tmp, path)
+        data = render(counts)
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
         return True
     except OSError:
         return False
     finally:
-        os.close(lock)  # releases the lock
+        os.close(fd)  # releases the lock
 
 
-def _lock(fd: int) -> bool:
+def _lock(fd: int, how: int) -> bool:
     import time  # noqa: PLC0415 - already loaded by logsink; here for the waits only
 
     for _ in range(_LOCK_TRIES):
         try:
-            os.lockf(fd, os.F_TLOCK, 0)
+            os.lockf(fd, how, 0)
             return True
         except OSError:
             time.sleep(_LOCK_PAUSE)
@@ -129,5 +128,19 @@ def read(state_dir: str) -> tuple[dict[str, int], Optional[float]]:
     problem = files.path_trust_problem(path, allowed_uids=uids, kind="file")
     if problem is not None:
         raise OSError(problem)
-    counts = parse(files.read_trusted(path, MAX_BYTES, allowed_uids=uids))
-    return {o: counts.get(o, 0) for o in logsink.OUTCOMES}, os.stat(path).st_mtime
+    # Read-write, as the lock the hook's writes hold is a write lock: a reader waits for it.
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        problem = files.node_problem(path, info, uids, kind="file")
+        if problem is not None:
+            raise OSError(problem)
+        if not _lock(fd, os.F_TLOCK):
+            raise OSError(f"{path}: locked by a hook that does not finish")
+        raw = os.pread(fd, MAX_BYTES + 1, 0)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_BYTES:
+        raise OSError(f"{path}: larger than {MAX_BYTES} bytes")
+    counts = parse(raw)
+    return {o: counts.get(o, 0) for o in logsink.OUTCOMES}, info.st_mtime
