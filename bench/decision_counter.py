@@ -6,11 +6,9 @@ One hook installed as install-hook does it (temporary directories, no snapshot),
 whose verdict is cached; then, in interleaved rounds, ``prepare begin`` through the installed
 ``sh`` wrapper with libvirt's environment:
 
-* **counting**: the state directory is root's 0755, so every run takes the lock, reads the
-  counter file and renames a new one in;
-* **not counting**: the same state directory made 0777, so the trust rule turns the counter away
-  after its path walk (the only difference between the two cases: no snapshot lives there, so
-  nothing else reads that directory).
+* **counting**: every run takes the lock on ``CACHE/decisions``, reads it and rewrites it;
+* **not counting**: ``CACHE/decisions`` is a directory, so opening it fails and the counter gives
+  up after the cache directory's trust check, which the verdict lookup made anyway.
 
 Also times ``tally.count_decision`` itself in this process. Medians of wall and CPU time; a
 measurement, not a test.
@@ -73,31 +71,36 @@ def main() -> int:
         outcome = install(layout, python=args.python, take_snapshot=None)
         hook = outcome.hook_path
         assert hook is not None
-        os.chmod(layout.state_dir, 0o755)  # noqa: S103 - what install-hook makes it
         run_once(hook)  # the full check: from now on the verdict is cached
-        counter = os.path.join(layout.state_dir, tally.FILE_NAME)
+        counter = os.path.join(layout.cache_dir, tally.FILE_NAME)
+        aside = counter + ".bench"
         samples: dict[str, list[tuple[float, float]]] = {"counting": [], "not counting": []}
         for round_ in range(args.rounds):
             order = list(samples) if round_ % 2 else list(reversed(samples))
             for case in order:
-                mode = 0o755 if case == "counting" else 0o777
-                os.chmod(layout.state_dir, mode)
+                if case == "counting":
+                    samples[case].append(run_once(hook))
+                    continue
+                os.replace(counter, aside)
+                os.mkdir(counter)
                 samples[case].append(run_once(hook))
-        os.chmod(layout.state_dir, 0o755)  # noqa: S103 - what install-hook makes it
-        counted = tally.read(layout.state_dir)[0][logsink.ALLOWED]
+                os.rmdir(counter)
+                os.replace(aside, counter)
+        counted = tally.read(layout.cache_dir)[0][logsink.ALLOWED]
         print(f"hook cached path, median of {args.rounds} interleaved rounds ({args.python}):")
         for case, runs in samples.items():
             wall = statistics.median(w for w, _ in runs) * 1000
             cpu = statistics.median(c for _, c in runs) * 1000
             print(f"  {case:<13} wall {wall:6.2f} ms   CPU {cpu:6.2f} ms")
         print(f"  decisions counted: {counted} (expected {args.rounds + 1})")
+        assert counted == args.rounds + 1
 
         os.unlink(counter)
         fields = [{"MESSAGE_ID": logsink.MESSAGE_IDS[logsink.ALLOWED]}]
         calls = 2000
         start = time.perf_counter()
         for _ in range(calls):
-            tally.count_decision(layout.state_dir, fields)
+            tally.count_decision(layout.cache_dir, fields)
         per_call = (time.perf_counter() - start) / calls * 1e6
         print(f"tally.count_decision in-process: {per_call:.1f} µs per call ({calls} calls)")
     finally:

@@ -11,7 +11,7 @@ import syslog
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Optional
 
-from . import __version__, files, logsink, tally, verdict
+from . import __version__, files, logsink, paths, tally, verdict
 from .records import SLOTS
 from .text import printable
 
@@ -73,7 +73,7 @@ def run(request: Request, err: IO[str]) -> int:
         code, records = decision.code, [record.fields for record in decision.logs]
     except Exception as exc:  # see internal_error
         code, records = internal_error(request.domain, exc, err), [_outcome_fields(logsink.ERROR)]
-    tally.count_decision(tally.state_dir_of(request.snapshot), records)
+    tally.count_decision(request.cache_dir or paths.default_cache_dir(), records)
     return code
 
 

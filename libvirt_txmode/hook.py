@@ -64,7 +64,7 @@ def main(
     try:
         if data is not None and cache_dir and verdict.inputs_trusted(policy, snapshot):
             key = verdict.key(data, policy, snapshot)
-            code = verdict.answer(cache_dir, key, err, snapshot=snapshot)
+            code = verdict.answer(cache_dir, key, err)
             if code is not None:
                 return code
     except Exception:  # nothing unusual is answered from the cache: the full check decides

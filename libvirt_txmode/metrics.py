@@ -12,7 +12,8 @@ What is measured, each from the one place that already knows it:
 * snapshot present, age and staleness: doctor's ``snapshot_drift``;
 * decisions by outcome: the hook's counter file (tally.py), read under the trust rule;
 * findings by code and rule from the last ``audit``, which keeps its summary in
-  ``STATE/last-audit.json`` (``save_audit``);
+  ``CACHE/last-audit.json`` (``save_audit``; beside the counter, in the directory uninstall-hook
+  empties);
 * the tool's version, as an info metric.
 
 A source that cannot be read leaves its metrics out and sets
@@ -128,8 +129,8 @@ def _snapshot_time(path: str) -> Optional[float]:
         return info.st_mtime
 
 
-def decision_metrics(state_dir: str) -> list[Metric]:
-    counts, changed = tally.read(state_dir)
+def decision_metrics(cache_dir: str) -> list[Metric]:
+    counts, changed = tally.read(cache_dir)
     out = [
         Metric(
             "decisions_total",
@@ -150,10 +151,10 @@ def decision_metrics(state_dir: str) -> list[Metric]:
     return out
 
 
-def save_audit(state_dir: str, report: Report, exit_code: int, now: float) -> None:
+def save_audit(cache_dir: str, report: Report, exit_code: int, now: float) -> None:
     """Keep an audit's summary (counts by code, rule and level; no domain names) for
-    ``metrics``. OSError when the state directory is not there or not ours to write."""
-    problem = files.path_trust_problem(state_dir, allowed_uids=files.owners(), kind="directory")
+    ``metrics``. OSError when the cache directory is not ours to write."""
+    problem = files.private_dir_problem(cache_dir, create=True)
     if problem is not None:
         raise OSError(problem)
     counts = Counter((f.code, f.rule or "", f.level.value) for f in report.findings)
@@ -171,13 +172,13 @@ def save_audit(state_dir: str, report: Report, exit_code: int, now: float) -> No
         ],
     }
     data = (json.dumps(document, indent=1) + "\n").encode()
-    files.write_atomic(os.path.join(state_dir, AUDIT_FILE), data, mode=0o600)
+    files.write_atomic(os.path.join(cache_dir, AUDIT_FILE), data, mode=0o600)
 
 
-def load_audit(state_dir: str) -> Optional[dict[str, Any]]:
+def load_audit(cache_dir: str) -> Optional[dict[str, Any]]:
     """The last audit's summary, None before the first; OSError or ValueError naming the
     problem when it must not be believed (the trust rule) or is not one."""
-    path = os.path.join(state_dir, AUDIT_FILE)
+    path = os.path.join(cache_dir, AUDIT_FILE)
     if not os.path.lexists(path):
         return None
     uids = files.owners()
@@ -190,8 +191,8 @@ def load_audit(state_dir: str) -> Optional[dict[str, Any]]:
     return document
 
 
-def audit_metrics(state_dir: str) -> list[Metric]:
-    document = load_audit(state_dir)
+def audit_metrics(cache_dir: str) -> list[Metric]:
+    document = load_audit(cache_dir)
     if document is None:
         return []
     findings = tuple(
@@ -261,8 +262,8 @@ def collect(layout: Layout, *, uri: Optional[str], now: Optional[float] = None) 
     sources = (
         ("hook", health),
         ("snapshot", lambda: snapshot_metrics(layout.snapshot, uri, now)),
-        ("decisions", lambda: decision_metrics(layout.state_dir)),
-        ("audit", lambda: audit_metrics(layout.state_dir)),
+        ("decisions", lambda: decision_metrics(layout.cache_dir)),
+        ("audit", lambda: audit_metrics(layout.cache_dir)),
     )
     for name, source in sources:
         try:

@@ -1,15 +1,15 @@
-"""How many decisions the hook made, by outcome: a small counter file in the state directory.
+"""How many decisions the hook made, by outcome: a small counter file in the hook's cache.
 
 The hook adds one at every ``prepare begin`` it decides, from the full check (gate.py) or from a
 cached verdict (verdict.py); ``libvirt-txmode metrics`` reads the counts back
-(``libvirt_txmode_decisions_total``). The file, ``STATE/decisions`` (beside the snapshot: the
-wrapper passes no state directory of its own), holds one ``OUTCOME COUNT`` line per outcome
-(logsink.OUTCOMES), rewritten in place while a POSIX lock on the file itself is held (readers take
-it too), so starts running in parallel lose no count and a reader never sees half a file. In
-place rather than renamed over: ext4 flushes a file renamed over another at once
+(``libvirt_txmode_decisions_total``). The file, ``CACHE/decisions``, holds one ``OUTCOME COUNT``
+line per outcome (logsink.OUTCOMES), rewritten in place while a POSIX lock on the file itself is
+held (readers take it too), so starts running in parallel lose no count and a reader never sees
+half a file. In place rather than renamed over: ext4 flushes a file renamed over another at once
 (auto_da_alloc), which cost a hook run about a millisecond; a write of a few dozen bytes at
-offset 0 lands in one block whole or not at all. It is 0600, as the hook's other state: counts
-are nobody else's business.
+offset 0 lands in one block whole or not at all. In the cache directory (0700, files 0600, as the
+verdicts, and what uninstall-hook empties): counts that are lost only restart, which Prometheus
+reads as a counter reset.
 
 The hook's cached path runs this: standard library only (``os.lockf`` is in ``posix``, so no
 ``fcntl`` import), a handful of system calls, and a start is never delayed by it beyond a bounded
@@ -38,12 +38,7 @@ _LOCK_TRIES = 200
 _LOCK_PAUSE = 0.001
 
 
-def state_dir_of(snapshot: str) -> Optional[str]:
-    """The state directory the hook counts in: its snapshot's (``STATE/snapshot.json``)."""
-    return os.path.dirname(snapshot) if snapshot else None
-
-
-def count_decision(state_dir: Optional[str], records: Iterable[Mapping[str, str]]) -> bool:
+def count_decision(cache_dir: Optional[str], records: Iterable[Mapping[str, str]]) -> bool:
     """Add one to the outcome the decision's records name (their MESSAGE_ID); False when
     nothing was counted (no outcome, the self-test, an untrusted or unwritable directory)."""
     try:
@@ -52,18 +47,21 @@ def count_decision(state_dir: Optional[str], records: Iterable[Mapping[str, str]
             if fields.get("DOMAIN") == SELFTEST_DOMAIN:
                 return False
             outcome = logsink.outcome_of(fields) or outcome
-        if state_dir is None or outcome is None:
+        if cache_dir is None or outcome is None:
             return False
-        return _add(state_dir, outcome)
+        return _add(cache_dir, outcome)
     except Exception:  # a count must never fail a start
         return False
 
 
-def _add(state_dir: str, outcome: str) -> bool:
-    uids = files.owners()
-    if files.path_trust_problem(state_dir, allowed_uids=uids, kind="directory") is not None:
+def _add(cache_dir: str, outcome: str) -> bool:
+    # One path walk when the directory is there already (the common case), else create it.
+    if files.private_dir_problem(cache_dir, create=False) is not None and (
+        files.private_dir_problem(cache_dir, create=True) is not None
+    ):
         return False
-    path = os.path.join(state_dir, FILE_NAME)
+    uids = files.owners()
+    path = os.path.join(cache_dir, FILE_NAME)
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         fd = os.open(path, flags, 0o600)
@@ -118,10 +116,10 @@ def render(counts: Mapping[str, int]) -> bytes:
     return "".join(lines).encode("ascii")
 
 
-def read(state_dir: str) -> tuple[dict[str, int], Optional[float]]:
+def read(cache_dir: str) -> tuple[dict[str, int], Optional[float]]:
     """Every outcome's count (0 before the first decision) and when the file last changed
     (None: never); OSError naming the problem when it must not be believed (the trust rule)."""
-    path = os.path.join(state_dir, FILE_NAME)
+    path = os.path.join(cache_dir, FILE_NAME)
     if not os.path.lexists(path):
         return dict.fromkeys(logsink.OUTCOMES, 0), None
     uids = files.owners()

@@ -155,10 +155,10 @@ def inputs_trusted(policy: str, snapshot: str) -> bool:
     return not (snapshot and os.path.lexists(snapshot) and files.path_trust_problem(snapshot))
 
 
-def answer(cache_dir: str, entry_key: Key, err: IO[str], *, snapshot: str = "") -> Optional[int]:
+def answer(cache_dir: str, entry_key: Key, err: IO[str]) -> Optional[int]:
     """Replay the decision stored for this exact input: log its records, write its stderr lines,
-    count it beside ``snapshot`` (tally.py) and return its exit code; None (having done nothing)
-    when there is none to believe."""
+    count it (tally.py) and return its exit code; None (having done nothing) when there is none
+    to believe."""
     entry = _lookup(cache_dir, entry_key)
     if entry is None:
         return None
@@ -170,7 +170,7 @@ def answer(cache_dir: str, entry_key: Key, err: IO[str], *, snapshot: str = "") 
         logsink.log(priority, printable(message), fields)
     for line in stderr:
         err.write(line + "\n")
-    tally.count_decision(tally.state_dir_of(snapshot), [fields for _, _, fields in records])
+    tally.count_decision(cache_dir, [fields for _, _, fields in records])
     return code
 
 

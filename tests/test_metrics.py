@@ -119,17 +119,17 @@ def promtool() -> str:
 # --- the decision counter ------------------------------------------------------------------------
 
 
-def _count_many(state_dir: str, times: int) -> None:
+def _count_many(cache_dir: str, times: int) -> None:
     fields = {"MESSAGE_ID": logsink.MESSAGE_IDS[logsink.DENIED], "DOMAIN": "vm"}
     for _ in range(times):
-        assert tally.count_decision(state_dir, [fields])
+        assert tally.count_decision(cache_dir, [fields])
 
 
 def test_parallel_hooks_lose_no_count(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o755)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
     workers = [
-        multiprocessing.get_context("fork").Process(target=_count_many, args=(str(state), 25))
+        multiprocessing.get_context("fork").Process(target=_count_many, args=(str(cache), 25))
         for _ in range(8)
     ]
     for worker in workers:
@@ -137,28 +137,32 @@ def test_parallel_hooks_lose_no_count(tmp_path: Path) -> None:
     for worker in workers:
         worker.join(120)
         assert worker.exitcode == 0
-    counts, changed = tally.read(str(state))
+    counts, changed = tally.read(str(cache))
     assert counts == {"allowed": 0, "denied": 200, "audit-warned": 0, "error": 0}
     assert changed is not None
-    assert [p.name for p in state.iterdir()] == ["decisions"]
-    assert (state / "decisions").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in cache.iterdir()] == ["decisions"]
+    assert (cache / "decisions").stat().st_mode & 0o777 == 0o600
+    assert install.CACHE_NAMES.fullmatch("decisions")  # uninstall-hook empties it with the cache
 
 
 def test_counter_in_an_untrusted_place_is_neither_written_nor_believed(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the trust rule is root's")
-    state = tmp_path / "state"
-    state.mkdir(mode=0o755)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
     fields = [{"MESSAGE_ID": logsink.MESSAGE_IDS[logsink.ALLOWED]}]
-    assert tally.count_decision(str(state), fields)
-    os.chmod(state / "decisions", 0o666)
+    assert tally.count_decision(str(cache), fields)
+    os.chmod(cache / "decisions", 0o666)
+    assert not tally.count_decision(str(cache), fields)
     with pytest.raises(OSError, match="writable by group or others"):
-        tally.read(str(state))
-    os.chmod(state / "decisions", 0o600)
-    os.chmod(state, 0o777)
-    assert not tally.count_decision(str(state), fields)
+        tally.read(str(cache))
+    os.chmod(cache / "decisions", 0o600)
+    os.chmod(cache, 0o777)
+    assert not tally.count_decision(str(cache), fields)
     with pytest.raises(OSError, match="writable by group or others"):
-        tally.read(str(state))
+        tally.read(str(cache))
+    os.chmod(cache, 0o700)
+    assert tally.read(str(cache))[0][logsink.ALLOWED] == 1
 
 
 def test_the_self_test_is_not_a_decision() -> None:
@@ -169,9 +173,14 @@ def test_the_self_test_is_not_a_decision() -> None:
 
 def test_installed_hook_counts_every_outcome_also_from_its_verdict_cache(tmp_path: Path) -> None:
     hook = make_hook(tmp_path)
-    state = tmp_path / "state"
-    # install-hook's self-test ran the hook: it is not counted.
-    assert tally.read(str(state))[0] == dict.fromkeys(logsink.OUTCOMES, 0)
+    cache = hook.layout.cache_dir
+    assert (
+        hook.run(
+            install.SELFTEST_DOMAIN, "prepare", "begin", "-", stdin=domain(install.SELFTEST_DOMAIN)
+        ).returncode
+        == 0
+    )
+    assert tally.read(cache)[0] == dict.fromkeys(logsink.OUTCOMES, 0)  # the self-test: no count
     qemu = "/usr/bin/qemu-system-x86_64"  # a decision is cached only for a known emulator
     allowed = domain("vm-ok", nic("52:54:00:00:00:01", "iothread"), emulator=qemu)
     denied = domain("vm-notimer", nic("52:54:00:00:00:02", "timer"), emulator=qemu)
@@ -185,7 +194,7 @@ def test_installed_hook_counts_every_outcome_also_from_its_verdict_cache(tmp_pat
     hook.policy.write_text("version: 1\nbogus: key\n")
     assert hook.run("vm-ok", "prepare", "begin", "-", stdin=allowed).returncode == 1
     counts = {"allowed": 2, "denied": 2, "audit-warned": 1, "error": 1}
-    assert tally.read(str(state))[0] == counts
+    assert tally.read(cache)[0] == counts
 
     code, out, err = run_metrics(tmp_path)
     assert (code, err) == (0, "")
@@ -212,10 +221,10 @@ def test_metrics_of_a_host_without_the_gate(tmp_path: Path) -> None:
 def test_an_untrusted_counter_file_is_reported_not_shown(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the trust rule is root's")
-    state = tmp_path / "state"
-    state.mkdir(mode=0o755)
-    (state / "decisions").write_text("allowed 99\n")
-    os.chmod(state / "decisions", 0o646)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    (cache / "decisions").write_text("allowed 99\n")
+    os.chmod(cache / "decisions", 0o646)
     code, out, err = run_metrics(tmp_path)
     assert code == 0
     assert "metrics: decisions:" in err and "writable by group or others" in err
@@ -264,8 +273,7 @@ def test_unwritable_output_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_last_audit_summary_becomes_findings_by_code_and_rule(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o755)
+    cache = tmp_path / "cache"
 
     def finding(name: str, code: str, rule: str, level: Level) -> Finding:
         return Finding(f"{name} (inactive XML)", 1, name, code, level, "m", 0, rule=rule)
@@ -276,10 +284,11 @@ def test_last_audit_summary_becomes_findings_by_code_and_rule(tmp_path: Path) ->
         finding("b", "txmode-ineffective", "", Level.WARNING),
     )
     report = Report(("a (inactive XML)", "b (inactive XML)"), found, Summary(2, 2, 3, 2, 1))
-    metrics.save_audit(str(state), report, 1, 1_700_000_000.0)
-    saved = (state / metrics.AUDIT_FILE).read_text()
+    metrics.save_audit(str(cache), report, 1, 1_700_000_000.0)
+    saved = (cache / metrics.AUDIT_FILE).read_text()
     assert "(inactive XML)" not in saved  # counts only: no domain names kept
-    samples = parse(metrics.render(metrics.audit_metrics(str(state))))
+    assert install.CACHE_NAMES.fullmatch(metrics.AUDIT_FILE)  # emptied with the cache
+    samples = parse(metrics.render(metrics.audit_metrics(str(cache))))
     assert samples["libvirt_txmode_audit_findings"] == {
         (("code", "txmode-not-allowed"), ("level", "error"), ("rule", "no-timer")): 2.0,
         (("code", "txmode-ineffective"), ("level", "warning"), ("rule", "")): 1.0,
@@ -347,7 +356,7 @@ def e2e_hook(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.integration
 def test_counters_move_with_real_virsh_starts_and_audit_findings_show(
-    e2e_hook: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    e2e_hook: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = e2e_hook
     tag = uuid.uuid4().hex[:6]
@@ -374,10 +383,10 @@ def test_counters_move_with_real_virsh_starts_and_audit_findings_show(
         assert samples["libvirt_txmode_snapshot_present"] == {(): 1.0}
         assert samples["libvirt_txmode_snapshot_stale"] == {(): 0.0}
 
-        # audit keeps its summary where metrics reads it (this install's state directory).
-        monkeypatch.setattr(paths, "STATE_DIR", str(base / "state"))
+        # audit keeps its summary where metrics reads it (this install's cache directory).
         policy = str(base / "etc" / "policy.yaml")
-        audit = ["audit", "-p", policy, "-d", names[0], "-d", names[1], "--no-cache"]
+        cache = str(base / "cache")
+        audit = ["audit", "-p", policy, "-d", names[0], "-d", names[1], "--cache-dir", cache]
         assert host_commands.main(audit) == 1
         capsys.readouterr()
         audited = parse(run_metrics(base, hooks_dir=paths.HOOKS_DIR)[1])
