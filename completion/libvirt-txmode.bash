@@ -5,13 +5,14 @@
 #    source ~/.local/share/bash_completion/libvirt-txmode
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_libvirt_txmode_subparsers=(snapshot install-hook uninstall-hook doctor audit probe explain check-policy policy-test policy-schema completion)
+_shtab_libvirt_txmode_subparsers=(snapshot install-hook uninstall-hook doctor audit metrics probe explain check-policy policy-test policy-schema completion)
 
 _shtab_libvirt_txmode_snapshot_option_strings=(-h --help -c --connect -o --output -p --policy --check -q --quiet)
 _shtab_libvirt_txmode_install_hook_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir --python --no-snapshot --dry-run --reload --no-reload -c --connect)
 _shtab_libvirt_txmode_uninstall_hook_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir --dry-run --reload --no-reload)
 _shtab_libvirt_txmode_doctor_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir -f --format)
 _shtab_libvirt_txmode_audit_option_strings=(-h --help -c --connect -p --policy --snapshot -d --domain -f --format -o --output --strict --no-color --cache-dir --no-cache)
+_shtab_libvirt_txmode_metrics_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir -c --connect -o --output)
 _shtab_libvirt_txmode_probe_option_strings=(-h --help -d --device -m --method -p --policy -t --timeout)
 _shtab_libvirt_txmode_explain_option_strings=(-h --help)
 _shtab_libvirt_txmode_check_policy_option_strings=(-h --help -f --format)
@@ -43,6 +44,12 @@ _shtab_libvirt_txmode_audit___snapshot_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_audit__o_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_audit___output_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_audit___cache_dir_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_metrics___hooks_dir_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_metrics___config_dir_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_metrics___state_dir_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_metrics___cache_dir_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_metrics__o_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_metrics___output_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_probe_pos_0_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_probe__p_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_probe___policy_COMPGEN=_shtab_compgen_files
@@ -63,7 +70,7 @@ _shtab_libvirt_txmode_check_policy__f_choices=(text json)
 _shtab_libvirt_txmode_check_policy___format_choices=(text json)
 _shtab_libvirt_txmode_completion_pos_0_choices=(bash zsh)
 _shtab_libvirt_txmode_completion_pos_1_choices=(libvirt-txmode validate-domain)
-_shtab_libvirt_txmode_pos_0_choices=(snapshot install-hook uninstall-hook doctor audit probe explain check-policy policy-test policy-schema completion)
+_shtab_libvirt_txmode_pos_0_choices=(snapshot install-hook uninstall-hook doctor audit metrics probe explain check-policy policy-test policy-schema completion)
 
 _shtab_libvirt_txmode_snapshot__h_nargs=0
 _shtab_libvirt_txmode_snapshot___help_nargs=0
@@ -88,6 +95,8 @@ _shtab_libvirt_txmode_audit___help_nargs=0
 _shtab_libvirt_txmode_audit___strict_nargs=0
 _shtab_libvirt_txmode_audit___no_color_nargs=0
 _shtab_libvirt_txmode_audit___no_cache_nargs=0
+_shtab_libvirt_txmode_metrics__h_nargs=0
+_shtab_libvirt_txmode_metrics___help_nargs=0
 _shtab_libvirt_txmode_probe__h_nargs=0
 _shtab_libvirt_txmode_probe___help_nargs=0
 _shtab_libvirt_txmode_explain__h_nargs=0

@@ -18,9 +18,12 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 from . import __version__, paths
+
+if TYPE_CHECKING:
+    from .model import Report
 
 DEFAULT_SNAPSHOT = paths.SNAPSHOT
 EXIT_OK, EXIT_FINDINGS = 0, 1
@@ -172,4 +175,21 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     else:
         out.write(render(fmt, report, color=color and fmt == "text", run=run))
     failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
-    return EXIT_FINDINGS if failing else EXIT_OK
+    code = EXIT_FINDINGS if failing else EXIT_OK
+    if not args.no_cache:
+        _keep_summary(args.cache_dir or default_cache_dir(), report, code)
+    return code
+
+
+def _keep_summary(cache_dir: str, report: Report, code: int) -> None:
+    """For ``libvirt-txmode metrics``, beside the hook's counts in the cache directory."""
+    import time  # noqa: PLC0415
+
+    from .metrics import save_audit  # noqa: PLC0415
+
+    try:
+        save_audit(cache_dir, report, code, time.time())
+    except OSError as exc:
+        import logging  # noqa: PLC0415
+
+        logging.getLogger(__name__).info("audit summary not kept for metrics: %s", exc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
@@ -269,10 +270,11 @@ CHECKS: tuple[Callable[[_State], Check], ...] = (
 )
 
 
-def run_checks(layout: Layout) -> list[Check]:
+def run_checks(layout: Layout, checks: Sequence[Callable[[_State], Check]] = CHECKS) -> list[Check]:
+    """``checks`` in order (later ones use what earlier ones found: hook before policy)."""
     state = _State(layout)
     results = []
-    for check in CHECKS:
+    for check in checks:
         try:
             results.append(check(state))
         except Exception as exc:  # one broken check must not hide the others

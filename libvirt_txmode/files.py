@@ -115,7 +115,10 @@ def path_trust_problem(  # noqa: C901, PLR0912 - one walk over the path, step by
             if links > _MAX_SYMLINKS:
                 return f"{path}: too many levels of symbolic links"
             if info.st_uid not in allowed:
-                return f"symlink {candidate} is owned by uid {info.st_uid}, not {_who(allowed)}"
+                return (
+                    f"symlink {candidate} is owned by uid {info.st_uid}, not {_who(allowed)}; "
+                    f"fix: chown -h root {_shell(candidate)}"
+                )
             try:
                 target = os.readlink(candidate)
             except OSError as exc:
@@ -129,7 +132,7 @@ def path_trust_problem(  # noqa: C901, PLR0912 - one walk over the path, step by
             if sticky_parent and not stat.S_ISDIR(info.st_mode):
                 return (
                     f"{current} is writable by others (sticky): a file directly in it could be "
-                    "planted there by anyone"
+                    "planted there by anyone; fix: move it into a directory only root can write"
                 )
             return node_problem(candidate, info, allowed, kind=kind, private=private)
         if not stat.S_ISDIR(info.st_mode):
@@ -160,30 +163,31 @@ def node_problem(
     if kind == "directory" and not is_dir:
         return f"{path} is not a directory"
     if info.st_uid not in allowed:
-        return f"{what} {path} is owned by uid {info.st_uid}, not {_who(allowed)}"
+        return (
+            f"{what} {path} is owned by uid {info.st_uid}, not {_who(allowed)}; "
+            f"fix: chown root {_shell(path)}"
+        )
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
-        return f"{what} {path} is writable by group or others (mode {mode:04o})"
+        return (
+            f"{what} {path} is writable by group or others "
+            f"(mode {mode:04o}); fix: chmod go-w {_shell(path)}"
+        )
     if private and mode & 0o077:
-        return f"{what} {path} is readable by group or others (mode {mode:04o})"
+        return (
+            f"{what} {path} is readable by group or others "
+            f"(mode {mode:04o}); fix: chmod go-rwx {_shell(path)}"
+        )
     return None
 
 
-def problem_fix(problem: str) -> Optional[str]:
-    """The command that cures a problem ``node_problem`` worded (for a message that says what to
-    do), or None when there is no one command (not a regular file, unreadable)."""
-    for marker, command in (
-        (" is owned by uid ", "chown root"),
-        (" is writable by group or others ", "chmod go-w"),
-        (" is readable by group or others ", "chmod go-rwx"),
-    ):
-        head, found, _ = problem.partition(marker)
-        if found and " " in head:
-            what, path = head.split(" ", 1)
-            # chown follows a link: -h changes the link itself.
-            fixed = command.replace("chown ", "chown -h ") if what == "symlink" else command
-            return f"{fixed} {path}"
-    return None
+def _shell(path: str) -> str:
+    """``path`` as a shell word, for the command a message gives as the fix."""
+    if path and all(c.isalnum() or c in "/._+-@%:," for c in path):
+        return path
+    import shlex  # noqa: PLC0415 - only for a path that needs quoting, in a message
+
+    return shlex.quote(path)
 
 
 def open_regular(path: str, *, follow_symlinks: bool = False) -> int:

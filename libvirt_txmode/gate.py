@@ -11,7 +11,7 @@ import syslog
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Optional
 
-from . import files, logsink, verdict
+from . import __version__, files, logsink, paths, tally, verdict
 from .records import SLOTS
 from .text import printable
 
@@ -49,12 +49,14 @@ class Decision:
     code: int
     stderr: tuple[str, ...]
     logs: tuple[LogRecord, ...]
+    outcome: str = logsink.ERROR  # logsink.OUTCOMES: its records' MESSAGE_ID, what is counted
 
 
 def run(request: Request, err: IO[str]) -> int:
-    """Check, remember the decision when it may be, report it."""
+    """Check, remember the decision when it may be, report it, count it."""
     try:
-        decision, dependencies = _check(request)
+        checked, dependencies = _check(request)
+        decision = _stamped(checked, request.policy)
         if request.key is not None and dependencies is not None and request.cache_dir:
             verdict.store(
                 request.cache_dir,
@@ -68,9 +70,11 @@ def run(request: Request, err: IO[str]) -> int:
             logsink.log(record.priority, printable(record.message), record.fields)
         for line in decision.stderr:
             err.write(line + "\n")
-        return decision.code
+        code, records = decision.code, [record.fields for record in decision.logs]
     except Exception as exc:  # see internal_error
-        return internal_error(request.domain, exc, err)
+        code, records = internal_error(request.domain, exc, err), [_outcome_fields(logsink.ERROR)]
+    tally.count_decision(request.cache_dir or paths.default_cache_dir(), records)
+    return code
 
 
 def internal_error(domain_name: str, exc: BaseException, err: IO[str]) -> int:
@@ -79,7 +83,9 @@ def internal_error(domain_name: str, exc: BaseException, err: IO[str]) -> int:
 
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     logsink.log(
-        syslog.LOG_ERR, printable(f"internal error checking domain '{domain_name}': {detail}")
+        syslog.LOG_ERR,
+        printable(f"internal error checking domain '{domain_name}': {detail}"),
+        _outcome_fields(logsink.ERROR),
     )
     err.write(
         f"{IDENT}: internal error checking domain '{printable(domain_name)}': "
@@ -177,7 +183,7 @@ def _on_error(domain_name: str, policy: Policy, reason: str, *, beyond_bounds: b
         )
     if policy.on_error == "allow":
         message = f"allowing domain '{domain_name}' despite an error (on_error: allow): {reason}"
-        return Decision(0, (), (LogRecord(syslog.LOG_WARNING, message),))
+        return Decision(0, (), (LogRecord(syslog.LOG_WARNING, message),), logsink.ERROR)
     return _refusal(domain_name, f"{reason} (on_error: deny)")
 
 
@@ -259,12 +265,12 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> De
         )
         refused = f"refused to start domain '{domain_name}' ({count})"
         logged.append(LogRecord(syslog.LOG_ERR, refused, _fields(domain_name, "refused")))
-        return Decision(1, tuple(lines), tuple(logged))
+        return Decision(1, tuple(lines), tuple(logged), logsink.DENIED)
     warnings = len(findings)
     note = f" with {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
     allowed = f"allowed domain '{domain_name}'{note}"
     logged.append(LogRecord(syslog.LOG_INFO, allowed, _fields(domain_name, "allowed")))
-    return Decision(0, (), tuple(logged))
+    return Decision(0, (), tuple(logged), logsink.AUDIT_WARNED if warnings else logsink.ALLOWED)
 
 
 def _excepted(finding: Finding) -> LogRecord:
@@ -283,8 +289,43 @@ def _refusal(domain_name: str, reason: str) -> Decision:
     line = f"{IDENT}: refusing to start domain '{printable(domain_name)}': {printable(reason)}"
     message = f"refused to start domain '{domain_name}': {reason}"
     return Decision(
-        1, (line,), (LogRecord(syslog.LOG_ERR, message, _fields(domain_name, "refused")),)
+        1,
+        (line,),
+        (LogRecord(syslog.LOG_ERR, message, _fields(domain_name, "refused")),),
+        logsink.ERROR,
     )
+
+
+def _stamped(decision: Decision, policy_path: str) -> Decision:
+    """Every record of a decision with its outcome's MESSAGE_ID, the policy it was checked
+    against (path and SHA-256 of its bytes) and this tool's version: stored with the verdict,
+    so a replayed decision names the same policy (the verdict is only replayed while the policy
+    file is unchanged)."""
+    extra = _outcome_fields(decision.outcome, policy_path)
+    logs = tuple(LogRecord(r.priority, r.message, {**r.fields, **extra}) for r in decision.logs)
+    return Decision(decision.code, decision.stderr, logs, decision.outcome)
+
+
+def _outcome_fields(outcome: str, policy_path: Optional[str] = None) -> dict[str, str]:
+    fields = {"MESSAGE_ID": logsink.MESSAGE_IDS[outcome], "VERSION": __version__}
+    if policy_path:
+        fields["POLICY"] = printable(policy_path)
+        digest = _sha256(policy_path)
+        if digest is not None:
+            fields["POLICY_SHA256"] = digest
+    return fields
+
+
+def _sha256(path: str) -> Optional[str]:
+    import hashlib  # noqa: PLC0415
+
+    from .policy import MAX_POLICY_BYTES  # noqa: PLC0415 - loaded by the check already
+
+    try:
+        raw, _ = files.read_regular(path, MAX_POLICY_BYTES, follow_symlinks=True)
+    except OSError:
+        return None
+    return hashlib.sha256(raw).hexdigest() if len(raw) <= MAX_POLICY_BYTES else None
 
 
 def _fields(domain: str, decision: str, finding: Optional[Finding] = None) -> dict[str, str]:

@@ -241,6 +241,26 @@ def _add_audit(sub: Any) -> None:
     cmd.set_defaults(run=_cmd_audit)
 
 
+def _add_metrics(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "metrics",
+        help="write this host's gate state as Prometheus text (node_exporter textfile format)",
+    )
+    _add_directories(cmd)
+    _add_connect(cmd)
+    complete_as(
+        cmd.add_argument(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="write to FILE in one rename (e.g. "
+            "/var/lib/prometheus/node-exporter/libvirt-txmode.prom) instead of stdout",
+        ),
+        FILE_COMPLETION,
+    )
+    cmd.set_defaults(run=_cmd_metrics)
+
+
 def _add_probe(sub: Any) -> None:
     cmd = sub.add_parser(
         "probe", help="ask an emulator directly whether its virtio-net devices have 'tx'"
@@ -359,6 +379,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_uninstall_hook,
     _add_doctor,
     _add_audit,
+    _add_metrics,
     _add_probe,
     _add_explain,
     _add_check_policy,
@@ -568,6 +589,17 @@ def _cmd_audit(args: argparse.Namespace, out: IO[str]) -> int:
         return audit(args, out, dict(os.environ))
     except AuditError as exc:
         raise FatalError(str(exc)) from None
+
+
+def _cmd_metrics(args: argparse.Namespace, out: IO[str]) -> int:
+    from .metrics import collect, render, write  # noqa: PLC0415
+
+    text = render(collect(_layout(args), uri=args.connect))
+    try:
+        write(text, args.output, out)
+    except OSError as exc:
+        raise FatalError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    return EXIT_OK
 
 
 def _cmd_probe(args: argparse.Namespace, out: IO[str]) -> int:

@@ -57,6 +57,7 @@ SELFTEST_TIMEOUT = 120.0
 # verdicts, atomic-write temporaries): uninstall removes these names and no others.
 CACHE_NAMES = re.compile(
     r"(?:(?:verdict|policy)-)?[0-9a-f]{16,64}\.(?:json|lock|txt)|\.tmp-[A-Za-z0-9_]{1,16}"
+    r"|decisions|last-audit\.json"
 )
 # In CACHE/shell, left by 0.3.0's sh replay of decisions: its entries (a SHA-256 each) and
 # write_atomic's temporaries. Removed on uninstall like the rest of the cache.

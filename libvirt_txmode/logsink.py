@@ -4,7 +4,10 @@
   ``KEY=value`` lines (systemd's "Native Journal Protocol"), with the message and these fields:
   ``DOMAIN``, ``NIC_MAC``, ``TXMODE``, ``CODE``, ``RULE``, ``DECISION`` (``denied``, ``warning``,
   ``refused``, ``allowed``), plus ``SYSLOG_IDENTIFIER=libvirt-txmode``. Standard library only:
-  ``journalctl -t libvirt-txmode DECISION=denied`` finds every refusal.
+  ``journalctl -t libvirt-txmode DECISION=denied`` finds every refusal. Every record of one
+  decision also carries ``MESSAGE_ID`` (one fixed id per outcome, ``MESSAGE_IDS``: the package's
+  journald catalog explains each under ``journalctl -x``), ``POLICY``, ``POLICY_SHA256`` and
+  ``VERSION``.
 * **syslog** (``/dev/log``): an RFC 3164 datagram, as libc's ``syslog(3)`` sends it, with the
   message only.
 * **the fallback file** ``/var/log/libvirt-txmode.log`` (mode 0600: domain names and MACs are as
@@ -34,7 +37,33 @@ IDENT = "libvirt-txmode"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 SYSLOG_SOCKET = "/dev/log"
 FALLBACK_FILE = paths.LOG_FILE
-FIELDS = ("DOMAIN", "NIC_MAC", "TXMODE", "CODE", "RULE", "DECISION")
+FIELDS = (
+    "DOMAIN",
+    "NIC_MAC",
+    "TXMODE",
+    "CODE",
+    "RULE",
+    "DECISION",
+    "MESSAGE_ID",
+    "POLICY",
+    "POLICY_SHA256",
+    "VERSION",
+)
+# What one hook run decided. "audit-warned": started with warnings (violations under
+# action: audit, or findings whose level is warn); "error": the hook could not check the domain
+# (unusable policy, unreadable or oversized XML, internal error), whether on_error then refused it
+# or let it start.
+ALLOWED, DENIED, AUDIT_WARNED, ERROR = "allowed", "denied", "audit-warned", "error"
+OUTCOMES = (ALLOWED, DENIED, AUDIT_WARNED, ERROR)
+# journald's MESSAGE_ID per outcome: 128-bit ids fixed once (journalctl MESSAGE_ID=...); the
+# catalog shipped in debian/libvirt-txmode.catalog explains each. Never change one: saved
+# searches and alerts name them.
+MESSAGE_IDS = {
+    ALLOWED: "0b8d35fca567424bbe96c3f1e2e7d973",
+    DENIED: "0786a90ab0694527af249db616bd7cee",
+    AUDIT_WARNED: "ea14048ca54f44eeb7cf99a3b5f460da",
+    ERROR: "c94e12e95822431ba3c3f89ef3c96be9",
+}
 _FACILITY_DAEMON = 3
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -50,6 +79,15 @@ class Targets:
 
     def __repr__(self) -> str:
         return f"Targets({self.journal!r}, {self.syslog!r}, {self.fallback!r})"
+
+
+def outcome_of(fields: Mapping[str, str]) -> Optional[str]:
+    """The outcome a decision record's MESSAGE_ID stands for, None for any other record."""
+    message_id = fields.get("MESSAGE_ID")
+    for outcome, known in MESSAGE_IDS.items():
+        if known == message_id:
+            return outcome
+    return None
 
 
 def default_targets() -> Targets:

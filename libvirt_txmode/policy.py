@@ -453,9 +453,7 @@ def _identity(path: str, require_root_owned: bool) -> str:
     if require_root_owned:
         problem = files.path_trust_problem(path, kind="file")
         if problem is not None:
-            fix = files.problem_fix(problem)
-            tail = f"; fix: {fix}" if fix else ""
-            raise PolicyError(path, 0, "", f"refused: {problem}{tail}")
+            raise PolicyError(path, 0, "", f"refused: {problem}")
     return f"{path}:{files.file_key(info)}"
 
 

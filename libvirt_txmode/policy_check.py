@@ -80,9 +80,7 @@ def _trust(path: str, as_root: bool) -> list[Problem]:
     problem = files.path_trust_problem(path, kind="file")
     if problem is None:
         return []
-    fix = files.problem_fix(problem)
-    message = f"the hook would refuse this file: {problem}" + (f"; fix: {fix}" if fix else "")
-    return [Problem(path, 0, 0, "", message, NOTICE)]
+    return [Problem(path, 0, 0, "", f"the hook would refuse this file: {problem}", NOTICE)]
 
 
 def _problem(error: PolicyError) -> Problem:

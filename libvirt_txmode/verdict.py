@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     # (exit code, stderr lines, log records (priority, message, journald fields))
     _Entry = tuple[int, Sequence[str], Sequence[tuple[int, str, Mapping[str, str]]]]
 
-HEADER = b"libvirt-txmode-verdict 3\n"
+HEADER = b"libvirt-txmode-verdict 4\n"
 PREFIX = "verdict-"
 SUFFIX = ".txt"
 MAX_ENTRY_BYTES = 1024 * 1024
@@ -156,12 +156,13 @@ def inputs_trusted(policy: str, snapshot: str) -> bool:
 
 
 def answer(cache_dir: str, entry_key: Key, err: IO[str]) -> Optional[int]:
-    """Replay the decision stored for this exact input: log its records, write its stderr lines
-    and return its exit code; None (having done nothing) when there is none to believe."""
+    """Replay the decision stored for this exact input: log its records, write its stderr lines,
+    count it (tally.py) and return its exit code; None (having done nothing) when there is none
+    to believe."""
     entry = _lookup(cache_dir, entry_key)
     if entry is None:
         return None
-    from . import logsink  # noqa: PLC0415 - a miss must not pay for it
+    from . import logsink, tally  # noqa: PLC0415 - a miss must not pay for them
     from .text import printable  # noqa: PLC0415
 
     code, stderr, records = entry
@@ -169,6 +170,7 @@ def answer(cache_dir: str, entry_key: Key, err: IO[str]) -> Optional[int]:
         logsink.log(priority, printable(message), fields)
     for line in stderr:
         err.write(line + "\n")
+    tally.count_decision(cache_dir, [fields for _, _, fields in records])
     return code
 
 

@@ -235,8 +235,8 @@ def test_file_not_owned_by_root_is_ignored(
     os.chown(path, 65534, 65534)
     assert cache.load(identity) == {}
     assert (
-        f"probe cache {path} is not trusted (file {path} is owned by uid 65534, not root): ignored"
-        in caplog.text
+        f"probe cache {path} is not trusted (file {path} is owned by uid 65534, not root; "
+        f"fix: chown root {path}): ignored" in caplog.text
     )
     cache.store(identity, {"virtio-net-ccw": CCW})  # replaced by root's own file
     assert path.stat().st_uid == 0
@@ -254,7 +254,7 @@ def test_group_writable_file_is_ignored(
     assert cache.load(identity) == {}
     assert (
         f"probe cache {path} is not trusted (file {path} is writable by group or others "
-        "(mode 0664)): ignored" in caplog.text
+        f"(mode 0664); fix: chmod go-w {path}): ignored" in caplog.text
     )
 
 
@@ -289,9 +289,10 @@ def test_doubtful_directory_is_ignored(
         os.chown(cache_dir, 65534, 65534)
     assert cache.load(identity) == {}
     reason = (
-        f"directory {cache_dir} is writable by group or others (mode 0777)"
+        f"directory {cache_dir} is writable by group or others (mode 0777); "
+        f"fix: chmod go-w {cache_dir}"
         if mode_or_owner == "world-writable"
-        else f"directory {cache_dir} is owned by uid 65534, not root"
+        else f"directory {cache_dir} is owned by uid 65534, not root; fix: chown root {cache_dir}"
     )
     assert f"probe cache {cache_dir} is not trusted ({reason}): ignored" in caplog.text
     cache.store(identity, {"virtio-net-ccw": CCW})  # nothing written into a doubtful directory

@@ -10,11 +10,13 @@ reinstall fires the trigger -> `apt remove` (hook gone, edited policy kept, star
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.debian_root import DebianRoot, build_deb, debian_root, require_tools
 from tests.libvirt_env import REPO, daemon_pid, domain_xml
@@ -24,6 +26,17 @@ pytestmark = pytest.mark.integration
 HOOK = "/etc/libvirt/hooks/qemu.d/50-libvirt-txmode"
 POLICY = "/etc/libvirt-txmode/policy.yaml"
 SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
+FALLBACK_LOG = "/var/log/libvirt-txmode.log"
+TEXTFILE = "/var/lib/prometheus/node-exporter/libvirt-txmode.prom"
+# What the package ships for operators: metrics refresh (systemd timer, cron without systemd),
+# rotation of the fallback log, the journald catalog of its MESSAGE_IDs.
+OPERATOR_FILES = (
+    "/lib/systemd/system/libvirt-txmode-metrics.service",
+    "/lib/systemd/system/libvirt-txmode-metrics.timer",
+    "/etc/cron.d/libvirt-txmode",
+    "/etc/logrotate.d/libvirt-txmode",
+    "/usr/lib/systemd/catalog/libvirt-txmode.catalog",
+)
 # The site's edit of the conffile: timer is no longer allowed anywhere.
 SITE_POLICY = "version: 1\ndefaults:\n  allowed: [iothread]\n"
 
@@ -95,6 +108,13 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
         assert root.path(doc).is_file(), doc
     snapshot = json.loads(root.path(SNAPSHOT).read_text())
     assert snapshot["emulators"]["/usr/bin/qemu-system-x86_64"]["error"] is None
+    for shipped in OPERATOR_FILES:
+        assert root.path(shipped).is_file(), shipped
+    if root.run("sh", "-c", "command -v systemd-analyze", check=False).returncode == 0:
+        verify = root.run(
+            "systemd-analyze", "verify", "--man=no", "libvirt-txmode-metrics.timer", check=False
+        )
+        assert (verify.returncode, verify.stdout + verify.stderr) == (0, "")
 
     # The default policy allows timer; the site forbids it by editing the conffile.
     root.path(POLICY).write_text(SITE_POLICY)
@@ -104,6 +124,22 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
     assert "domain 'txmtest-deb-timer' NIC #0 (52:54:00:7e:00:00)" in err
     assert "txmode 'timer' is not allowed" in err and "[txmode-not-allowed]" in err
     assert start(root, "txmtest-deb-iothread", "iothread") == (0, "")
+    # No journald or syslog in the root: decisions go to the fallback file, with their fields.
+    logged = root.path(FALLBACK_LOG).read_text()
+    assert (
+        'DECISION="refused"' in logged and 'MESSAGE_ID="0786a90ab0694527af249db616bd7cee"' in logged
+    )
+    # The timer's command, as it runs: the decisions above are counted.
+    root.path(os.path.dirname(TEXTFILE)).mkdir(parents=True)
+    root.run("libvirt-txmode", "metrics", "-o", TEXTFILE)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(root.path(TEXTFILE).read_text())
+        for s in family.samples
+    }
+    assert samples[("libvirt_txmode_hook_live", ())] == 1.0
+    assert samples[("libvirt_txmode_decisions_total", (("outcome", "denied"),))] >= 1.0
+    assert samples[("libvirt_txmode_decisions_total", (("outcome", "allowed"),))] >= 1.0
 
     # A QEMU upgrade (here a reinstall) fires the file trigger, which refreshes the snapshot.
     before = snapshot["created"]
@@ -120,9 +156,19 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
     assert root.path(POLICY).read_text() == SITE_POLICY
     assert start(root, "txmtest-deb-timer", "timer") == (0, "")
 
-    # purge: nothing of the package is left.
+    assert not root.path(TEXTFILE).exists()  # nothing refreshes it after remove
+
+    # purge: nothing of the package is left, neither the fallback log nor a rotated copy of it.
+    root.path(FALLBACK_LOG + ".1").write_text("rotated\n")
     root.run("apt-get", "purge", "-y", "libvirt-txmode")
-    for gone in ("/etc/libvirt-txmode", "/var/lib/libvirt-txmode", "/var/cache/libvirt-txmode"):
+    for gone in (
+        "/etc/libvirt-txmode",
+        "/var/lib/libvirt-txmode",
+        "/var/cache/libvirt-txmode",
+        FALLBACK_LOG,
+        FALLBACK_LOG + ".1",
+        *OPERATOR_FILES,
+    ):
         assert not root.path(gone).exists(), gone
     assert root.run("dpkg-query", "-W", "libvirt-txmode", check=False).returncode != 0
 

@@ -340,7 +340,7 @@ def test_symlink_out_of_globs_is_judged_by_target(fakes: FakeEmulators, policy: 
     link.symlink_to(target)
     assert _never_runs(fakes, policy, link, evidence) == (
         f"emulator {link} is not trusted: file {target} is writable by group or others "
-        "(mode 0777): refusing to run it"
+        f"(mode 0777); fix: chmod go-w {target}: refusing to run it"
     )
 
 
@@ -348,8 +348,8 @@ def test_symlink_out_of_globs_is_judged_by_target(fakes: FakeEmulators, policy: 
 def test_not_owned_by_root_never_runs(fakes: FakeEmulators, policy: Policy) -> None:
     script, evidence = fakes.touching("qemu-nobody", uid=65534)
     assert _never_runs(fakes, policy, script, evidence) == (
-        f"emulator {script} is not trusted: file {script} is owned by uid 65534, not root: "
-        "refusing to run it"
+        f"emulator {script} is not trusted: file {script} is owned by uid 65534, not root; "
+        f"fix: chown root {script}: refusing to run it"
     )
 
 
@@ -358,7 +358,7 @@ def test_writable_by_others_never_runs(fakes: FakeEmulators, policy: Policy, mod
     script, evidence = fakes.touching(f"qemu-{mode:o}", mode=mode)
     assert _never_runs(fakes, policy, script, evidence) == (
         f"emulator {script} is not trusted: file {script} is writable by group or others "
-        f"(mode {mode:04o}): refusing to run it"
+        f"(mode {mode:04o}); fix: chmod go-w {script}: refusing to run it"
     )
 
 

@@ -8,18 +8,24 @@ socket paths pointed at those, and through the installed wrapper for the fallbac
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import shutil
 import socket
 import stat
+import subprocess
 import syslog
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from libvirt_txmode import hook, logsink
+from libvirt_txmode import __version__, hook, logsink
 from libvirt_txmode.text import printable
+from tests import libvirt_env as env
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class FakeSocket:
@@ -84,6 +90,10 @@ def test_journald_gets_structured_fields(targets: logsink.Targets, journal: Fake
         "CODE": "txmode-not-allowed",
         "RULE": "no-timer",
         "DECISION": "denied",
+        "MESSAGE_ID": logsink.MESSAGE_IDS[logsink.DENIED],
+        "POLICY": "/etc/libvirt-txmode/policy.yaml",
+        "POLICY_SHA256": "0" * 64,
+        "VERSION": "1.2.3",
     }
     message = "denied: domain 'db-02' NIC #0 (52:54:00:7e:00:02): ... [txmode-not-allowed]"
     assert logsink.log(syslog.LOG_ERR, message, fields, targets=targets) == "journald"
@@ -210,7 +220,87 @@ def test_the_hook_logs_its_refusal_with_fields_also_when_replayed(
             "CODE": "txmode-not-allowed",
             "RULE": "no-timer-here",
             "DECISION": "denied",
+            "MESSAGE_ID": logsink.MESSAGE_IDS[logsink.DENIED],
+            "POLICY": str(policy),
+            "POLICY_SHA256": hashlib.sha256(POLICY.encode()).hexdigest(),
+            "VERSION": __version__,
         }
         refused = [f for f in sent if f.get("DECISION") == "refused"]
         assert refused and refused[0]["MESSAGE"] == "refused to start domain 'db-02' (1 violation)"
+        assert refused[0]["MESSAGE_ID"] == logsink.MESSAGE_IDS[logsink.DENIED]
     assert any(p.name.startswith("verdict-") for p in (tmp_path / "cache").iterdir())
+
+
+def test_message_ids_are_fixed_distinct_128_bit_and_explained_by_the_catalog(
+    tmp_path: Path,
+) -> None:
+    ids = list(logsink.MESSAGE_IDS.values())
+    assert set(logsink.MESSAGE_IDS) == set(logsink.OUTCOMES)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    # journald's own compiler reads the catalog the package ships, as its trigger does on a host.
+    journalctl = shutil.which("journalctl")
+    if journalctl is None:
+        env.skip_unless_ci("journalctl missing (Debian: the systemd package)")
+    assert journalctl is not None
+    catalog = tmp_path / "usr/lib/systemd/catalog"
+    catalog.mkdir(parents=True)
+    (tmp_path / "var/lib/systemd").mkdir(parents=True)
+    shutil.copy(REPO / "debian" / "libvirt-txmode.catalog", catalog)
+    run = [journalctl, f"--root={tmp_path}"]
+    subprocess.run([*run, "--update-catalog"], check=True, capture_output=True, timeout=60)
+    listed = subprocess.run(
+        [*run, "--list-catalog"], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    assert sorted(line.split()[0] for line in listed.splitlines()) == sorted(ids)
+    for message_id in ids:
+        entry = subprocess.run(
+            [*run, "--dump-catalog", message_id],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        assert "Subject: libvirt-txmode " in entry and "@DOMAIN@" in entry
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (POLICY, DOMAIN.replace(b"db-02", b"web-01"), logsink.ALLOWED, 0),
+        (
+            POLICY.replace("version: 1", "version: 1\naction: audit"),
+            DOMAIN,
+            logsink.AUDIT_WARNED,
+            0,
+        ),
+        (POLICY, DOMAIN, logsink.DENIED, 1),
+        ("version: 1\nnot_a_key: 1\n", DOMAIN, logsink.ERROR, 1),
+        (POLICY, b"<domain", logsink.ERROR, 1),
+    ],
+)
+def test_every_record_of_a_decision_carries_its_outcomes_message_id(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    targets: logsink.Targets,
+    journal: FakeSocket,
+    case: tuple[str, bytes, str, int],
+) -> None:
+    policy, xml, outcome, code = case
+    monkeypatch.setattr(logsink, "JOURNAL_SOCKET", targets.journal)
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy)
+    argv = [
+        "--policy", str(path),
+        "--snapshot", str(tmp_path / "none.json"),
+        "--cache-dir", str(tmp_path / "cache"),
+        "--", "vm", "prepare", "begin", "-",
+    ]  # fmt: skip
+    assert hook.main(argv, io.BytesIO(xml), io.StringIO()) == code
+    sent = [journal_fields(d) for d in journal.received()]
+    decided = [f for f in sent if "MESSAGE_ID" in f]
+    assert decided, sent
+    assert {f["MESSAGE_ID"] for f in decided} == {logsink.MESSAGE_IDS[outcome]}
+    assert all(f["VERSION"] == __version__ and f["POLICY"] == str(path) for f in decided)
+    digest = hashlib.sha256(policy.encode()).hexdigest()
+    assert all(f["POLICY_SHA256"] == digest for f in decided)

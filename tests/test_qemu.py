@@ -225,7 +225,7 @@ def test_trust_refusals(fakes: FakeEmulators) -> None:
     for path, mode in ((group_writable, "0775"), (other_writable, "0757")):
         assert trust_problem(str(path), globs) == (
             f"emulator {path} is not trusted: file {path} is writable by group or others "
-            f"(mode {mode}): refusing to run it"
+            f"(mode {mode}); fix: chmod go-w {path}: refusing to run it"
         )
 
 
@@ -233,8 +233,8 @@ def test_trust_refusals(fakes: FakeEmulators) -> None:
 def test_trust_refuses_binary_not_owned_by_root(fakes: FakeEmulators) -> None:
     path = fakes.script("qemu-nobody", "exit 0\n", uid=65534)
     assert trust_problem(str(path), [fakes.glob]) == (
-        f"emulator {path} is not trusted: file {path} is owned by uid 65534, not root: "
-        "refusing to run it"
+        f"emulator {path} is not trusted: file {path} is owned by uid 65534, not root; "
+        f"fix: chown root {path}: refusing to run it"
     )
 
 
@@ -247,15 +247,15 @@ def test_trust_refuses_root_binary_in_a_directory_others_can_write(fakes: FakeEm
     path = fakes.script("qemu-in-shared", "exit 0\n", directory=shared)
     assert trust_problem(str(path), [f"{shared}/*"]) == (
         f"emulator {path} is not trusted: directory {shared} is writable by group or others "
-        "(mode 0777): refusing to run it"
+        f"(mode 0777); fix: chmod go-w {shared}: refusing to run it"
     )
     os.chmod(shared, 0o755)
     link = fakes.directory / "qemu-link-by-nobody"
     link.symlink_to(path)
     os.lchown(link, 65534, 65534)
     assert trust_problem(str(link), [fakes.glob]) == (
-        f"emulator {link} is not trusted: symlink {link} is owned by uid 65534, not root: "
-        "refusing to run it"
+        f"emulator {link} is not trusted: symlink {link} is owned by uid 65534, not root; "
+        f"fix: chown -h root {link}: refusing to run it"
     )
 
 

@@ -78,7 +78,8 @@ def test_writable_directory_anywhere_above_is_named(tmp_path: Path, mode: int) -
     middle = root_dir(tmp_path / "a", mode)
     target = root_file(root_dir(middle / "b") / "policy.yaml")
     assert path_trust_problem(str(target)) == (
-        f"directory {middle} is writable by group or others (mode {mode:04o})"
+        f"directory {middle} is writable by group or others (mode {mode:04o}); "
+        f"fix: chmod go-w {middle}"
     )
 
 
@@ -87,7 +88,7 @@ def test_foreign_owner_of_a_directory_above_is_named(tmp_path: Path) -> None:
     os.chown(middle, NOBODY.pw_uid, NOBODY.pw_gid)
     target = root_file(root_dir(middle / "b") / "f")
     assert path_trust_problem(str(target)) == (
-        f"directory {middle} is owned by uid {NOBODY.pw_uid}, not root"
+        f"directory {middle} is owned by uid {NOBODY.pw_uid}, not root; fix: chown root {middle}"
     )
     assert path_trust_problem(str(target), allowed_uids={0, NOBODY.pw_uid}) is None
 
@@ -100,14 +101,14 @@ def test_symlink_is_judged_by_its_own_owner_and_its_target_path(tmp_path: Path) 
     assert path_trust_problem(str(link)) is None  # a root-owned link to a trusted file
     os.lchown(link, NOBODY.pw_uid, NOBODY.pw_gid)
     assert path_trust_problem(str(link)) == (
-        f"symlink {link} is owned by uid {NOBODY.pw_uid}, not root"
+        f"symlink {link} is owned by uid {NOBODY.pw_uid}, not root; fix: chown -h root {link}"
     )
     # A root-owned link is only as good as the path it leads to.
     bad_dir = root_dir(tmp_path / "bad", 0o777)
     link.unlink()
     link.symlink_to(root_file(bad_dir / "policy.yaml"))
     assert path_trust_problem(str(link)) == (
-        f"directory {bad_dir} is writable by group or others (mode 0777)"
+        f"directory {bad_dir} is writable by group or others (mode 0777); fix: chmod go-w {bad_dir}"
     )
     # Relative targets resolve from the link's directory, '..' included.
     link.unlink()
@@ -130,12 +131,13 @@ def test_sticky_directory_only_on_the_way_to_a_root_directory(shared_dir: Path) 
     planted = root_file(sticky / "policy.yaml")  # a name anyone could have taken first
     assert path_trust_problem(str(planted)) == (
         f"{sticky} is writable by others (sticky): a file directly in it could be planted "
-        "there by anyone"
+        "there by anyone; fix: move it into a directory only root can write"
     )
     squatted = sticky / "squat"
     assert as_nobody("mkdir", str(squatted)).returncode == 0  # the tenant got there first
     assert path_trust_problem(str(squatted)) == (
-        f"directory {squatted} is owned by uid {NOBODY.pw_uid}, not root"
+        f"directory {squatted} is owned by uid {NOBODY.pw_uid}, not root; "
+        f"fix: chown root {squatted}"
     )
 
 

@@ -473,7 +473,7 @@ def test_take_snapshot_never_runs_a_foreign_binary(fakes: FakeEmulators) -> None
     assert not evidence.exists()
     assert document["emulators"][str(script)]["error"] == (
         f"emulator {script} is not trusted: file {script} is writable by group or others "
-        "(mode 0757): refusing to run it"
+        f"(mode 0757); fix: chmod go-w {script}: refusing to run it"
     )
 
 
