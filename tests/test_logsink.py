@@ -214,3 +214,28 @@ def test_the_hook_logs_its_refusal_with_fields_also_when_replayed(
         refused = [f for f in sent if f.get("DECISION") == "refused"]
         assert refused and refused[0]["MESSAGE"] == "refused to start domain 'db-02' (1 violation)"
     assert any(p.name.startswith("verdict-") for p in (tmp_path / "cache").iterdir())
+
+
+def test_the_environment_names_sockets_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What lets two test runs on one machine keep their lines apart: no /dev/log involved.
+    own_syslog = FakeSocket(tmp_path / "syslog")
+    monkeypatch.setenv(logsink.SYSLOG_SOCKET_VARIABLE, str(own_syslog.path))
+    monkeypatch.setenv(logsink.JOURNAL_SOCKET_VARIABLE, str(tmp_path / "no-journal"))
+    monkeypatch.setattr(logsink, "FALLBACK_FILE", str(tmp_path / "fallback.log"))
+    assert logsink.log(syslog.LOG_INFO, "to the test's own socket") == "syslog"
+    assert [b"to the test's own socket" in d for d in own_syslog.received()] == [True]
+    own_journal = FakeSocket(tmp_path / "journal")
+    monkeypatch.setenv(logsink.JOURNAL_SOCKET_VARIABLE, str(own_journal.path))
+    assert logsink.log(syslog.LOG_INFO, "journald first") == "journald"
+    (datagram,) = own_journal.received()
+    assert journal_fields(datagram)["MESSAGE"] == "journald first"
+    assert logsink.destination() == (f"journald ({own_journal.path})", None)
+    own_syslog.close()
+    own_journal.close()
+    # Unset (or empty): the machine's sockets, as before.
+    monkeypatch.delenv(logsink.SYSLOG_SOCKET_VARIABLE)
+    monkeypatch.setenv(logsink.JOURNAL_SOCKET_VARIABLE, "")
+    defaults = logsink.default_targets()
+    assert (defaults.journal, defaults.syslog) == (logsink.JOURNAL_SOCKET, logsink.SYSLOG_SOCKET)
