@@ -124,7 +124,7 @@ class DebianRoot:
 
     def install_project(self, suite: str) -> str:
         """This tree's files (as git lists them: committed or not, ignored ones left out) at
-        PROJECT, a git repository of their own, with the test venv made by scripts/bootstrap."""
+        PROJECT, a git repository of their own; pip there reaches the index as it does here."""
         listed = subprocess.run(
             [
                 "git",
@@ -157,7 +157,6 @@ class DebianRoot:
         self.run(*git, "init", "-q")
         self.run(*git, "add", "-A")
         self.run(*git, "commit", "-q", "-m", "the tree under test")
-        self.run("bash", f"{PROJECT}/scripts/bootstrap", "test,libvirt", timeout=900)
         return PROJECT
 
     # -- mounts ---------------------------------------------------------------------------
@@ -182,6 +181,13 @@ class DebianRoot:
             os.chown(kvm, 0, self.group_id("kvm"))
             os.chmod(kvm, 0o660)
         (dev / "pts").mkdir()
+        # A pty instance of its own (tests open terminals), not this machine's ptys.
+        subprocess.run(
+            ["mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620", "devpts",
+             str(dev / "pts")],
+            check=True,
+        )  # fmt: skip
+        os.symlink("pts/ptmx", dev / "ptmx")
         (dev / "shm").mkdir(mode=0o1777)
         os.chmod(dev / "shm", 0o1777)
         for name, target in (
