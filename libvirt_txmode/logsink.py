@@ -10,6 +10,8 @@
   ``VERSION``.
 * **syslog** (``/dev/log``): an RFC 3164 datagram, as libc's ``syslog(3)`` sends it, with the
   message only.
+* ``$LIBVIRT_TXMODE_JOURNAL_SOCKET`` and ``$LIBVIRT_TXMODE_SYSLOG_SOCKET``, when set, name
+  other sockets for these two (the tests' own listeners).
 * **the fallback file** ``/var/log/libvirt-txmode.log`` (mode 0600: domain names and MACs are as
   private as libvirt's own 0600 domain XML) when neither socket takes the message: containers and
   minimal hosts without ``/dev/log`` lost every decision before.
@@ -37,6 +39,9 @@ IDENT = "libvirt-txmode"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 SYSLOG_SOCKET = "/dev/log"
 FALLBACK_FILE = paths.LOG_FILE
+# Set in the hook's environment, these replace the two sockets above (see default_targets).
+JOURNAL_SOCKET_VARIABLE = "LIBVIRT_TXMODE_JOURNAL_SOCKET"
+SYSLOG_SOCKET_VARIABLE = "LIBVIRT_TXMODE_SYSLOG_SOCKET"
 FIELDS = (
     "DOMAIN",
     "NIC_MAC",
@@ -91,8 +96,15 @@ def outcome_of(fields: Mapping[str, str]) -> Optional[str]:
 
 
 def default_targets() -> Targets:
-    # Read at call time, so that a test can point the module's constants elsewhere.
-    return Targets(JOURNAL_SOCKET, SYSLOG_SOCKET, FALLBACK_FILE)
+    # Read at call time, so that a test can point the module's constants elsewhere. The
+    # variables give a test run sockets of its own: two runs on one machine (or a run and a
+    # syslog daemon) never read each other's messages from /dev/log.
+    environ = os.environ
+    return Targets(
+        environ.get(JOURNAL_SOCKET_VARIABLE) or JOURNAL_SOCKET,
+        environ.get(SYSLOG_SOCKET_VARIABLE) or SYSLOG_SOCKET,
+        FALLBACK_FILE,
+    )
 
 
 def log(

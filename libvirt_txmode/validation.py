@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import os
 import sys
 import time
@@ -294,6 +295,20 @@ def _emit(stream: IO[str], text: str) -> None:
         pass
 
 
+def _check_slice(
+    policy: Policy, hosts: list[HostCapabilities], host_mode: str, part: Sequence[Input]
+) -> tuple[list[_Record], Optional[str]]:
+    """A worker's slice (parallel.py): module-level, so that it and its arguments pickle."""
+    import io  # noqa: PLC0415
+
+    from .memo import Checker  # noqa: PLC0415
+
+    records: list[_Record] = []
+    check = Checker(policy, hosts, host_mode).check_parts
+    # A worker never gets standard input (see _validate): an empty one stands in.
+    return records, _process(part, io.BytesIO(), check, records.append)
+
+
 def _load_policy(args: argparse.Namespace, environ: Mapping[str, str], cwd: str) -> Policy:
     from .policy import PolicyError, load_policy  # noqa: PLC0415
 
@@ -392,20 +407,20 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
 
     emit = consume if stream else held.append
 
-    def work(part: Sequence[Input]) -> tuple[list[_Record], Optional[str]]:
-        records: list[_Record] = []
-        return records, _process(part, stdin, check, records.append)
-
     def local(part: Iterable[Input]) -> tuple[list[_Record], Optional[str]]:
         return [], _process(part, stdin, check, emit)
 
     # Without snapshots, what to probe depends on every domain: those runs stay in one process.
+    # So do runs that read standard input: it belongs to this process.
     results: Iterable[tuple[list[_Record], Optional[str]]]
     if inputs.items is None:
         results = [local(inputs)]
     else:
         items = inputs.items
-        jobs = 1 if check is None else job_count(args.jobs, len(items))
+        jobs = 1
+        if hosts is not None and all(item.path is not None for item in items):
+            jobs = job_count(args.jobs, len(items))
+        work = functools.partial(_check_slice, policy, hosts or [], args.host_mode)
         results = in_slices(items, jobs, work, local=local)
     fatal: Optional[str] = None
     for records, problem in results:

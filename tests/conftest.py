@@ -8,6 +8,8 @@ from typing import IO
 
 import pytest
 
+from tests.libvirt_env import clean_stale_state
+
 # One libvirt daemon and one /etc/libvirt/hooks serve every test run on this machine: two pytest
 # sessions that both install hooks and start domains would see each other's hooks. The first
 # integration test of a session takes this lock and holds it until the session ends.
@@ -28,6 +30,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     handle = open(E2E_LOCK, "a")  # noqa: SIM115 - held for the whole session
     fcntl.flock(handle, fcntl.LOCK_EX)  # waits for another session's e2e tests to finish
     item.config.stash[_LOCK_KEY] = handle
+    # Whatever an interrupted run left (a root's daemons, a test's hook) goes before it can fail
+    # this one; only now, holding the lock, is it sure to be nobody's.
+    clean_stale_state()
 
 
 # Hooks run by the tests log there when neither journald nor /dev/log listens (logsink.py).

@@ -1,6 +1,7 @@
-"""A second hypervisor made by the tests: a clean Debian 12 root with its own libvirtd, in a chroot.
+"""A second hypervisor made by the tests: a clean Debian root with its own libvirtd, in a chroot.
 
-`scripts/debian-root` makes the root (cached as a tarball); this module mounts what a daemon needs
+`scripts/debian-root` makes the root (cached as a tarball) of a given release (bookworm, trixie),
+optionally with what the test suite itself needs; this module mounts what a daemon needs
 (proc, sys, dev), runs virtlogd and libvirtd inside it, and on teardown stops every process that
 lives in the root and undoes every mount before anything is deleted, even when the test failed.
 The root's /run is a directory of its own, so its daemon's socket and pidfile never meet the host
@@ -16,12 +17,15 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Optional
 
 from tests.libvirt_env import REPO, skip_unless_ci
 
+# Where install_project puts this tree inside a root, and where pip's cache of each suite lives.
+PROJECT = "/src/libvirt-txmode"
+PIP_CACHE = Path("/var/cache/libvirt-txmode-tests/pip")
 CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}
 # Character devices that programs in a minimal root expect (the numbers are Linux's, devices.txt).
 DEVICES = (
@@ -31,6 +35,8 @@ DEVICES = (
     ("random", 1, 8),
     ("urandom", 1, 9),
     ("tty", 5, 0),
+    # Interfaces of type ethernet, bridge and network get a tap device from it.
+    ("net/tun", 10, 200),
 )
 
 
@@ -75,9 +81,14 @@ class DebianRoot:
 
     # -- running things inside --------------------------------------------------------------
     def run(
-        self, *argv: str, check: bool = True, timeout: float = 300, input: Optional[str] = None
+        self,
+        *argv: str,
+        check: bool = True,
+        timeout: float = 300,
+        input: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
     ) -> subprocess.CompletedProcess[str]:
-        env = {**CLEAN_ENV, "DEBIAN_FRONTEND": "noninteractive"}
+        env = {**CLEAN_ENV, "DEBIAN_FRONTEND": "noninteractive", **(env or {})}
         result = subprocess.run(
             ["chroot", str(self.root), *argv],
             capture_output=True,
@@ -100,22 +111,83 @@ class DebianRoot:
     def path(self, inside: str) -> Path:
         return self.root / inside.lstrip("/")
 
+    # -- this project inside ------------------------------------------------------------------
+    def trust_like_host(self) -> None:
+        """pip in the root reaches the package index as this machine's pip does: the CA
+        certificates this machine added and its pip.conf (a proxy's CA, a mirror)."""
+        local_ca = Path("/usr/local/share/ca-certificates")
+        if local_ca.is_dir() and any(local_ca.iterdir()):
+            shutil.copytree(local_ca, self.path(str(local_ca)), dirs_exist_ok=True)
+            self.run("update-ca-certificates")
+        if os.path.isfile("/etc/pip.conf"):
+            shutil.copyfile("/etc/pip.conf", self.path("/etc/pip.conf"))
+
+    def install_project(self, suite: str) -> str:
+        """This tree's files (as git lists them: committed or not, ignored ones left out) at
+        PROJECT, a git repository of their own; pip there reaches the index as it does here."""
+        listed = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout.split(b"\0")
+        dest = self.path(PROJECT)
+        for name in sorted(n.decode() for n in listed if n):
+            source = REPO / name
+            if not source.is_file():
+                continue  # deleted in the working tree
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+        self.trust_like_host()
+        # The wheels pip builds (libvirt-python compiles for a minute) are kept between runs.
+        cache = PIP_CACHE.with_name(f"{PIP_CACHE.name}-{suite}")
+        cache.mkdir(parents=True, exist_ok=True)
+        inside = self.path("/root/.cache/pip")
+        inside.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "--bind", str(cache), str(inside)], check=True)
+        git = ["git", "-C", PROJECT, "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
+        self.run(*git, "init", "-q")
+        self.run(*git, "add", "-A")
+        self.run(*git, "commit", "-q", "-m", "the tree under test")
+        return PROJECT
+
     # -- mounts ---------------------------------------------------------------------------
     def mount(self) -> None:
         subprocess.run(["mount", "-t", "proc", "proc", str(self.path("/proc"))], check=True)
         subprocess.run(["mount", "--bind", "/sys", str(self.path("/sys"))], check=True)
-        # A /dev of its own without /dev/kvm: this host is TCG-only. Through a bind of the host's
-        # /dev, libvirt would see a /dev/kvm whose group (the host's kvm gid) is not the root's
-        # kvm group, judge KVM usable yet missing from its QEMU capabilities, and re-probe QEMU on
-        # every API call (about 4 s each).
+        # A /dev of its own. Through a bind of the host's /dev, libvirt would see a /dev/kvm
+        # whose group (the host's kvm gid) is not the root's kvm group, judge KVM usable yet
+        # missing from its QEMU capabilities, and re-probe QEMU on every API call (about 4 s
+        # each): /dev/kvm, where this machine has one, is made with the root's own kvm group.
         dev = self.path("/dev")
         subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "mode=0755,size=16m", "dev", str(dev)], check=True
         )
         for name, major, minor in DEVICES:
+            (dev / name).parent.mkdir(exist_ok=True)
             os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
             os.chmod(dev / name, 0o666)  # mknod's mode passes through the umask
+        if os.path.exists("/dev/kvm"):
+            kvm = dev / "kvm"
+            os.mknod(kvm, 0o660 | stat.S_IFCHR, os.stat("/dev/kvm").st_rdev)
+            os.chown(kvm, 0, self.group_id("kvm"))
+            os.chmod(kvm, 0o660)
         (dev / "pts").mkdir()
+        # A pty instance of its own (tests open terminals), not this machine's ptys.
+        subprocess.run(
+            ["mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620", "devpts",
+             str(dev / "pts")],
+            check=True,
+        )  # fmt: skip
+        os.symlink("pts/ptmx", dev / "ptmx")
         (dev / "shm").mkdir(mode=0o1777)
         os.chmod(dev / "shm", 0o1777)
         for name, target in (
@@ -125,6 +197,14 @@ class DebianRoot:
             ("stderr", "/proc/self/fd/2"),
         ):
             os.symlink(target, dev / name)
+
+    def group_id(self, name: str) -> int:
+        """A group's number in the root's /etc/group (not this machine's)."""
+        for line in self.path("/etc/group").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == name:
+                return int(fields[2])
+        raise AssertionError(f"no group {name} in {self.root}/etc/group")
 
     def mounts(self) -> list[str]:
         prefix = str(self.root.resolve())
@@ -209,11 +289,20 @@ class DebianRoot:
 
 
 @contextlib.contextmanager
-def debian_root(parent: Path) -> Iterator[DebianRoot]:
-    """An unpacked, mounted root with libvirtd running; always torn down completely."""
+def debian_root(
+    parent: Path, suite: str = "bookworm", *, dev: bool = False
+) -> Iterator[DebianRoot]:
+    """An unpacked, mounted root of Debian ``suite`` with libvirtd running (``dev``: with the test
+    suite's own packages too); always torn down completely."""
     root = DebianRoot(parent / "root")
     result = subprocess.run(
-        [str(REPO / "scripts" / "debian-root"), str(root.root)],
+        [
+            str(REPO / "scripts" / "debian-root"),
+            "--suite",
+            suite,
+            *(["--dev"] if dev else []),
+            str(root.root),
+        ],
         capture_output=True,
         text=True,
         env=host_env(),
@@ -222,7 +311,11 @@ def debian_root(parent: Path) -> Iterator[DebianRoot]:
     )
     assert result.returncode == 0, f"scripts/debian-root failed:\n{result.stdout}\n{result.stderr}"
     # The root's daemons must never reach this machine's device nodes (see start_daemons).
-    host_devices = {f"/dev/{name}": os.stat(f"/dev/{name}").st_mode for name, _, _ in DEVICES}
+    host_devices = {
+        f"/dev/{name}": os.stat(f"/dev/{name}").st_mode
+        for name, _, _ in DEVICES
+        if os.path.exists(f"/dev/{name}")
+    }
     try:
         root.mount()
         root.start_daemons()

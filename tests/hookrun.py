@@ -22,11 +22,20 @@ from typing import Optional, Union
 import pytest
 
 from libvirt_txmode.install import Layout, install
+from tests.libvirt_env import LOG_VARIABLES
 
 LIBVIRT_ENV = {
     "LC_ALL": "C",
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 }
+
+
+def hook_env() -> dict[str, str]:
+    """libvirt's environment, plus the log sockets of the test's own SyslogSink while one is
+    open (libvirt_env.LOG_VARIABLES): a hook run by a test never logs to the machine's."""
+    extra = {name: os.environ[name] for name in LOG_VARIABLES if name in os.environ}
+    return {**LIBVIRT_ENV, **extra}
+
 
 POLICY = """\
 version: 1
@@ -98,7 +107,7 @@ def run_hook(
         stdin=read_end,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=dict(LIBVIRT_ENV),
+        env=hook_env(),
         cwd="/",
         preexec_fn=limit if data_limit is not None else None,  # noqa: PLW1509 - no threads touch it
     )

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ from typing import Optional
 
 import pytest
 
-from libvirt_txmode.install import DROPIN_NAME, is_ours
+from libvirt_txmode import logsink
+from libvirt_txmode.install import DROPIN_NAME, hook_settings, is_ours
 
 REPO = Path(__file__).resolve().parent.parent
 URI = "qemu:///system"
@@ -132,47 +134,91 @@ def cleanup_leftovers() -> None:
             remove_domain(name)
 
 
+# Where pytest makes every test's temporary directory (tmp_path) on this machine.
+TEST_TMP = os.path.join(tempfile.gettempdir(), "pytest-of-")
+
+
+def clean_stale_state() -> None:
+    """What an interrupted run of the suite left behind and would fail the next one: a Debian
+    root's daemons and mounts (a package installed there included), hooks installed into
+    /etc/libvirt/hooks by a test, interpreter wrappers. Called once the session holds the e2e
+    lock (conftest.py): no other run is using any of it then."""
+    shutil.rmtree(WRAPPERS, ignore_errors=True)
+    own_root = os.stat("/")
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            root = os.readlink(f"/proc/{pid}/root")
+            same = os.path.samestat(os.stat(f"/proc/{pid}/root"), own_root)
+        except OSError:
+            continue  # gone already, or a kernel thread
+        if not same and root.startswith(TEST_TMP):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    with open("/proc/mounts", encoding="utf-8") as handle:
+        points = [line.split()[1] for line in handle]
+    for point in sorted((p for p in points if p.startswith(TEST_TMP)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+    for hook in (Path("/etc/libvirt/hooks/qemu"), Path("/etc/libvirt/hooks/qemu.d") / DROPIN_NAME):
+        if is_ours(str(hook)) and hook_settings(str(hook)).get("POLICY", "").startswith(TEST_TMP):
+            hook.unlink()
+
+
 def qemu_cmdline(name: str) -> str:
     pid = int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-class SyslogSink:
-    """Collects what processes send to /dev/log, so tests can see the hook's syslog lines.
+# The variables that give a hook log sockets of its own (logsink.default_targets).
+LOG_VARIABLES = (logsink.SYSLOG_SOCKET_VARIABLE, logsink.JOURNAL_SOCKET_VARIABLE)
+# Root-owned and 0755 from / down, so an interpreter wrapper there passes install-hook's trust rule.
+WRAPPERS = Path("/run/libvirt-txmode-tests")
 
-    There is no syslog daemon on these machines; if one is there we read its files instead.
+
+def log_sockets(directory: Path) -> dict[str, str]:
+    """The environment that points a hook at the syslog socket a SyslogSink binds in
+    ``directory`` (and at no journald: that path is never bound)."""
+    return {
+        logsink.SYSLOG_SOCKET_VARIABLE: str(directory / "syslog"),
+        logsink.JOURNAL_SOCKET_VARIABLE: str(directory / "journal"),
+    }
+
+
+class SyslogSink:
+    """A syslog socket of the test's own, never the machine's /dev/log: two test runs on one
+    machine (the host's and a Debian root's, or two worktrees') never read each other's lines.
+
+    Hooks reach it through logsink's variables: a hook the test runs itself gets them from the
+    environment while the sink is open (tests/hookrun.py passes them on); a hook libvirtd runs
+    gets them from the interpreter wrapper installed_hook puts in place, so its sink is bound in
+    that hook's directory (``SyslogSink(hook_log_dir(base))``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, directory: Optional[Path] = None) -> None:
         self.messages: list[str] = []
+        self._given = directory
+        self._dir: Optional[Path] = None
         self._sock: Optional[socket.socket] = None
         self._thread: Optional[threading.Thread] = None
-        self._own = False
         self._busy = False
-        self._start = time.time()
+        self._saved: dict[str, Optional[str]] = {}
 
     def __enter__(self) -> SyslogSink:
-        # Another test run on this machine (a second worktree) may hold /dev/log for one test: a
-        # socket made minutes ago is such a sink, not a syslog daemon's; it goes away soon.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if time.time() - os.lstat("/dev/log").st_mtime > 600:
-                    return self  # a daemon's: read its files
-            except FileNotFoundError:
-                pass
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            try:
-                sock.bind("/dev/log")
-            except OSError:
-                sock.close()
-                time.sleep(0.1)
-                continue
-            os.chmod("/dev/log", 0o666)
-            self._sock, self._own = sock, True
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-            break
+        # A short path of its own: a socket's path must fit in 108 bytes.
+        self._dir = self._given or Path(tempfile.mkdtemp(prefix="txmlog-"))
+        self._dir.mkdir(parents=True, exist_ok=True)
+        variables = log_sockets(self._dir)
+        path = variables[logsink.SYSLOG_SOCKET_VARIABLE]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a socket file an interrupted run left behind
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        os.chmod(path, 0o666)
+        self._sock = sock
+        for name, value in variables.items():
+            self._saved[name] = os.environ.get(name)
+            os.environ[name] = value
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
         return self
 
     def _run(self) -> None:
@@ -190,33 +236,31 @@ class SyslogSink:
             self._busy = False
 
     def lines(self, ident: str = "libvirt-txmode") -> list[str]:
-        if self._own:
-            # The hook has exited, so everything it sent is queued on our socket: wait until
-            # the reader thread has taken it all (a fixed sleep lost messages on a busy machine).
-            assert self._sock is not None
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and (
-                self._busy or select.select([self._sock], [], [], 0)[0]
-            ):
-                time.sleep(0.01)
-            return [m for m in self.messages if ident in m]
-        for path in ("/var/log/syslog", "/var/log/messages"):
-            if os.path.exists(path):
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    return [line for line in handle if ident in line]
-        journal = subprocess.run(
-            ["journalctl", "-t", ident, "--since", f"@{int(self._start)}", "-o", "cat"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return journal.stdout.splitlines()
+        # The hook has exited, so everything it sent is queued on our socket: wait until the
+        # reader thread has taken it all (a fixed sleep lost messages on a busy machine).
+        assert self._sock is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+            self._busy or select.select([self._sock], [], [], 0)[0]
+        ):
+            time.sleep(0.01)
+        return [m for m in self.messages if ident in m]
 
     def __exit__(self, *exc: object) -> None:
-        if self._own and self._sock is not None:
+        for name, value in self._saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if self._sock is not None:
             self._sock.close()
-            with contextlib.suppress(OSError):
-                os.unlink("/dev/log")
+        if self._thread is not None:
+            self._thread.join()
+        if self._dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._dir / "syslog")
+            if self._given is None:
+                shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def fake_venv(base: Path) -> Path:
@@ -254,16 +298,45 @@ def install_args(base: Path) -> list[str]:
     ]
 
 
+def hook_log_dir(base: Path) -> Path:
+    """Where the hook installed_hook(base, ...) sends its log lines (a SyslogSink there gets them)."""
+    return base / "log"
+
+
+def _log_wrapper(base: Path) -> Path:
+    """An interpreter for the installed hook: this test's Python, with logsink's variables set
+    to hook_log_dir(base). libvirtd hands a hook no environment of ours, so the wrapper carries
+    it. (What an interrupted run left in WRAPPERS goes at the session's start: clean_stale_state.)"""
+    WRAPPERS.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(WRAPPERS, 0o755)
+    directory = Path(tempfile.mkdtemp(dir=WRAPPERS))
+    os.chmod(directory, 0o755)
+    wrapper = directory / "python3"
+    settings = "".join(
+        f"{name}={value}\n" for name, value in log_sockets(hook_log_dir(base)).items()
+    )
+    wrapper.write_text(
+        "#!/bin/sh\n# tests/libvirt_env.py: the test's interpreter, logging to the test's socket\n"
+        f"{settings}export {' '.join(LOG_VARIABLES)}\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    os.chmod(wrapper, 0o755)
+    return wrapper
+
+
 @contextlib.contextmanager
 def installed_hook(base: Path, policy: str, python: Optional[str] = None) -> Iterator[Path]:
-    """install-hook into the real /etc/libvirt/hooks, with the test's policy; uninstall after."""
+    """install-hook into the real /etc/libvirt/hooks, with the test's policy; uninstall after.
+    Without ``python``, the hook logs to hook_log_dir(base), not to the machine's sockets."""
     config_dir = base / "etc"
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "policy.yaml").write_text(policy)
     os.chmod(config_dir / "policy.yaml", 0o644)
+    hook_log_dir(base).mkdir(exist_ok=True)
     cli = str(VENV_BIN / "libvirt-txmode")
     args = install_args(base)
-    extra = ["--python", python] if python else []
+    wrapper = None if python else _log_wrapper(base)
+    extra = ["--python", python or str(wrapper)]
     result = subprocess.run(
         [cli, "install-hook", *extra, *args],
         capture_output=True,
@@ -283,3 +356,5 @@ def installed_hook(base: Path, policy: str, python: Optional[str] = None) -> Ite
             [cli, "uninstall-hook", *args], capture_output=True, check=False, timeout=120
         )
         reload_daemon()
+        if wrapper is not None:
+            shutil.rmtree(wrapper.parent, ignore_errors=True)

@@ -24,7 +24,7 @@ import pytest
 from tests.debian_root import DebianRoot, build_deb, debian_root, host_env, require_tools
 from tests.libvirt_env import REPO, cleanup_leftovers, domain_xml, remove_domain, virsh
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.debian_root]
 
 COLLECTION = REPO / "ansible"
 SITE_POLICY = "version: 1\ndefaults:\n  allowed: [iothread]\n"

@@ -511,11 +511,8 @@ def test_completion_subcommand_prints_the_checked_in_script(
 # --- generated documentation ---------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not (3, 10) <= sys.version_info[:2] < (3, 13),
-    reason="argparse's help layout differs on this Python; the files are generated on 3.10-3.12",
-)
 def test_generated_docs_are_up_to_date(tmp_path: Path) -> None:
+    # On every Python: gen-docs compares words, not argparse's line breaks.
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen-docs"), str(tmp_path)],
         capture_output=True,
@@ -533,14 +530,36 @@ def test_generated_docs_are_up_to_date(tmp_path: Path) -> None:
         "man/libvirt-txmode.1",
         "man/validate-domain.1",
     ]
-    stale = [
-        name
-        for name in generated
-        if not (ROOT / name).exists()
-        or (ROOT / name).read_text(encoding="utf-8")
-        != (tmp_path / name).read_text(encoding="utf-8")
-    ]
-    assert stale == [], "generated files are stale: run scripts/gen-docs and commit the result"
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen-docs"), "--check", str(ROOT)],
+        capture_output=True,
+        text=True,
+        env=_env({"COLUMNS": "37"}),
+        timeout=120,
+    )
+    assert (check.returncode, check.stdout, check.stderr) == (0, "", ""), (
+        "generated files are stale: run scripts/gen-docs and commit the result"
+    )
+
+
+def test_generated_docs_check_finds_a_changed_word_but_not_a_moved_line_break(
+    tmp_path: Path,
+) -> None:
+    gen_docs = [sys.executable, str(ROOT / "scripts" / "gen-docs")]
+    assert (
+        subprocess.run([*gen_docs, str(tmp_path)], capture_output=True, check=False).returncode == 0
+    )
+    page = tmp_path / "man" / "libvirt-txmode.1"
+    text = page.read_text(encoding="utf-8")
+    usage = next(line for line in text.splitlines() if "[\\-\\-dry\\-run]" in line)
+    # Where argparse breaks a usage line is its own business (3.13 breaks inside a group).
+    page.write_text(text.replace(usage, usage.replace("] [", "]\n[", 1)), encoding="utf-8")
+    check = subprocess.run([*gen_docs, "--check", str(tmp_path)], capture_output=True, text=True)
+    assert (check.returncode, check.stderr) == (0, "")
+    page.write_text(text.replace("\\-\\-dry\\-run", "\\-\\-wet\\-run", 1), encoding="utf-8")
+    check = subprocess.run([*gen_docs, "--check", str(tmp_path)], capture_output=True, text=True)
+    assert check.returncode == 1
+    assert "stale: man/libvirt-txmode.1" in check.stderr
 
 
 def test_pre_commit_hook_definition() -> None:

@@ -1,4 +1,5 @@
-"""The Debian package, built from a clean copy of HEAD and installed with apt on a clean Debian 12.
+"""The Debian package, built from a clean copy of HEAD and installed with apt on a clean Debian 12
+and a clean Debian 13.
 
 One test walks the package's whole life on a fresh debootstrap root with its own libvirtd:
 build (mk-build-deps + dpkg-buildpackage, lintian without errors) -> `apt install ./….deb`
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.debian_root import DebianRoot, build_deb, debian_root, require_tools
 from tests.libvirt_env import REPO, daemon_pid, domain_xml
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.debian_root]
 
 HOOK = "/etc/libvirt/hooks/qemu.d/50-libvirt-txmode"
 POLICY = "/etc/libvirt-txmode/policy.yaml"
@@ -67,10 +68,10 @@ def test_package_version_is_the_code_version(deb: Path) -> None:
     assert f'__version__ = "{version}"' in code, "update debian/changelog (dch -v VERSION)"
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[DebianRoot]:
+@pytest.fixture(params=["bookworm", "trixie"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DebianRoot]:
     require_tools()
-    with debian_root(tmp_path) as made:
+    with debian_root(tmp_path, request.param) as made:
         yield made
 
 

@@ -53,8 +53,9 @@ def policy_file(hook: tuple[Path, Path]) -> Iterator[Path]:
 
 
 @pytest.fixture
-def syslog() -> Iterator[env.SyslogSink]:
-    with env.SyslogSink() as sink:
+def syslog(hook: tuple[Path, Path]) -> Iterator[env.SyslogSink]:
+    # libvirtd runs the hook, which logs to the socket in its own directory (installed_hook).
+    with env.SyslogSink(env.hook_log_dir(hook[1].parent.parent)) as sink:
         yield sink
 
 

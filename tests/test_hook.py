@@ -19,10 +19,10 @@ from libvirt_txmode import verdict
 from libvirt_txmode.files import MAX_XML_BYTES
 from tests import libvirt_env as env
 from tests.hookrun import (
-    LIBVIRT_ENV,
     POLICY,
     InstalledHook,
     domain,
+    hook_env,
     make_hook,
     nic,
     run_hook,
@@ -457,7 +457,7 @@ def test_stderr_closed_changes_no_decision(hook: InstalledHook, syslog: env.Sysl
                 ["/bin/sh", "-c", 'exec "$0" "$@" 2>&-', str(hook.path), name, "prepare", "begin"],
                 input=xml,
                 capture_output=True,
-                env=dict(LIBVIRT_ENV),
+                env=hook_env(),
                 timeout=120,
                 check=False,
             )

@@ -387,10 +387,14 @@ def test_stale_and_foreign_files_are_ignored(
     foreign = _copy_caps(tmp_path / "foreign", emulator="/usr/bin/qemu-system-i386")
     assert qemucaps.device_json("/usr/bin/qemu-system-i386", directory=foreign) is None
     assert "not '/usr/bin/qemu-system-i386'" in logged.text
-    # Written by another libvirt than the daemon a snapshot talks to.
+    # Written by another libvirt than the daemon a snapshot talks to. The version is the one
+    # that wrote this host's file (9.0 on Debian 12, 11.3 on Debian 13), read from the file.
     fresh = _copy_caps(tmp_path / "fresh")
-    assert qemucaps.device_json(QEMU, directory=fresh, libvirt_version=9_000_000) is True
-    assert qemucaps.device_json(QEMU, directory=fresh, libvirt_version=10_000_000) is None
+    found = re.search(r"<selfvers>(\d+)</selfvers>", real_caps_file().read_text())
+    assert found
+    writer = int(found.group(1))
+    assert qemucaps.device_json(QEMU, directory=fresh, libvirt_version=writer) is True
+    assert qemucaps.device_json(QEMU, directory=fresh, libvirt_version=writer + 1_000_000) is None
 
 
 @AS_ROOT

@@ -304,3 +304,28 @@ def test_every_record_of_a_decision_carries_its_outcomes_message_id(
     assert all(f["VERSION"] == __version__ and f["POLICY"] == str(path) for f in decided)
     digest = hashlib.sha256(policy.encode()).hexdigest()
     assert all(f["POLICY_SHA256"] == digest for f in decided)
+
+
+def test_the_environment_names_sockets_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What lets two test runs on one machine keep their lines apart: no /dev/log involved.
+    own_syslog = FakeSocket(tmp_path / "syslog")
+    monkeypatch.setenv(logsink.SYSLOG_SOCKET_VARIABLE, str(own_syslog.path))
+    monkeypatch.setenv(logsink.JOURNAL_SOCKET_VARIABLE, str(tmp_path / "no-journal"))
+    monkeypatch.setattr(logsink, "FALLBACK_FILE", str(tmp_path / "fallback.log"))
+    assert logsink.log(syslog.LOG_INFO, "to the test's own socket") == "syslog"
+    assert [b"to the test's own socket" in d for d in own_syslog.received()] == [True]
+    own_journal = FakeSocket(tmp_path / "journal")
+    monkeypatch.setenv(logsink.JOURNAL_SOCKET_VARIABLE, str(own_journal.path))
+    assert logsink.log(syslog.LOG_INFO, "journald first") == "journald"
+    (datagram,) = own_journal.received()
+    assert journal_fields(datagram)["MESSAGE"] == "journald first"
+    assert logsink.destination() == (f"journald ({own_journal.path})", None)
+    own_syslog.close()
+    own_journal.close()
+    # Unset (or empty): the machine's sockets, as before.
+    monkeypatch.delenv(logsink.SYSLOG_SOCKET_VARIABLE)
+    monkeypatch.setenv(logsink.JOURNAL_SOCKET_VARIABLE, "")
+    defaults = logsink.default_targets()
+    assert (defaults.journal, defaults.syslog) == (logsink.JOURNAL_SOCKET, logsink.SYSLOG_SOCKET)

@@ -503,7 +503,10 @@ def test_real_qemu_runs_as_libvirts_qemu_user(fakes: FakeEmulators) -> None:
     result = run_bounded([str(wrapper), "-device", "virtio-net-pci,help"], timeout=20)
     assert result.returncode == 0
     assert result.stderr == f"{pwd.getpwnam('libvirt-qemu').pw_uid}\n".encode()
-    assert result.stdout == read("7.2-virtio-net-pci-help.stdout")
+    # What the real binary itself says (its version's help, whichever QEMU this machine has).
+    direct = run_bounded([QEMU, "-device", "virtio-net-pci,help"], timeout=20)
+    assert direct.returncode == 0 and b"tx=" in direct.stdout
+    assert result.stdout == direct.stdout
 
 
 def test_data_dir_documents_reconstructed_files() -> None:
