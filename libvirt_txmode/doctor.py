@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
@@ -273,11 +272,10 @@ def check_live(state: _State) -> Check:
     if state.canary:
         if daemon is None:
             return Check("live", WARN, "no libvirt daemon running: no canary sent")
-        result = liveness.run_canary(state.uri)
+        # Also right after a reload (postinst, the role): it waits for the daemon and retries.
+        result = liveness.prove_after_reload(state.uri, state.layout.state_dir, wait=10.0)
         if result.state == liveness.LIVE:
-            kept = liveness.record_proof(state.layout.state_dir, daemon, time.time())
-            note = f" (proof not kept: {kept})" if kept else ""
-            return Check("live", OK, f"{result.detail}: {daemon.name} runs the hook{note}")
+            return Check("live", OK, f"{result.detail}: {daemon.name} runs the hook")
         if result.state == liveness.OFF:
             fix = (
                 f"fix: reload the daemon (systemctl reload {daemon.name}, or kill -HUP "
