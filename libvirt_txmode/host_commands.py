@@ -335,8 +335,9 @@ def main_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="libvirt-txmode",
         description="Host-side tools of libvirt-txmode.",
-        epilog="Exit status: 0 success, 1 doctor/audit/snapshot --check found a problem, "
-        "2 could not run.",
+        epilog="Exit status: 0 success, 1 audit/snapshot --check found a problem, "
+        "2 could not run. doctor follows the monitoring-plugin convention: 0 OK, 1 WARNING "
+        "(a check warns), 2 CRITICAL (a check fails: the gate is missing, broken or off).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
