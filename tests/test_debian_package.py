@@ -104,6 +104,15 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
     snapshot = json.loads(root.path(SNAPSHOT).read_text())
     assert snapshot["emulators"]["/usr/bin/qemu-system-x86_64"]["error"] is None
 
+    # One gate per host: a second install beside the package's hook is refused, naming it.
+    second = root.run("libvirt-txmode", "install-hook", "--no-snapshot", check=False)
+    assert second.returncode == 2
+    assert (
+        f"install refused: another libvirt-txmode hook is installed: {HOOK} (the Debian "
+        "package's, interpreter /usr/bin/python3); one gate per host"
+    ) in second.stderr
+    assert not root.path("/etc/libvirt/hooks/qemu").exists()
+
     # The default policy allows timer; the site forbids it by editing the conffile.
     root.path(POLICY).write_text(SITE_POLICY)
     code, err = start(root, "txmtest-deb-timer", "timer")
