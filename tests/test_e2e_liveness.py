@@ -148,3 +148,14 @@ def test_install_hook_reloads_proves_it_with_a_canary_and_a_second_run_changes_n
         "daemon not reloaded: nothing changed and a canary proved libvirtd (pid "
     )
     assert canaries() == []
+
+
+def test_quiet_snapshot_prints_nothing_when_all_is_well(tmp_path: Path) -> None:
+    env.require_libvirt()
+    env.daemon_up()
+    target = tmp_path / "snapshot.json"
+    quiet = cli("snapshot", "-q", "-o", str(target))
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert json.loads(target.read_text())["format"] == "libvirt-txmode-snapshot"
+    loud = cli("snapshot", "-o", str(target))
+    assert loud.stdout.startswith(f"wrote {target}: ")
