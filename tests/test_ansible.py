@@ -153,7 +153,8 @@ class ChangeCount(dict):  # type: ignore[type-arg]
 
 def task_results(report: dict[str, Any], name: str) -> dict[str, Any]:
     for task in report["tasks"]:
-        if task["name"] == name:
+        # A role's tasks are named "ROLE : NAME".
+        if task["name"] == name or task["name"].endswith(f" : {name}"):
             return dict(task["hosts"])
     raise AssertionError(f"no task {name!r} ran")
 
