@@ -1,7 +1,10 @@
-"""The running libvirt daemon, seen from outside: is it there, and make it re-read its hooks.
+"""The running libvirt daemon, seen from outside: is it there, since when, and make it re-read
+its hooks.
 
 libvirt looks for hooks when it starts and on reload (SIGHUP): systemctl where systemd runs the
 daemon, else the signal to the pid in its pidfile, once that pid is checked to be the daemon.
+Hosts run either the monolithic ``libvirtd`` or the modular daemons, where ``virtqemud`` is the
+one that runs the qemu hook; both keep ``/run/NAME.pid``.
 """
 
 from __future__ import annotations
@@ -11,9 +14,55 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Optional
 
+from .records import SLOTS
+
 DAEMONS = ("libvirtd", "virtqemud")
+
+
+@dataclass(frozen=True, **SLOTS)
+class Daemon:
+    """A running libvirt daemon that runs qemu hooks."""
+
+    name: str
+    pid: int
+    started: float  # seconds since the epoch
+
+
+def running_daemon(names: Sequence[str] = DAEMONS, proc: str = "/proc") -> Optional[Daemon]:
+    """The first of ``names`` that runs, with its start time; None when none does (or its start
+    time cannot be read)."""
+    for name in names:
+        pid = daemon_pid(name)
+        if pid is None:
+            continue
+        started = process_start_time(pid, proc)
+        if started is not None:
+            return Daemon(name, pid, started)
+    return None
+
+
+def process_start_time(pid: int, proc: str = "/proc") -> Optional[float]:
+    """When process ``pid`` started, in seconds since the epoch: field 22 of /proc/PID/stat
+    (clock ticks since boot) plus the boot time (``btime`` in /proc/stat)."""
+    try:
+        with open(f"{proc}/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            # The command name (field 2) may hold spaces and parentheses: fields after its ")".
+            fields = handle.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of the whole line
+        boot = None
+        with open(f"{proc}/stat", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("btime "):
+                    boot = int(line.split()[1])
+                    break
+    except (OSError, IndexError, ValueError):
+        return None
+    if boot is None:
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def reload_daemon() -> str:

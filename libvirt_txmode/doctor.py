@@ -1,9 +1,11 @@
 """``libvirt-txmode doctor``: is this host's installation healthy? One line per check.
 
 Each check is a small function of the layout returning a ``Check``; ``run_checks`` runs them in
-order. ``fail`` means the gate is broken or can be bypassed (exit 1); ``warn`` is worth knowing
-but the hook still decides correctly (a missing snapshot only costs speed); ``ok`` and ``info``
-need nothing. Read-only, except that the hook's self-test leaves its cached verdict behind.
+order. ``fail`` means the gate is broken, off or can be bypassed (CRITICAL, exit 2); ``warn`` is
+worth knowing but the hook still decides correctly (a missing snapshot only costs speed: WARNING,
+exit 1); ``ok`` and ``info`` need nothing (OK, exit 0) — the monitoring-plugin convention.
+Read-only, except that the hook's self-test leaves its cached verdict behind and a canary that
+proved the hook live leaves its proof (liveness.py).
 """
 
 from __future__ import annotations
@@ -15,19 +17,25 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
-from .daemon import running_daemons
+from .daemon import running_daemon
 from .install import (
     DROPIN_NAME,
+    SELFTEST_DOMAIN,
     InstallError,
     Layout,
+    describe_copy,
     hook_settings,
     inspect_interpreter,
+    installed_copies,
     interpreter_trust_problem,
     is_ours,
     self_test,
 )
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
+# Exit codes and names of the monitoring-plugin convention (Nagios, Icinga, Zabbix, Sensu).
+EXIT_CODES = {OK: 0, INFO: 0, WARN: 1, FAIL: 2}
+STATE_NAMES = {0: "OK", 1: "WARNING", 2: "CRITICAL"}
 
 
 @dataclass(frozen=True)
@@ -42,25 +50,20 @@ class _State:
     """What earlier checks found that later ones need (the hook's own settings)."""
 
     layout: Layout
+    canary: bool = False  # prove liveness with a canary domain
+    uri: str = "qemu:///system"
     hook: Optional[str] = None
+    copies: tuple[str, ...] = ()
     settings: Optional[dict[str, str]] = None
 
     def setting(self, name: str, default: str) -> str:
         return (self.settings or {}).get(name, default)
 
 
-def _installed_hook(layout: Layout) -> Optional[str]:
-    for path in (
-        os.path.join(layout.hooks_dir, "qemu"),
-        os.path.join(layout.hooks_dir, "qemu.d", DROPIN_NAME),
-    ):
-        if os.path.isfile(path) and is_ours(path):
-            return path
-    return None
-
-
 def check_hook(state: _State) -> Check:
-    hook = _installed_hook(state.layout)
+    copies = installed_copies(state.layout.hooks_dir)
+    state.copies = tuple(copies)
+    hook = copies[0] if copies else None
     if hook is None:
         return Check(
             "hook",
@@ -78,7 +81,21 @@ def check_hook(state: _State) -> Check:
     problem = path_trust_problem(hook)
     if problem is not None:
         return Check("hook", FAIL, f"{hook}: {problem}")
-    where = "qemu.d drop-in (a foreign qemu hook exists)" if "qemu.d" in hook else "main hook"
+    if len(copies) > 1:
+        return Check(
+            "hook",
+            FAIL,
+            f"{len(copies)} libvirt-txmode hooks installed: "
+            f"{', '.join(describe_copy(c) for c in copies)}; one gate per host (each start is "
+            "checked by every copy, with its own version and policy): remove all but one "
+            "('libvirt-txmode uninstall-hook' of the install that wrote it, or 'apt remove "
+            "libvirt-txmode' for the package's)",
+        )
+    where = "main hook"
+    if "qemu.d" in hook:
+        main_hook = os.path.join(state.layout.hooks_dir, "qemu")
+        foreign = os.path.lexists(main_hook) and not is_ours(main_hook)
+        where = "qemu.d drop-in" + (" (beside a foreign qemu hook)" if foreign else "")
     return Check("hook", OK, f"{hook}: ours, {where}, mode {mode:04o}, owned by root")
 
 
@@ -242,16 +259,49 @@ def check_logging(state: _State) -> Check:
 
 
 def check_daemon(state: _State) -> Check:
-    running = running_daemons()
-    if not running:
+    daemon = running_daemon()
+    if daemon is None:
         return Check("daemon", WARN, "no libvirtd/virtqemud running: nothing runs the hook now")
-    return Check("daemon", OK, f"{', '.join(running)} running")
+    return Check("daemon", OK, f"{daemon.name} running (pid {daemon.pid})")
+
+
+def check_live(state: _State) -> Check:
+    """Does the running daemon run the hook: by times, or proven by a canary (--canary)."""
+    from . import liveness  # noqa: PLC0415
+
+    daemon = running_daemon()
+    if state.canary:
+        if daemon is None:
+            return Check("live", WARN, "no libvirt daemon running: no canary sent")
+        # Also right after a reload (postinst, the role): it waits for the daemon and retries.
+        result = liveness.prove_after_reload(state.uri, state.layout.state_dir, wait=10.0)
+        if result.state == liveness.LIVE:
+            return Check("live", OK, f"{result.detail}: {daemon.name} runs the hook")
+        if result.state == liveness.OFF:
+            fix = (
+                f"fix: reload the daemon (systemctl reload {daemon.name}, or kill -HUP "
+                f"{daemon.pid}), then run 'libvirt-txmode doctor --canary' again"
+            )
+            return Check("live", FAIL, f"the gate is off: {result.detail}; {fix}")
+        return Check("live", FAIL, f"liveness not proven: {result.detail}")
+    if not state.copies:
+        return Check("live", INFO, "no hook installed, nothing to load")
+    if not state.layout.is_libvirts_own:
+        return Check(
+            "live", INFO, f"{state.layout.hooks_dir} is not libvirt's hooks directory: not checked"
+        )
+    if daemon is None:
+        return Check("live", INFO, "no libvirt daemon running: it loads the hook when it starts")
+    result = liveness.by_time(state.copies, daemon, state.layout.state_dir)
+    return Check("live", OK if result.state == liveness.LIVE else FAIL, result.detail)
 
 
 def check_decisions(state: _State) -> Check:
     from .logsink import recent_decisions  # noqa: PLC0415
 
-    recent = recent_decisions(3)
+    # Self-tests of earlier versions were logged as allowed starts: not decisions either.
+    selftest = f"'{SELFTEST_DOMAIN}'"
+    recent = [line for line in recent_decisions(20) if selftest not in line][-3:]
     if not recent:
         return Check("decisions", INFO, "no decision logged yet (or not readable here)")
     return Check("decisions", INFO, "last: " + " | ".join(line.strip() for line in recent))
@@ -266,13 +316,20 @@ CHECKS: tuple[Callable[[_State], Check], ...] = (
     check_cache,
     check_logging,
     check_daemon,
+    check_live,
     check_decisions,
 )
 
 
-def run_checks(layout: Layout, checks: Sequence[Callable[[_State], Check]] = CHECKS) -> list[Check]:
+def run_checks(
+    layout: Layout,
+    checks: Sequence[Callable[[_State], Check]] = CHECKS,
+    *,
+    canary: bool = False,
+    uri: str = "qemu:///system",
+) -> list[Check]:
     """``checks`` in order (later ones use what earlier ones found: hook before policy)."""
-    state = _State(layout)
+    state = _State(layout, canary=canary, uri=uri)
     results = []
     for check in checks:
         try:
@@ -283,13 +340,31 @@ def run_checks(layout: Layout, checks: Sequence[Callable[[_State], Check]] = CHE
     return results
 
 
+def exit_code(checks: list[Check]) -> int:
+    """0 OK, 1 WARNING (a warn, no fail), 2 CRITICAL (a fail)."""
+    return max((EXIT_CODES[c.status] for c in checks), default=0)
+
+
 def render_checks(checks: list[Check], fmt: str) -> str:
     from .text import printable  # noqa: PLC0415
 
     failed = sum(1 for c in checks if c.status == FAIL)
+    warnings = sum(1 for c in checks if c.status == WARN)
+    passed = len(checks) - failed - warnings
+    status = STATE_NAMES[exit_code(checks)]
     if fmt == "json":
-        document = {"checks": [asdict(c) for c in checks], "failed": failed, "ok": not failed}
+        document = {
+            "status": status,
+            "ok": passed,
+            "warnings": warnings,
+            "failed": failed,
+            "checks": [asdict(c) for c in checks],
+        }
         return json.dumps(document, indent=1) + "\n"
     lines = [f"{c.status:<4} {c.name}: {printable(c.detail)}" for c in checks]
-    lines.append(f"{failed} of {len(checks)} checks failed" if failed else "all checks passed")
+    plural = "" if warnings == 1 else "s"
+    counts = f"{failed} failed, {warnings} warning{plural}, {passed} ok of {len(checks)} checks"
+    lines.append(
+        f"{status}: {counts}" if failed or warnings else f"OK: all {len(checks)} checks passed"
+    )
     return "\n".join(lines) + "\n"

@@ -129,7 +129,7 @@ def _add_snapshot(sub: Any) -> None:
         "-q",
         "--quiet",
         action="store_true",
-        help="no progress on stderr (which emulator is probed)",
+        help="print nothing unless something is wrong (no progress, no summary)",
     )
     cmd.set_defaults(run=_cmd_snapshot)
 
@@ -177,11 +177,18 @@ def _add_uninstall_hook(sub: Any) -> None:
 def _add_doctor(sub: Any) -> None:
     cmd = sub.add_parser(
         "doctor",
-        help="check the installed hook, interpreter, policy, snapshot, cache and logging "
-        "(one line per check; exit 1 if one fails)",
+        help="check the installed hook, interpreter, policy, snapshot, cache, logging and that "
+        "the daemon runs the hook (one line per check; exit 0 OK, 1 WARNING, 2 CRITICAL)",
     )
     _add_directories(cmd)
     cmd.add_argument("-f", "--format", default="text", choices=["text", "json"])
+    cmd.add_argument(
+        "--canary",
+        action="store_true",
+        help="prove the daemon runs the hook: start a transient, paused, diskless domain the "
+        "hook refuses whatever the policy says (started: the gate is off; destroyed at once)",
+    )
+    _add_connect(cmd)
     cmd.set_defaults(run=_cmd_doctor)
 
 
@@ -394,8 +401,9 @@ def main_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="libvirt-txmode",
         description="Host-side tools of libvirt-txmode.",
-        epilog="Exit status: 0 success, 1 doctor/audit/snapshot --check found a problem, "
-        "2 could not run.",
+        epilog="Exit status: 0 success, 1 audit/snapshot --check found a problem, "
+        "2 could not run. doctor follows the monitoring-plugin convention: 0 OK, 1 WARNING "
+        "(a check warns), 2 CRITICAL (a check fails: the gate is missing, broken or off).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -443,7 +451,10 @@ def _cmd_snapshot(args: argparse.Namespace, out: IO[str]) -> int:
     progress = _progress(args.quiet)
     target = args.output or DEFAULT_SNAPSHOT
     text, summary = _take_snapshot(args.connect, _host_policy(args.policy), target, progress)
-    out.write(text if target == "-" else summary + "\n")
+    if target == "-":
+        out.write(text)
+    elif not args.quiet or "not probed:" in summary:  # -q: only when an emulator failed
+        out.write(summary + "\n")
     return EXIT_OK
 
 
@@ -516,6 +527,11 @@ def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
     layout = _layout(args)
 
     def snapshot(path: str) -> str:
+        if os.path.isfile(path):
+            from .doctor import snapshot_drift  # noqa: PLC0415
+
+            if snapshot_drift(path, uri=args.connect)[0] == []:
+                return f"kept snapshot {path}: it matches this host's emulators"
         try:
             policy = load_policy(layout.policy)
         except PolicyError as exc:
@@ -538,8 +554,38 @@ def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
         raise FatalError(f"install refused: {exc}") from None
     for line in outcome.messages:
         out.write(f"{line}\n")
-    _daemon_step(args, layout, out, reload_daemon)
+    if _manages_daemon(args, layout) and not args.dry_run:
+        _make_live(args, layout, outcome.changed, out)
+    else:
+        _daemon_step(args, layout, out, reload_daemon)
     return EXIT_OK
+
+
+def _make_live(args: argparse.Namespace, layout: Layout, changed: bool, out: IO[str]) -> None:
+    """Have the daemon load the hook (reload only when needed) and prove it with a canary:
+    FatalError (exit 2) when the hook is installed but not proven to run."""
+    from . import liveness  # noqa: PLC0415
+    from .daemon import reload_daemon, running_daemon  # noqa: PLC0415
+    from .install import installed_copies  # noqa: PLC0415
+
+    daemon = running_daemon()
+    if daemon is None:
+        out.write("no libvirt daemon running: it will read the hook when it starts\n")
+        return
+    copies = installed_copies(layout.hooks_dir)
+    if not changed and copies:
+        known = liveness.by_time(copies, daemon, layout.state_dir)
+        if known.state == liveness.LIVE:
+            out.write(f"daemon not reloaded: nothing changed and {known.detail}\n")
+            return
+    out.write(reload_daemon() + "\n")
+    result = liveness.prove_after_reload(args.connect, layout.state_dir)
+    if result.state != liveness.LIVE:
+        raise FatalError(
+            f"the hook is installed but the daemon is not proven to run it: {result.detail}; "
+            f"fix: reload or restart {daemon.name} and run 'libvirt-txmode doctor --canary'"
+        )
+    out.write(f"proven live: {result.detail}\n")
 
 
 def _daemon_step(
@@ -560,11 +606,13 @@ def _daemon_step(
 
 def _cmd_uninstall(args: argparse.Namespace, out: IO[str]) -> int:
     from .daemon import reload_daemon  # noqa: PLC0415
-    from .install import uninstall  # noqa: PLC0415
+    from .install import InstallError, uninstall  # noqa: PLC0415
 
     layout = _layout(args)
     try:
         outcome = uninstall(layout, dry_run=args.dry_run)
+    except InstallError as exc:
+        raise FatalError(f"uninstall refused: {exc}") from None
     except OSError as exc:
         raise FatalError(f"uninstall failed: {exc}") from None
     for line in outcome.messages:
@@ -575,11 +623,11 @@ def _cmd_uninstall(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace, out: IO[str]) -> int:
-    from .doctor import render_checks, run_checks  # noqa: PLC0415
+    from .doctor import exit_code, render_checks, run_checks  # noqa: PLC0415
 
-    checks = run_checks(_layout(args))
+    checks = run_checks(_layout(args), canary=args.canary, uri=args.connect)
     out.write(render_checks(checks, args.format))
-    return EXIT_FINDINGS if any(c.status == "fail" for c in checks) else EXIT_OK
+    return exit_code(checks)
 
 
 def _cmd_audit(args: argparse.Namespace, out: IO[str]) -> int:

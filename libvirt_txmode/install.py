@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 
 from . import files, paths
 from .cache import write_atomic
+from .gate import SELFTEST_NAMESPACE
 
 LOG = logging.getLogger(__name__)
 MARKER = "# libvirt-txmode: libvirt qemu hook"
@@ -42,14 +43,18 @@ DEFAULT_STATE_DIR = paths.STATE_DIR
 DEFAULT_CACHE_DIR = paths.CACHE_DIR
 UNIT_PATH = "/etc/systemd/system/libvirt-txmode-snapshot.service"
 MANIFEST_FORMAT = "libvirt-txmode-install"
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
+# Where the Debian package keeps its hook (its /etc/libvirt/hooks/qemu.d entry links there).
+PACKAGED_HOOK_DIR = "/usr/libexec/libvirt-txmode/"
 # The environment libvirt gives a hook (virCommandAddEnvPassCommon: LC_ALL=C and a short PATH).
 HOOK_ENV = {"LC_ALL": "C", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 SELFTEST_DOMAIN = "libvirt-txmode-selftest"
 # A domain without NICs: compliant under every valid policy, yet it goes through the whole hook
-# (policy, XML parser, engine, logging), which is what the self-test must prove.
+# (policy, XML parser, engine, logging), which is what the self-test must prove. Its marker has
+# the hook log it as DECISION=selftest, not as an allowed start.
 SELFTEST_XML = (
     f"<domain type='qemu'><name>{SELFTEST_DOMAIN}</name><memory unit='MiB'>64</memory>"
+    f"<metadata><txmode:selftest xmlns:txmode='{SELFTEST_NAMESPACE}'/></metadata>"
     "<os><type arch='x86_64'>hvm</type></os><devices/></domain>\n"
 )
 SELFTEST_TIMEOUT = 120.0
@@ -109,6 +114,7 @@ class Outcome:
     messages: list[str] = field(default_factory=list)
     hook_path: Optional[str] = None
     nothing: bool = False  # uninstall: no install of this hooks directory was found
+    changed: bool = False  # install: something was written (the daemon has something to learn)
 
     def say(self, message: str) -> None:
         self.messages.append(message)
@@ -173,6 +179,90 @@ def is_ours(path: str) -> bool:
             return MARKER in handle.read(4096)
     except OSError:
         return False
+
+
+def installed_copies(hooks_dir: str) -> list[str]:
+    """Every libvirt-txmode hook libvirt would run from ``hooks_dir``: ``qemu`` and any entry of
+    ``qemu.d`` (a packaged one is a symlink) that is ours."""
+    found = []
+    main_hook = os.path.join(hooks_dir, "qemu")
+    if os.path.isfile(main_hook) and is_ours(main_hook):
+        found.append(main_hook)
+    dropins = os.path.join(hooks_dir, "qemu.d")
+    with contextlib.suppress(OSError):
+        for name in sorted(os.listdir(dropins)):
+            path = os.path.join(dropins, name)
+            if not name.startswith(".") and os.path.isfile(path) and is_ours(path):
+                found.append(path)
+    return found
+
+
+def describe_copy(path: str) -> str:
+    """A hook copy as an operator tells them apart: whose it is, and its interpreter."""
+    python = hook_settings(path).get("PYTHON", "?")
+    if os.path.realpath(path).startswith(PACKAGED_HOOK_DIR):
+        return f"{path} (the Debian package's, interpreter {python})"
+    return f"{path} (interpreter {python})"
+
+
+def other_copies_problem(layout: Layout, target: str) -> Optional[str]:
+    """Why a second gate must not be installed beside one already there, with the fix."""
+    others = [p for p in installed_copies(layout.hooks_dir) if p != target]
+    if not others:
+        return None
+    first = others[0]
+    if os.path.realpath(first).startswith(PACKAGED_HOOK_DIR):
+        fix = (
+            "the package's hook already guards this host: use its /usr/bin/libvirt-txmode, or "
+            "'apt remove libvirt-txmode' before installing this one"
+        )
+    else:
+        python = hook_settings(first).get("PYTHON", "?")
+        fix = (
+            f"run '{os.path.join(os.path.dirname(python), 'libvirt-txmode')} uninstall-hook"
+            f" --hooks-dir {layout.hooks_dir}' (the install that wrote it) before installing "
+            "this one, or keep that one"
+        )
+    return (
+        f"another libvirt-txmode hook is installed: {describe_copy(first)}; one gate per host "
+        f"(two would check every start twice, with different versions and policies): {fix}"
+    )
+
+
+_DIRECTORY_FLAGS = {
+    "hooks_dir": "--hooks-dir",
+    "config_dir": "--config-dir",
+    "state_dir": "--state-dir",
+    "cache_dir": "--cache-dir",
+}
+
+
+def directory_problem(path: str) -> Optional[str]:
+    """Why install/uninstall must not write into, or read a manifest from, directory ``path``:
+    the one trust rule (files.path_trust_problem) on it, or on its nearest existing ancestor when
+    it does not exist yet (it is then created by us, root's, 0755)."""
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe) and probe != os.path.dirname(probe):
+        probe = os.path.dirname(probe)
+    return files.path_trust_problem(probe, allowed_uids=files.owners(), kind="directory")
+
+
+def layout_trust_problem(layout: Layout, extra: tuple[str, ...] = ()) -> Optional[str]:
+    """The first directory of ``layout`` (and ``extra``) that is not trusted, as a refusal naming
+    the path, the option that chose it and the fix."""
+    candidates = [(getattr(layout, name), flag) for name, flag in _DIRECTORY_FLAGS.items()]
+    candidates.insert(3, (layout.manifests, "--state-dir"))
+    candidates += [(path, "") for path in extra]
+    for path, flag in candidates:
+        problem = directory_problem(path)
+        if problem is not None:
+            where = f" (chosen by {flag})" if flag else ""
+            return (
+                f"refusing directory {path}{where}: {problem}; fix: make it and every directory "
+                f"above it root's and writable by nobody else (chown root:root, chmod go-w)"
+                f"{', or choose another ' + flag if flag else ''}"
+            )
+    return None
 
 
 def hook_target(layout: Layout) -> tuple[str, Optional[str]]:
@@ -327,7 +417,8 @@ def load_manifest(layout: Layout) -> dict[str, dict[str, str]]:
     return {}
 
 
-def _save_manifest(layout: Layout, files: dict[str, dict[str, str]]) -> None:
+def _save_manifest(layout: Layout, files: dict[str, dict[str, str]]) -> bool:
+    """Write the manifest unless it already says exactly this; whether it was written."""
     os.makedirs(layout.manifests, mode=0o755, exist_ok=True)
     document = {
         "format": MANIFEST_FORMAT,
@@ -336,9 +427,20 @@ def _save_manifest(layout: Layout, files: dict[str, dict[str, str]]) -> None:
         "uses": sorted(_uses(layout)),
         "files": files,
     }
-    write_atomic(layout.manifest, json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
+    data = json.dumps(document, indent=1, sort_keys=True).encode() + b"\n"
+    written = False
+    try:
+        with open(layout.manifest, "rb") as handle:
+            same = handle.read(len(data) + 1) == data
+    except OSError:
+        same = False
+    if not same:
+        write_atomic(layout.manifest, data)
+        written = True
     if os.path.lexists(layout.legacy_manifest) and load_manifest_legacy_is_ours(layout):
         os.unlink(layout.legacy_manifest)
+        written = True
+    return written
 
 
 def load_manifest_legacy_is_ours(layout: Layout) -> bool:
@@ -407,16 +509,16 @@ def install(
     """
     outcome = Outcome()
     python = python or sys.executable
-    if manage_daemon is None:
-        manage_daemon = layout.is_libvirts_own
+    manage_daemon = layout.is_libvirts_own if manage_daemon is None else manage_daemon
+    # Before anything is read from or written into them: a directory someone else can write
+    # would let them swap the root-run hook or forge the manifest uninstall trusts.
+    _refuse_if(layout_trust_problem(layout, (os.path.dirname(UNIT_PATH),) if manage_daemon else ()))
     files = load_manifest(layout)
-    interpreter: Optional[Interpreter] = None
-    if verify:
-        interpreter = inspect_interpreter(python)
-        problem = interpreter_trust_problem(interpreter)
-        if problem is not None:
-            raise InstallError(problem)
+    interpreter = inspect_interpreter(python) if verify else None
+    if interpreter is not None:
+        _refuse_if(interpreter_trust_problem(interpreter))
     target, moved = hook_target(layout)
+    _refuse_if(other_copies_problem(layout, target))
     if moved:
         outcome.say(moved)
     outcome.hook_path = target
@@ -438,9 +540,16 @@ def install(
         _install_snapshot(layout, take_snapshot, step)
     if dry_run:
         outcome.say(f"would record the install in {layout.manifest}")
-    else:
-        _save_manifest(layout, files)
+        return outcome
+    outcome.changed = _save_manifest(layout, files) or outcome.changed
+    if not outcome.changed:
+        outcome.say("nothing changed: every file is already as this install would write it")
     return outcome
+
+
+def _refuse_if(problem: Optional[str]) -> None:
+    if problem is not None:
+        raise InstallError(problem)
 
 
 @dataclass
@@ -456,7 +565,19 @@ class _Step:
         return "would install" if self.dry_run else "installed"
 
     def record(self, path: str, content: bytes, role: str) -> None:
-        self.files[path] = {"sha256": hashlib.sha256(content).hexdigest(), "role": role}
+        """What uninstall will insist on finding before it removes ``path``: a regular file of
+        ours, this size, this content."""
+        self.files[path] = {
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "role": role,
+            "type": "file",
+            "uid": str(os.geteuid()),
+            "size": str(len(content)),
+        }
+
+    def wrote(self) -> None:
+        if not self.dry_run:
+            self.outcome.changed = True
 
 
 def _install_policy(layout: Layout, step: _Step) -> bool:
@@ -469,6 +590,7 @@ def _install_policy(layout: Layout, step: _Step) -> bool:
         os.makedirs(layout.config_dir, mode=0o755, exist_ok=True)
         write_atomic(layout.policy, policy, mode=0o644)
         step.record(layout.policy, policy, "policy")
+        step.wrote()
     step.outcome.say(f"{step.verb} default policy {layout.policy}")
     return not step.dry_run
 
@@ -481,6 +603,7 @@ def _install_hook_file(target: str, content: bytes, python: str, verify: bool, s
     else:
         if not step.dry_run:
             _install_verified(target, content, verify)
+            step.wrote()
         step.outcome.say(f"{step.verb} hook {target} (interpreter {python})")
     step.record(target, content, "hook")
 
@@ -490,6 +613,7 @@ def _install_unit(python: str, step: _Step) -> None:
     if not step.dry_run:
         write_atomic(UNIT_PATH, unit, mode=0o644)
         step.record(UNIT_PATH, unit, "unit")
+        step.wrote()
         subprocess.run(["systemctl", "daemon-reload"], check=False)
         subprocess.run(["systemctl", "enable", os.path.basename(UNIT_PATH)], check=False)
     step.outcome.say(f"{step.verb} {UNIT_PATH} (refreshes the snapshot when the daemon starts)")
@@ -500,10 +624,13 @@ def _install_snapshot(layout: Layout, take_snapshot: Callable[[str], str], step:
         step.outcome.say(f"would take a capability snapshot to {layout.snapshot}")
         return
     existed = os.path.lexists(layout.snapshot)
+    before = _sha256(layout.snapshot)
     step.outcome.say(take_snapshot(layout.snapshot))
+    if _sha256(layout.snapshot) != before:
+        step.wrote()
     owned = layout.snapshot in step.files or not existed
     if owned and os.path.isfile(layout.snapshot):
-        step.files[layout.snapshot] = {"sha256": "", "role": "snapshot"}
+        step.files[layout.snapshot] = {"sha256": "", "role": "snapshot", "type": "file"}
 
 
 def _install_verified(target: str, content: bytes, verify: bool) -> None:
@@ -533,6 +660,9 @@ def _install_verified(target: str, content: bytes, verify: bool) -> None:
 
 def uninstall(layout: Layout, *, dry_run: bool = False) -> Outcome:  # noqa: C901, PLR0912 - the removal rules (manifest, shared files, daemon) are kept together so none is skipped
     outcome = Outcome()
+    problem = _manifest_trust_problem(layout)
+    if problem is not None:
+        raise InstallError(f"{problem}; nothing removed")
     files = load_manifest(layout)
     if not files and not os.path.lexists(layout.manifest):
         outcome.say(f"nothing to uninstall for {layout.hooks_dir} (no install manifest)")
@@ -549,7 +679,7 @@ def uninstall(layout: Layout, *, dry_run: bool = False) -> Outcome:  # noqa: C90
                 hooks_dir = _hand_over(used[path], path, entry)
             outcome.say(f"kept {path}: still used by the install in {hooks_dir}")
             continue
-        problem = _removal_problem(path, entry)
+        problem = _removal_problem(path, entry, _writable_paths(layout))
         if problem is not None:
             outcome.say(problem)
             continue
@@ -587,30 +717,89 @@ def uninstall(layout: Layout, *, dry_run: bool = False) -> Outcome:  # noqa: C90
     return outcome
 
 
-def _removal_problem(path: str, entry: dict[str, str]) -> Optional[str]:
-    """Why a manifest entry must stay, or None when it is still exactly what install wrote."""
+def _manifest_trust_problem(layout: Layout) -> Optional[str]:
+    """Why the manifests of ``layout`` must not be believed: their directories and the manifest
+    files themselves pass the one trust rule, or nothing is removed by them."""
+    for directory, flag in ((layout.state_dir, "--state-dir"), (layout.manifests, "--state-dir")):
+        if not os.path.lexists(directory):
+            return None
+        problem = files.path_trust_problem(directory, allowed_uids=files.owners(), kind="directory")
+        if problem is not None:
+            return (
+                f"refusing to read install manifests from {directory} (chosen by {flag}): "
+                f"{problem}; fix: make it root's and writable by nobody else (chown root:root, "
+                "chmod go-w), then check what it holds"
+            )
+    for manifest in (layout.manifest, layout.legacy_manifest):
+        if os.path.lexists(manifest):
+            problem = files.path_trust_problem(manifest, allowed_uids=files.owners(), kind="file")
+            if problem is not None:
+                return (
+                    f"refusing install manifest {manifest}: {problem}; fix: remove it if you did "
+                    "not write it, and remove the install's files yourself"
+                )
+    return None
+
+
+def _writable_paths(layout: Layout) -> dict[str, str]:
+    """The only files an install of ``layout`` writes, with their role: a manifest naming any
+    other path (forged, or edited) removes nothing there."""
+    hooks = (
+        os.path.join(layout.hooks_dir, "qemu"),
+        os.path.join(layout.hooks_dir, "qemu.d", DROPIN_NAME),
+    )
+    allowed = {path: "hook" for path in hooks}
+    allowed.update({layout.policy: "policy", layout.snapshot: "snapshot", UNIT_PATH: "unit"})
+    return allowed
+
+
+def _removal_problem(path: str, entry: dict[str, str], allowed: dict[str, str]) -> Optional[str]:
+    """Why a manifest entry must stay, or None when it is still exactly what install wrote:
+    one of the paths an install writes, a regular file in a trusted directory, with the owner,
+    size and content recorded."""
+    role = entry.get("role", "")
+    if allowed.get(path) != role:
+        return f"kept {path}: not a file install-hook writes for this hooks directory"
     try:
         info = os.lstat(path)
     except FileNotFoundError:
         return f"{path} already gone"
     except OSError as exc:
         return f"kept {path}: {exc.strerror}"
+    return _place_problem(path, info) or _record_problem(path, info, entry)
+
+
+def _place_problem(path: str, info: os.stat_result) -> Optional[str]:
+    """A regular file reached without a symlink, in a directory that passes the trust rule."""
     if not stat.S_ISREG(info.st_mode):
         return f"kept {path}: no longer a regular file (never removed through a symlink)"
     if os.path.realpath(path) != os.path.abspath(path):
         return f"kept {path}: reached through a symlinked directory"
     parent = os.path.dirname(os.path.abspath(path))
-    if files.node_problem(parent, os.lstat(parent), files.owners()) is not None:
-        # Only in directories we own: in another's, the name may no longer be ours to remove.
-        return f"kept {path}: its directory is not ours alone"
+    problem = files.path_trust_problem(parent, allowed_uids=files.owners(), kind="directory")
+    if problem is not None:
+        # Only in trusted directories: in another's, the name may no longer be ours to remove.
+        return f"kept {path}: its directory is not trusted ({problem})"
+    return None
+
+
+def _record_problem(path: str, info: os.stat_result, entry: dict[str, str]) -> Optional[str]:
+    """The owner, size and content the manifest recorded (a snapshot: its owner only)."""
     role = entry.get("role", "")
+    recorded = entry.get("uid", "")
+    owners = files.owners()
+    allowed = owners & {int(recorded)} if recorded.isdigit() else owners
+    problem = files.node_problem(path, info, allowed, kind="file")
+    if problem is not None:
+        # Not a file to repair but one to leave alone: the trust rule's fix does not apply.
+        found = problem.split("; fix: ", 1)[0]
+        return f"kept {path}: {found}: not as install-hook wrote it"
     if role == "snapshot":
-        return None  # rewritten by every refresh: ours by name, whatever its content
-    if _sha256(path) == entry.get("sha256"):
+        return None  # rewritten by every refresh: ours by its one path, whatever its content
+    same_size = str(info.st_size) == entry.get("size", str(info.st_size))
+    if same_size and _sha256(path) == entry.get("sha256"):
         return None
-    if role == "hook":
-        if is_ours(path):
-            return None  # an older or newer rendering of our own wrapper
+    if role == "hook" and not is_ours(path):
         return f"kept {path}: no longer ours"
     return f"kept {path}: changed since install (remove it yourself if you want)"
 
@@ -629,8 +818,13 @@ def empty_cache(cache_dir: str, *, dry_run: bool = False) -> list[str]:
     try:
         if files.node_problem(cache_dir, os.fstat(fd), files.owners()) is not None:
             return [f"kept probe cache {cache_dir}: not a directory only we can write"]
-        if os.path.realpath(cache_dir) != os.path.abspath(cache_dir):
-            return [f"kept probe cache {cache_dir}: reached through a symlinked directory"]
+        problem = (
+            "reached through a symlinked directory"
+            if os.path.realpath(cache_dir) != os.path.abspath(cache_dir)
+            else files.path_trust_problem(cache_dir, allowed_uids=files.owners(), kind="directory")
+        )
+        if problem is not None:
+            return [f"kept probe cache {cache_dir}: {problem}"]
         removed = _remove_ours(fd, CACHE_NAMES, dry_run=dry_run)
         # 0.3.0's sh-replayed decisions: one directory of ours.
         try:

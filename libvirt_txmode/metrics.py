@@ -75,18 +75,23 @@ def gauge(name: str, help_text: str, value: float, **labels: str) -> Metric:
 
 
 def hook_health(layout: Layout) -> HookHealth:
-    """doctor's verdicts on the hook, its interpreter and the policy it reads. "live" is the
-    hook in place and able to run; the one function to extend when doctor learns whether the
-    running daemon has loaded it."""
-    from .doctor import OK, check_hook, check_interpreter, check_policy, run_checks  # noqa: PLC0415
+    """doctor's verdicts on the hook, its interpreter, whether the running daemon has loaded it
+    (by times, or a canary's proof: never a canary of its own on every scrape) and the policy."""
+    from .doctor import (  # noqa: PLC0415
+        OK,
+        check_hook,
+        check_interpreter,
+        check_live,
+        check_policy,
+        run_checks,
+    )
 
-    status = {
-        c.name: c.status for c in run_checks(layout, (check_hook, check_interpreter, check_policy))
-    }
+    checks = (check_hook, check_interpreter, check_live, check_policy)
+    status = {c.name: c.status for c in run_checks(layout, checks)}
     installed = status.get("hook") == OK
     return HookHealth(
         installed=installed,
-        live=installed and status.get("interpreter") == OK,
+        live=installed and status.get("interpreter") == OK and status.get("live") == OK,
         policy_valid=status.get("policy") == OK,
     )
 

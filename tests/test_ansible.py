@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,9 +153,26 @@ class ChangeCount(dict):  # type: ignore[type-arg]
 
 def task_results(report: dict[str, Any], name: str) -> dict[str, Any]:
     for task in report["tasks"]:
-        if task["name"] == name:
+        # A role's tasks are named "ROLE : NAME".
+        if task["name"] == name or task["name"].endswith(f" : {name}"):
             return dict(task["hosts"])
     raise AssertionError(f"no task {name!r} ran")
+
+
+def unseen_daemon(root: DebianRoot) -> None:
+    """Restart the root's libvirtd while its hook is away, then put the hook back: the daemon
+    runs, the hook is installed, and the daemon does not know it."""
+    hook = root.path(HOOK)
+    target = os.readlink(hook)
+    hook.unlink()
+    root.stop_daemon("libvirtd")
+    root.path("/run/libvirtd.pid").unlink(missing_ok=True)
+    root.run("libvirtd", "-d")
+    for _ in range(240):
+        if root.virsh("version", check=False).returncode == 0:
+            break
+        time.sleep(0.5)
+    hook.symlink_to(target)
 
 
 def test_role_and_fleet_check_on_two_hosts(
@@ -197,6 +216,24 @@ def test_role_and_fleet_check_on_two_hosts(
     both = changed(ansible.play("site.yml", *fleet, *role_vars))
     assert both["localhost"] == 0 and both["deb12-root"] > 0
     assert chroot_host.run("test", "-x", HOOK).returncode == 0
+    canary_task = "Prove the daemon runs the hook (doctor --canary)"
+    proven = task_results(ansible.play("site.yml", *fleet, *role_vars), canary_task)
+    assert {host: r["status"] for host, r in proven.items()} == {
+        "localhost": "ok",
+        "deb12-root": "ok",
+    }
+
+    # A daemon that started without the hook and was never reloaded (the issue's silent gate):
+    # the role's canary task fails, and no canary domain is left behind.
+    unseen_daemon(chroot_host)
+    off = ansible.play("site.yml", *fleet, *role_vars, "--limit", "deb12-root", expect_rc=2)
+    result = task_results(off, canary_task)["deb12-root"]
+    assert result["status"] == "failed"
+    assert "the gate is off: canary domain libvirt-txmode-canary-" in result["stdout"]
+    assert chroot_host.virsh("list", "--all", "--name").stdout.split() == []
+    os.kill(chroot_host.daemon_pid("libvirtd") or 0, signal.SIGHUP)
+    again = ansible.play("site.yml", *fleet, *role_vars, "--limit", "deb12-root")
+    assert task_results(again, canary_task)["deb12-root"]["status"] == "ok"
 
     # Domains kept in git (checked on the controller) and defined on the root (audited there).
     domains = tmp_path / "domains"

@@ -5,14 +5,18 @@ One test walks the package's whole life on a fresh debootstrap root with its own
 build (mk-build-deps + dpkg-buildpackage, lintian without errors) -> `apt install ./….deb`
 (dependencies from Debian) -> a real `virsh start` refused and a compliant one started -> a QEMU
 reinstall fires the trigger -> `apt remove` (hook gone, edited policy kept, start allowed) ->
-`apt purge` (nothing left) -> an install while libvirtd is down still succeeds. One test, because each step needs the state the previous one left.
+`apt purge` (nothing left) -> an install while libvirtd is down still succeeds -> an install the
+daemon is not told of warns, with the command to run. Each install proves the hook live with a
+canary (postinst). One test, because each step needs the state the previous one left.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +90,21 @@ def start(root: DebianRoot, name: str, txmode: str) -> tuple[int, str]:
     return result.returncode, result.stderr
 
 
+def canaries(root: DebianRoot) -> list[str]:
+    names = root.virsh("list", "--all", "--name").stdout.split()
+    return [name for name in names if name.startswith("libvirt-txmode-canary-")]
+
+
+def start_libvirtd(root: DebianRoot) -> None:
+    root.path("/run/libvirtd.pid").unlink(missing_ok=True)
+    root.run("libvirtd", "-d")
+    for _ in range(240):
+        if root.virsh("version", check=False).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError("libvirtd in the Debian root did not answer within 120 s")
+
+
 def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -> None:
     root.assert_separate_from_host(daemon_pid())
     deb_inside = f"/tmp/{deb.name}"
@@ -95,6 +114,10 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
     installed = root.run("apt-get", "install", "-y", "--no-install-recommends", deb_inside)
     assert "python3-libvirt" in installed.stdout
     assert "sent SIGHUP to libvirtd" in installed.stdout
+    assert "libvirt-txmode: the hook is live (a canary domain was refused by it)" in (
+        installed.stdout
+    )
+    assert not canaries(root)
     assert "capability snapshot written" in installed.stdout
     assert root.path(HOOK).is_symlink() and root.run("test", "-x", HOOK).returncode == 0
     assert "PYTHON=/usr/bin/python3" in root.run("cat", HOOK).stdout
@@ -116,6 +139,15 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
             "systemd-analyze", "verify", "--man=no", "libvirt-txmode-metrics.timer", check=False
         )
         assert (verify.returncode, verify.stdout + verify.stderr) == (0, "")
+
+    # One gate per host: a second install beside the package's hook is refused, naming it.
+    second = root.run("libvirt-txmode", "install-hook", "--no-snapshot", check=False)
+    assert second.returncode == 2
+    assert (
+        f"install refused: another libvirt-txmode hook is installed: {HOOK} (the Debian "
+        "package's, interpreter /usr/bin/python3); one gate per host"
+    ) in second.stderr
+    assert not root.path("/etc/libvirt/hooks/qemu").exists()
 
     # The default policy allows timer; the site forbids it by editing the conffile.
     root.path(POLICY).write_text(SITE_POLICY)
@@ -178,5 +210,29 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
     offline = root.run("apt-get", "install", "-y", "--no-install-recommends", deb_inside)
     assert "no capability snapshot taken (libvirt not reachable)" in offline.stdout
     assert "SIGHUP" not in offline.stdout
+    assert (
+        "libvirt-txmode: no libvirt daemon running: it loads the hook when it starts; then "
+        "check with: libvirt-txmode doctor --canary"
+    ) in offline.stdout
     assert root.run("test", "-x", HOOK).returncode == 0
     assert not root.path(SNAPSHOT).exists()
+
+    # The issue's case: a daemon that runs, but was never told of the hook. The postinst warns
+    # with the command to run; doctor agrees until the daemon is reloaded.
+    root.run("apt-get", "purge", "-y", "libvirt-txmode")
+    start_libvirtd(root)  # virtlogd still runs
+    unloaded = root.run(
+        "env", "LIBVIRT_TXMODE_NO_RELOAD=1",
+        "apt-get", "install", "-y", "--no-install-recommends", deb_inside,
+    )  # fmt: skip
+    assert "libvirt-txmode: WARNING: the hook is NOT proven live: VMs may start unchecked." in (
+        unloaded.stderr
+    )
+    assert "fail live: the gate is off: canary domain libvirt-txmode-canary-" in unloaded.stderr
+    assert "then run: libvirt-txmode doctor --canary" in unloaded.stderr
+    assert not canaries(root)
+    assert root.run("libvirt-txmode", "doctor", check=False).returncode == 2
+    os.kill(root.daemon_pid("libvirtd") or 0, signal.SIGHUP)
+    proven = root.run("libvirt-txmode", "doctor", "--canary", check=False)
+    assert proven.returncode in (0, 1), proven.stdout
+    assert "ok   live: canary domain libvirt-txmode-canary-" in proven.stdout

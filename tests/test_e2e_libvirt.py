@@ -333,7 +333,7 @@ def test_removed_interpreter_refuses_with_one_line_and_reconnect_survives(
         env.restart_daemon()
         assert env.virsh("domstate", running).stdout.strip() == "running"
         doctor = cli("doctor", *env.install_args(tmp_path))
-        assert doctor.returncode == 1 and "fail interpreter:" in doctor.stdout
+        assert doctor.returncode == 2 and "fail interpreter:" in doctor.stdout  # CRITICAL
 
 
 # Last: it installs over the module's hook in /etc/libvirt/hooks and removes it.

@@ -13,6 +13,8 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -254,15 +256,28 @@ def test_interpreter_in_a_venv_owned_by_nobody_is_refused(tmp_path: Path) -> Non
 # --- idempotence, foreign hooks, scoped manifests ------------------------------------------------
 
 
+def identities(base: Path) -> dict[str, tuple[int, int]]:
+    """Inode and mtime of every file under base outside the cache: a rewrite changes one."""
+    return {
+        str(p): (p.lstat().st_ino, p.lstat().st_mtime_ns)
+        for p in sorted(base.rglob("*"))
+        if "cache" not in p.parts and (p.is_file() or p.is_symlink())
+    }
+
+
 def test_install_is_idempotent(tmp_path: Path) -> None:
     lay = layout(tmp_path)
-    install(lay, python=sys.executable)
-    before = tree(tmp_path)
+    first = install(lay, python=sys.executable)
+    assert first.changed
+    before, written = tree(tmp_path), identities(tmp_path)
     outcome = install(lay, python=sys.executable)
     assert tree(tmp_path) == before
+    assert identities(tmp_path) == written  # not even rewritten with the same bytes
+    assert not outcome.changed
     assert outcome.messages == [
         f"kept existing policy {lay.policy}",
         f"hook {tmp_path / 'hooks' / 'qemu'} already installed",
+        "nothing changed: every file is already as this install would write it",
     ]
 
 
@@ -428,7 +443,10 @@ def test_uninstall_removes_nothing_from_a_directory_others_can_write(tmp_path: P
     install(lay, python=sys.executable)
     Path(lay.config_dir).chmod(0o777)
     outcome = uninstall(lay)
-    assert f"kept {lay.policy}: its directory is not ours alone" in outcome.messages
+    assert any(
+        m.startswith(f"kept {lay.policy}: its directory is not trusted (") and "writable" in m
+        for m in outcome.messages
+    ), outcome.messages
     assert Path(lay.policy).exists()
 
 
@@ -490,3 +508,180 @@ def test_uninstall_removes_the_sh_replay_entries_and_their_directory(tmp_path: P
     (shell / ("b" * 64)).write_text("format=1\n")
     uninstall(lay)
     assert not shell.exists()
+
+
+# --- trust: nothing written where others can write, nothing removed that we did not write --------
+
+NOBODY = 65534
+
+
+def as_nobody(*argv: str) -> None:
+    """Run a command as nobody (setpriv, util-linux): what a local attacker can do."""
+    subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
+        check=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def root_only() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: directories owned by nobody are made with chown")
+
+
+def test_state_dir_owned_by_nobody_is_refused(tmp_path: Path, root_only: None) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, NOBODY, NOBODY)
+    result = run_cli("install-hook", "--no-snapshot", *cli_args(tmp_path))
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.startswith(
+        f"libvirt-txmode: error: install refused: refusing directory {state} (chosen by --state-dir): "
+    )
+    assert "uid 65534" in result.stderr and "chown root:root" in result.stderr
+    assert not (tmp_path / "hooks").exists() and not (tmp_path / "etc").exists()
+
+
+def test_hooks_dir_symlinked_to_a_nobody_directory_is_refused(
+    tmp_path: Path, root_only: None
+) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY, NOBODY)
+    (tmp_path / "hooks").symlink_to(theirs)
+    with pytest.raises(InstallError) as refused:
+        install(layout(tmp_path), python=sys.executable)
+    message = str(refused.value)
+    assert message.startswith(f"refusing directory {tmp_path / 'hooks'} (chosen by --hooks-dir): ")
+    assert "or choose another --hooks-dir" in message
+    assert os.listdir(theirs) == []
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A root-owned 0755 directory nobody can reach (pytest's tmp_path is in a 0700 one)."""
+    base = Path(tempfile.mkdtemp(prefix="txmtest-", dir="/var/tmp"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base)
+
+
+def test_forged_manifest_in_a_state_dir_nobody_took_over_removes_nothing(
+    reachable: Path, root_only: None
+) -> None:
+    """The attack: nobody owns the state directory, moves root's installs/ aside and writes a
+    manifest naming a root-only file as the snapshot. uninstall must refuse to read it."""
+    tmp_path = reachable
+    lay = layout(tmp_path)
+    install(lay, python=sys.executable)
+    precious = tmp_path / "precious"
+    precious.write_text("root's data")
+    precious.chmod(0o600)
+    os.chown(lay.state_dir, NOBODY, NOBODY)
+    forged = {
+        "format": "libvirt-txmode-install",
+        "version": 3,
+        "hooks_dir": lay.hooks_dir,
+        "files": {str(precious): {"sha256": "", "role": "snapshot"}},
+    }
+    as_nobody("mv", lay.manifests, lay.state_dir + "/moved-aside")
+    as_nobody("mkdir", lay.manifests)
+    as_nobody("sh", "-c", 'printf %s "$1" > "$2"', "sh", json.dumps(forged), lay.manifest)
+    result = run_cli("uninstall-hook", *cli_args(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"libvirt-txmode: error: uninstall refused: refusing to read install manifests from "
+        f"{lay.state_dir} (chosen by --state-dir): "
+    )
+    assert result.stderr.rstrip().endswith("nothing removed")
+    assert precious.read_text() == "root's data"
+    assert (tmp_path / "hooks" / "qemu").exists()
+
+
+def test_edited_manifest_removes_nothing_it_did_not_write(tmp_path: Path) -> None:
+    """A root-owned manifest edited to name other files, with their true hash, owner and size:
+    only the paths an install writes are ever removed, and only as recorded."""
+    lay = layout(tmp_path)
+    install(lay, python=sys.executable)
+    precious = tmp_path / "hooks" / "precious"
+    precious.write_text("keep me")
+    policy_copy = tmp_path / "etc" / "policy-backup.yaml"
+    shutil.copy(lay.policy, policy_copy)
+    document = json.loads(Path(lay.manifest).read_text())
+    entry = document["files"][lay.policy]
+    document["files"][str(policy_copy)] = dict(entry)  # true content, owner, size: not its path
+    document["files"][str(precious)] = {**entry, "role": "hook"}
+    hook = str(tmp_path / "hooks" / "qemu")
+    document["files"][hook]["sha256"] = "0" * 64  # the hook no longer as recorded
+    Path(lay.manifest).write_text(json.dumps(document))
+    outcome = uninstall(lay)
+    assert precious.read_text() == "keep me" and policy_copy.exists()
+    assert f"kept {precious}: not a file install-hook writes for this hooks directory" in (
+        outcome.messages
+    )
+    assert f"kept {policy_copy}: not a file install-hook writes for this hooks directory" in (
+        outcome.messages
+    )
+    assert f"kept {hook}: changed since install (remove it yourself if you want)" in (
+        outcome.messages
+    )
+    assert f"removed {lay.policy}" in outcome.messages  # still exactly what install wrote
+
+
+def test_manifest_records_type_owner_size_and_hash(tmp_path: Path) -> None:
+    lay = layout(tmp_path)
+    install(lay, python=sys.executable)
+    entry = json.loads(Path(lay.manifest).read_text())["files"][lay.policy]
+    data = Path(lay.policy).read_bytes()
+    import hashlib
+
+    assert entry == {
+        "role": "policy",
+        "type": "file",
+        "uid": str(os.geteuid()),
+        "size": str(len(data)),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    # Another owner since (a chown by someone who could): not what install wrote.
+    if os.geteuid() == 0:
+        os.chown(lay.policy, NOBODY, NOBODY)
+        outcome = uninstall(lay)
+        assert (
+            f"kept {lay.policy}: file {lay.policy} is owned by uid {NOBODY}, not root: not as "
+            "install-hook wrote it"
+        ) in outcome.messages
+
+
+# --- one gate per hooks directory ----------------------------------------------------------------
+
+
+def test_second_install_beside_another_copy_is_refused_naming_it(tmp_path: Path) -> None:
+    """A venv's install where another interpreter's hook is already in qemu.d (the Debian
+    package's place): refused with the first named, nothing written."""
+    venv = fake_venv(tmp_path)
+    first = layout(tmp_path)
+    install(first, python=sys.executable)
+    hooks = tmp_path / "hooks"
+    (hooks / "qemu.d").mkdir()
+    os.rename(hooks / "qemu", hooks / "qemu.d" / DROPIN_NAME)
+    before = tree(tmp_path)
+    result = run_cli("install-hook", "--no-snapshot", "--python", str(venv / "bin" / "python3"),
+                     *cli_args(tmp_path))  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "libvirt-txmode: error: install refused: another libvirt-txmode hook is installed: "
+        f"{hooks / 'qemu.d' / DROPIN_NAME} (interpreter {sys.executable}); one gate per host"
+    )
+    assert f"{Path(sys.executable).parent / 'libvirt-txmode'} uninstall-hook" in result.stderr
+    assert tree(tmp_path) == before
+
+
+def test_second_install_hook_command_says_nothing_changed(tmp_path: Path) -> None:
+    args = ["install-hook", "--no-snapshot", *cli_args(tmp_path)]
+    assert run_cli(*args).returncode == 0
+    again = run_cli(*args)
+    assert (again.returncode, again.stderr) == (0, "")
+    assert "nothing changed: every file is already as this install would write it" in (
+        again.stdout.splitlines()
+    )

@@ -201,7 +201,8 @@ def test_installed_hook_counts_every_outcome_also_from_its_verdict_cache(tmp_pat
     assert decisions(out) == counts
     samples = parse(out)
     assert samples["libvirt_txmode_hook_installed"] == {(): 1.0}
-    assert samples["libvirt_txmode_hook_live"] == {(): 1.0}
+    # Not libvirt's hooks directory: no daemon runs this hook, so it is not live.
+    assert samples["libvirt_txmode_hook_live"] == {(): 0.0}
     assert samples["libvirt_txmode_policy_valid"] == {(): 0.0}  # the broken policy above
     assert samples["libvirt_txmode_build_info"] == {(("version", __version__),): 1.0}
     assert all(v == 1.0 for v in samples["libvirt_txmode_collector_success"].values())
