@@ -5,13 +5,14 @@
 #    source ~/.local/share/bash_completion/libvirt-txmode
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_libvirt_txmode_subparsers=(snapshot install-hook uninstall-hook doctor audit probe explain check-policy policy-schema completion)
+_shtab_libvirt_txmode_subparsers=(snapshot install-hook uninstall-hook doctor audit fleet-report probe explain check-policy policy-schema completion)
 
 _shtab_libvirt_txmode_snapshot_option_strings=(-h --help -c --connect -o --output -p --policy --check -q --quiet)
 _shtab_libvirt_txmode_install_hook_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir --python --no-snapshot --dry-run --reload --no-reload -c --connect)
 _shtab_libvirt_txmode_uninstall_hook_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir --dry-run --reload --no-reload)
 _shtab_libvirt_txmode_doctor_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir -f --format)
 _shtab_libvirt_txmode_audit_option_strings=(-h --help -c --connect -p --policy --snapshot -d --domain -f --format -o --output --strict --no-color --cache-dir --no-cache)
+_shtab_libvirt_txmode_fleet_report_option_strings=(-h --help --hosts --domains-report --snapshots-dir --policy -o --output-dir)
 _shtab_libvirt_txmode_probe_option_strings=(-h --help -d --device -m --method -p --policy -t --timeout)
 _shtab_libvirt_txmode_explain_option_strings=(-h --help)
 _shtab_libvirt_txmode_check_policy_option_strings=(-h --help)
@@ -42,6 +43,12 @@ _shtab_libvirt_txmode_audit___snapshot_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_audit__o_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_audit___output_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_audit___cache_dir_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_fleet_report___hosts_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_fleet_report___domains_report_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_fleet_report___snapshots_dir_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_fleet_report___policy_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_fleet_report__o_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_fleet_report___output_dir_COMPGEN=_shtab_compgen_dirs
 _shtab_libvirt_txmode_probe_pos_0_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_probe__p_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_probe___policy_COMPGEN=_shtab_compgen_files
@@ -56,7 +63,7 @@ _shtab_libvirt_txmode_probe___method_choices=(auto help qmp)
 _shtab_libvirt_txmode_explain_pos_0_choices=(txmode-unsupported txmode-not-allowed txmode-required txmode-ineffective txmode-unknown-support txmode-invalid passthrough-unverifiable start-will-fail xml-invalid)
 _shtab_libvirt_txmode_completion_pos_0_choices=(bash zsh)
 _shtab_libvirt_txmode_completion_pos_1_choices=(libvirt-txmode validate-domain)
-_shtab_libvirt_txmode_pos_0_choices=(snapshot install-hook uninstall-hook doctor audit probe explain check-policy policy-schema completion)
+_shtab_libvirt_txmode_pos_0_choices=(snapshot install-hook uninstall-hook doctor audit fleet-report probe explain check-policy policy-schema completion)
 
 _shtab_libvirt_txmode_snapshot__h_nargs=0
 _shtab_libvirt_txmode_snapshot___help_nargs=0
@@ -81,6 +88,8 @@ _shtab_libvirt_txmode_audit___help_nargs=0
 _shtab_libvirt_txmode_audit___strict_nargs=0
 _shtab_libvirt_txmode_audit___no_color_nargs=0
 _shtab_libvirt_txmode_audit___no_cache_nargs=0
+_shtab_libvirt_txmode_fleet_report__h_nargs=0
+_shtab_libvirt_txmode_fleet_report___help_nargs=0
 _shtab_libvirt_txmode_probe__h_nargs=0
 _shtab_libvirt_txmode_probe___help_nargs=0
 _shtab_libvirt_txmode_explain__h_nargs=0

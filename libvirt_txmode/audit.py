@@ -14,7 +14,9 @@ One read-only libvirt connection suffices: ``virDomainGetXMLDesc`` needs write a
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Optional
@@ -74,6 +76,17 @@ def fetch_domains(conn: Any, names: list[str]) -> list[DomainXML]:
         raise AuditError(f"libvirt: {exc}") from None
 
 
+def with_host_and_time(document: str, host: str, started: float) -> str:
+    """validate-domain's JSON plus what an audit report needs to stand alone: which host, when.
+    Every finding names the host too (the text format leaves it out: one host, said once)."""
+    data = json.loads(document)
+    data["host"] = host
+    for finding in data["findings"]:
+        finding["host"] = host
+    data["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+
+
 def open_read_only(uri: str) -> Any:
     from .libvirt_host import ConnectError, connect  # noqa: PLC0415
 
@@ -111,6 +124,7 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     from .policy import DEFAULT_POLICY_PATH, PolicyError, load_policy  # noqa: PLC0415
     from .report import choose_format, render  # noqa: PLC0415
 
+    started = time.time()
     try:
         policy = load_policy(args.policy or DEFAULT_POLICY_PATH)
     except PolicyError as exc:
@@ -161,11 +175,16 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     )
     fmt = choose_format(args.format, environ)
     color = not args.no_color and "NO_COLOR" not in environ and out.isatty()
+
+    def rendered(chosen: str, colored: bool) -> str:
+        text = render(chosen, report, color=colored)
+        return with_host_and_time(text, caps.name, started) if chosen == "json" else text
+
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(render(fmt, report, color=False))
+            handle.write(rendered(fmt, False))
         out.write(render("text", report, color=color))
     else:
-        out.write(render(fmt, report, color=color and fmt == "text"))
+        out.write(rendered(fmt, color and fmt == "text"))
     failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
     return EXIT_FINDINGS if failing else EXIT_OK
