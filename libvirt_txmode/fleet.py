@@ -32,7 +32,9 @@ CHECKED = "checked"
 UNREACHABLE = "unreachable"
 NOT_INSTALLED = "not-installed"
 NO_SNAPSHOT = "no-snapshot"
-HOST_STATES = (CHECKED, UNREACHABLE, NOT_INSTALLED, NO_SNAPSHOT)
+FAILED = "failed"  # the play failed on the host before it could say which of the above
+HOST_STATES = (CHECKED, UNREACHABLE, NOT_INSTALLED, NO_SNAPSHOT, FAILED)
+FAILED_DETAIL = "the play failed on this host before it reported (see ansible-playbook's output)"
 
 # A cell's verdict: the worst finding of that domain on that host.
 OK, WARNING, ERROR, NOT_CHECKED = "ok", "warning", "error", "not-checked"
@@ -70,9 +72,13 @@ class FleetInput:
 
 
 def parse_hosts(data: Any) -> tuple[HostInput, ...]:
-    """The per-host list the playbook passes on stdin: ``{"hosts": [{"name": ..., ...}]}``."""
+    """The per-host list the playbook passes on stdin: ``{"hosts": [{"name": ..., ...}],
+    "missing": [NAME, ...]}``, ``missing`` naming the hosts that recorded no result."""
     if not isinstance(data, dict) or not isinstance(data.get("hosts"), list):
         raise FleetInputError('expected a JSON object with a "hosts" list')
+    missing = data.get("missing", [])
+    if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
+        raise FleetInputError('"missing" must be a list of host names')
     hosts = []
     seen = set()
     for entry in data["hosts"]:
@@ -97,6 +103,10 @@ def parse_hosts(data: Any) -> tuple[HostInput, ...]:
                 audit_stderr=str(entry.get("audit_stderr") or ""),
             )
         )
+    for name in missing:
+        if name not in seen:
+            seen.add(name)
+            hosts.append(HostInput(name=name, status=FAILED, detail=FAILED_DETAIL))
     return tuple(hosts)
 
 
@@ -311,8 +321,12 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     lines.append(
         f"{summary['hosts']} hosts ({len(summary['checked'])} checked"
         + (f"; not checked: {', '.join(summary['unchecked'])}" if summary["unchecked"] else "")
-        + f"), {summary['domains']} repository domains: {summary['errors']} errors, "
-        f"{summary['warnings']} warnings"
+        + (
+            f"), {summary['domains']} repository domains: {summary['errors']} errors, "
+            f"{summary['warnings']} warnings"
+            if report["domains_checked"]
+            else "), repository domains not checked: no host's snapshot"
+        )
     )
     return lines
 

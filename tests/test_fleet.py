@@ -247,29 +247,32 @@ document.body.appendChild(out);
 </script>"""
 
 
-def chromium() -> str:
+def browser_view(page: Path, work: Path) -> dict[str, Any]:
+    """``page`` as chromium renders it: the matrix's header texts and each row's cells."""
     found = shutil.which("chromium")
     if found is None:
         skip_unless_ci("needs Debian's chromium (scripts/apt-deps chromium)")
-    return str(found)
-
-
-def test_fleet_html_in_a_real_browser(tmp_path: Path) -> None:
-    browser = chromium()
-    report = fleet([finding("old", "txmode-not-allowed")], THREE)
-    page = tmp_path / "fleet.html"
-    # The probe is added to a copy: the report itself carries no script.
-    assert "<script" not in to_html(report)
-    page.write_text(to_html(report).replace("</body>", PROBE + "</body>"))
+    # The probe goes into a copy: the report itself carries no script.
+    copy = work / f"probe-{page.name}"
+    copy.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
     result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1200",
-         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        [str(found), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1200",
+         f"--user-data-dir={work / 'chromium-profile'}", "--dump-dom", copy.as_uri()],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     probe = lxml_html.fromstring(result.stdout).get_element_by_id("probe")
-    seen = json.loads(probe.text_content())
+    seen: dict[str, Any] = json.loads(probe.text_content())
     assert seen["title"] == "libvirt-txmode fleet report"
+    return seen
+
+
+def test_fleet_html_in_a_real_browser(tmp_path: Path) -> None:
+    report = fleet([finding("old", "txmode-not-allowed")], THREE)
+    page = tmp_path / "fleet.html"
+    page.write_text(to_html(report))
+    assert "<script" not in page.read_text()
+    seen = browser_view(page, tmp_path)
     rows = seen["rows"]
     assert [row[0]["text"] for row in rows] == ["deb12-a", "deb12-b", "gone"]
     column = seen["head"].index("old")
