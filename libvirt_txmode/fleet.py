@@ -69,6 +69,9 @@ class FleetInput:
     domain_names: Mapping[str, str] = field(default_factory=dict)
     policy_path: Optional[str] = None
     policy_sha256: Optional[str] = None
+    # The hosts whose snapshots validate-domain got, in --caps order: it names a host by the
+    # snapshot's own host name (the file's when two share one), and lists them in that order.
+    caps_hosts: tuple[str, ...] = ()
 
 
 def parse_hosts(data: Any) -> tuple[HostInput, ...]:
@@ -108,6 +111,14 @@ def parse_hosts(data: Any) -> tuple[HostInput, ...]:
             seen.add(name)
             hosts.append(HostInput(name=name, status=FAILED, detail=FAILED_DETAIL))
     return tuple(hosts)
+
+
+def parse_caps(data: Any) -> tuple[str, ...]:
+    """The ``caps`` list of the same document: the hosts given to validate-domain, in order."""
+    caps = data.get("caps", []) if isinstance(data, dict) else []
+    if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+        raise FleetInputError('"caps" must be a list of host names')
+    return tuple(caps)
 
 
 def _utc(moment: datetime.datetime) -> str:
@@ -205,6 +216,18 @@ def _group(pairs: Sequence[tuple[Mapping[str, Any], str]]) -> list[dict[str, Any
     return result
 
 
+def _inventory_names(validated: Any, caps_hosts: Sequence[str]) -> dict[str, str]:
+    """validate-domain's host names -> the playbook's, by position (both in --caps order)."""
+    names = [str(h) for h in validated] if isinstance(validated, list) else []
+    if not caps_hosts:
+        return {name: name for name in names}
+    if len(names) != len(caps_hosts):
+        raise FleetInputError(
+            f"validate-domain checked {len(names)} hosts, but {len(caps_hosts)} were passed as caps"
+        )
+    return dict(zip(names, caps_hosts))
+
+
 def _hostless(finding: Mapping[str, Any], host: str) -> dict[str, Any]:
     """A host's finding worded for every host it applies to: validate-domain names the host in
     the message ("... on HOST does not have"), which would make one finding per host."""
@@ -243,14 +266,17 @@ def build(data: FleetInput, now: datetime.datetime) -> dict[str, Any]:
     repo_pairs: list[tuple[Mapping[str, Any], str]] = []
     if data.domains is not None:
         files = [f for f in data.domains.get("files", []) if isinstance(f, str)]
-        checked_by_validate = [h for h in data.domains.get("hosts", []) if h in checked]
+        inventory = _inventory_names(data.domains.get("hosts", []), data.caps_hosts)
+        checked_by_validate = [h for h in inventory.values() if h in checked]
         names: dict[str, str] = dict(data.domain_names)
         for finding in data.domains.get("findings", []):
             if isinstance(finding, dict):
-                names.setdefault(str(finding.get("file")), str(finding.get("domain")))
+                if finding.get("domain") != "-":  # "-": a file that is no domain
+                    names.setdefault(str(finding.get("file")), str(finding.get("domain")))
                 owner = finding.get("host")
                 if owner:
-                    repo_pairs.append((_hostless(finding, str(owner)), str(owner)))
+                    named = inventory.get(str(owner), str(owner))
+                    repo_pairs.append((_hostless(finding, str(owner)), named))
                 else:
                     repo_pairs.extend((finding, h) for h in checked_by_validate)
         domains = [{"file": f, "name": names.get(f)} for f in files]

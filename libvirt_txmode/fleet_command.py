@@ -19,7 +19,15 @@ from typing import IO, Any, Optional
 
 from . import files
 from .exits import FatalError
-from .fleet import CHECKED, FleetInput, FleetInputError, build, parse_hosts, summary_lines
+from .fleet import (
+    CHECKED,
+    FleetInput,
+    FleetInputError,
+    build,
+    parse_caps,
+    parse_hosts,
+    summary_lines,
+)
 from .fleet_render import to_html, to_junit
 
 log = logging.getLogger(__name__)
@@ -90,8 +98,10 @@ def _policy_hash(path: Optional[str]) -> Optional[str]:
 
 
 def run(args: argparse.Namespace, out: IO[str]) -> int:
+    collected = _json(args.hosts, MAX_INPUT_BYTES, "host results")
     try:
-        hosts = parse_hosts(_json(args.hosts, MAX_INPUT_BYTES, "host results"))
+        hosts = parse_hosts(collected)
+        caps_hosts = parse_caps(collected)
     except FleetInputError as exc:
         raise FatalError(f"{args.hosts}: {exc}") from None
     hosts = tuple(
@@ -105,16 +115,20 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
         domains = _json(args.domains_report, MAX_INPUT_BYTES, "validate-domain report")
         if not isinstance(domains, dict) or not isinstance(domains.get("findings"), list):
             raise FatalError(f"{args.domains_report}: not a validate-domain JSON report")
-    report = build(
-        FleetInput(
-            hosts=hosts,
-            domains=domains,
-            domain_names=_domain_names(domains),
-            policy_path=args.policy or None,
-            policy_sha256=_policy_hash(args.policy),
-        ),
-        now=datetime.datetime.now(datetime.timezone.utc),
-    )
+    try:
+        report = build(
+            FleetInput(
+                hosts=hosts,
+                domains=domains,
+                domain_names=_domain_names(domains),
+                policy_path=args.policy or None,
+                policy_sha256=_policy_hash(args.policy),
+                caps_hosts=caps_hosts,
+            ),
+            now=datetime.datetime.now(datetime.timezone.utc),
+        )
+    except FleetInputError as exc:
+        raise FatalError(f"{args.domains_report}: {exc}") from None
     os.makedirs(args.output_dir, exist_ok=True)
     document = json.dumps(report, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
     files.write_atomic(os.path.join(args.output_dir, REPORT_JSON), document.encode())

@@ -54,10 +54,17 @@ def audit(*findings: dict[str, Any]) -> str:
     return json.dumps({"findings": list(findings), "time": "2026-12-03T11:59:00Z", "host": "x"})
 
 
-def fleet(domains_findings: list[dict[str, Any]], hosts: tuple[HostInput, ...]) -> dict[str, Any]:
+def fleet(
+    domains_findings: list[dict[str, Any]],
+    hosts: tuple[HostInput, ...],
+    validated: list[str] | None = None,
+) -> dict[str, Any]:
+    """The report of ``hosts``; ``validated``: how validate-domain named the checked hosts (by
+    their snapshots' host names; default: as the inventory does)."""
+    checked = tuple(h.name for h in hosts if h.status == "checked")
     report = {
         "files": ["domains/web.xml", "domains/old.xml"],
-        "hosts": [h.name for h in hosts if h.status == "checked"],
+        "hosts": validated if validated is not None else list(checked),
         "findings": domains_findings,
     }
     return build(
@@ -67,6 +74,7 @@ def fleet(domains_findings: list[dict[str, Any]], hosts: tuple[HostInput, ...]) 
             domain_names={"domains/web.xml": "web", "domains/old.xml": "old"},
             policy_path="site-policy.yaml",
             policy_sha256="ab" * 32,
+            caps_hosts=checked,
         ),
         NOW,
     )
@@ -102,6 +110,22 @@ def test_a_host_specific_finding_groups_across_hosts_without_naming_one() -> Non
     report = fleet([on_a], THREE)
     assert report["matrix"]["deb12-a"]["domains/old.xml"]["verdict"] == "error"
     assert report["matrix"]["deb12-b"]["domains/old.xml"]["verdict"] == "ok"
+
+
+def test_hosts_are_named_as_the_inventory_names_them_whatever_the_snapshots_say() -> None:
+    # Two hosts whose snapshots carry one host name: validate-domain tells them apart by file
+    # name; with distinct names it uses the snapshots' own (here the machines' hostnames).
+    for validated in (["deb12-a", "deb12-b"], ["hv1.example.org", "hv2.example.org"]):
+        second = validated[1]
+        on_b = finding("old", "txmode-unsupported", host=second, suffix=f" on {second}")
+        report = fleet([finding("web", "txmode-required"), on_b], THREE, validated)
+        by_code = {f["code"]: f for f in report["findings"]}
+        assert by_code["txmode-required"]["hosts"] == ["deb12-a", "deb12-b"]
+        assert by_code["txmode-unsupported"]["hosts"] == ["deb12-b"]
+        assert report["matrix"]["deb12-b"]["domains/old.xml"]["verdict"] == "error"
+        assert report["matrix"]["deb12-a"]["domains/old.xml"]["verdict"] == "ok"
+    with pytest.raises(ValueError, match="validate-domain checked 1 hosts, but 2"):
+        fleet([], THREE, ["hv1"])
 
 
 def test_matrix_hosts_and_audits() -> None:
