@@ -96,13 +96,17 @@ def parse_hosts(data: Any) -> tuple[HostInput, ...]:
             raise FleetInputError(f"host {entry['name']!r} is listed twice")
         seen.add(entry["name"])
         rc = entry.get("audit_rc")
+        audit = entry.get("audit")
+        if isinstance(audit, dict):
+            # ansible-core before 2.19 turns a templated string that reads as a dict into one.
+            audit = json.dumps(audit)
         hosts.append(
             HostInput(
                 name=entry["name"],
                 status=status,
                 detail=str(entry.get("detail") or ""),
-                audit=entry.get("audit") if isinstance(entry.get("audit"), str) else None,
-                audit_rc=rc if isinstance(rc, int) else None,
+                audit=audit if isinstance(audit, str) else None,
+                audit_rc=int(str(rc)) if isinstance(rc, int) or str(rc).isdigit() else None,
                 audit_stderr=str(entry.get("audit_stderr") or ""),
             )
         )

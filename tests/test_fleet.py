@@ -163,6 +163,18 @@ def test_an_audit_without_a_report_fails_its_host_with_the_reason() -> None:
     )
 
 
+def test_parse_hosts_takes_audits_as_both_ansible_versions_pass_them() -> None:
+    # ansible-core 2.14 hands the audit's JSON stdout over as an object, and its rc as text.
+    document = json.loads(audit(finding("legacy", "txmode-not-allowed")))
+    for value, rc in ((document, "1"), (json.dumps(document), 1)):
+        (host,) = parse_hosts(
+            {"hosts": [{"name": "a", "status": "checked", "audit": value, "audit_rc": rc}]}
+        )
+        report = fleet([], (host,))
+        assert report["hosts"][0]["audit"]["errors"] == 1 and report["hosts"][0]["failed"]
+        assert report["hosts"][0]["audit"]["exit_code"] == 1
+
+
 def test_parse_hosts_refuses_what_the_playbook_never_writes() -> None:
     with pytest.raises(ValueError, match="status 'maybe'"):
         parse_hosts({"hosts": [{"name": "a", "status": "maybe"}]})
