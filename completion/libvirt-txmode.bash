@@ -5,7 +5,7 @@
 #    source ~/.local/share/bash_completion/libvirt-txmode
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_libvirt_txmode_subparsers=(snapshot install-hook uninstall-hook doctor audit fleet-report probe explain check-policy policy-schema completion)
+_shtab_libvirt_txmode_subparsers=(snapshot install-hook uninstall-hook doctor audit fleet-report probe explain check-policy policy-test policy-schema completion)
 
 _shtab_libvirt_txmode_snapshot_option_strings=(-h --help -c --connect -o --output -p --policy --check -q --quiet)
 _shtab_libvirt_txmode_install_hook_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir --python --no-snapshot --dry-run --reload --no-reload -c --connect)
@@ -15,7 +15,8 @@ _shtab_libvirt_txmode_audit_option_strings=(-h --help -c --connect -p --policy -
 _shtab_libvirt_txmode_fleet_report_option_strings=(-h --help --hosts --domains-report --snapshots-dir --policy -o --output-dir)
 _shtab_libvirt_txmode_probe_option_strings=(-h --help -d --device -m --method -p --policy -t --timeout)
 _shtab_libvirt_txmode_explain_option_strings=(-h --help)
-_shtab_libvirt_txmode_check_policy_option_strings=(-h --help)
+_shtab_libvirt_txmode_check_policy_option_strings=(-h --help -f --format)
+_shtab_libvirt_txmode_policy_test_option_strings=(-h --help -p --policy --caps --today)
 _shtab_libvirt_txmode_policy_schema_option_strings=(-h --help)
 _shtab_libvirt_txmode_completion_option_strings=(-h --help)
 _shtab_libvirt_txmode_option_strings=(-h --help --version -v --verbose)
@@ -53,6 +54,10 @@ _shtab_libvirt_txmode_probe_pos_0_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_probe__p_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_probe___policy_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_check_policy_pos_0_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_policy_test_pos_0_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_policy_test__p_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_policy_test___policy_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_policy_test___caps_COMPGEN=_shtab_compgen_files
 
 _shtab_libvirt_txmode_doctor__f_choices=(text json)
 _shtab_libvirt_txmode_doctor___format_choices=(text json)
@@ -60,10 +65,12 @@ _shtab_libvirt_txmode_audit__f_choices=(auto codeclimate github json junit sarif
 _shtab_libvirt_txmode_audit___format_choices=(auto codeclimate github json junit sarif text)
 _shtab_libvirt_txmode_probe__m_choices=(auto help qmp)
 _shtab_libvirt_txmode_probe___method_choices=(auto help qmp)
-_shtab_libvirt_txmode_explain_pos_0_choices=(txmode-unsupported txmode-not-allowed txmode-required txmode-ineffective txmode-unknown-support txmode-invalid passthrough-unverifiable start-will-fail xml-invalid)
+_shtab_libvirt_txmode_explain_pos_0_choices=(txmode-unsupported txmode-not-allowed txmode-required txmode-ineffective txmode-unknown-support txmode-invalid passthrough-unverifiable start-will-fail exception-expired xml-invalid)
+_shtab_libvirt_txmode_check_policy__f_choices=(text json)
+_shtab_libvirt_txmode_check_policy___format_choices=(text json)
 _shtab_libvirt_txmode_completion_pos_0_choices=(bash zsh)
 _shtab_libvirt_txmode_completion_pos_1_choices=(libvirt-txmode validate-domain)
-_shtab_libvirt_txmode_pos_0_choices=(snapshot install-hook uninstall-hook doctor audit fleet-report probe explain check-policy policy-schema completion)
+_shtab_libvirt_txmode_pos_0_choices=(snapshot install-hook uninstall-hook doctor audit fleet-report probe explain check-policy policy-test policy-schema completion)
 
 _shtab_libvirt_txmode_snapshot__h_nargs=0
 _shtab_libvirt_txmode_snapshot___help_nargs=0
@@ -97,6 +104,8 @@ _shtab_libvirt_txmode_explain___help_nargs=0
 _shtab_libvirt_txmode_check_policy_pos_0_nargs=+
 _shtab_libvirt_txmode_check_policy__h_nargs=0
 _shtab_libvirt_txmode_check_policy___help_nargs=0
+_shtab_libvirt_txmode_policy_test__h_nargs=0
+_shtab_libvirt_txmode_policy_test___help_nargs=0
 _shtab_libvirt_txmode_policy_schema__h_nargs=0
 _shtab_libvirt_txmode_policy_schema___help_nargs=0
 _shtab_libvirt_txmode_completion__h_nargs=0

@@ -7,7 +7,7 @@
 
 
 
-_shtab_validate_domain_option_strings=(-h --help -p --policy --caps --all-hosts --any-host -f --format -o --output --exclude --strict -q --quiet --no-color --cache-dir --no-cache -j --jobs -v --verbose --version)
+_shtab_validate_domain_option_strings=(-h --help -p --policy --caps --all-hosts --any-host -f --format -o --output --exclude --generate-exceptions --no-ignore-file --strict -q --quiet --no-color --cache-dir --no-cache -j --jobs -v --verbose --version)
 
 _shtab_validate_domain_pos_0_COMPGEN=_shtab_compgen_files
 _shtab_validate_domain__p_COMPGEN=_shtab_compgen_files
@@ -25,6 +25,8 @@ _shtab_validate_domain__h_nargs=0
 _shtab_validate_domain___help_nargs=0
 _shtab_validate_domain___all_hosts_nargs=0
 _shtab_validate_domain___any_host_nargs=0
+_shtab_validate_domain___generate_exceptions_nargs=0
+_shtab_validate_domain___no_ignore_file_nargs=0
 _shtab_validate_domain___strict_nargs=0
 _shtab_validate_domain__q_nargs=0
 _shtab_validate_domain___quiet_nargs=0

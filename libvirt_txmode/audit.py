@@ -118,11 +118,12 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     from .cache import ProbeCache  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
     from .domain import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415
+    from .exceptions import apply as apply_exceptions  # noqa: PLC0415
     from .findings import XML_INVALID, Finding, Level, Report, summarize  # noqa: PLC0415
     from .local import local_capabilities  # noqa: PLC0415
     from .paths import default_cache_dir  # noqa: PLC0415
     from .policy import DEFAULT_POLICY_PATH, PolicyError, load_policy  # noqa: PLC0415
-    from .report import choose_format, render  # noqa: PLC0415
+    from .report import RunInfo, choose_format, render  # noqa: PLC0415
 
     started = time.time()
     try:
@@ -155,8 +156,9 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     caps = local_capabilities(
         domains, policy, cache, snapshot=snapshot, snapshot_identities=identities
     )
+    today = time.strftime("%Y-%m-%d")  # the day policy exceptions are judged on
     for domain in domains:
-        found.extend(check_domain(domain, policy, [caps]))
+        found.extend(apply_exceptions(check_domain(domain, policy, [caps]), policy, today))
     labels = tuple(d.label for d in documents)
     order = {label: i for i, label in enumerate(labels)}
     found.sort(key=lambda f: (order.get(f.file, 0), f.line, f.code))
@@ -175,15 +177,16 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     )
     fmt = choose_format(args.format, environ)
     color = not args.no_color and "NO_COLOR" not in environ and out.isatty()
+    run = RunInfo(suppressed=sum(1 for f in found if f.suppression is not None))
 
     def rendered(chosen: str, colored: bool) -> str:
-        text = render(chosen, report, color=colored)
+        text = render(chosen, report, color=colored, run=run)
         return with_host_and_time(text, caps.name, started) if chosen == "json" else text
 
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(rendered(fmt, False))
-        out.write(render("text", report, color=color))
+        out.write(render("text", report, color=color, run=run))
     else:
         out.write(rendered(fmt, color and fmt == "text"))
     failing = report.summary.errors + (report.summary.warnings if args.strict else 0)

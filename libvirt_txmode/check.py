@@ -114,6 +114,14 @@ def _check_nic(
         settings = policy.settings_for(domain, as_formatted)
         line = _route_line(plan, nic)
         subject = _Subject(domain, nic, settings, policy.on_unknown, plan.txmode, line)
+        if plan.refused is not None:
+            # The domain never starts: say why, not which tx a device that never runs would get.
+            refused = replace(subject, txmode=nic.txmode, line=nic.line)
+            label = host.name if len(hosts) > 1 else None
+            yield from refused.findings(
+                codes.START_WILL_FAIL, f"the domain will not start: {plan.refused}", label
+            )
+            continue
         yield from _dropped(subject, nic, plan, settings)
         if plan.txmode is None:
             yield from _required(subject, nic, plan, settings)

@@ -122,9 +122,22 @@ def validate_parser() -> argparse.ArgumentParser:
         "directory; repeatable); .libvirt-txmode-ignore files are read too",
     )
     parser.add_argument(
+        "--generate-exceptions",
+        action="store_true",
+        help="instead of the report, write (to stdout, or to -o FILE) the policy exceptions "
+        "that would silence today's findings, each with 'reason: TODO' for check-policy to flag",
+    )
+    parser.add_argument(
+        "--no-ignore-file",
+        action="store_true",
+        help="read no .libvirt-txmode-ignore file (only --exclude thins out folder walks); "
+        "files named on the command line are checked whatever an ignore file says",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
-        help="warnings count as failures for the exit code (and so does checking no file)",
+        help="warnings count as failures for the exit code (and so does checking no file, "
+        "which also fails whenever CI is set)",
     )
     parser.add_argument(
         "-q",

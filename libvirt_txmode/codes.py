@@ -26,6 +26,7 @@ INVALID = "txmode-invalid"
 XML_INVALID = "xml-invalid"
 PASSTHROUGH_UNVERIFIABLE = "passthrough-unverifiable"
 START_WILL_FAIL = "start-will-fail"
+EXCEPTION_EXPIRED = "exception-expired"
 
 
 class LevelRule(str, enum.Enum):
@@ -98,11 +99,26 @@ class FindingCode:
         return _NOTES[self.level_rule]
 
     def sections(self) -> tuple[tuple[str, str], ...]:
-        return (
+        found = (
             ("What it means", self.meaning),
             ("Why it matters", self.why),
             ("How to fix it", self.fix),
         )
+        if self.code in NEVER_SILENCED:
+            return found
+        return (*found, ("Accepting it for a while", _EXCEPTION_NOTE.format(code=self.code)))
+
+
+# What no policy exception silences: a file that is not a domain, and an exception that ran out.
+NEVER_SILENCED = frozenset((XML_INVALID, EXCEPTION_EXPIRED))
+_EXCEPTION_NOTE = (
+    "When it cannot be fixed yet, an entry in the policy's 'exceptions' silences it on purpose: "
+    "match: {{domain: NAME, mac: MAC, code: {code}}}, a reason (required) and expires: YYYY-MM-DD "
+    "(the last day it applies; after it the finding is back, with exception-expired). A silenced "
+    "finding is not counted but still reported (validate-domain -v, JSON, SARIF suppressions, the "
+    "hook's log). 'validate-domain --generate-exceptions' writes such entries for today's "
+    "findings, with reason TODO for check-policy to flag."
+)
 
 
 _REGISTERED = (
@@ -308,8 +324,11 @@ _REGISTERED = (
             "Something the domain asks for cannot work, so the start fails before any guest "
             "runs, and the tx the tool would otherwise check never reaches a device: for "
             "example '-set device.net0.tx=...' where libvirt passes the NIC to QEMU as JSON "
-            "(QEMU exits with 'there is no device \"net0\" defined'), or a -set that comes "
-            "before the -device it names."
+            "(QEMU exits with 'there is no device \"net0\" defined'), a -set that comes "
+            "before the -device it names, an <address type='virtio-mmio'/> on an x86 pc or q35 "
+            "machine (no virtio-mmio bus), a vhostuser NIC without a virtio model on a libvirt "
+            "that refuses it (model-less: before 11.1.0), or a tx left on a device that has "
+            "no tx property (an override that makes a NIC with a txmode an e1000)."
         ),
         why=(
             "Nothing unsafe starts, but the domain does not start either; the finding says why "
@@ -321,6 +340,34 @@ _REGISTERED = (
             "-device it edits."
         ),
         example="<driver name='qemu' txmode='iothread'/>",
+    ),
+    FindingCode(
+        code=EXCEPTION_EXPIRED,
+        title="a policy exception that would silence this finding has expired",
+        level_rule=LevelRule.ALWAYS_WARNING,
+        meaning=(
+            "An entry of the policy's 'exceptions' matches a finding of this NIC, but its "
+            "'expires' date has passed: it no longer applies, so the finding it used to silence "
+            "is reported again beside this one, at its own level (under action 'enforce' a "
+            "violation is an error again, and the hook refuses the start)."
+        ),
+        why=(
+            "An exception is a promise to fix something by a date. When the date passes, the "
+            "tool says so at the NIC it was granted for, instead of silencing it for ever or "
+            "refusing the start with no hint that an exception was meant to cover it."
+        ),
+        fix=(
+            "Fix the NIC (the finding reported with this one says how), or, if the exception "
+            "still has to hold, give it a new 'expires' date and say why in its 'reason'. "
+            "Remove exceptions that match nothing any more."
+        ),
+        example=(
+            "# policy.yaml\n"
+            "exceptions:\n"
+            "  - match: {domain: legacy-01, code: txmode-not-allowed}\n"
+            "    reason: vendor appliance needs timer until its 2027 upgrade (TICKET-123)\n"
+            "    expires: 2027-03-31"
+        ),
     ),
     FindingCode(
         code=XML_INVALID,

@@ -169,6 +169,23 @@ def node_problem(
     return None
 
 
+def problem_fix(problem: str) -> Optional[str]:
+    """The command that cures a problem ``node_problem`` worded (for a message that says what to
+    do), or None when there is no one command (not a regular file, unreadable)."""
+    for marker, command in (
+        (" is owned by uid ", "chown root"),
+        (" is writable by group or others ", "chmod go-w"),
+        (" is readable by group or others ", "chmod go-rwx"),
+    ):
+        head, found, _ = problem.partition(marker)
+        if found and " " in head:
+            what, path = head.split(" ", 1)
+            # chown follows a link: -h changes the link itself.
+            fixed = command.replace("chown ", "chown -h ") if what == "symlink" else command
+            return f"{fixed} {path}"
+    return None
+
+
 def open_regular(path: str, *, follow_symlinks: bool = False) -> int:
     """A read-only descriptor of ``path``, which must be a regular file; OSError otherwise.
 

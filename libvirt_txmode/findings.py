@@ -44,12 +44,13 @@ __all__ = [
 def summarize(
     files: int, domains: int, nics: int, found: tuple[Finding, ...] | list[Finding]
 ) -> Summary:
+    # A finding a policy exception silenced counts as neither.
     return Summary(
         files=files,
         domains=domains,
         nics=nics,
-        errors=sum(1 for f in found if f.level is Level.ERROR),
-        warnings=sum(1 for f in found if f.level is Level.WARNING),
+        errors=sum(1 for f in found if f.level is Level.ERROR and f.suppression is None),
+        warnings=sum(1 for f in found if f.level is Level.WARNING and f.suppression is None),
     )
 
 

@@ -155,6 +155,14 @@ def _check(request: Request) -> tuple[Decision, Optional[dict[str, str]]]:
         needed=needed,
     )
     findings = check_domain(domain, policy, [caps])
+    if policy.exceptions:
+        import time  # noqa: PLC0415
+
+        from .exceptions import apply  # noqa: PLC0415
+
+        findings = apply(findings, policy, time.strftime("%Y-%m-%d"))
+        if any(f.suppression is not None and f.suppression.expires for f in findings):
+            dependencies = None  # replayed after its last day, the exception would still hold
     if any(f.code == UNKNOWN_SUPPORT for f in findings):
         dependencies = None  # a failed probe may succeed next time: never remember it
     return _decide(domain.name, findings, policy.source), dependencies
@@ -233,8 +241,10 @@ def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
 def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> Decision:
     from .findings import Level, describe  # noqa: PLC0415
 
+    silenced = [f for f in findings if f.suppression is not None]
+    findings = [f for f in findings if f.suppression is None]
     errors = [f for f in findings if f.level is Level.ERROR]
-    logged: list[LogRecord] = []
+    logged: list[LogRecord] = [_excepted(finding) for finding in silenced]
     for finding in findings:
         level = "denied" if finding.level is Level.ERROR else "warning"
         priority = syslog.LOG_ERR if finding.level is Level.ERROR else syslog.LOG_WARNING
@@ -255,6 +265,18 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> De
     allowed = f"allowed domain '{domain_name}'{note}"
     logged.append(LogRecord(syslog.LOG_INFO, allowed, _fields(domain_name, "allowed")))
     return Decision(0, (), tuple(logged))
+
+
+def _excepted(finding: Finding) -> LogRecord:
+    """A finding a policy exception silenced: logged with the exception and its reason, so that
+    what the gate let through on purpose stays visible."""
+    from .exceptions import describe as exception  # noqa: PLC0415
+    from .findings import describe  # noqa: PLC0415
+
+    assert finding.suppression is not None  # noqa: S101 - only silenced findings come here
+    message = f"excepted: {describe(finding)} (silenced by {exception(finding.suppression)})"
+    fields = _fields(finding.domain, "excepted", finding)
+    return LogRecord(syslog.LOG_NOTICE, message, fields)
 
 
 def _refusal(domain_name: str, reason: str) -> Decision:

@@ -5,8 +5,11 @@
 - ``--exclude GLOB`` and ``.libvirt-txmode-ignore`` files use .gitignore syntax: ``#`` comments,
   ``!`` to re-include, a trailing ``/`` for folders only, a ``/`` inside anchors the pattern to the
   ignore file's folder (for ``--exclude``: the current directory), ``*``, ``?``, ``[...]`` and
-  ``**``. The ignore file of the current directory applies to every path; one inside a walked
-  folder to what is below it. Named files are filtered too, so pre-commit's file lists honour them.
+  ``**`` (a whole segment only; elsewhere it is ``*``). The ignore file of the current directory
+  applies to every walk; one inside a walked folder to what is below it. A path named on the
+  command line is filtered by ``--exclude`` only: an ignore file never stops a named file from
+  being checked (``--no-ignore-file`` reads none at all). Matching is linear in the path's
+  length (globmatch.py).
 - A walk only reads regular files inside the tree: a FIFO, socket or device is skipped (opening a
   FIFO would block for ever), and so is a symlink whose target lies outside the folder given.
   A file named on the command line is read as named (``<(cmd)`` is a pipe on purpose).
@@ -15,12 +18,12 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from . import logs
+from .globmatch import Glob, compile_glob
 from .records import SLOTS
 
 IGNORE_FILE = ".libvirt-txmode-ignore"
@@ -45,46 +48,9 @@ class Input:
 
 @dataclass(frozen=True, **SLOTS)
 class _Pattern:
-    regex: re.Pattern[str]
+    glob: Glob
     negated: bool
     dir_only: bool
-
-
-def _glob_regex(glob: str) -> str:
-    """A .gitignore glob (without its leading ``!``/``/`` and trailing ``/``) as a regex body."""
-    out: list[str] = []
-    i = 0
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = glob.find("]", i + 2)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = glob[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
-                i = end
-        elif c == "\\" and i + 1 < len(glob):
-            i += 1
-            out.append(re.escape(glob[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 def compile_pattern(line: str) -> Optional[_Pattern]:
@@ -102,9 +68,7 @@ def compile_pattern(line: str) -> Optional[_Pattern]:
     if not text:
         return None
     anchored = "/" in text
-    text = text.lstrip("/")
-    prefix = "" if anchored else "(?:.*/)?"
-    return _Pattern(re.compile(f"^{prefix}{_glob_regex(text)}$", re.S), negated, dir_only)
+    return _Pattern(compile_glob(text.lstrip("/"), anchored=anchored), negated, dir_only)
 
 
 @dataclass(**SLOTS)
@@ -144,7 +108,7 @@ class Ignore:
         for pattern in self.patterns:
             if pattern.dir_only and not is_dir:
                 continue
-            if pattern.regex.match(relative):
+            if pattern.glob.matches(relative):
                 result = not pattern.negated
         return result
 
@@ -170,11 +134,19 @@ class Selection:
 
 
 class Collector:
-    def __init__(self, excludes: Sequence[str], cwd: str) -> None:
+    """``ignore_files``: read ``.libvirt-txmode-ignore`` files at all (``--no-ignore-file``
+    turns them off). They only ever thin out a walk: a path named on the command line is
+    filtered by ``--exclude`` alone, so an ignore file added to a repository cannot stop a file
+    the pipeline names from being checked."""
+
+    def __init__(self, excludes: Sequence[str], cwd: str, *, ignore_files: bool = True) -> None:
         self.cwd = os.path.abspath(cwd)
-        found = [Ignore.from_file(self.cwd), Ignore.from_lines(self.cwd, excludes)]
+        self.ignore_files = ignore_files
+        excluded = Ignore.from_lines(self.cwd, excludes)
+        top_file = Ignore.from_file(self.cwd) if ignore_files else None
         # Only ignores that say something: a walk without any costs no pattern matching.
-        self.top: list[Ignore] = [i for i in found if i is not None and i.patterns]
+        self.top: list[Ignore] = [i for i in (top_file, excluded) if i is not None and i.patterns]
+        self.named: list[Ignore] = [excluded] if excluded.patterns else []
         self.selection = Selection()
         self._rules_cache: dict[str, list[Ignore]] = {}
 
@@ -187,14 +159,17 @@ class Collector:
             rules = list(self.top)
         else:
             rules = list(self._rules_for(os.path.dirname(directory)))
-            local = Ignore.from_file(directory)
+            local = Ignore.from_file(directory) if self.ignore_files else None
             if local is not None and local.patterns:
                 rules.append(local)
         self._rules_cache[directory] = rules
         return rules
 
     def _excluded_path(self, path: str, is_dir: bool) -> bool:
-        """A path named on the command line: excluded itself, or below an excluded folder."""
+        """A path named on the command line: excluded by --exclude, itself or as below an
+        excluded folder (ignore files have no say over it)."""
+        if not self.named:
+            return False
         absolute = os.path.abspath(path)
         chain: list[str] = []
         current = absolute
@@ -202,11 +177,10 @@ class Collector:
             chain.append(current)
             current = os.path.dirname(current)
         if not chain:
-            return _ignored(self.top, absolute, is_dir)
+            return _ignored(self.named, absolute, is_dir)
         for depth, ancestor in enumerate(reversed(chain)):
             last = depth == len(chain) - 1
-            rules = self._rules_for(os.path.dirname(ancestor))
-            if _ignored(rules, ancestor, is_dir if last else True):
+            if _ignored(self.named, ancestor, is_dir if last else True):
                 return True
         return False
 
@@ -241,7 +215,7 @@ class Collector:
         return self._walk_dir(top, os.path.realpath(top), list(rules))
 
     def _walk_dir(self, directory: str, root_real: str, rules: list[Ignore]) -> Iterator[Input]:  # noqa: C901 - the skip rules of a folder walk (hidden, excluded, not regular, link out of the tree) read best in order
-        local = Ignore.from_file(directory)
+        local = Ignore.from_file(directory) if self.ignore_files else None
         if local is not None and local.patterns:
             rules = [*rules, local]
         absolute_dir = os.path.abspath(directory)
@@ -291,8 +265,10 @@ def _walk_problem(entry: os.DirEntry[str], root_real: str) -> Optional[str]:
     return None
 
 
-def collect(paths: Sequence[str], excludes: Sequence[str], cwd: str) -> Selection:
-    collector = Collector(excludes, cwd)
+def collect(
+    paths: Sequence[str], excludes: Sequence[str], cwd: str, *, ignore_files: bool = True
+) -> Selection:
+    collector = Collector(excludes, cwd, ignore_files=ignore_files)
     for path in paths:
         collector.add(path)
     return collector.selection

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from lxml import etree
 
 from . import __version__, libvirt_qemucaps, paths
-from .model import Guest, HostCapabilities, Support
+from .model import Guest, HostCapabilities, Support, libvirt_version_text
 from .policy import Policy
 from .qemu import ProbeError, ProbeResult, identify, probe_emulator, trust_problem
 from .snapshot import Snapshot, SnapshotError
@@ -180,15 +180,16 @@ def take_snapshot(
             vhost_net=os.path.exists(VHOST_NET_DEVICE),
             ancestry=ancestry,
             device_json=json_devices,
+            libvirt_version=library_version,
         ),
         identities=identities,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         tool=__version__,
         libvirt={
             "uri": uri,
-            "library_version": _version(library_version),
+            "library_version": libvirt_version_text(library_version),
             "hypervisor": conn.getType(),
-            "hypervisor_version": _version(conn.getVersion()),
+            "hypervisor_version": libvirt_version_text(conn.getVersion()),
         },
         domain_capabilities=_domain_capabilities(conn, guests),
     )
@@ -200,11 +201,6 @@ def _hostname(conn: Any) -> str:
         return str(conn.getHostname())
     except Exception:
         return socket.gethostname()
-
-
-def _version(number: int) -> str:
-    """libvirt encodes versions as major * 1,000,000 + minor * 1,000 + micro."""
-    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
 
 
 class ConnectError(Exception):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -88,6 +89,20 @@ def device_json(
     (``virConnectGetLibVersion``), when known, must be the version that wrote the file."""
     caps = read_caps(emulator, directory=directory, libvirt_version=libvirt_version)
     return caps.device_json if caps is not None else None
+
+
+def installed_libvirt_version(
+    emulators: Iterable[str], *, directory: str = LIBVIRT_CAPS_DIR
+) -> Optional[int]:
+    """The version of the libvirt that last validated its file for one of ``emulators``
+    (``<selfvers>``): libvirt rewrites the file when its own version changes, and checks it
+    before the prepare hook runs, so for the emulator being started this is the running daemon's
+    version, read without calling libvirt. None when no believable file is there."""
+    for emulator in emulators:
+        caps = read_caps(emulator, directory=directory)
+        if caps is not None:
+            return caps.libvirt_version
+    return None
 
 
 def read_caps(

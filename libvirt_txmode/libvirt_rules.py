@@ -4,8 +4,13 @@ Pure functions of (domain as written, host capabilities). The same answer must c
 the domain is the XML a user wrote (``validate-domain`` in CI) or the XML libvirt formats after
 applying its defaults (the hook's stdin), so every default libvirt fills in is applied here too.
 Followed: libvirt 10.7 (``src/conf/domain_conf.c``, ``src/qemu/qemu_postparse.c``,
-``qemu_domain_address.c``, ``qemu_command.c``, ``qemu_alias.c``); where libvirt 9.0 (Debian 12)
-differs it is said at the rule. ``docs/libvirt-facts.md`` lists each fact with its source.
+``qemu_domain_address.c``, ``qemu_command.c``, ``qemu_alias.c``); where another libvirt differs,
+the rule takes the host's libvirt version (``HostCapabilities.libvirt_version``; unknown: the
+newest behaviour known here). ``docs/libvirt-facts.md`` lists each fact with its source and the
+versions it was checked on.
+
+A NIC may also keep the domain from starting at all (``NicPlan.refused``): then no tx is
+predicted for it, the finding says why.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .model import QEMU_TX, VIRTIO_MODELS, Domain, HostCapabilities, Nic
+from .model import (
+    QEMU_TX,
+    VIRTIO_MODELS,
+    Domain,
+    HostCapabilities,
+    Nic,
+    libvirt_version_text,
+)
 from .passthrough import DRIVER_ROUTE, DeviceTx, Passthrough, resolve
 from .records import SLOTS
 
@@ -24,6 +36,21 @@ _S390 = ("s390", "s390x")
 # Interface types whose virtio NIC gets a vhost-net backend on a KVM domain
 # (qemuBuildInterfaceConnect calls qemuInterfaceOpenVhostNet for these); others never use it.
 _VHOST_TYPES = ("network", "bridge", "direct", "ethernet")
+_X86 = ("i686", "x86_64")
+# Arches whose default machine libvirt 9.3.0 made 'virt' (preferredMachines in
+# qemu_capabilities.c: armv6l stays integratorcp).
+_VIRT_DEFAULT_ARCHES = ("armv7l", "armv7b", "aarch64", "riscv32", "riscv64")
+
+# The libvirt versions (major * 1,000,000 + minor * 1,000 + micro) where a rule changed.
+VIRT_DEFAULT_MACHINE = 9_003_000  # 9.3.0: Arm and RISC-V domains default to the 'virt' machine
+VHOSTUSER_DEFAULT_VIRTIO = 11_001_000  # 11.1.0: a model-less vhostuser NIC gets virtio
+
+
+def libvirt_has(version: Optional[int], since: int) -> bool:
+    """Whether a libvirt of ``version`` behaves as libvirt ``since`` and later do. An unknown
+    version (a snapshot from before the version was recorded) counts as the newest libvirt,
+    the one these rules follow."""
+    return version is None or version >= since
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -38,6 +65,7 @@ class NicPlan:
     dropped: Optional[str]  # why a written <driver txmode> never reaches QEMU
     unused: Optional[str]  # why QEMU has the tx property set but does not use it
     line: Optional[int] = None  # where the route stands; None: the NIC's own line
+    refused: Optional[str] = None  # why libvirt or QEMU refuses to start the domain for this NIC
 
     @property
     def virtio_net(self) -> bool:
@@ -68,19 +96,43 @@ def is_virt(machine: Optional[str]) -> bool:
 
 
 def guest_machine(domain: Domain, host: HostCapabilities) -> Optional[str]:
-    """The machine type: the domain's, else the default libvirt records for the arch's emulator."""
+    """The machine type: the domain's, else the default libvirt records for the arch's emulator
+    (its capabilities list its preferred machine first), else libvirt's preferred machine where
+    this code knows it: 'virt' for Arm and RISC-V from libvirt 9.3.0 on."""
     if domain.machine:
         return domain.machine
     guest = host.guest(domain)
-    return guest.machine if guest is not None else None
+    if guest is not None and guest.machine:
+        return guest.machine
+    if host.guest_arch(domain) in _VIRT_DEFAULT_ARCHES and libvirt_has(
+        host.libvirt_version, VIRT_DEFAULT_MACHINE
+    ):
+        return "virt"
+    return None
 
 
-def default_model(nic_type: str, arch: Optional[str], machine: Optional[str]) -> Optional[str]:
-    """The model libvirt fills in when <model> is absent (qemuDomainDefaultNetModel; vDPA:
-    virDomainNetDefPostParse). None for hostdev NICs, which have none."""
+def needs_libvirt_version(domain: Domain) -> bool:
+    """Whether a rule for this domain depends on the libvirt version: a model-less vhostuser NIC,
+    or a default machine (the hook's XML has one; a domain as written may not)."""
+    return domain.machine is None or any(
+        nic.type == "vhostuser" and nic.model is None for nic in domain.nics
+    )
+
+
+def default_model(
+    nic_type: str,
+    arch: Optional[str],
+    machine: Optional[str],
+    libvirt_version: Optional[int] = None,
+) -> Optional[str]:
+    """The model libvirt fills in when <model> is absent (qemuDomainDefaultNetModel; vDPA and,
+    from 11.1.0, vhostuser: qemuDomainDeviceNetDefPostParse). None for hostdev NICs, which have
+    none. An older libvirt gives a vhostuser NIC the arch's default, which it then refuses."""
     if nic_type == "hostdev":
         return None
-    if nic_type == "vdpa":
+    if nic_type == "vdpa" or (
+        nic_type == "vhostuser" and libvirt_has(libvirt_version, VHOSTUSER_DEFAULT_VIRTIO)
+    ):
         return "virtio"
     if arch in _S390:
         return "virtio"
@@ -199,6 +251,7 @@ class _LibvirtDevice:
     device: Optional[str]
     tx: Optional[str]  # QEMU's word
     dropped: Optional[str]
+    refused: Optional[str] = None
 
 
 def _libvirt_device(
@@ -210,7 +263,11 @@ def _libvirt_device(
 ) -> _LibvirtDevice:
     arch, machine = where
     written = canonical_model(nic.model)
-    model = written if written is not None else default_model(nic.type, arch, machine)
+    model = (
+        written
+        if written is not None
+        else default_model(nic.type, arch, machine, host.libvirt_version)
+    )
     kind = actual_type(nic, host)
 
     dropped: Optional[str] = None
@@ -221,18 +278,55 @@ def _libvirt_device(
             txmode = None
 
     device: Optional[str]
+    transport: Optional[str] = None
     if kind == "hostdev" or model is None:
         device = "vfio-pci" if kind == "hostdev" else None
     elif model in VIRTIO_MODELS:
-        device = virtio_device(model, virtio_transport(nic, domain, arch, machine))
+        transport = virtio_transport(nic, domain, arch, machine)
+        device = virtio_device(model, transport)
     else:
         device = model
-    if device is None or not device.startswith("virtio-net"):
+    refused = _refused(nic, written, model, host.libvirt_version) or _no_bus(
+        transport, arch, machine
+    )
+    if refused is not None or device is None or not device.startswith("virtio-net"):
         # Only virtio-net has a tx property; libvirt never emits one for other devices.
         txmode = None
     # qemuBuildNicDevProps: iothread -> tx=bh, timer -> tx=timer; other text as written.
     tx = QEMU_TX.get(txmode, txmode) if txmode is not None else None
-    return _LibvirtDevice(nic, alias, model, kind, device, tx, dropped)
+    return _LibvirtDevice(nic, alias, model, kind, device, tx, dropped, refused)
+
+
+def _refused(
+    nic: Nic, written: Optional[str], model: Optional[str], version: Optional[int]
+) -> Optional[str]:
+    """Why libvirt refuses the NIC when the domain is defined or started (qemu_validate.c,
+    qemuValidateDomainDeviceDefNetwork: vhostuser needs a virtio model, whatever the version)."""
+    if nic.type != "vhostuser" or model in VIRTIO_MODELS:
+        return None
+    why = (
+        "libvirt refuses <interface type='vhostuser'> without a virtio model ('vhostuser "
+        "requires the virtio-net* frontend')"
+    )
+    if written is None and version is not None:
+        why += (
+            f"; libvirt {libvirt_version_text(version)} gives a model-less vhostuser NIC the model "
+            f"'{model}' (virtio only from {libvirt_version_text(VHOSTUSER_DEFAULT_VIRTIO)})"
+        )
+    return why
+
+
+def _no_bus(transport: Optional[str], arch: Optional[str], machine: Optional[str]) -> Optional[str]:
+    """A virtio-mmio NIC on an x86 machine without virtio-mmio transports: only microvm has
+    them, so QEMU exits while it creates the device."""
+    if transport != "virtio-mmio" or arch not in _X86:
+        return None
+    if machine is not None and machine.startswith("microvm"):
+        return None
+    return (
+        f"<address type='virtio-mmio'/> on machine '{machine or 'pc'}', which has no virtio-mmio "
+        "bus: QEMU exits with 'No 'virtio-bus' bus found for device 'virtio-net-device''"
+    )
 
 
 def _plan(
@@ -242,6 +336,8 @@ def _plan(
     txmode = found.txmode if found is not None else None
     if txmode is not None and found is not None and found.route == DRIVER_ROUTE:
         txmode = built.nic.txmode  # libvirt's own word, even one libvirt would refuse
+    if built.refused is not None:
+        txmode = None  # the domain never starts: no device gets a tx
     return NicPlan(
         model=built.model,
         device=device,
@@ -249,8 +345,13 @@ def _plan(
         txmode=txmode,
         route=found.route if found is not None and found.route else DRIVER_ROUTE,
         dropped=built.dropped,
-        unused=_unused(domain, built.nic, built.kind, host) if plan_is_virtio(device) else None,
+        unused=(
+            _unused(domain, built.nic, built.kind, host)
+            if plan_is_virtio(device) and built.refused is None
+            else None
+        ),
         line=found.line if found is not None else None,
+        refused=built.refused,
     )
 
 

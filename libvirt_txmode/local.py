@@ -22,7 +22,7 @@ from typing import Callable, Optional, Protocol
 
 from . import libvirt_qemucaps, logs, paths
 from .cache import ProbeCache
-from .libvirt_rules import emulator_binary, plan_domain_passthrough
+from .libvirt_rules import emulator_binary, needs_libvirt_version, plan_domain_passthrough
 from .model import Domain, Guest, HostCapabilities, Support, SupportState
 from .networks import read_forward_modes
 from .policy import Policy
@@ -94,11 +94,17 @@ def this_host(
 ) -> HostCapabilities:
     """The facts about this machine that decide what libvirt builds, before any probe: its
     arch, its libvirt networks' forward modes (read from libvirt's own files, never through
-    libvirt: the hook must not call it) and whether vhost-net is there."""
+    libvirt: the hook must not call it), whether vhost-net is there and, where a rule depends on
+    it, libvirt's version (the snapshot's, else libvirt's own capabilities files)."""
     names = {
         nic.network for d in domains for nic in d.nics if nic.type == "network" and nic.network
     }
     read_networks = networks if networks is not None else read_forward_modes
+    version = snapshot.libvirt_version if snapshot is not None else None
+    if version is None and any(needs_libvirt_version(d) for d in domains):
+        guests = snapshot.guests if snapshot is not None else ()
+        emulators = [d.emulator for d in domains if d.emulator] + [g.emulator for g in guests]
+        version = libvirt_qemucaps.installed_libvirt_version(emulators)
     return HostCapabilities(
         # socket.gethostname() is uname's nodename on Linux; socket costs the hook ~2 ms.
         name=name or os.uname().nodename,
@@ -106,6 +112,7 @@ def this_host(
         arch=host_arch(),
         networks=read_networks(sorted(names)) if names else {},
         vhost_net=os.path.exists(VHOST_NET_DEVICE),
+        libvirt_version=version,
     )
 
 

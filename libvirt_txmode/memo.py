@@ -62,11 +62,18 @@ class Checker:
     """``check(domain)`` is ``check_domain(domain, policy, hosts, host_mode)``, faster."""
 
     def __init__(
-        self, policy: Policy, hosts: Sequence[HostCapabilities], host_mode: str = ALL_HOSTS
+        self,
+        policy: Policy,
+        hosts: Sequence[HostCapabilities],
+        host_mode: str = ALL_HOSTS,
+        today: str = "",
     ) -> None:
         from .policy_schema import MATCH_KEYS  # noqa: PLC0415
 
         self.policy = policy
+        # The policy's exceptions, applied to each domain's findings once they are addressed
+        # to it (they match names and MACs, which a shape leaves out); "" when there are none.
+        self.today = today if policy.exceptions else ""
         self.hosts = hosts
         self.host_mode = host_mode
         self.enabled = set(MATCH_KEYS) <= _SHAPED_KEYS
@@ -94,6 +101,19 @@ class Checker:
     ) -> list[Finding]:
         """The findings of the domain ``domain.parse_parts`` gave; its records are made only
         for a shape not seen yet."""
+        found = self._check_parts(fields, nics, domain)
+        if self.today:
+            from .exceptions import apply  # noqa: PLC0415
+
+            return apply(found, self.policy, self.today)
+        return found
+
+    def _check_parts(
+        self,
+        fields: dict[str, Any],
+        nics: list[NicFields],
+        domain: Optional[Domain] = None,
+    ) -> list[Finding]:
         # <qemu:commandline>/<qemu:override> settings put findings on their own lines (and
         # devices of their own): rare, so simply not remembered.
         if not self.enabled or fields["qemu_args"] or fields["overrides"]:

@@ -23,6 +23,11 @@ QEMU_TX = {"iothread": "bh", "timer": "timer"}
 VIRTIO_MODELS = ("virtio", "virtio-transitional", "virtio-non-transitional")
 
 
+def libvirt_version_text(number: int) -> str:
+    """libvirt encodes versions as major * 1,000,000 + minor * 1,000 + micro: 9000000 is 9.0.0."""
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
 # --- the domain, as written -----------------------------------------------------------------------
 
 
@@ -158,6 +163,10 @@ class HostCapabilities:
     # cache: the device.json+hotplug flag). Then no -set can reach a device libvirt creates.
     # Missing: unknown, and a -set is assumed to reach it.
     device_json: Mapping[str, bool] = field(default_factory=dict)
+    # The libvirt that builds the command line (major * 1,000,000 + minor * 1,000 + micro, as
+    # virConnectGetLibVersion gives it): some of its defaults changed between versions. None:
+    # unknown (an older snapshot), and libvirt_rules follows the newest libvirt it knows.
+    libvirt_version: Optional[int] = None
 
     def guest_arch(self, domain: Domain) -> Optional[str]:
         """The arch libvirt gives the domain on this host."""
@@ -207,6 +216,24 @@ class Level(str, enum.Enum):
     WARNING = "warning"
 
 
+@dataclass(frozen=True, **SLOTS)
+class Suppression:
+    """The policy exception that silenced a finding: reported with it, never counted."""
+
+    exception: int  # its index in the policy's exceptions
+    line: int  # where it starts in the policy file
+    reason: str
+    expires: Optional[str] = None  # ISO date, the last day it applies
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exception": self.exception,
+            "line": self.line,
+            "reason": self.reason,
+            "expires": self.expires,
+        }
+
+
 @dataclass(unsafe_hash=True, **SLOTS)
 class Finding:
     """One problem with one NIC (or with a whole file, for ``xml-invalid``).
@@ -229,6 +256,9 @@ class Finding:
     host: Optional[str] = None
     # libxml2's column, for a parse error (xml-invalid); NIC findings point at a whole element.
     column: Optional[int] = None
+    # Set when a policy exception silences the finding: reported, but neither an error nor a
+    # warning.
+    suppression: Optional[Suppression] = None
 
     def as_dict(self) -> dict[str, Any]:
         # Every field is a scalar, so dataclasses.asdict's recursive deep copy (a third of the json
@@ -237,11 +267,13 @@ class Finding:
         data["level"] = self.level.value
         if self.column:
             data["column"] = self.column
+        if self.suppression is not None:
+            data["suppression"] = self.suppression.as_dict()
         return data
 
 
-# The keys every finding's dict has; "column" only where there is one.
-_FINDING_KEYS = tuple(f.name for f in fields(Finding) if f.name != "column")
+# The keys every finding's dict has; "column" and "suppression" only where there is one.
+_FINDING_KEYS = tuple(f.name for f in fields(Finding) if f.name not in ("column", "suppression"))
 
 
 @dataclass(frozen=True, **SLOTS)

@@ -137,6 +137,11 @@ class _Built:
     tx: Optional[str]
     route: str = ""
     line: Optional[int] = None
+    driver_text: str = ""  # the override or -set that changed the driver, as written
+    driver_line: Optional[int] = None
+
+    def set_driver(self, device: str, text: str, line: int) -> None:
+        self.device, self.driver_text, self.driver_line = device, text, line
 
     def set_tx(self, tx: Optional[str], route: str, line: Optional[int]) -> None:
         self.tx, self.route, self.line = tx, route if tx is not None else "", line
@@ -246,7 +251,7 @@ class _Resolver:
                 continue
             if prop.name == "driver":
                 # QEMU resolves a JSON -device driver through qdev_alias_table too.
-                built.device = self.types.resolve(prop.value or "")
+                built.set_driver(self.types.resolve(prop.value or ""), text, prop.line)
             else:
                 built.set_tx(prop.value, where, prop.line)
 
@@ -269,7 +274,7 @@ class _Resolver:
                     self._unknown_set(arg)
                 if target is not None:
                     if arg.prop == "driver":
-                        target.device = self.types.resolve(arg.value or "")
+                        target.set_driver(self.types.resolve(arg.value or ""), arg.text, arg.line)
                     else:
                         target.set_tx(arg.value, _route(arg), arg.line)
         return extra
@@ -310,6 +315,43 @@ class _Resolver:
                 )
             )
 
+    def _no_tx_property(self, device: str, built: _Built) -> None:
+        """Only virtio-net has a tx property, and QEMU refuses to set one a device lacks: a tx
+        left on a NIC whose driver an override or -set changed, a -device of another type with
+        a tx, or a -global naming the device's very type (object_apply_global_props: fatal for
+        a -global of the command line)."""
+        if built.tx is not None:
+            if built.driver_text:
+                text, line = built.driver_text, built.driver_line
+                why = f"it makes the device {device}, whose tx={built.tx} " + (
+                    "(libvirt's, from <driver txmode>)"
+                    if built.route == DRIVER_ROUTE
+                    else f"(from {built.route})"
+                )
+            else:
+                text, line, why = built.route, built.line, f"it gives {device} tx={built.tx}"
+            self.unprovable.append(
+                Unprovable(
+                    line if line is not None else self.domain.line,
+                    text,
+                    f"{why}, and {device} has no 'tx' property: QEMU exits with "
+                    f"\"Property '{device}.tx' not found\"",
+                    fails=True,
+                )
+            )
+        named = self.last_global.get(device)
+        if named is not None:
+            arg = named[1]
+            self.unprovable.append(
+                Unprovable(
+                    arg.line,
+                    arg.text,
+                    f"QEMU applies it to the domain's {device}, which has no 'tx' property: QEMU "
+                    f"exits with \"can't apply global ...: Property '{device}.tx' not found\"",
+                    fails=True,
+                )
+            )
+
     def _unknown_ancestry(self) -> None:
         """A -global may reach a device whose ancestry is unknown, unless it names that very
         device: say so once per -global."""
@@ -332,6 +374,7 @@ class _Resolver:
         if device is None:
             return None
         if not self.types.is_virtio_net(device):
+            self._no_tx_property(device, built)
             return DeviceTx(device, None, "", None)  # no tx: only virtio-net has one
         if built.tx is not None:
             return DeviceTx(device, txmode_of(built.tx), built.route, built.line)

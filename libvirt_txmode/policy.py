@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from . import __version__, files
 from .policy_schema import (  # the one description of the policy's keys and values
     DEFAULT_EMULATORS,
+    EXCEPTION_MATCH_KEYS,
     MATCH_KEYS,
     POLICY,
     JsonSource,
@@ -38,10 +39,21 @@ MAX_POLICY_BYTES = 1024 * 1024
 
 
 class PolicyError(Exception):
-    def __init__(self, file: str, line: int, key: str, message: str) -> None:
+    """A policy problem at ``line`` (and ``column``, where YAML gives one); line 0 is the file
+    as a whole (unreadable, untrusted), written without a line."""
+
+    def __init__(self, file: str, line: int, key: str, message: str, column: int = 0) -> None:
         self.file, self.line, self.key, self.message = file, line, key, message
+        self.column = column
         where = f"{key}: " if key else ""
-        super().__init__(f"{file}:{line}: {where}{message}")
+        super().__init__(f"{file}:{line}: {where}{message}" if line else f"{file}: {message}")
+
+    def located(self) -> str:
+        """yamllint's form, ``file:line:col: key: message`` (check-policy, one per line)."""
+        if not self.line:
+            return str(self)
+        where = f"{self.key}: " if self.key else ""
+        return f"{self.file}:{self.line}:{self.column or 1}: {where}{self.message}"
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -95,6 +107,28 @@ class Rule:
 
 
 @dataclass(frozen=True, **SLOTS)
+class PolicyException:
+    """``exceptions[index]``: silences the findings its patterns fit, for ``reason``, up to and
+    including the day ``expires`` (ISO text; None: no end)."""
+
+    index: int
+    line: int
+    reason: str
+    expires: Optional[str] = None
+    domain: Optional[str] = None
+    mac: Optional[str] = None
+    rule: Optional[str] = None
+    code: Optional[str] = None
+
+    def match_items(self) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            (key, value)
+            for key in EXCEPTION_MATCH_KEYS
+            if (value := getattr(self, key)) is not None
+        )
+
+
+@dataclass(frozen=True, **SLOTS)
 class Policy:
     source: str = "(built-in)"
     version: int = 1
@@ -106,6 +140,7 @@ class Policy:
     probe_timeout: float = 5.0
     defaults: Settings = field(default_factory=Settings)
     rules: tuple[Rule, ...] = ()
+    exceptions: tuple[PolicyException, ...] = ()
 
     def settings_for(self, domain: Domain, nic: Nic) -> Settings:
         """First rule whose match fits wins; its keys override the defaults."""
@@ -133,6 +168,7 @@ _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _BOOL = "tag:yaml.org,2002:bool"
 _NULL = "tag:yaml.org,2002:null"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _TRUE = ("true", "yes", "on")
@@ -143,6 +179,8 @@ class _YamlSource(Source["yaml.Node"]):
     """Composed YAML nodes for the schema walker. Tags are checked, not only node types:
     ``!!python/object {...}`` or ``!!omap`` must not pass for a plain mapping."""
 
+    error_types = (PolicyError,)
+
     def __init__(self, file: str) -> None:
         import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
 
@@ -150,7 +188,8 @@ class _YamlSource(Source["yaml.Node"]):
         self.yaml = yaml
 
     def error(self, node: yaml.Node, key: str, message: str) -> PolicyError:
-        return PolicyError(self.file, node.start_mark.line + 1, key, message)
+        mark = node.start_mark
+        return PolicyError(self.file, mark.line + 1, key, message, column=mark.column + 1)
 
     def items(self, node: yaml.Node, key: str) -> Optional[list[tuple[str, yaml.Node, yaml.Node]]]:
         if not isinstance(node, self.yaml.MappingNode) or node.tag != _MAP:
@@ -192,6 +231,9 @@ class _YamlSource(Source["yaml.Node"]):
         except ValueError:
             raise self.error(node, key, f"expected a decimal number, not '{text}'") from None
 
+    def date(self, node: yaml.Node) -> Optional[str]:
+        return self._scalar(node, (_TIMESTAMP, _STR))
+
     def integer(self, node: yaml.Node) -> Optional[int]:
         text = self._scalar(node, (_INT,))
         if text is None:
@@ -202,7 +244,12 @@ class _YamlSource(Source["yaml.Node"]):
             return -1  # 0x1, 0o1: not the plain 1 a version is written as
 
 
-def build_policy(data: dict[str, Any], source: str, rule_lines: Sequence[int]) -> Policy:
+def build_policy(
+    data: dict[str, Any],
+    source: str,
+    rule_lines: Sequence[int],
+    exception_lines: Sequence[int] = (),
+) -> Policy:
     """A Policy from a document the schema walker accepted (from YAML or the compiled copy)."""
     action = data.get("action", "enforce")
     defaults = dict(data.get("defaults", {}))
@@ -235,6 +282,16 @@ def build_policy(data: dict[str, Any], source: str, rule_lines: Sequence[int]) -
         probe_timeout=float(data.get("probe_timeout", 5.0)),
         defaults=Settings(**_settings(defaults)),
         rules=tuple(rules),
+        exceptions=tuple(
+            PolicyException(
+                index=i,
+                line=line,
+                reason=item["reason"],
+                expires=item.get("expires"),
+                **item["match"],
+            )
+            for i, (item, line) in enumerate(zip(data.get("exceptions", []), exception_lines))
+        ),
     )
 
 
@@ -268,6 +325,15 @@ def policy_document(policy: Policy) -> tuple[dict[str, Any], list[int]]:
         },
         "rules": rules,
     }
+    if policy.exceptions:
+        document["exceptions"] = [
+            {
+                "match": dict(item.match_items()),
+                "reason": item.reason,
+                **({"expires": item.expires} if item.expires else {}),
+            }
+            for item in policy.exceptions
+        ]
     return document, [rule.line for rule in policy.rules]
 
 
@@ -287,13 +353,64 @@ def parse_policy(text: str, file: str) -> Policy:
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
         raise PolicyError(file, 1, "", "the policy is empty (expected at least 'version: 1')")
     data = validate(_YamlSource(file), root, POLICY, "")
-    return build_policy(data, file, _rule_lines(root))
+    return build_policy(data, file, _item_lines(root, "rules"), _item_lines(root, "exceptions"))
 
 
-def _rule_lines(root: yaml.Node) -> list[int]:
-    """Where each rule starts: findings and errors quote it (the walker has checked the shape)."""
+def policy_problems(text: str, file: str) -> list[PolicyError]:
+    """Every problem of the policy ``text`` in one pass (check-policy), in the file's order:
+    the schema walker goes on past each error; the checks across items (unique rule names)
+    run when the shape is right."""
+    import yaml  # noqa: PLC0415
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return [PolicyError(file, line, "", f"not valid YAML: {exc.problem or exc}", column)]
+    except (yaml.YAMLError, RecursionError):
+        try:
+            parse_policy(text, file)
+        except PolicyError as exc:
+            return [exc]
+        return []  # pragma: no cover - parse_policy refuses what compose refused
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
+        return [PolicyError(file, 1, "", "the policy is empty (expected at least 'version: 1')")]
+    errors: list[Exception] = []
+    try:
+        validate(_YamlSource(file), root, POLICY, "", errors)
+    except PolicyError as exc:
+        errors.append(exc)
+    found = [e for e in errors if isinstance(e, PolicyError)]
+    if not found:
+        try:
+            parse_policy(text, file)
+        except PolicyError as exc:
+            found.append(exc)
+    return sorted(found, key=lambda e: (e.line, e.column))
+
+
+def file_problems(path: str) -> tuple[Optional[Policy], list[PolicyError]]:
+    """The policy in ``path`` and every problem it has (check-policy): the policy is None
+    unless there is none. Who owns the file is not looked at (the readers that trust it do)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return None, [PolicyError(path, 0, "", "not a regular file")]
+        text = _read_text(path)
+    except OSError as exc:
+        return None, [PolicyError(path, 0, "", f"cannot read policy: {exc.strerror}")]
+    except PolicyError as exc:
+        return None, [exc]
+    found = policy_problems(text, path)
+    return (None if found else parse_policy(text, path)), found
+
+
+def _item_lines(root: yaml.Node, key: str) -> list[int]:
+    """Where each item of the list ``key`` starts: findings and errors quote it (the walker has
+    checked the shape)."""
     for key_node, value_node in root.value:
-        if key_node.value == "rules":
+        if key_node.value == key:
             return [child.start_mark.line + 1 for child in value_node.value]
     return []
 
@@ -336,7 +453,9 @@ def _identity(path: str, require_root_owned: bool) -> str:
     if require_root_owned:
         problem = files.path_trust_problem(path, kind="file")
         if problem is not None:
-            raise PolicyError(path, 0, "", f"refused: {problem}")
+            fix = files.problem_fix(problem)
+            tail = f"; fix: {fix}" if fix else ""
+            raise PolicyError(path, 0, "", f"refused: {problem}{tail}")
     return f"{path}:{files.file_key(info)}"
 
 
@@ -359,7 +478,7 @@ def _read_text(path: str) -> str:
 # policy_schema describes, checked against it again and rebuilt by the same ``build_policy``.
 
 COMPILED_FORMAT = "libvirt-txmode-compiled-policy"
-COMPILED_VERSION = 2
+COMPILED_VERSION = 3
 MAX_COMPILED_BYTES = 4 * 1024 * 1024
 
 
@@ -416,14 +535,23 @@ def _write_compiled(cache_dir: str, path: str, key: str, policy: Policy) -> None
 
 def policy_to_json(policy: Policy) -> dict[str, Any]:
     document, lines = policy_document(policy)
-    return {"source": policy.source, "document": document, "rule_lines": lines}
+    return {
+        "source": policy.source,
+        "document": document,
+        "rule_lines": lines,
+        "exception_lines": [item.line for item in policy.exceptions],
+    }
 
 
 def policy_from_json(data: object) -> Policy:
     """Rebuild a Policy, checking the document against the same schema as the YAML reader."""
-    if not isinstance(data, dict) or set(data) != {"source", "document", "rule_lines"}:
-        raise CompiledPolicyError("policy: expected an object with source, document, rule_lines")
+    keys = {"source", "document", "rule_lines", "exception_lines"}
+    if not isinstance(data, dict) or set(data) != keys:
+        raise CompiledPolicyError(
+            "policy: expected an object with source, document, rule_lines, exception_lines"
+        )
     source, lines = data["source"], data["rule_lines"]
+    exception_lines = data["exception_lines"]
     if not isinstance(source, str) or not source:
         raise CompiledPolicyError("policy.source: expected a non-empty string")
     document = validate(JsonSource(CompiledPolicyError), data["document"], POLICY, "")
@@ -433,7 +561,13 @@ def policy_from_json(data: object) -> Policy:
         or len(lines) != len(document.get("rules", []))
     ):
         raise CompiledPolicyError("policy.rule_lines: expected a positive line per rule")
+    if (
+        not isinstance(exception_lines, list)
+        or not all(type(line) is int and line > 0 for line in exception_lines)
+        or len(exception_lines) != len(document.get("exceptions", []))
+    ):
+        raise CompiledPolicyError("policy.exception_lines: expected a positive line per exception")
     try:
-        return build_policy(document, source, lines)
+        return build_policy(document, source, lines, exception_lines)
     except PolicyError as exc:
         raise CompiledPolicyError(str(exc)) from None

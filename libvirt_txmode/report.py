@@ -22,6 +22,7 @@ from json.encoder import encode_basestring_ascii as _json_string  # C: json.dump
 from types import MappingProxyType
 
 from .findings import CODES, Finding, Level, Report, Summary, message, printable
+from .model import Suppression
 from .records import SLOTS
 from .spool import Spool
 
@@ -66,6 +67,8 @@ class RunInfo:
     ended: float = 0.0
     times: Mapping[str, float] = field(default_factory=dict)  # seconds per input file
     quiet: bool = False
+    suppressed: int = 0  # findings a policy exception silenced
+    verbose: bool = False  # text lists the silenced findings too
 
 
 def repo_path(file: str, run: RunInfo) -> Optional[str]:
@@ -134,13 +137,29 @@ def summary_line(summary: Summary, run: Optional[RunInfo] = None) -> str:
     )
     if run is not None and run.skipped:
         text += f"; {run.skipped} skipped (not a <domain>, or not a regular file in the tree)"
+    if run is not None and run.suppressed:
+        text += f"; {_count(run.suppressed, 'finding')} silenced by policy exceptions"
+        if not run.verbose:
+            text += " (-v lists them)"
     return text
+
+
+def suppressed_line(finding: Finding) -> str:
+    """A silenced finding in the text report (-v): where, what, and the exception's reason."""
+    from .exceptions import describe  # noqa: PLC0415
+
+    assert finding.suppression is not None  # noqa: S101 - only silenced findings come here
+    return (
+        f"{printable(finding.file)}:{finding.line}: silenced: {message(finding)} "
+        f"(was {finding.level.value}; {printable(describe(finding.suppression))})"
+    )
 
 
 def summary_dict(report: Report, run: RunInfo) -> dict[str, Any]:
     data: dict[str, Any] = dict(report.summary.as_dict())
     data["skipped"] = run.skipped
     data["excluded"] = run.excluded
+    data["suppressed"] = run.suppressed
     return data
 
 
@@ -179,6 +198,10 @@ class Formatter:
     def finding(self, finding: Finding) -> None:
         self.spool.write(self.handle(finding))
 
+    def suppressed(self, finding: Finding) -> None:
+        """A finding a policy exception silenced (``finding.suppression``): formats that can
+        say so (SARIF suppressions, JSON, text with -v) do; the others leave it out."""
+
     def finish(self, totals: Report, run: RunInfo, out: IO[str]) -> None:
         """Write the report: ``totals`` carries the summary, hosts and version (its files and
         findings are not read), ``run`` the run's final state."""
@@ -199,7 +222,10 @@ class Formatter:
             self.file(label, times.get(label, 0.0), label not in seen)
             seen.add(label)
         for finding in report.findings:
-            self.finding(finding)
+            if finding.suppression is None:
+                self.finding(finding)
+            else:
+                self.suppressed(finding)
 
     def chunks(self, report: Report) -> Iterator[str]:
         """The report in pieces, for writing as it is made."""
@@ -226,6 +252,10 @@ class TextFormatter(Formatter):
     def handle(self, finding: Finding) -> str:
         return line(finding, self.color) + "\n"
 
+    def suppressed(self, finding: Finding) -> None:
+        if self.run.verbose:
+            self.spool.write(suppressed_line(finding) + "\n")
+
     def finished(self, report: Report) -> str:
         if self.run.quiet or self.run.fatal is not None:
             return ""
@@ -241,6 +271,8 @@ class JsonFormatter(Formatter):
         self.file_count = 0
         self.finding_count = 0
         self.formatted: Optional[Callable[[Finding], str]] = None
+        self.silenced = Spool()
+        self.silenced_count = 0
 
     def file(self, label: str, seconds: float, first: bool = True) -> None:
         self.files.write(("[\n    " if not self.file_count else ",\n    ") + _json_string(label))
@@ -253,6 +285,12 @@ class JsonFormatter(Formatter):
         self.spool.write(("[\n" if not self.finding_count else ",\n") + text)
         self.finding_count += 1
 
+    def suppressed(self, finding: Finding) -> None:
+        # Beside "findings", not in it: a reader that counts errors there stays right.
+        text = _finding_json(finding)
+        self.silenced.write(("[\n" if not self.silenced_count else ",\n") + text)
+        self.silenced_count += 1
+
     def finish(self, totals: Report, run: RunInfo, out: IO[str]) -> None:
         self.run = run
         document: dict[str, Any] = {
@@ -260,6 +298,7 @@ class JsonFormatter(Formatter):
             "files": None,  # from the spools, one item at a time
             "hosts": list(totals.hosts),
             "findings": None,
+            "suppressed": None,
             "summary": summary_dict(totals, run),
         }
         if run.fatal is not None:
@@ -273,12 +312,12 @@ class JsonFormatter(Formatter):
         out.write("{\n")
         for position, key in enumerate(sorted(document)):
             out.write((",\n" if position else "") + f"  {_json_string(key)}: ")
-            if key in ("files", "findings"):
-                spool, count = (
-                    (self.files, self.file_count)
-                    if key == "files"
-                    else (self.spool, self.finding_count)
-                )
+            if key in ("files", "findings", "suppressed"):
+                spool, count = {
+                    "files": (self.files, self.file_count),
+                    "findings": (self.spool, self.finding_count),
+                    "suppressed": (self.silenced, self.silenced_count),
+                }[key]
                 if not count:
                     out.write("[]")
                     continue
@@ -292,6 +331,7 @@ class JsonFormatter(Formatter):
     def close(self) -> None:
         super().close()
         self.files.close()
+        self.silenced.close()
 
 
 def _json_scalar(value: Any) -> str:
@@ -305,8 +345,15 @@ def _json_scalar(value: Any) -> str:
 def _finding_json(finding: Finding) -> str:
     """One finding as json.dumps(indent=2, sort_keys=True) writes it inside the findings list."""
     data = finding.as_dict()  # with "column" where libxml2 gave one
-    fields = ",\n".join(f"      {_json_string(k)}: {_json_scalar(data[k])}" for k in sorted(data))
+    fields = ",\n".join(f"      {_json_string(k)}: {_json_value(data[k])}" for k in sorted(data))
     return f"    {{\n{fields}\n    }}"
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, dict):  # a suppression: its own small object
+        text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=True)
+        return text.replace("\n", "\n      ")
+    return _json_scalar(value)
 
 
 def _opt(value: Optional[str]) -> str:
@@ -380,7 +427,8 @@ class JUnitFormatter(Formatter):
         # Every input file (also those without findings), in input order, with its findings.
         grouped: dict[str, list[Finding]] = {file: [] for file in report.files}
         for finding in report.findings:
-            grouped.setdefault(finding.file, []).append(finding)
+            if finding.suppression is None:  # a silenced finding fails no testcase
+                grouped.setdefault(finding.file, []).append(finding)
         for file, mine in grouped.items():
             self.file(file, self.run.times.get(file, 0.0))
             for finding in mine:
@@ -514,6 +562,7 @@ class SarifFormatter(Formatter):
         self.known: Optional[dict[str, tuple[str, int, dict[str, Any], str]]] = None
         self.artifact_count = 0
         self.counts = {Level.ERROR: 0, Level.WARNING: 0}
+        self.silenced = 0
         self.direct: Optional[bool] = None  # whether _result_json may stand in for _result
 
     def file(self, label: str, seconds: float, first: bool = True) -> None:
@@ -533,6 +582,12 @@ class SarifFormatter(Formatter):
         self.artifact_count += 1
 
     def finding(self, finding: Finding) -> None:
+        self._add(finding)
+
+    def suppressed(self, finding: Finding) -> None:
+        self._add(finding)
+
+    def _add(self, finding: Finding) -> None:
         current = self.current
         if current is None or current[0] != finding.file:
             known = self.known.get(finding.file) if self.known is not None else None
@@ -544,11 +599,16 @@ class SarifFormatter(Formatter):
         _, position, location, path = current
         if self.direct is None:
             self.direct = self._direct_holds()
-        if self.direct:
+        if self.direct and finding.suppression is None:
             result = self._result_json(finding, location, position, path)
         else:
             result = _compact(self._result(finding, dict(location, index=position), path))
-        # One result a line (compact JSON has no newline), marked with its level for the cap.
+        # One result a line (compact JSON has no newline), marked for the cap: errors, then
+        # warnings, then silenced findings.
+        if finding.suppression is not None:
+            self.spool.write("S" + result + "\n")
+            self.silenced += 1
+            return
         self.spool.write(("E" if finding.level is Level.ERROR else "W") + result + "\n")
         self.counts[finding.level] += 1
 
@@ -559,7 +619,7 @@ class SarifFormatter(Formatter):
     def finish(self, totals: Report, run: RunInfo, out: IO[str]) -> None:
         self.run = run
         errors, warnings = self.counts[Level.ERROR], self.counts[Level.WARNING]
-        omitted = max(0, errors + warnings - SARIF_MAX_RESULTS)
+        omitted = max(0, errors + warnings + self.silenced - SARIF_MAX_RESULTS)
         sarif_run: dict[str, Any] = {
             "tool": {
                 "driver": {
@@ -597,7 +657,7 @@ class SarifFormatter(Formatter):
         else:
             # Errors first, so that the cap drops warnings before any error.
             left = SARIF_MAX_RESULTS
-            for wanted in "EW":
+            for wanted in "EWS":
                 for result in self.spool.lines():
                     if left and result[0] == wanted:
                         out.write(separator + result[1:-1])
@@ -622,7 +682,7 @@ class SarifFormatter(Formatter):
         col = column(finding)
         if col:
             region["startColumn"] = col
-        return {
+        result: dict[str, Any] = {
             "ruleId": finding.code,
             "ruleIndex": self.index[finding.code],
             "level": finding.level.value,
@@ -631,6 +691,9 @@ class SarifFormatter(Formatter):
             "partialFingerprints": {FINGERPRINT_KEY: fingerprint(finding, path)},
             "properties": {k: v for k, v in properties.items() if v is not None},
         }
+        if finding.suppression is not None:
+            result["suppressions"] = [_sarif_suppression(finding.suppression)]
+        return result
 
     def _result_json(
         self, finding: Finding, location: dict[str, Any], position: int, path: str
@@ -721,6 +784,20 @@ class SarifFormatter(Formatter):
             "help": {"text": explain(code), "markdown": explain_markdown(code)},
             "defaultConfiguration": {"level": item.level.value},
         }
+
+
+def _sarif_suppression(suppression: Suppression) -> dict[str, Any]:
+    """SARIF's suppression object: 'external' (the policy file, not the domain XML, grants it),
+    'accepted' (a reviewed policy says so), the exception's reason as the justification."""
+    properties: dict[str, Any] = {"exception": suppression.exception, "line": suppression.line}
+    if suppression.expires:
+        properties["expires"] = suppression.expires
+    return {
+        "kind": "external",
+        "status": "accepted",
+        "justification": printable(suppression.reason),
+        "properties": properties,
+    }
 
 
 def _location_json(location: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import __version__, files, paths
-from .model import Guest, HostCapabilities, Support, SupportState
+from .model import Guest, HostCapabilities, Support, SupportState, libvirt_version_text
 from .records import SLOTS
 
 FORMAT = "libvirt-txmode-snapshot"
@@ -69,7 +69,7 @@ class Snapshot:
             "created": self.created,
             "arch": caps.arch,
             "vhost_net": caps.vhost_net,
-            "libvirt": dict(self.libvirt),
+            "libvirt": _libvirt_facts(self.libvirt, caps.libvirt_version),
             "guests": [
                 {
                     "arch": g.arch,
@@ -84,6 +84,24 @@ class Snapshot:
             "emulators": emulators,
         }
         return document
+
+
+def libvirt_version_number(text: str) -> Optional[int]:
+    """``libvirt_version_text``'s reverse; None for anything that is not MAJOR.MINOR.MICRO."""
+    parts = text.split(".")
+    if len(parts) != 3 or not all(p.isdigit() and len(p) <= 6 for p in parts):
+        return None
+    major, minor, micro = (int(p) for p in parts)
+    if minor > 999 or micro > 999:
+        return None
+    return major * 1_000_000 + minor * 1000 + micro
+
+
+def _libvirt_facts(recorded: Mapping[str, Any], version: Optional[int]) -> dict[str, Any]:
+    facts = dict(recorded)
+    if version is not None and "library_version" not in facts:
+        facts["library_version"] = libvirt_version_text(version)
+    return facts
 
 
 def support_to_json(support: Support) -> dict[str, str]:
@@ -259,6 +277,7 @@ def _parse_snapshot(data: Any, source: str, name: Optional[str]) -> Snapshot:
     for path, entry in _get(data, "emulators", dict, "top level").items():
         emulators.add(path, entry, f" (on {name or host})")
     devices, errors, identities = emulators.devices, emulators.errors, emulators.identities
+    libvirt = _optional(data, "libvirt", dict) or {}
     caps = HostCapabilities(
         name=name or host,
         guests=tuple(guests),
@@ -269,6 +288,7 @@ def _parse_snapshot(data: Any, source: str, name: Optional[str]) -> Snapshot:
         vhost_net=_optional(data, "vhost_net", bool),
         ancestry=emulators.ancestry,
         device_json=emulators.device_json,
+        libvirt_version=_libvirt_version(libvirt),
     )
     return Snapshot(
         host=host,
@@ -277,7 +297,7 @@ def _parse_snapshot(data: Any, source: str, name: Optional[str]) -> Snapshot:
         identities=identities,
         created=str(data.get("created", "")),
         tool=str(data.get("tool", "")),
-        libvirt=_optional(data, "libvirt", dict) or {},
+        libvirt=libvirt,
         domain_capabilities=_optional(data, "domain_capabilities", dict) or {},
     )
 
@@ -290,6 +310,18 @@ def _optional(data: dict[str, Any], key: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise _Invalid(f"top level: {key!r} is not {_KIND_NAMES.get(kind, kind.__name__)}")
     return value
+
+
+def _libvirt_version(libvirt: dict[str, Any]) -> Optional[int]:
+    """``libvirt.library_version`` (written since 0.1): absent or null is unknown, and the rules
+    then follow the newest libvirt they know; anything but MAJOR.MINOR.MICRO is refused."""
+    text = libvirt.get("library_version")
+    if text is None:
+        return None
+    number = libvirt_version_number(text) if isinstance(text, str) else None
+    if number is None:
+        raise _Invalid(f"libvirt: 'library_version' is {text!r}, not MAJOR.MINOR.MICRO")
+    return number
 
 
 def _networks(data: dict[str, Any]) -> dict[str, str]:

@@ -117,6 +117,11 @@ def _invalid(label: str, exc: Exception) -> Finding:
     return Finding(label, line, "-", XML_INVALID, Level.ERROR, message, column=column)
 
 
+def _ci(environ: Mapping[str, str]) -> bool:
+    """CI is set, as every CI service sets it (GitHub, GitLab, Jenkins' plugins: CI=true)."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _use_color(stream: IO[str], args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     return not args.no_color and "NO_COLOR" not in environ and stream.isatty()
 
@@ -131,22 +136,21 @@ def run(
     stderr: Optional[IO[str]] = None,
 ) -> int:
     """validate-domain with parsed ``args`` (``argv`` as given, for the SARIF invocation)."""
-    from .report import FORMATTERS, RunInfo, choose_format  # noqa: PLC0415
+    from .report import FORMATTERS, RunInfo  # noqa: PLC0415
 
     if args.verbose:
         import logging  # noqa: PLC0415 - only -v logs; logs.get loggers import it when they write
 
         logging.basicConfig(level=logging.INFO, format="validate-domain: %(message)s")
     cwd = os.getcwd()
-    run = RunInfo(arguments=tuple(argv), cwd=cwd, base=repository_root(cwd), started=time.time())
-    fmt = choose_format(args.format, environ)
-    # The report(s) being written as the run goes: -o gets --format and the terminal text.
-    terminal_fmt = "text" if args.output else fmt
-    color = terminal_fmt == "text" and _use_color(stdout, args, environ)
-    sinks = _Sinks(
-        file=FORMATTERS[fmt](color=False, run=run) if args.output else None,
-        terminal=FORMATTERS[terminal_fmt](color=color, run=run),
+    run = RunInfo(
+        arguments=tuple(argv),
+        cwd=cwd,
+        base=repository_root(cwd),
+        started=time.time(),
+        verbose=args.verbose,
     )
+    fmt, sinks = _make_sinks(args, stdout, environ, run)
     try:
         try:
             totals, run = _validate(args, stdin, environ, run, sinks)
@@ -156,17 +160,14 @@ def run(
                 # reason is in it (SARIF invocations, a JUnit error, a JSON "error").
                 failed = replace(run, fatal=str(exc), exit_code=EXIT_FATAL, ended=time.time())
                 empty = Report(files=(), findings=(), summary=summarize(0, 0, 0, []))
-                _write_report(args.output, fmt, replace(empty, tool_version=__version__), failed)
+                if fmt in FORMATTERS:  # no half list of exceptions: a failed run writes none
+                    _write_report(
+                        args.output, fmt, replace(empty, tool_version=__version__), failed
+                    )
             raise
-        checked = totals.summary.files
         failing = totals.summary.errors + (totals.summary.warnings if args.strict else 0)
-        if checked == 0:
-            failing += 1 if args.strict else 0
-            if not args.quiet:
-                _emit(
-                    stderr or sys.stderr,
-                    "validate-domain: warning: no domain XML file was checked\n",
-                )
+        if totals.summary.files == 0:
+            failing += _nothing_checked(args, environ, stderr or sys.stderr)
         code = EXIT_FINDINGS if failing else EXIT_OK
         run = replace(run, exit_code=code, ended=time.time(), quiet=args.quiet)
         if sinks.file is not None:
@@ -185,6 +186,42 @@ def run(
     return code
 
 
+def _make_sinks(
+    args: argparse.Namespace, stdout: IO[str], environ: Mapping[str, str], run: RunInfo
+) -> tuple[str, _Sinks]:
+    """The report(s) written as the run goes: -o gets --format and the terminal text; with
+    --generate-exceptions the exceptions take the report's place."""
+    from .report import FORMATTERS, choose_format  # noqa: PLC0415
+
+    formatters: dict[str, type[Formatter]] = dict(FORMATTERS)
+    if args.generate_exceptions:
+        from .exception_gen import ExceptionsFormatter  # noqa: PLC0415
+
+        fmt = ExceptionsFormatter.name
+        formatters[fmt] = ExceptionsFormatter
+    else:
+        fmt = choose_format(args.format, environ)
+    terminal_fmt = "text" if args.output else fmt
+    color = terminal_fmt == "text" and _use_color(stdout, args, environ)
+    return fmt, _Sinks(
+        file=formatters[fmt](color=False, run=run) if args.output else None,
+        terminal=formatters[terminal_fmt](color=color, run=run),
+    )
+
+
+def _nothing_checked(args: argparse.Namespace, environ: Mapping[str, str], stderr: IO[str]) -> int:
+    """Say that no file was checked; 1 when that fails the run. In CI a run that checked
+    nothing proves nothing: a pipeline whose globs or ignore file (added by the change under
+    review) leave no file must not pass."""
+    in_ci = _ci(environ)
+    fails = args.strict or in_ci
+    if not args.quiet or fails:
+        why = " (CI is set)" if in_ci and not args.strict else ""
+        level = "error" if fails else "warning"
+        _emit(stderr, f"validate-domain: {level}: no domain XML file was checked{why}\n")
+    return 1 if fails else 0
+
+
 @dataclass(**SLOTS)
 class _Sinks:
     """Where each checked file and its findings go the moment they are known, with the counts
@@ -198,6 +235,7 @@ class _Sinks:
     errors: int = 0
     warnings: int = 0
     skipped: int = 0
+    suppressed: int = 0
 
     def add(
         self, label: str, seconds: Optional[float], found: list[Finding], domains: int, nics: int
@@ -215,6 +253,13 @@ class _Sinks:
 
     def add_findings(self, found: list[Finding]) -> None:
         for finding in found:
+            if finding.suppression is not None:
+                # Silenced by a policy exception: reported as such, counted as neither.
+                self.suppressed += 1
+                if self.file is not None:
+                    self.file.suppressed(finding)
+                self.terminal.suppressed(finding)
+                continue
             if finding.level is Level.ERROR:
                 self.errors += 1
             else:
@@ -277,7 +322,7 @@ class _Inputs:
 
     def __init__(self, args: argparse.Namespace, cwd: str, lazy: bool) -> None:
         self.paths = args.paths
-        self.collector = Collector(args.exclude, cwd)
+        self.collector = Collector(args.exclude, cwd, ignore_files=not args.no_ignore_file)
         self.selection = self.collector.selection
         self.pending: Optional[FatalError] = None
         self.items: Optional[list[Input]] = None
@@ -307,6 +352,8 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
     from .memo import Checker  # noqa: PLC0415
 
     policy = _load_policy(args, environ, run.cwd)
+    # The engine is given the day (exceptions end on one); the clock is read here, once.
+    today = time.strftime("%Y-%m-%d")
 
     # Snapshots first, so that every domain can be checked as soon as it is parsed (nothing kept,
     # and workers can check too); their errors still come after the inputs' ones, as they always
@@ -320,7 +367,7 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
             snapshot_error = exc
     check: Optional[Callable[[dict[str, Any], list[Any]], list[Finding]]] = None
     if hosts is not None:
-        check = Checker(policy, hosts, args.host_mode).check_parts
+        check = Checker(policy, hosts, args.host_mode, today).check_parts
 
     # One path read in one process needs no list of its files (nor can it name a file twice).
     lazy = check is not None and args.jobs == 1 and len(args.paths) == 1
@@ -386,7 +433,7 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
             )
             hosts = [local_capabilities(domains, policy, cache)]
             del domains
-            checker = Checker(policy, hosts, args.host_mode)
+            checker = Checker(policy, hosts, args.host_mode, today)
             for position, entry in enumerate(held):
                 if entry[0] == _CHECKED and entry[4]:
                     found = checker.check(entry[3])
@@ -408,7 +455,12 @@ def _validate(  # noqa: C901, PLR0912, PLR0915 - the run's steps in the order of
         hosts=tuple(h.name for h in hosts),
         tool_version=__version__,
     )
-    run = replace(run, skipped=skipped + len(selection.skipped), excluded=selection.excluded)
+    run = replace(
+        run,
+        skipped=skipped + len(selection.skipped),
+        excluded=selection.excluded,
+        suppressed=sinks.suppressed,
+    )
     return totals, run
 
 

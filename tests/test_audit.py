@@ -134,3 +134,19 @@ def test_audit_cannot_run_is_exit_2(tmp_path: Path, policy: Path, daemon: None) 
     )
     unreachable = audit(policy.with_name("ok.yaml"), tmp_path, "-c", "qemu:///nowhere")
     assert unreachable.returncode == 2
+
+
+def test_audit_applies_the_policys_exceptions(
+    tmp_path: Path, policy: Path, defined: list[str]
+) -> None:
+    """The same exceptions as the hook and validate-domain: silenced, reported, not counted."""
+    two = define(tmp_path, defined, "audit-excepted", txmode="timer", nics=2)
+    policy.write_text(
+        POLICY + "exceptions:\n"
+        f"  - match: {{domain: '{two}', mac: '52:54:00:7e:00:00'}}\n"
+        "    reason: legacy appliance\n"
+    )
+    data = json.loads(audit(policy, tmp_path, "-d", two, "-f", "json").stdout)
+    assert [f["mac"] for f in data["findings"]] == ["52:54:00:7e:00:01"]
+    assert [f["suppression"]["reason"] for f in data["suppressed"]] == ["legacy appliance"]
+    assert (data["summary"]["errors"], data["summary"]["suppressed"]) == (1, 1)

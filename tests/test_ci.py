@@ -138,25 +138,61 @@ def test_exclude_ignore_file_hidden_folders_and_other_xml(repo: Path) -> None:
     ]
     assert {f["code"] for f in data["findings"]} == {"txmode-not-allowed", "txmode-ineffective"}
     assert (data["summary"]["skipped"], data["summary"]["excluded"]) == (1, 2)
-    # pre-commit passes file names: they are filtered the same way.
+    # pre-commit passes file names: --exclude filters them the same way.
     code, out, err = vd(
         repo, "-p", "ci-policy.yaml", *caps(repo), "--exclude", "vendor", "domains/vendor/broken.xml",
-        "domains/a.generated.xml", "domains/networks/default.xml", "domains/good.xml",
+        "domains/networks/default.xml", "domains/good.xml",
     )  # fmt: skip
     assert (code, err) == (0, "")
     assert out == f"1 file, 1 domain, 1 NIC: 0 errors, 0 warnings; 1 skipped {SKIP_NOTE}\n"
 
 
-def test_no_file_checked_is_a_warning_and_strict_makes_it_fail(repo: Path) -> None:
+def test_an_ignore_file_never_stops_a_named_file_from_being_checked(repo: Path) -> None:
+    # What a pull request could add to switch the check off: it thins out walks, nothing more.
+    (repo / ".libvirt-txmode-ignore").write_text("*.xml\n", encoding="utf-8")
+    (repo / "domains" / ".libvirt-txmode-ignore").write_text("timer.xml\n", encoding="utf-8")
+    code, out, _ = vd(repo, "-p", "ci-policy.yaml", *caps(repo), "domains/timer.xml")
+    assert code == 1
+    assert "domains/timer.xml:5: error:" in out
+    assert out.endswith("1 file, 1 domain, 2 NICs: 1 error, 1 warning\n")
+    # The walk honours it; --no-ignore-file reads no ignore file at all.
+    assert vd(repo, "-p", "ci-policy.yaml", *caps(repo), "-q", "domains")[0] == 0
+    code, out, _ = vd(
+        repo, "-p", "ci-policy.yaml", *caps(repo), "--no-ignore-file", "-f", "json", "domains"
+    )
+    assert code == 1
+    assert json.loads(out)["files"] == ["domains/good.xml", "domains/timer.xml"]
+
+
+def test_no_file_checked_is_a_warning_and_strict_or_ci_makes_it_fail(repo: Path) -> None:
     (repo / "empty").mkdir()
-    expected_err = "validate-domain: warning: no domain XML file was checked\n"
     assert vd(repo, "-p", "ci-policy.yaml", *caps(repo), "empty") == (
         0,
         "0 files, 0 domains, 0 NICs: 0 errors, 0 warnings\n",
-        expected_err,
+        "validate-domain: warning: no domain XML file was checked\n",
     )
     code, _, err = vd(repo, "-p", "ci-policy.yaml", *caps(repo), "--strict", "empty")
-    assert (code, err) == (1, expected_err)
+    assert (code, err) == (1, "validate-domain: error: no domain XML file was checked\n")
+    for value in ("true", "1", "yes"):
+        code, _, err = vd(
+            repo, "-p", "ci-policy.yaml", *caps(repo), "-q", "empty", env={"CI": value}
+        )
+        assert (code, err) == (
+            1,
+            "validate-domain: error: no domain XML file was checked (CI is set)\n",
+        )
+    assert vd(repo, "-p", "ci-policy.yaml", *caps(repo), "-q", "empty", env={"CI": "false"}) == (
+        0,
+        "",
+        "",
+    )
+
+
+def test_an_ignore_file_that_hides_everything_fails_in_ci(repo: Path) -> None:
+    (repo / ".libvirt-txmode-ignore").write_text("*.xml\n", encoding="utf-8")
+    code, _, err = vd(repo, "-p", "ci-policy.yaml", *caps(repo), "domains", env={"CI": "true"})
+    assert code == 1
+    assert "no domain XML file was checked (CI is set)" in err
 
 
 def test_fifo_in_the_tree_does_not_hang(repo: Path) -> None:
@@ -380,7 +416,96 @@ def test_check_policy(tmp_path: Path) -> None:
     )
     code, out, err = run(tmp_path, TXMODE, "check-policy", "ok.yaml", "bad.yaml")
     assert (code, out) == (2, "ok.yaml: valid policy (0 rules)\n")
-    assert err.startswith("bad.yaml:2: on_unknwon: unknown key (expected one of: version, ")
+    assert err.startswith("bad.yaml:2:1: on_unknwon: unknown key (expected one of: version, ")
+
+
+THREE_ERRORS = (
+    "version: 1\n"
+    "on_unknwon: deny\n"
+    "action: sometimes\n"
+    "rules:\n"
+    "  - match: {domain: 'db-*'}\n"
+    "    allowed: [iothread]\n"
+)
+
+
+def test_check_policy_reports_every_error_in_one_run(tmp_path: Path) -> None:
+    (tmp_path / "three.yaml").write_text(THREE_ERRORS, encoding="utf-8")
+    code, out, err = run(tmp_path, TXMODE, "check-policy", "three.yaml")
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        "three.yaml:2:1: on_unknwon: unknown key (expected one of: version, action, on_unknown, "
+        "on_error, passthrough, emulators, probe_timeout, defaults, rules, exceptions)",
+        "three.yaml:3:9: action: 'sometimes' is not one of: enforce, audit",
+        "three.yaml:5:5: rules[0].name: every rule needs a name (it is quoted in findings)",
+    ]
+    code, out, err = run(tmp_path, TXMODE, "check-policy", "-f", "json", "three.yaml")
+    assert (code, err) == (2, "")
+    (result,) = json.loads(out)["files"]
+    assert (result["file"], result["valid"]) == ("three.yaml", False)
+    assert [(p["line"], p["column"], p["key"], p["severity"]) for p in result["problems"]] == [
+        (2, 1, "on_unknwon", "error"),
+        (3, 9, "action", "error"),
+        (5, 5, "rules[0].name", "error"),
+    ]
+
+
+def test_check_policy_flags_todo_reasons_and_expired_exceptions(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\n"
+        "exceptions:\n"
+        "  - match: {domain: legacy-01}\n"
+        "    reason: TODO\n"
+        "  - match: {domain: legacy-02}\n"
+        "    reason: vendor appliance (OPS-7)\n"
+        "    expires: 2001-01-01\n",
+        encoding="utf-8",
+    )
+    code, out, err = run(tmp_path, TXMODE, "check-policy", "p.yaml")
+    assert (code, out) == (1, "")  # valid, but someone has to act
+    assert err.splitlines() == [
+        "p.yaml:3:1: exceptions[0].reason: 'TODO' is not a reason yet: say why this exception "
+        "is granted (it is reported with every finding it silences)",
+        "p.yaml:5:1: exceptions[1].expires: expired: its last day was 2001-01-01; the findings it "
+        "silenced are back (exception-expired): fix them, or set a new date and say why",
+    ]
+    code, out, err = run(tmp_path, TXMODE, "check-policy", "-f", "json", "p.yaml")
+    problems = json.loads(out)["files"][0]["problems"]
+    assert [(p["key"], p["severity"]) for p in problems] == [
+        ("exceptions[0].reason", "warning"),
+        ("exceptions[1].expires", "notice"),
+    ]
+    # A date going by must not fail a deployment (the role validates with check-policy): an
+    # expired exception silences nothing, it is only noted.
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\nexceptions:\n  - match: {domain: x}\n    reason: r\n    expires: 2001-01-01\n"
+    )
+    code, out, err = run(tmp_path, TXMODE, "check-policy", "p.yaml")
+    assert (code, out) == (0, "p.yaml: valid policy (0 rules, 1 exceptions)\n")
+    assert "expired: its last day was 2001-01-01" in err
+
+
+def test_check_policy_notes_a_file_the_hook_would_refuse(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the trust rule is root's")
+    path = tmp_path / "p.yaml"
+    path.write_text(NO_TIMER_POLICY)
+    path.chmod(0o664)
+    code, out, err = run(tmp_path, TXMODE, "check-policy", str(path))
+    assert (code, out) == (0, f"{path}: valid policy (0 rules)\n")
+    assert err == (
+        f"{path}: the hook would refuse this file: file {path} is writable by group or others "
+        f"(mode 0664); fix: chmod go-w {path}\n"
+    )
+
+
+def test_check_policy_gives_a_file_problem_no_line_zero(tmp_path: Path) -> None:
+    code, out, err = run(tmp_path, TXMODE, "check-policy", "missing.yaml")
+    assert (code, out, err) == (
+        2,
+        "",
+        "missing.yaml: cannot read policy: No such file or directory\n",
+    )
 
 
 def test_completion_needs_no_shtab(tmp_path: Path) -> None:

@@ -276,6 +276,7 @@ def test_json(site: Path) -> None:
         "warnings": 1,
         "skipped": 0,
         "excluded": 0,
+        "suppressed": 0,
     }
     assert data["hosts"] == ["h1"]
     assert data["tool"]["name"] == "libvirt-txmode"

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests import libvirt_env as env
+from tests.e2e_qemu import QEMU_NS
 
 pytestmark = pytest.mark.integration
 
-QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 POLICY = """\
 version: 1
 emulators: [/usr/bin/qemu-system-*]

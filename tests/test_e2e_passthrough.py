@@ -27,11 +27,9 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
-from xml.sax.saxutils import quoteattr
 
 import pytest
 
@@ -39,11 +37,20 @@ from libvirt_txmode.model import Domain, HostCapabilities
 from libvirt_txmode.passthrough import resolve
 from libvirt_txmode.qemu_args import parse_commandline
 from tests import libvirt_env as env
+from tests.e2e_qemu import (
+    QEMU_NS,
+    Start,
+    args,
+    destroy_all,
+    findings_by_file,
+    override,
+    start_all,
+    validate,
+)
 
 pytestmark = pytest.mark.integration
 
 QEMU = "/usr/bin/qemu-system-x86_64"
-QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 SITE_POLICY = """\
 version: 1
 emulators: [/usr/bin/qemu-system-*]
@@ -71,25 +78,6 @@ def nic(mac: int, model: str = "virtio", txmode: Optional[str] = None) -> str:
     return (
         f"<interface type='user'><mac address='52:54:00:7c:00:{mac:02x}'/>"
         f"<model type='{model}'/>{driver}</interface>"
-    )
-
-
-def args(*values: str) -> str:
-    """One <qemu:commandline> element with these arguments."""
-    inner = "".join(f"<qemu:arg value={quoteattr(value)}/>" for value in values)
-    return f"<qemu:commandline>{inner}</qemu:commandline>"
-
-
-def override(alias: str, *props: tuple[str, str, Optional[str]]) -> str:
-    inner = "".join(
-        f"<qemu:property name='{name}' type='{kind}'"
-        + (f" value={quoteattr(value)}" if value is not None else "")
-        + "/>"
-        for name, kind, value in props
-    )
-    return (
-        f"<qemu:override><qemu:device alias='{alias}'><qemu:frontend>{inner}"
-        "</qemu:frontend></qemu:device></qemu:override>"
     )
 
 
@@ -344,86 +332,7 @@ def domain_xml(name: str, route: Route, config: Path) -> str:
     )
 
 
-# --- what QEMU says ------------------------------------------------------------------------------
-
-
-def monitor(name: str, command: str, **arguments: str) -> object:
-    request = json.dumps({"execute": command, "arguments": arguments})
-    reply = json.loads(env.virsh("qemu-monitor-command", name, request).stdout)
-    return reply["return"]
-
-
-# Where QEMU puts devices: -device with an id, -device without one, and the devices QEMU
-# builds itself (-net nic) or libvirt's without an id.
-_CONTAINERS = ("/machine/peripheral", "/machine/peripheral-anon", "/machine/unattached")
-
-
-def virtio_net_tx(name: str) -> dict[str, str]:
-    """Every virtio-net device of a running domain and its tx, as QEMU reports it."""
-    found: dict[str, str] = {}
-    for container in _CONTAINERS:
-        children = monitor(name, "qom-list", path=container)
-        assert isinstance(children, list)
-        for child in children:
-            if child["type"].startswith("child<virtio-net"):
-                path = f"{container}/{child['name']}"
-                tx = monitor(name, "qom-get", path=path, property="tx")
-                assert isinstance(tx, str)
-                found[path] = tx
-    return found
-
-
-@dataclass
-class Start:
-    """One `virsh start --paused` and, when the domain ran, what QEMU reported."""
-
-    returncode: int
-    stderr: str
-    tx: dict[str, str] = field(default_factory=dict)
-
-
-def start(name: str) -> Start:
-    result = env.virsh("start", "--paused", name, check=False, timeout=180)
-    outcome = Start(result.returncode, result.stderr)
-    if result.returncode == 0:
-        outcome.tx = virtio_net_tx(name)
-    return outcome
-
-
-def start_all(names: Sequence[str]) -> list[Start]:
-    # Paused TCG domains cost little; a few starts at a time keep the file quick.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(start, names))
-
-
-def destroy_all(names: Sequence[str]) -> None:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(lambda name: env.virsh("destroy", name, check=False), names))
-
-
 # --- what the tools say --------------------------------------------------------------------------
-
-
-def findings_by_file(
-    result: subprocess.CompletedProcess[str],
-) -> dict[str, list[dict[str, object]]]:
-    report = json.loads(result.stdout)
-    found: dict[str, list[dict[str, object]]] = {name: [] for name in report["files"]}
-    for finding in report["findings"]:
-        found.setdefault(str(finding["file"]), []).append(finding)
-    return found
-
-
-def validate(paths: Sequence[Path], policy: Path) -> dict[str, list[dict[str, object]]]:
-    result = subprocess.run(
-        [str(env.VENV_BIN / "validate-domain"), "-p", str(policy), "-f", "json", *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode in (0, 1), result.stderr
-    return findings_by_file(result)
 
 
 def audit(

@@ -198,7 +198,7 @@ def test_broken_policy_fails_closed_naming_file_line_key(hook: InstalledHook) ->
     assert result.stderr == (
         f"libvirt-txmode: refusing to start domain 'vm1': policy unusable: {hook.policy}:3: "
         "on_unknwon: unknown key (expected one of: version, action, on_unknown, on_error, "
-        "passthrough, emulators, probe_timeout, defaults, rules)\n"
+        "passthrough, emulators, probe_timeout, defaults, rules, exceptions)\n"
     )
 
 
@@ -463,3 +463,61 @@ def test_stderr_closed_changes_no_decision(hook: InstalledHook, syslog: env.Sysl
             )
             assert (done.returncode, done.stdout, done.stderr) == (code, b"", b""), name
     assert any("allowed domain 'web1'" in line for line in syslog.lines())
+
+
+X86 = "/usr/bin/qemu-system-x86_64"  # named: a decision is kept only for a named emulator
+EXCEPTED = (
+    "exceptions:\n"
+    "  - match: {domain: legacy-notimer, mac: '52:54:00:00:00:02'}\n"
+    "    reason: vendor appliance (OPS-42)\n"
+)
+
+
+def test_an_exception_lets_its_nic_through_and_is_logged(
+    tmp_path: Path, syslog: env.SyslogSink
+) -> None:
+    """The installed hook: the silenced NIC starts, logged with the exception's reason; the
+    other NIC of the same domain is still refused; a decision without an end date is cached."""
+    hook = make_hook(tmp_path, POLICY + EXCEPTED)
+    ok = domain("legacy-notimer", nic("52:54:00:00:00:02", "timer"), emulator=X86)
+    result = hook.run("legacy-notimer", "prepare", "begin", "-", stdin=ok)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert any(
+        "excepted: domain 'legacy-notimer' NIC #0 (52:54:00:00:00:02): txmode 'timer' is not "
+        "allowed by rule 'no-timer' (allowed: iothread) [txmode-not-allowed] (silenced by "
+        "exception #0: vendor appliance (OPS-42))" in line
+        for line in syslog.lines()
+    )
+    # An exception without an end changes with the policy file only: the decision is kept.
+    assert len(list(Path(hook.layout.cache_dir).glob("verdict-*.txt"))) == 1
+    both = domain(
+        "legacy-notimer",
+        nic("52:54:00:00:00:02", "timer"),
+        nic("52:54:00:00:00:03", "timer"),
+        emulator=X86,
+    )
+    result = hook.run("legacy-notimer", "prepare", "begin", "-", stdin=both)
+    assert result.returncode == 1
+    assert "NIC #1 (52:54:00:00:00:03)" in result.stderr
+    assert "NIC #0" not in result.stderr
+
+
+def test_an_exception_with_an_end_is_never_replayed_from_the_cache(
+    tmp_path: Path, syslog: env.SyslogSink
+) -> None:
+    hook = make_hook(tmp_path, POLICY + EXCEPTED + "    expires: 2999-12-31\n")
+    xml = domain("legacy-notimer", nic("52:54:00:00:00:02", "timer"), emulator=X86)
+    assert hook.run("legacy-notimer", "prepare", "begin", "-", stdin=xml).returncode == 0
+    # Replayed after its last day, the decision would let the NIC through for ever.
+    assert list(Path(hook.layout.cache_dir).glob("verdict-*.txt")) == []
+
+
+def test_an_expired_exception_refuses_and_says_why(tmp_path: Path) -> None:
+    hook = make_hook(tmp_path, POLICY + EXCEPTED + "    expires: 2001-01-31\n")
+    xml = domain("legacy-notimer", nic("52:54:00:00:00:02", "timer"), emulator=X86)
+    result = hook.run("legacy-notimer", "prepare", "begin", "-", stdin=xml)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "libvirt-txmode: domain 'legacy-notimer' NIC #0 (52:54:00:00:00:02): txmode 'timer' is "
+        "not allowed by rule 'no-timer' (allowed: iothread) [txmode-not-allowed]"
+    )

@@ -13,6 +13,7 @@ it; fake emulators only for what a real QEMU 7.2 cannot do (lack qom-list-types,
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from libvirt_txmode import __version__
 from libvirt_txmode import libvirt_qemucaps as qemucaps
 from libvirt_txmode.cache import ProbeCache
 from libvirt_txmode.domain import Domain, Nic
-from libvirt_txmode.local import local_capabilities
+from libvirt_txmode.local import local_capabilities, this_host
 from libvirt_txmode.model import HostCapabilities, Support, SupportState
 from libvirt_txmode.policy import Policy
 from libvirt_txmode.qemu import (
@@ -336,6 +337,41 @@ def test_a_copy_of_the_real_file_is_believed(tmp_path: Path) -> None:
 )
 def test_only_the_flag_proves_json(tmp_path: Path, edit: Any, expected: Optional[bool]) -> None:
     assert qemucaps.device_json(QEMU, directory=_copy_caps(tmp_path, edit)) is expected
+
+
+@AS_ROOT
+def test_the_installed_libvirt_version_is_the_one_that_wrote_the_file(tmp_path: Path) -> None:
+    directory = _copy_caps(tmp_path, _set_element("selfvers", "11003000"))
+    found = qemucaps.installed_libvirt_version(["/nowhere/qemu", QEMU], directory=directory)
+    assert found == 11_003_000
+    assert qemucaps.installed_libvirt_version(["/nowhere/qemu"], directory=directory) is None
+    assert qemucaps.installed_libvirt_version([], directory=directory) is None
+
+
+def _vhostuser_vm(machine: Optional[str] = "pc") -> Domain:
+    nic = Nic(index=0, line=5, type="vhostuser")  # its model is libvirt's default
+    return Domain(
+        name="vm", file="vm.xml", line=1, arch="x86_64", machine=machine, emulator=QEMU,
+        nics=(nic,),
+    )  # fmt: skip
+
+
+def test_the_hook_takes_the_libvirt_version_from_its_snapshot_first() -> None:
+    snapshot = HostCapabilities(name="snap", libvirt_version=11_003_000)
+    host = this_host([_vhostuser_vm()], snapshot=snapshot, networks=lambda _names: {})
+    assert host.libvirt_version == 11_003_000
+
+
+@AS_ROOT
+def test_without_a_snapshot_the_hook_reads_libvirts_own_file_only_when_a_rule_needs_it() -> None:
+    real_caps_file()
+    caps = qemucaps.read_caps(QEMU)
+    assert caps is not None
+    host = this_host([_vhostuser_vm()], networks=lambda _names: {})
+    assert host.libvirt_version == caps.libvirt_version
+    # A domain whose rules do not depend on the version costs the hook no file read.
+    plain = dataclasses.replace(vm(QEMU), machine="pc")
+    assert this_host([plain], networks=lambda _names: {}).libvirt_version is None
 
 
 @AS_ROOT

@@ -72,8 +72,6 @@ def test_an_ignore_file_in_a_subfolder_applies_below_it(tmp_path: Path) -> None:
     tree(tmp_path, "a/x.xml", "a/y.xml", "b/x.xml")
     (tmp_path / "a" / IGNORE_FILE).write_text("x.xml\n")
     assert labels(tmp_path, ["a", "b"], []) == ["a/y.xml", "b/x.xml"]
-    # Named files are filtered by it as well (pre-commit passes names, not folders).
-    assert labels(tmp_path, ["a/x.xml", "b/x.xml"], []) == ["b/x.xml"]
 
 
 def test_hidden_folders_are_not_entered_unless_named(tmp_path: Path) -> None:
@@ -85,3 +83,25 @@ def test_hidden_folders_are_not_entered_unless_named(tmp_path: Path) -> None:
 def test_a_missing_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"no such file or directory: nope\.xml"):
         collect(["nope.xml"], [], str(tmp_path))
+
+
+def test_named_files_obey_exclude_but_never_an_ignore_file(tmp_path: Path) -> None:
+    tree(tmp_path, "a/x.xml", "a/y.xml", "b/x.xml")
+    (tmp_path / IGNORE_FILE).write_text("*.xml\n")
+    (tmp_path / "a" / IGNORE_FILE).write_text("x.xml\n")
+    assert labels(tmp_path, ["a", "b"], []) == []
+    assert labels(tmp_path, ["a/x.xml", "b/x.xml"], []) == ["a/x.xml", "b/x.xml"]
+    assert labels(tmp_path, ["a/x.xml", "b/x.xml"], ["b/"]) == ["a/x.xml"]
+
+
+def test_no_ignore_file_reads_none(tmp_path: Path) -> None:
+    tree(tmp_path, "a/x.xml", "b/x.xml")
+    (tmp_path / IGNORE_FILE).write_text("b/\n")
+    (tmp_path / "a" / IGNORE_FILE).write_text("x.xml\n")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        found = collect(["."], ["nothing"], str(tmp_path), ignore_files=False).inputs
+    finally:
+        os.chdir(cwd)
+    assert [i.label for i in found] == ["./a/x.xml", "./b/x.xml"]

@@ -422,6 +422,7 @@ def test_global_does_not_beat_the_nics_own_tx_but_set_and_override_do() -> None:
 
 
 def test_global_for_another_device_or_property_is_not_a_txmode() -> None:
+    policy = parse_policy("version: 1\n", "p")
     for args in (
         ("-global", "virtio-net-ccw.tx=timer"),
         ("-global", "virtio-net-pci.mq=on"),
@@ -430,9 +431,10 @@ def test_global_for_another_device_or_property_is_not_a_txmode() -> None:
     ):
         xml = _domain_xml(VIRTIO_NIC, extra=_commandline(*args))
         assert _plan(xml).txmode is None, args
-        assert (
-            check_domain(parse_domain(xml, "v.xml"), parse_policy("version: 1\n", "p"), [X86]) == []
-        )
+        found = check_domain(parse_domain(xml, "v.xml"), policy, [X86])
+        # An e1000 has no tx property at all: QEMU refuses to start rather than ignore it.
+        expected = ["start-will-fail"] if args[1].startswith("e1000") else []
+        assert [f.code for f in found] == expected, args
 
 
 def test_commandline_device_and_policy_findings_name_the_route() -> None:
@@ -506,3 +508,152 @@ def test_the_runners_arch_never_changes_a_ci_verdict(tmp_path: Path) -> None:
     )
     assert (native.returncode, native.stdout) == (i686.returncode, i686.stdout)
     assert native.returncode == 0 and json.loads(native.stdout)["findings"] == []
+
+
+# --- what depends on the libvirt version; NICs that keep the domain from starting ----------------
+
+LIBVIRT_9_0 = 9_000_000
+LIBVIRT_11_3 = 11_003_000
+VHOSTUSER = (
+    "<interface type='vhostuser'><source type='unix' path='/s' mode='client'/>{}</interface>"
+)
+
+
+def _on(version: Optional[int], name: str = "h") -> HostCapabilities:
+    return HostCapabilities(name=name, arch="x86_64", libvirt_version=version)
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (LIBVIRT_9_0, "rtl8139"),  # 9.0 gives the arch's default, then refuses it (seen here)
+        (11_000_000, "rtl8139"),
+        (11_001_000, "virtio"),  # the passt-for-vhostuser series made virtio the default
+        (LIBVIRT_11_3, "virtio"),
+        (None, "virtio"),  # unknown: the newest libvirt known here
+    ],
+)
+def test_a_model_less_vhostuser_nic_gets_virtio_from_libvirt_11_1(
+    version: Optional[int], expected: str
+) -> None:
+    assert default_model("vhostuser", "x86_64", "pc", version) == expected
+    assert default_model("user", "x86_64", "pc", version) == "rtl8139"
+
+
+def test_a_model_less_vhostuser_nic_on_libvirt_9_0_never_starts() -> None:
+    plan = _plan(_domain_xml(VHOSTUSER.format("<driver txmode='timer'/>")), _on(LIBVIRT_9_0))
+    assert plan.txmode is None and plan.unused is None
+    assert plan.refused is not None
+    assert "vhostuser requires the virtio-net* frontend" in plan.refused
+    assert "libvirt 9.0.0 gives a model-less vhostuser NIC the model 'rtl8139'" in plan.refused
+    assert "(virtio only from 11.1.0)" in plan.refused
+
+
+def test_a_model_less_vhostuser_nic_on_libvirt_11_3_is_virtio_net_pci() -> None:
+    plan = _plan(_domain_xml(VHOSTUSER.format("")), _on(LIBVIRT_11_3))
+    assert (plan.model, plan.device, plan.refused) == ("virtio", "virtio-net-pci", None)
+    # A txmode written without a model is still dropped at parse time.
+    dropped = _plan(_domain_xml(VHOSTUSER.format("<driver txmode='timer'/>")), _on(LIBVIRT_11_3))
+    assert (dropped.txmode, dropped.refused) == (None, None)
+    assert dropped.dropped is not None
+
+
+@pytest.mark.parametrize("version", [LIBVIRT_9_0, LIBVIRT_11_3, None])
+def test_a_vhostuser_nic_with_another_model_never_starts_on_any_libvirt(
+    version: Optional[int],
+) -> None:
+    plan = _plan(_domain_xml(VHOSTUSER.format("<model type='e1000'/>")), _on(version))
+    assert plan.refused is not None and "without a virtio model" in plan.refused
+    # The version is named only where it explains a default model.
+    assert "gives a model-less" not in plan.refused
+    for model in ("virtio", "virtio-transitional", "VirtIO"):
+        ok = _plan(_domain_xml(VHOSTUSER.format(f"<model type='{model}'/>")), _on(version))
+        assert ok.refused is None, model
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35", "pc-i440fx-7.2", "pc-q35-10.0"])
+def test_a_virtio_mmio_address_on_an_x86_pc_or_q35_machine_never_starts(machine: str) -> None:
+    nic = "<interface type='user'><model type='virtio'/><driver txmode='timer'/>"
+    plan = _plan(_domain_xml(f"{nic}<address type='virtio-mmio'/></interface>", machine=machine))
+    assert plan.device == "virtio-net-device"
+    assert (plan.txmode, plan.refused is not None) == (None, True)
+    assert f"machine '{machine}', which has no virtio-mmio bus" in (plan.refused or "")
+    assert "No 'virtio-bus' bus found for device 'virtio-net-device'" in (plan.refused or "")
+    # Without the address the same NIC is a PCI device with its tx.
+    plain = _plan(_domain_xml(f"{nic}</interface>", machine=machine))
+    assert (plain.device, plain.txmode, plain.refused) == ("virtio-net-pci", "timer", None)
+
+
+@pytest.mark.parametrize(
+    ("arch", "machine"), [("x86_64", "microvm"), ("aarch64", "virt"), ("armv7l", "vexpress-a9")]
+)
+def test_a_virtio_mmio_address_where_the_machine_has_the_bus_keeps_its_tx(
+    arch: str, machine: str
+) -> None:
+    xml = _domain_xml(
+        "<interface type='user'><model type='virtio'/><driver txmode='timer'/>"
+        "<address type='virtio-mmio'/></interface>",
+        arch=arch,
+        machine=machine,
+    )
+    plan = _plan(xml, HostCapabilities(name="h", arch=arch))
+    assert (plan.device, plan.txmode, plan.refused) == ("virtio-net-device", "timer", None)
+
+
+@pytest.mark.parametrize(
+    ("arch", "version", "expected"),
+    [
+        ("aarch64", 9_003_000, "virtio"),  # 9.3.0: Arm and RISC-V default to 'virt'
+        ("aarch64", 9_002_000, "lan9118"),  # before: integratorcp, a lan9118 board
+        ("armv7l", None, "virtio"),
+        ("riscv64", 9_003_000, "virtio"),
+        ("riscv64", LIBVIRT_9_0, "rtl8139"),
+        ("armv6l", None, "lan9118"),  # armv6l kept integratorcp
+    ],
+)
+def test_without_a_machine_anywhere_the_libvirt_version_picks_the_default(
+    arch: str, version: Optional[int], expected: str
+) -> None:
+    xml = _domain_xml("<interface type='user'/>", arch=arch).replace(b" machine='pc'", b"")
+    host = HostCapabilities(name="h", arch=arch, libvirt_version=version)
+    assert _plan(xml, host).model == expected
+
+
+def test_the_snapshots_default_machine_beats_the_version_rule() -> None:
+    # libvirt lists its preferred machine first in the capabilities the snapshot records.
+    xml = _domain_xml("<interface type='user'/>", arch="aarch64").replace(b" machine='pc'", b"")
+    guest = Guest("aarch64", "/usr/bin/qemu-system-aarch64", ("qemu",), "integratorcp")
+    host = HostCapabilities(name="h", arch="aarch64", guests=(guest,), libvirt_version=None)
+    assert _plan(xml, host).model == "lan9118"
+
+
+def test_a_refused_nic_is_a_start_will_fail_finding_and_nothing_else() -> None:
+    policy = parse_policy(
+        "version: 1\ndefaults: {allowed: [iothread], require: true}\n", "policy.yaml"
+    )
+    xml = _domain_xml(
+        VHOSTUSER.format("<driver txmode='timer'/>")
+        + "<interface type='user'><model type='virtio'/><driver txmode='timer'/>"
+        "<address type='virtio-mmio'/></interface>"
+    )
+    domain = parse_domain(xml, "vm.xml")
+    found = check_domain(domain, policy, [_on(LIBVIRT_9_0)])
+    assert [(f.interface, f.code, f.level, f.txmode, f.host) for f in found] == [
+        (0, "start-will-fail", Level.WARNING, "timer", None),
+        (1, "start-will-fail", Level.WARNING, "timer", None),
+    ]
+    assert all(f.message.startswith("the domain will not start: ") for f in found)
+    # On 11.3 the model-less NIC starts: its written txmode is only dropped (ineffective).
+    newer = check_domain(domain, policy, [_on(LIBVIRT_11_3)])
+    assert [(f.interface, f.code) for f in newer] == [
+        (0, "txmode-ineffective"),
+        (1, "start-will-fail"),
+    ]
+    # Two hosts that refuse differently: each finding names its host.
+    both = check_domain(
+        domain, policy, [_on(LIBVIRT_9_0, name="old"), _on(LIBVIRT_11_3, name="new")]
+    )
+    assert [(f.interface, f.code, f.host) for f in both if f.interface == 0] == [
+        (0, "start-will-fail", "old"),
+        (0, "txmode-ineffective", None),
+    ]

@@ -526,9 +526,42 @@ def test_an_extra_devices_own_tx_beats_the_globals() -> None:
     )
 
 
-def test_an_extra_device_that_is_not_virtio_net_is_not_judged() -> None:
+def test_an_extra_device_that_is_not_virtio_net_has_no_tx_for_qemu_to_set() -> None:
+    # Not a NIC to judge, but QEMU refuses the property: the domain will not start.
     _, result = _plan(extra=_args("-device", "e1000,tx=timer", "-global", "device.tx=timer"))
-    assert result.extra == () and result.unprovable == ()
+    assert result.extra == ()
+    assert [(u.text, u.fails) for u in result.unprovable] == [
+        ("-device e1000,tx=timer in <qemu:commandline>", True)
+    ]
+    assert "QEMU exits with \"Property 'e1000.tx' not found\"" in result.unprovable[0].reason
+    _, quiet = _plan(extra=_args("-device", "e1000,id=x", "-global", "device.tx=timer"))
+    assert quiet.extra == () and quiet.unprovable == ()
+
+
+def test_a_driver_override_that_keeps_the_nics_tx_makes_qemu_exit() -> None:
+    # libvirt puts tx=timer in the NIC's JSON; the override makes it an e1000, which has none.
+    swap = _override("net0", ("driver", "string", "e1000"))
+    plans, result = _plan(_nic_xml(txmode="timer"), extra=swap)
+    assert (plans[0].device, plans[0].txmode) == ("e1000", None)
+    assert [(u.line, u.fails) for u in result.unprovable] == [(14, True)]
+    reason = result.unprovable[0].reason
+    assert reason.startswith("it makes the device e1000, whose tx=timer (libvirt's, from <driver")
+    assert reason.endswith("QEMU exits with \"Property 'e1000.tx' not found\"")
+    assert _plan(_nic_xml(), extra=swap)[1].unprovable == ()
+    # A tx the override itself set stays on the swapped device too, and is named as such.
+    both = _override("net0", ("tx", "string", "timer"), ("driver", "string", "e1000"))
+    reason = _plan(_nic_xml(), extra=both)[1].unprovable[0].reason
+    assert reason.startswith(
+        "it makes the device e1000, whose tx=timer (from <qemu:override> of device 'net0')"
+    )
+
+
+def test_a_global_naming_a_nic_type_without_tx_makes_qemu_exit() -> None:
+    _, result = _plan(_nic_xml(model="e1000"), extra=_args("-global", "e1000.tx=timer"))
+    assert [(u.text, u.fails) for u in result.unprovable] == [("-global e1000.tx=timer", True)]
+    assert "can't apply global" in result.unprovable[0].reason
+    # No e1000 in the domain: QEMU never applies it.
+    assert _plan(_nic_xml(), extra=_args("-global", "e1000.tx=timer"))[1].unprovable == ()
 
 
 def test_an_extra_device_without_tx_or_globals_has_none() -> None:

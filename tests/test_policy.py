@@ -191,7 +191,8 @@ def test_comments_and_explicit_document_markers() -> None:
 # --- errors ---------------------------------------------------------------------------------------
 
 TOP = (
-    "version, action, on_unknown, on_error, passthrough, emulators, probe_timeout, defaults, rules"
+    "version, action, on_unknown, on_error, passthrough, emulators, probe_timeout, defaults, rules, "
+    "exceptions"
 )
 SETTINGS = "allowed, require, ineffective, action"
 RULE = "name, match, allowed, require, ineffective, action"
@@ -587,13 +588,13 @@ def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     with pytest.raises(PolicyError) as info:
         load_policy(str(path), require_root_owned=False)
-    assert str(info.value) == f"{path}:0: cannot read policy: No such file or directory"
+    assert str(info.value) == f"{path}: cannot read policy: No such file or directory"
 
 
 def test_directory(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as info:
         load_policy(str(tmp_path), require_root_owned=False)
-    assert str(info.value) == f"{tmp_path}:0: not a regular file"
+    assert str(info.value) == f"{tmp_path}: not a regular file"
 
 
 def test_fifo_does_not_block(tmp_path: Path) -> None:
@@ -601,14 +602,14 @@ def test_fifo_does_not_block(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(PolicyError) as info:
         load_policy(str(fifo), require_root_owned=False)
-    assert str(info.value) == f"{fifo}:0: not a regular file"
+    assert str(info.value) == f"{fifo}: not a regular file"
 
 
 def test_oversize_file(tmp_path: Path) -> None:
     path = _write(tmp_path, "version: 1\n" + "#" * MAX_POLICY_BYTES + "\n")
     with pytest.raises(PolicyError) as info:
         load_policy(str(path), require_root_owned=False)
-    assert str(info.value) == f"{path}:0: larger than {MAX_POLICY_BYTES} bytes"
+    assert str(info.value) == f"{path}: larger than {MAX_POLICY_BYTES} bytes"
 
 
 def test_max_size_file_is_read(tmp_path: Path) -> None:
@@ -642,7 +643,10 @@ def test_foreign_owner_refused(tmp_path: Path) -> None:
     os.chown(path, 65534, 0)
     with pytest.raises(PolicyError) as info:
         load_policy(str(path), require_root_owned=True)
-    assert str(info.value) == f"{path}:0: refused: file {path} is owned by uid 65534, not root"
+    # A file-level problem has no line, and the message says how to cure it.
+    assert str(info.value) == (
+        f"{path}: refused: file {path} is owned by uid 65534, not root; fix: chown root {path}"
+    )
     assert load_policy(str(path), require_root_owned=False).version == 1
 
 
@@ -650,7 +654,7 @@ def test_foreign_owner_refused(tmp_path: Path) -> None:
 def test_root_default_requires_root_owned(tmp_path: Path) -> None:
     path = _write(tmp_path, "version: 1\n")
     os.chown(path, 65534, 65534)
-    with pytest.raises(PolicyError, match=r"refused: file .* is owned by uid 65534, not root$"):
+    with pytest.raises(PolicyError, match=r"refused: file .* is owned by uid 65534, not root; "):
         load_policy(str(path))
 
 
@@ -664,7 +668,8 @@ def test_writable_by_others_refused(tmp_path: Path, mode: int, shown: str) -> No
     with pytest.raises(PolicyError) as info:
         load_policy(str(path), require_root_owned=True)
     assert str(info.value) == (
-        f"{path}:0: refused: file {path} is writable by group or others (mode {shown})"
+        f"{path}: refused: file {path} is writable by group or others (mode {shown}); "
+        f"fix: chmod go-w {path}"
     )
     assert load_policy(str(path), require_root_owned=False).version == 1
 
@@ -687,5 +692,8 @@ def test_symlink_is_judged_with_its_owner_and_its_target(tmp_path: Path) -> None
     assert load_policy(str(link), require_root_owned=True).source == str(link)
     # Whoever owns a link can point it elsewhere: the one trust rule refuses it.
     os.lchown(link, 65534, 65534)
-    with pytest.raises(PolicyError, match=r"refused: symlink .* is owned by uid 65534, not root$"):
+    with pytest.raises(
+        PolicyError,
+        match=r"refused: symlink (.*) is owned by uid 65534, not root; fix: chown -h root \1$",
+    ):
         load_policy(str(link), require_root_owned=True)

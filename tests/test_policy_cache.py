@@ -91,7 +91,15 @@ def test_equal_to_load_policy_cold_and_warm(
     assert yaml_loads == [str(policy_file)] * 2  # expected, then only the first cached run
 
 
-@pytest.mark.parametrize("text", [RICH_POLICY, "version: 1\n", None])
+WITH_EXCEPTIONS = (
+    "version: 1\nexceptions:\n"
+    "  - match: {domain: 'db-*', mac: '52:54:00:AA:*', rule: r, code: txmode-required}\n"
+    "    reason: migration (OPS-9)\n    expires: 2027-03-31\n"
+    "  - match: {domain: x}\n    reason: lab\n"
+)
+
+
+@pytest.mark.parametrize("text", [RICH_POLICY, "version: 1\n", None, WITH_EXCEPTIONS])
 def test_json_round_trip(tmp_path: Path, text: str | None) -> None:
     if text is None:
         original = Policy()  # the built-in one

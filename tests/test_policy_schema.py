@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from libvirt_txmode.policy import PolicyError, parse_policy
-from libvirt_txmode.policy_schema import json_schema
+from libvirt_txmode.policy_docs import reference_table, splice
+from libvirt_txmode.policy_schema import TOP_KEYS, json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 TXMODE = str(Path(sys.executable).parent / "libvirt-txmode")
@@ -60,8 +61,17 @@ GOOD = [
     "version: 1\nemulators: [/usr/bin/qemu-*]\ndefaults: {allowed: [], require: true}\n",
     "version: 1\nrules:\n  - name: a\n    match: {domain: 'db-*', mac: '52:*'}\n"
     "    allowed: [iothread]\n    ineffective: error\n    action: audit\n",
+    # Quoted: PyYAML (YAML 1.1) would hand jsonschema a date object; editors read YAML 1.2.
+    "version: 1\nexceptions:\n  - match: {domain: 'db-*', code: txmode-required}\n"
+    "    reason: migration (OPS-9)\n    expires: '2027-03-31'\n",
+    "version: 1\nexceptions:\n  - match: {mac: '52:54:*'}\n    reason: lab\n",
 ]
 BAD = [
+    "version: 1\nexceptions:\n  - match: {}\n    reason: everything\n",
+    "version: 1\nexceptions:\n  - match: {domain: x}\n",
+    "version: 1\nexceptions:\n  - reason: r\n",
+    "version: 1\nexceptions:\n  - match: {network: x}\n    reason: r\n",
+    "version: 1\nexceptions:\n  - match: {domain: x}\n    reason: r\n    expires: '31.03.2027'\n",
     "version: 2\n",
     "version: '1'\n",
     "action: audit\n",
@@ -99,3 +109,15 @@ def test_refused_by_both(text: str) -> None:
         parse_policy(text, "p.yaml")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(yaml.safe_load(text), json_schema())
+
+
+def test_the_readme_reference_is_the_schema() -> None:
+    """The README's key table is written from the schema: every key, and nothing else."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert splice(readme) == readme, "README's policy reference is stale: run scripts/gen-docs"
+    table = reference_table()
+    for key in ("version", "defaults.require", "rules[].match", "exceptions[].expires"):
+        assert f"| `{key}` |" in table
+    # Every top-level key has its row(s): a mapping's keys, a list's items follow it.
+    for key in TOP_KEYS:
+        assert f"| `{key}` |" in table or f"| `{key}." in table

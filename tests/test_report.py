@@ -181,6 +181,7 @@ def test_json_round_trip() -> None:
         "warnings": 2,
         "skipped": 0,
         "excluded": 0,
+        "suppressed": 0,
     }
     assert data["findings"] == [f.as_dict() for f in FINDINGS]
     rebuilt = [Finding(**dict(d, level=Level(d["level"]))) for d in data["findings"]]

@@ -162,6 +162,12 @@ BAD = [
     (_mutated(_drop([*PCI_PATH, "state"])),
      f"emulators[{X86!r}].devices['virtio-net-pci']: 'state' is None, not one of "
      "'supported', 'unsupported', 'unknown'"),
+    (_mutated(_set(["libvirt", "library_version"], "9.0")),
+     "libvirt: 'library_version' is '9.0', not MAJOR.MINOR.MICRO"),
+    (_mutated(_set(["libvirt", "library_version"], 9000000)),
+     "libvirt: 'library_version' is 9000000, not MAJOR.MINOR.MICRO"),
+    (_mutated(_set(["libvirt", "library_version"], "9.1000.0")),
+     "libvirt: 'library_version' is '9.1000.0', not MAJOR.MINOR.MICRO"),
 ]  # fmt: skip
 
 
@@ -170,6 +176,35 @@ def test_parse_bad_documents(document: Any, message: str) -> None:
     with pytest.raises(SnapshotError) as caught:
         parse_snapshot(document, "snap.json")
     assert str(caught.value) == f"snap.json: not a valid snapshot: {message}"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "expected"),
+    [({"library_version": "9.0.0"}, 9_000_000), ({"library_version": "11.3.0"}, 11_003_000)],
+)
+def test_the_libvirt_version_comes_from_the_recorded_library_version(
+    recorded: dict[str, str], expected: int
+) -> None:
+    snapshot = parse_snapshot(_mutated(_set(["libvirt"], recorded)), "snap.json")
+    assert snapshot.capabilities.libvirt_version == expected
+    # Written back as it was read, and read again to the same number.
+    again = parse_snapshot(json.loads(json.dumps(snapshot.to_json())), "again.json")
+    assert again.capabilities.libvirt_version == expected
+
+
+def test_a_snapshot_without_the_libvirt_version_loads_with_it_unknown() -> None:
+    # Snapshots taken before the version mattered may lack it (or the whole libvirt object):
+    # unknown, and the rules follow the newest libvirt they know.
+    for change in (_drop(["libvirt"]), _set(["libvirt"], {}), _set(["libvirt"], None)):
+        snapshot = parse_snapshot(_mutated(change), "old.json")
+        assert snapshot.capabilities.libvirt_version is None
+        assert "library_version" not in snapshot.to_json()["libvirt"]
+
+
+def test_the_shipped_example_snapshot_records_libvirt_9_0() -> None:
+    example = DATA.parent.parent / "examples" / "hosts" / "debian12.json"
+    snapshot = load_snapshot(str(example), require_root_owned=False)
+    assert snapshot.capabilities.libvirt_version == 9_000_000
 
 
 def test_snapshot_error_is_a_value_error() -> None:
