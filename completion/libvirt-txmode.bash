@@ -5,7 +5,7 @@
 #    source ~/.local/share/bash_completion/libvirt-txmode
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_libvirt_txmode_subparsers=(snapshot install-hook uninstall-hook doctor audit metrics probe explain check-policy policy-test policy-schema completion)
+_shtab_libvirt_txmode_subparsers=(snapshot install-hook uninstall-hook doctor audit metrics fleet-report probe explain check-policy policy-test policy-schema completion)
 
 _shtab_libvirt_txmode_snapshot_option_strings=(-h --help -c --connect -o --output -p --policy --check -q --quiet)
 _shtab_libvirt_txmode_install_hook_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir --python --no-snapshot --dry-run --reload --no-reload -c --connect)
@@ -13,6 +13,7 @@ _shtab_libvirt_txmode_uninstall_hook_option_strings=(-h --help --hooks-dir --con
 _shtab_libvirt_txmode_doctor_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir -f --format --canary -c --connect)
 _shtab_libvirt_txmode_audit_option_strings=(-h --help -c --connect -p --policy --snapshot -d --domain -f --format -o --output --strict --no-color --cache-dir --no-cache)
 _shtab_libvirt_txmode_metrics_option_strings=(-h --help --hooks-dir --config-dir --state-dir --cache-dir -c --connect -o --output)
+_shtab_libvirt_txmode_fleet_report_option_strings=(-h --help --hosts --domains-report --snapshots-dir --policy -o --output-dir)
 _shtab_libvirt_txmode_probe_option_strings=(-h --help -d --device -m --method -p --policy -t --timeout)
 _shtab_libvirt_txmode_explain_option_strings=(-h --help)
 _shtab_libvirt_txmode_check_policy_option_strings=(-h --help -f --format)
@@ -50,6 +51,12 @@ _shtab_libvirt_txmode_metrics___state_dir_COMPGEN=_shtab_compgen_dirs
 _shtab_libvirt_txmode_metrics___cache_dir_COMPGEN=_shtab_compgen_dirs
 _shtab_libvirt_txmode_metrics__o_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_metrics___output_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_fleet_report___hosts_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_fleet_report___domains_report_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_fleet_report___snapshots_dir_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_fleet_report___policy_COMPGEN=_shtab_compgen_files
+_shtab_libvirt_txmode_fleet_report__o_COMPGEN=_shtab_compgen_dirs
+_shtab_libvirt_txmode_fleet_report___output_dir_COMPGEN=_shtab_compgen_dirs
 _shtab_libvirt_txmode_probe_pos_0_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_probe__p_COMPGEN=_shtab_compgen_files
 _shtab_libvirt_txmode_probe___policy_COMPGEN=_shtab_compgen_files
@@ -70,7 +77,7 @@ _shtab_libvirt_txmode_check_policy__f_choices=(text json)
 _shtab_libvirt_txmode_check_policy___format_choices=(text json)
 _shtab_libvirt_txmode_completion_pos_0_choices=(bash zsh)
 _shtab_libvirt_txmode_completion_pos_1_choices=(libvirt-txmode validate-domain)
-_shtab_libvirt_txmode_pos_0_choices=(snapshot install-hook uninstall-hook doctor audit metrics probe explain check-policy policy-test policy-schema completion)
+_shtab_libvirt_txmode_pos_0_choices=(snapshot install-hook uninstall-hook doctor audit metrics fleet-report probe explain check-policy policy-test policy-schema completion)
 
 _shtab_libvirt_txmode_snapshot__h_nargs=0
 _shtab_libvirt_txmode_snapshot___help_nargs=0
@@ -98,6 +105,8 @@ _shtab_libvirt_txmode_audit___no_color_nargs=0
 _shtab_libvirt_txmode_audit___no_cache_nargs=0
 _shtab_libvirt_txmode_metrics__h_nargs=0
 _shtab_libvirt_txmode_metrics___help_nargs=0
+_shtab_libvirt_txmode_fleet_report__h_nargs=0
+_shtab_libvirt_txmode_fleet_report___help_nargs=0
 _shtab_libvirt_txmode_probe__h_nargs=0
 _shtab_libvirt_txmode_probe___help_nargs=0
 _shtab_libvirt_txmode_explain__h_nargs=0

@@ -14,9 +14,10 @@ One read-only libvirt connection suffices: ``virDomainGetXMLDesc`` needs write a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Optional
 
@@ -78,6 +79,17 @@ def fetch_domains(conn: Any, names: list[str]) -> list[DomainXML]:
         raise AuditError(f"libvirt: {exc}") from None
 
 
+def with_host_and_time(document: str, host: str, started: float) -> str:
+    """validate-domain's JSON plus what an audit report needs to stand alone: which host, when.
+    Every finding names the host too (the text format leaves it out: one host, said once)."""
+    data = json.loads(document)
+    data["host"] = host
+    for finding in data["findings"]:
+        finding["host"] = host
+    data["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+
+
 def open_read_only(uri: str) -> Any:
     from .libvirt_host import ConnectError, connect  # noqa: PLC0415
 
@@ -105,17 +117,36 @@ def _snapshot(path: Optional[str]) -> tuple[Any, dict[str, str]]:
     return snapshot.capabilities, dict(snapshot.identities)
 
 
+def _parse(documents: Sequence[DomainXML]) -> tuple[list[Any], list[Any]]:
+    """Each document's Domain, and an xml-invalid finding for each that does not parse."""
+    from .domain import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415
+    from .findings import XML_INVALID, Finding, Level  # noqa: PLC0415
+
+    parser = make_parser()
+    domains, found = [], []
+    for document in documents:
+        try:
+            domains.append(parse_domain(document.xml.encode(), document.label, parser=parser))
+        except DomainXMLError as exc:
+            found.append(
+                Finding(
+                    document.label, exc.line, document.name, XML_INVALID, Level.ERROR, exc.message
+                )
+            )
+    return domains, found
+
+
 def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) -> int:
     from .cache import ProbeCache  # noqa: PLC0415
     from .check import check_domain  # noqa: PLC0415
-    from .domain import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415
     from .exceptions import apply as apply_exceptions  # noqa: PLC0415
-    from .findings import XML_INVALID, Finding, Level, Report, summarize  # noqa: PLC0415
+    from .findings import Report, summarize  # noqa: PLC0415
     from .local import local_capabilities  # noqa: PLC0415
     from .paths import default_cache_dir  # noqa: PLC0415
     from .policy import DEFAULT_POLICY_PATH, PolicyError, load_policy  # noqa: PLC0415
     from .report import RunInfo, choose_format, render  # noqa: PLC0415
 
+    started = time.time()
     try:
         policy = load_policy(args.policy or DEFAULT_POLICY_PATH)
     except PolicyError as exc:
@@ -127,22 +158,8 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     finally:
         conn.close()
 
-    parser = make_parser()
-    found: list[Finding] = []
-    parsed = []
-    for document in documents:
-        try:
-            parsed.append(
-                (document, parse_domain(document.xml.encode(), document.label, parser=parser))
-            )
-        except DomainXMLError as exc:
-            found.append(
-                Finding(
-                    document.label, exc.line, document.name, XML_INVALID, Level.ERROR, exc.message
-                )
-            )
+    domains, found = _parse(documents)
     cache = ProbeCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
-    domains = [domain for _, domain in parsed]
     caps = local_capabilities(
         domains, policy, cache, snapshot=snapshot, snapshot_identities=identities
     )
@@ -168,12 +185,17 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     fmt = choose_format(args.format, environ)
     color = not args.no_color and "NO_COLOR" not in environ and out.isatty()
     run = RunInfo(suppressed=sum(1 for f in found if f.suppression is not None))
+
+    def rendered(chosen: str, colored: bool) -> str:
+        text = render(chosen, report, color=colored, run=run)
+        return with_host_and_time(text, caps.name, started) if chosen == "json" else text
+
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(render(fmt, report, color=False, run=run))
+            handle.write(rendered(fmt, False))
         out.write(render("text", report, color=color, run=run))
     else:
-        out.write(render(fmt, report, color=color and fmt == "text", run=run))
+        out.write(rendered(fmt, color and fmt == "text"))
     failing = report.summary.errors + (report.summary.warnings if args.strict else 0)
     code = EXIT_FINDINGS if failing else EXIT_OK
     if not args.no_cache:

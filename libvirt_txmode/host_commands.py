@@ -1,6 +1,6 @@
 """``libvirt-txmode``: the host-side commands (snapshot, install-hook, uninstall-hook, doctor,
-audit, probe, explain, check-policy, policy-schema, completion). validate-domain and the shared
-error handling are in cli.py.
+audit, fleet-report, probe, explain, check-policy, policy-schema, completion). validate-domain and
+the shared error handling are in cli.py.
 
 Each subcommand is one ``_add_NAME(sub)`` function that builds its parser and binds its handler
 (``set_defaults(run=...)``); ``SUBCOMMANDS`` lists them in help order. Adding a command is adding
@@ -268,6 +268,51 @@ def _add_metrics(sub: Any) -> None:
     cmd.set_defaults(run=_cmd_metrics)
 
 
+def _add_fleet_report(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "fleet-report",
+        help="one fleet report (fleet.json, fleet-junit.xml, fleet.html) from what "
+        "fleet-check.yml collected",
+        description="Write fleet.json, fleet-junit.xml and fleet.html into --output-dir from the "
+        "per-host results fleet-check.yml collected and validate-domain's JSON over the "
+        "repository's domains. Exit 1 when a repository domain has an error finding.",
+    )
+    complete_as(
+        cmd.add_argument(
+            "--hosts",
+            required=True,
+            metavar="FILE",
+            help='the per-host results as JSON ({"hosts": [...]}); - reads stdin',
+        ),
+        FILE_COMPLETION,
+    )
+    complete_as(
+        cmd.add_argument(
+            "--domains-report",
+            metavar="FILE",
+            help="validate-domain -f json --all-hosts over the repository's domains",
+        ),
+        FILE_COMPLETION,
+    )
+    complete_as(
+        cmd.add_argument(
+            "--snapshots-dir", metavar="DIR", help="the fetched snapshots, one HOST.json per host"
+        ),
+        DIR_COMPLETION,
+    )
+    complete_as(
+        cmd.add_argument("--policy", metavar="FILE", help="the policy checked against (hashed)"),
+        FILE_COMPLETION,
+    )
+    complete_as(
+        cmd.add_argument(
+            "-o", "--output-dir", required=True, metavar="DIR", help="where the reports go"
+        ),
+        DIR_COMPLETION,
+    )
+    cmd.set_defaults(run=_cmd_fleet_report)
+
+
 def _add_probe(sub: Any) -> None:
     cmd = sub.add_parser(
         "probe", help="ask an emulator directly whether its virtio-net devices have 'tx'"
@@ -387,6 +432,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_doctor,
     _add_audit,
     _add_metrics,
+    _add_fleet_report,
     _add_probe,
     _add_explain,
     _add_check_policy,
@@ -648,6 +694,12 @@ def _cmd_metrics(args: argparse.Namespace, out: IO[str]) -> int:
     except OSError as exc:
         raise FatalError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     return EXIT_OK
+
+
+def _cmd_fleet_report(args: argparse.Namespace, out: IO[str]) -> int:
+    from .fleet_command import run  # noqa: PLC0415
+
+    return run(args, out)
 
 
 def _cmd_probe(args: argparse.Namespace, out: IO[str]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from libvirt_txmode import __version__
+from tests.libvirt_env import skip_unless_ci
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -53,13 +53,75 @@ def domains_repo(tmp_path: Path) -> Path:
     return root
 
 
-def run_line(line: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """A recipe's line as the CI runner's shell runs it, with this venv's commands on PATH."""
-    environ = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(cwd), "LC_ALL": "C.UTF-8", **env}
+# The recipes' placeholders: the project's git server, and the commit of main they pin.
+SERVER = "https://YOUR-GIT-SERVER/libvirt-txmode"
+COMMIT = "COMMIT"
+# What pip needs from this machine's environment to reach its index (or its local mirror).
+PIP_ENV = ("PIP_FIND_LINKS", "PIP_CERT", "PIP_DEFAULT_TIMEOUT", "PIP_CONFIG_FILE", "PIP_INDEX_URL",
+           "PIP_EXTRA_INDEX_URL")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A clone of this repository, as a user's git server would serve it, and its commit."""
+    path = tmp_path_factory.mktemp("server") / "libvirt-txmode"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(path)], check=True, timeout=120)
+    commit = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    # No tag to fall back on: the recipes must work from a commit alone.
+    assert subprocess.run(["git", "-C", str(path), "tag"], capture_output=True, text=True,
+                          check=True).stdout == ""  # fmt: skip
+    return path, commit
+
+
+def pinned(line: str, clone: tuple[Path, str], url: bool = True) -> str:
+    """A recipe's line with the placeholders filled in: the clone for the server, its commit."""
+    path, commit = clone
+    # file://localhost/...: the pip a fresh venv brings (23.x) refuses "name @ git+file:///..."
+    # (a URL without a host); git and pip both accept localhost.
+    server = f"file://localhost{path}" if url else str(path)
+    return line.replace(SERVER, server).replace(COMMIT, commit)
+
+
+def run_line(
+    line: str, cwd: Path, path: Path = BIN, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """A recipe's line as the CI runner's shell runs it, with ``path``'s commands on PATH."""
+    environ = {"PATH": f"{path}:/usr/bin:/bin", "HOME": str(cwd), "LC_ALL": "C.UTF-8", **env}
+    environ.update({key: os.environ[key] for key in PIP_ENV if key in os.environ})
     return subprocess.run(
         ["sh", "-c", line], cwd=cwd, env=environ, capture_output=True, text=True, check=False,
-        timeout=120,
+        timeout=timeout,
     )  # fmt: skip
+
+
+def install_lines(node: object) -> list[str]:
+    """The pip install lines of a CI document's run:/script: entries."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("run", "script"):
+                lines = value if isinstance(value, list) else [value]
+                found += [line for line in lines if str(line).startswith("pip install ")]
+            else:
+                found += install_lines(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += install_lines(item)
+    return found
+
+
+def runner_venv(tmp_path: Path, line: str, clone: tuple[Path, str]) -> Path:
+    """A fresh Python, as a CI job starts with, into which the recipe's pip line installs the tool
+    from the clone at its commit; its bin directory."""
+    venv = tmp_path / "runner"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    assert f"{SERVER}@{COMMIT}" in line, line
+    result = run_line(pinned(line, clone), tmp_path, path=venv / "bin", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (venv / "bin" / "validate-domain").exists()
+    return venv / "bin"
 
 
 def test_readme_has_the_ci_examples() -> None:
@@ -73,7 +135,9 @@ def test_readme_has_the_ci_examples() -> None:
     )
 
 
-def test_github_actions_example_runs(domains_repo: Path) -> None:
+def test_github_actions_example_runs(
+    domains_repo: Path, clone: tuple[Path, str], tmp_path: Path
+) -> None:
     workflow = yaml_blocks()[0]
     assert isinstance(workflow, dict)
     # upload-sarif needs it; without it the upload fails on repositories with default permissions.
@@ -81,9 +145,10 @@ def test_github_actions_example_runs(domains_repo: Path) -> None:
     steps = workflow["jobs"]["txmode"]["steps"]
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("github/codeql-action/"))
     assert upload["if"] == "always()"
-    assert f"@v{__version__}" in next(s["run"] for s in steps if "pip install" in s.get("run", ""))
+    (install,) = install_lines(workflow)
+    runner = runner_venv(tmp_path, install, clone)
     (line,) = commands(workflow)
-    result = run_line(line, domains_repo, GITHUB_ACTIONS="true", CI="true")
+    result = run_line(line, domains_repo, path=runner, GITHUB_ACTIONS="true", CI="true")
     # The examples include failing domains: findings, not a crash.
     assert result.returncode == 1, result.stderr
     sarif = json.loads((domains_repo / upload["with"]["sarif_file"]).read_text())
@@ -94,14 +159,20 @@ def test_github_actions_example_runs(domains_repo: Path) -> None:
     assert run["invocations"][0]["exitCode"] == 1
 
 
-def test_gitlab_example_runs_in_a_writable_checkout_as_root(domains_repo: Path) -> None:
+def test_gitlab_example_runs_in_a_writable_checkout_as_root(
+    domains_repo: Path, clone: tuple[Path, str], tmp_path: Path
+) -> None:
     job = yaml_blocks()[1]
     assert isinstance(job, dict)
     assert not job["txmode"]["image"].endswith("-slim")  # pip install git+... needs git
+    (install,) = install_lines(job)
+    runner = runner_venv(tmp_path, install, clone)
     # GitLab's default runners check out group/other-writable files, and run as root.
     subprocess.run(["chmod", "-R", "go+w", str(domains_repo)], check=True)
     assert os.geteuid() == 0
-    results = [run_line(line, domains_repo, GITLAB_CI="true") for line in commands(job)]
+    results = [
+        run_line(line, domains_repo, path=runner, GITLAB_CI="true") for line in commands(job)
+    ]
     assert [r.returncode for r in results] == [0, 1], [r.stderr for r in results]
     assert all(r.stderr == "" for r in results)
     reports = job["txmode"]["artifacts"]["reports"]
@@ -117,21 +188,19 @@ def test_gitlab_example_runs_in_a_writable_checkout_as_root(domains_repo: Path) 
     assert suite.xpath("count(.//testcase[failure])") >= 1
 
 
-def test_pre_commit_example_runs_for_real(domains_repo: Path, tmp_path: Path) -> None:
-    """pre-commit installs the hook from a clone of this repository at the tag the README names
+def test_pre_commit_example_runs_for_real(
+    domains_repo: Path, clone: tuple[Path, str], tmp_path: Path
+) -> None:
+    """pre-commit installs the hook from a clone of this repository at the commit the recipe pins
     and runs it on the domains repository, as a developer's `git commit` would."""
     config = yaml_blocks()[2]
     assert isinstance(config, dict)
     (entry,) = config["repos"]
-    assert entry["rev"] == f"v{__version__}"
+    assert (entry["repo"], entry["rev"]) == (SERVER, COMMIT)
     (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     assert hook["require_serial"] is True
-    tool = tmp_path / "libvirt-txmode"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(tool)], check=True, timeout=120)
-    # The release tag (the lead creates it in the real repository); here on the clone's HEAD.
-    subprocess.run(["git", "-C", str(tool), "tag", "-f", entry["rev"]], check=True)
     text = README.split("pre-commit (`.pre-commit-config.yaml`", 1)[1].split("```yaml\n", 1)[1]
-    text = text.split("```", 1)[0].replace(entry["repo"], str(tool))
+    text = pinned(text.split("```", 1)[0], clone, url=False)
     (domains_repo / ".pre-commit-config.yaml").write_text(text)
     git = ["git", "-C", str(domains_repo), "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
     subprocess.run([*git, "add", "-A"], check=True)
@@ -141,7 +210,7 @@ def test_pre_commit_example_runs_for_real(domains_repo: Path, tmp_path: Path) ->
         "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-cache"),
         "LC_ALL": "C.UTF-8",
     }
-    for key in ("PIP_FIND_LINKS", "PIP_CERT", "PIP_DEFAULT_TIMEOUT", "PIP_CONFIG_FILE"):
+    for key in PIP_ENV:
         if key in os.environ:
             env[key] = os.environ[key]
     result = subprocess.run(
@@ -155,6 +224,30 @@ def test_pre_commit_example_runs_for_real(domains_repo: Path, tmp_path: Path) ->
     # One process for every file: one summary line.
     summaries = re.findall(r"^\d+ files?, \d+ domains?, .*$", output, re.M)
     assert summaries == ["12 files, 11 domains, 12 NICs: 7 errors, 2 warnings"]
+
+
+def test_collection_install_recipe_runs_from_a_clone(
+    clone: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The Fleet section's lines: clone at the pinned commit, build and install the collection."""
+    block = re.search(rf"```sh\n(git clone {re.escape(SERVER)} .*?)```", README, re.S)
+    assert block is not None and COMMIT in block.group(1)
+    if shutil.which("ansible-galaxy", path=f"{BIN}:/usr/bin:/bin") is None:
+        skip_unless_ci("needs ansible-galaxy (ansible-core)")
+    controller = tmp_path / "controller"
+    controller.mkdir()
+    result = run_line(pinned(block.group(1), clone), controller, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checked_out = subprocess.run(
+        ["git", "-C", str(controller / "libvirt-txmode"), "rev-parse", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert checked_out == clone[1]
+    # ansible-galaxy's default collections path below HOME (the controller directory here).
+    installed = controller / ".ansible" / "collections" / "ansible_collections" / "libvirt_txmode"
+    manifest = json.loads((installed / "fleet" / "MANIFEST.json").read_text())
+    assert manifest["collection_info"]["name"] == "fleet"
+    assert (installed / "fleet" / "playbooks" / "fleet-check.yml").is_file()
 
 
 @pytest.mark.parametrize("example", ["04-storage-timer.xml"])
