@@ -110,6 +110,28 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
     deb_inside = f"/tmp/{deb.name}"
     root.path(deb_inside).write_bytes(deb.read_bytes())
 
+    # One gate per host: a hook install-hook wrote from a venv (the wrapper it renders) stops
+    # the package's installation, naming that hook and the command that removes it.
+    venv_hook = root.path("/etc/libvirt/hooks/qemu")
+    venv_hook.parent.mkdir(parents=True, exist_ok=True)
+    venv_hook.write_text(
+        (REPO / "hooks" / "qemu")
+        .read_text()
+        .replace("\nPYTHON=", "\nPYTHON=/opt/libvirt-txmode/bin/python3\n#PYTHON=", 1)
+    )
+    venv_hook.chmod(0o755)
+    refused = root.run(
+        "apt-get", "install", "-y", "--no-install-recommends", deb_inside, check=False
+    )
+    assert refused.returncode != 0
+    assert (
+        "libvirt-txmode: refusing to install: another libvirt-txmode hook is installed: "
+        "/etc/libvirt/hooks/qemu (interpreter /opt/libvirt-txmode/bin/python3); one gate per host"
+    ) in refused.stderr, refused.stderr
+    assert "'/opt/libvirt-txmode/bin/libvirt-txmode uninstall-hook'" in refused.stderr
+    assert not root.path(HOOK).exists()
+    venv_hook.unlink()
+
     # Install with apt: python3-libvirt, -lxml and -yaml must come from Debian's archive.
     installed = root.run("apt-get", "install", "-y", "--no-install-recommends", deb_inside)
     assert "python3-libvirt" in installed.stdout
