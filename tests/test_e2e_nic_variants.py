@@ -24,6 +24,7 @@ The vhostuser NICs connect to ``e2e_qemu.VhostUserBackend``, a stand-in for the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -342,11 +343,21 @@ def test_the_prediction_is_qemus_tx_on_every_nic_that_started(outcomes: list[Out
     assert sum(len(o.variant.nics) for o in outcomes if o.ran) >= 50
 
 
+# Inside the Debian 13 test root (tests/test_debian13.py), /dev is the root's own: the
+# /dev/tapN node the kernel makes for a macvtap (type='direct') interface appears only in the
+# host's devtmpfs, so libvirt in the root cannot open it. Not a prediction QEMU refuted: those
+# variants are left out there, and only there; on the host every one must start.
+IN_TEST_ROOT = os.environ.get("LIBVIRT_TXMODE_TEST_ROOT") == "1"
+NO_MACVTAP_NODE = "cannot open macvtap tap device /dev/tap"
+
+
 def test_a_variant_that_did_not_start_is_predicted_to_fail(outcomes: list[Outcome]) -> None:
     missed = [
         f"{o.variant.name} ({o.why_not()}): predicted {o.predicted_tx()}"
         for o in outcomes
-        if not o.ran and not o.predicts_failure()
+        if not o.ran
+        and not o.predicts_failure()
+        and not (IN_TEST_ROOT and NO_MACVTAP_NODE in o.why_not())
     ]
     assert missed == []
 
