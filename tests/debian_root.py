@@ -243,6 +243,9 @@ class DebianRoot:
         if "\nnamespaces = []\n" not in text:
             conf.write_text(text + "\n# libvirt-txmode tests: a chroot host\nnamespaces = []\n")
         self.run("virtlogd", "-d")
+        self.start_libvirtd()
+
+    def start_libvirtd(self) -> None:
         self.path("/run/libvirtd.pid").unlink(missing_ok=True)
         self.run("libvirtd", "-d")
         # The first connection waits while libvirt probes QEMU: poll, don't sleep blindly.

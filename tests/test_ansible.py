@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,12 +198,7 @@ def unseen_daemon(root: DebianRoot) -> None:
     target = os.readlink(hook)
     hook.unlink()
     root.stop_daemon("libvirtd")
-    root.path("/run/libvirtd.pid").unlink(missing_ok=True)
-    root.run("libvirtd", "-d")
-    for _ in range(240):
-        if root.virsh("version", check=False).returncode == 0:
-            break
-        time.sleep(0.5)
+    root.start_libvirtd()
     hook.symlink_to(target)
 
 

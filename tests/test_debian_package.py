@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,16 +92,6 @@ def start(root: DebianRoot, name: str, txmode: str) -> tuple[int, str]:
 def canaries(root: DebianRoot) -> list[str]:
     names = root.virsh("list", "--all", "--name").stdout.split()
     return [name for name in names if name.startswith("libvirt-txmode-canary-")]
-
-
-def start_libvirtd(root: DebianRoot) -> None:
-    root.path("/run/libvirtd.pid").unlink(missing_ok=True)
-    root.run("libvirtd", "-d")
-    for _ in range(240):
-        if root.virsh("version", check=False).returncode == 0:
-            return
-        time.sleep(0.5)
-    raise AssertionError("libvirtd in the Debian root did not answer within 120 s")
 
 
 def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -> None:
@@ -243,7 +232,7 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
     # The case: a daemon that runs, but was never told of the hook. The postinst warns
     # with the command to run; doctor agrees until the daemon is reloaded.
     root.run("apt-get", "purge", "-y", "libvirt-txmode")
-    start_libvirtd(root)  # virtlogd still runs
+    root.start_libvirtd()  # virtlogd still runs
     unloaded = root.run(
         "env", "LIBVIRT_TXMODE_NO_RELOAD=1",
         "apt-get", "install", "-y", "--no-install-recommends", deb_inside,

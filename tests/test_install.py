@@ -29,7 +29,7 @@ from libvirt_txmode.install import (
     render_hook,
     uninstall,
 )
-from tests.libvirt_env import fake_venv
+from tests.libvirt_env import fake_venv, skip_unless_ci
 
 FOREIGN = "#!/bin/sh\n# the operator's own hook\nexit 0\n"
 REPO = Path(__file__).resolve().parent.parent
@@ -527,7 +527,7 @@ def as_nobody(*argv: str) -> None:
 @pytest.fixture
 def root_only() -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root: directories owned by nobody are made with chown")
+        skip_unless_ci("needs root: directories owned by nobody are made with chown")
 
 
 def test_state_dir_owned_by_nobody_is_refused(tmp_path: Path, root_only: None) -> None:
