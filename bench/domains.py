@@ -172,7 +172,7 @@ def snapshot_document(emulators: Sequence[str], host: str = "bench-host") -> dic
         ),
         identities={e: identify(e).key() for e in emulators},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        libvirt={"uri": "", "library_version": "", "hypervisor": "QEMU", "hypervisor_version": ""},
+        libvirt={"uri": "", "library_version": "9.0.0", "hypervisor": "QEMU", "hypervisor_version": "7.2.0"},
     )
     return snapshot.to_json()
 
