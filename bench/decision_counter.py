@@ -26,8 +26,9 @@ import sys
 import tempfile
 import time
 
-from libvirt_txmode import logsink, tally
-from libvirt_txmode.install import Layout, install
+from libvirt_txmode.admin.install import Layout, install
+from libvirt_txmode.common import logsink
+from libvirt_txmode.hook import tally
 
 ENV = {"LC_ALL": "C", "PATH": "/usr/bin:/bin"}
 XML = (

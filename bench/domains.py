@@ -11,11 +11,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from libvirt_txmode.install import _packaged
-from libvirt_txmode.libvirt_host import VIRTIO_NET_DEVICES
-from libvirt_txmode.model import Guest, HostCapabilities
-from libvirt_txmode.qemu import identify, probe
-from libvirt_txmode.snapshot import Snapshot
+from libvirt_txmode.admin.install import _packaged
+from libvirt_txmode.engine.model import Guest, HostCapabilities
+from libvirt_txmode.host.libvirt_snapshot import VIRTIO_NET_DEVICES
+from libvirt_txmode.host.probe import identify, probe
+from libvirt_txmode.host.snapshot import Snapshot
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 
@@ -172,7 +172,12 @@ def snapshot_document(emulators: Sequence[str], host: str = "bench-host") -> dic
         ),
         identities={e: identify(e).key() for e in emulators},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        libvirt={"uri": "", "library_version": "9.0.0", "hypervisor": "QEMU", "hypervisor_version": "7.2.0"},
+        libvirt={
+            "uri": "",
+            "library_version": "9.0.0",
+            "hypervisor": "QEMU",
+            "hypervisor_version": "7.2.0",
+        },
     )
     return snapshot.to_json()
 

@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import domains
 
-from libvirt_txmode import daemon
-from libvirt_txmode import install as installer
+from libvirt_txmode.admin import daemon
+from libvirt_txmode.admin import install as installer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable

@@ -1,10 +1,11 @@
 """What hooks/qemu runs for ``prepare begin``: ``python -I -S PACKAGE/hookstart.py ARGS``.
 
-A script rather than ``-m libvirt_txmode.hook``, and ``-S``: runpy and ``site`` cost more than
-answering from the verdict cache. Without ``site`` only the standard library is on ``sys.path``,
-so this puts the directory holding this package there (where the installing interpreter, run
-with ``-I``, imports it from: install.py records it as PACKAGE). When the cache cannot answer,
-``site`` is set up as a normal start would before the full check (lxml and YAML live there).
+A script rather than ``-m libvirt_txmode.hook.protocol``, and ``-S``: runpy and ``site`` cost
+more than answering from the verdict cache. Without ``site`` only the standard library is on
+``sys.path``, so this puts the directory holding this package there (where the installing
+interpreter, run with ``-I``, imports it from: admin/install.py records it as PACKAGE). When the
+cache cannot answer, ``site`` is set up as a normal start would before the full check (lxml and
+YAML live there). This file stays at the package's top: installed hooks name it.
 Kept tiny: a script is compiled at every run, a module comes from its .pyc.
 """
 
@@ -14,7 +15,7 @@ import sys
 if __name__ == "__main__":
     ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.append(ROOT)
-    from libvirt_txmode import hook
+    from libvirt_txmode.hook import protocol as hook
 
     def full_start() -> None:
         # sys.path as a normal start has it (first found first); the package keeps importing

@@ -21,7 +21,7 @@ from typing import Optional, Union
 
 import pytest
 
-from libvirt_txmode.install import Layout, install
+from libvirt_txmode.admin.install import Layout, install
 from tests.libvirt_env import LOG_VARIABLES
 
 LIBVIRT_ENV = {

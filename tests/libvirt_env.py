@@ -19,8 +19,8 @@ from typing import Optional
 
 import pytest
 
-from libvirt_txmode import logsink
-from libvirt_txmode.install import DROPIN_NAME, hook_settings, is_ours
+from libvirt_txmode.admin.install import DROPIN_NAME, hook_settings, is_ours
+from libvirt_txmode.common import logsink
 
 REPO = Path(__file__).resolve().parent.parent
 URI = "qemu:///system"

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from libvirt_txmode import __version__
-from libvirt_txmode import cache as cache_module
-from libvirt_txmode.cache import (
+from libvirt_txmode.common.paths import default_cache_dir
+from libvirt_txmode.engine.model import Support, SupportState
+from libvirt_txmode.host import probe_cache as cache_module
+from libvirt_txmode.host.probe import EmulatorIdentity, identify
+from libvirt_txmode.host.probe_cache import (
     FORMAT,
     FORMAT_VERSION,
     ProbeCache,
@@ -21,12 +24,9 @@ from libvirt_txmode.cache import (
     support_to_json,
     write_atomic,
 )
-from libvirt_txmode.model import Support, SupportState
-from libvirt_txmode.paths import default_cache_dir
-from libvirt_txmode.qemu import EmulatorIdentity, identify
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="owner checks are about root's cache")
-LOGGER = "libvirt_txmode.cache"
+LOGGER = "libvirt_txmode.host.probe_cache"
 
 PCI = Support(SupportState.SUPPORTED, "tx listed by -device virtio-net-pci,help", "help")
 CCW = Support(SupportState.UNSUPPORTED, "this QEMU has no device virtio-net-ccw", "qmp")

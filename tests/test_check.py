@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from libvirt_txmode import findings as codes
-from libvirt_txmode.check import ALL_HOSTS, ANY_HOST, check_domain
-from libvirt_txmode.codes import START_WILL_FAIL
-from libvirt_txmode.domain import Domain, Nic
-from libvirt_txmode.findings import Finding, Level
-from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
-from libvirt_txmode.policy import Match, Policy, Rule, Settings
+from libvirt_txmode.engine import wording as codes
+from libvirt_txmode.engine.check import ALL_HOSTS, ANY_HOST, check_domain
+from libvirt_txmode.engine.codes import START_WILL_FAIL
+from libvirt_txmode.engine.domain_xml import Domain, Nic
+from libvirt_txmode.engine.model import Guest, HostCapabilities, Support, SupportState
+from libvirt_txmode.engine.policy import Match, Policy, Rule, Settings
+from libvirt_txmode.engine.wording import Finding, Level
 
 EMU = "/usr/bin/qemu-system-x86_64"
 S390 = "/usr/bin/qemu-system-s390x"

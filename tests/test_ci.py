@@ -17,8 +17,8 @@ import jsonschema
 import pytest
 from lxml import etree
 
-from libvirt_txmode import report as rp
-from libvirt_txmode.findings import Finding, Level, Report, summarize
+from libvirt_txmode.engine.wording import Finding, Level, Report, summarize
+from libvirt_txmode.report import formats as rp
 from tests.libvirt_env import skip_unless_ci
 
 from .test_cli import (
@@ -556,7 +556,7 @@ def test_wheel_installs_man_pages_and_completion_that_work_without_shtab(tmp_pat
     # The venv has neither shtab nor this checkout on its path: the installed script is printed.
     proc = subprocess.run(
         [str(venv / "bin" / "python"), "-c",
-         "import sys; from libvirt_txmode.host_commands import main; sys.exit(main())",
+         "import sys; from libvirt_txmode.admin.commands import main; sys.exit(main())",
          "completion", "zsh", "validate-domain"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
         env={"PATH": "/usr/bin:/bin"},

@@ -15,9 +15,9 @@ from typing import Optional
 import pytest
 from lxml import etree
 
-from libvirt_txmode.explain import EXPLANATIONS, explain
-from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
-from libvirt_txmode.snapshot import Snapshot
+from libvirt_txmode.engine.model import Guest, HostCapabilities, Support, SupportState
+from libvirt_txmode.host.snapshot import Snapshot
+from libvirt_txmode.report.explain import EXPLANATIONS, explain
 
 BIN = Path(sys.executable).parent
 VALIDATE = str(BIN / "validate-domain")

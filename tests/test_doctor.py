@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.doctor import Check, exit_code, render_checks, snapshot_drift
-from libvirt_txmode.install import Layout, install
+from libvirt_txmode.admin.doctor import Check, exit_code, render_checks, snapshot_drift
+from libvirt_txmode.admin.install import Layout, install
 
 CLI = Path(sys.executable).parent / "libvirt-txmode"
 
@@ -139,7 +139,7 @@ def test_stale_snapshot_is_named(tmp_path: Path) -> None:
     emulator = tmp_path / "qemu-system-x86_64"
     emulator.write_text("#!/bin/sh\nexit 0\n")
     emulator.chmod(0o755)
-    from libvirt_txmode.qemu import identify
+    from libvirt_txmode.host.probe import identify
 
     snapshot = tmp_path / "snapshot.json"
     document = {

@@ -14,7 +14,7 @@ from typing import Optional
 
 import pytest
 
-from libvirt_txmode.domain import (
+from libvirt_txmode.engine.domain_xml import (
     MAX_XML_BYTES,
     Domain,
     DomainXMLError,

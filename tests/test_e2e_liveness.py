@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.install import installed_copies
-from libvirt_txmode.liveness import CANARY_PREFIX
+from libvirt_txmode.admin.install import installed_copies
+from libvirt_txmode.admin.liveness import CANARY_PREFIX
 from tests import libvirt_env as env
 
 pytestmark = pytest.mark.integration

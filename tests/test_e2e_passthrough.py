@@ -33,9 +33,9 @@ from typing import Optional
 
 import pytest
 
-from libvirt_txmode.model import Domain, HostCapabilities
-from libvirt_txmode.passthrough import resolve
-from libvirt_txmode.qemu_args import parse_commandline
+from libvirt_txmode.engine.model import Domain, HostCapabilities
+from libvirt_txmode.engine.passthrough import resolve
+from libvirt_txmode.engine.qemu_args import parse_commandline
 from tests import libvirt_env as env
 from tests.e2e_qemu import (
     QEMU_NS,

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode import codes
-from libvirt_txmode.check import check_domain
-from libvirt_txmode.exceptions import apply
-from libvirt_txmode.gate import _decide
-from libvirt_txmode.model import Finding, Level, Suppression
-from libvirt_txmode.policy import PolicyError, parse_policy
+from libvirt_txmode.engine import codes
+from libvirt_txmode.engine.check import check_domain
+from libvirt_txmode.engine.exceptions import apply
+from libvirt_txmode.engine.model import Finding, Level, Suppression
+from libvirt_txmode.engine.policy import PolicyError, parse_policy
+from libvirt_txmode.hook.gate import _decide
 
 from .test_cli import EMULATOR, domain_xml, nic, snapshot
 
@@ -196,7 +196,7 @@ def test_exception_expired_is_never_silenced() -> None:
 
 
 def test_engine_findings_of_a_real_domain() -> None:
-    from libvirt_txmode.domain import parse_domain
+    from libvirt_txmode.engine.domain_xml import parse_domain
 
     policy = policy_with("  - match: {mac: '52:54:00:00:00:0a'}\n    reason: r\n")
     domain = parse_domain(LEGACY.encode(), "legacy.xml")
@@ -416,8 +416,8 @@ def test_generate_exceptions_to_stdout_lists_what_no_exception_can_silence(repo:
 @pytest.mark.parametrize("fmt", ["text", "json", "junit", "github", "sarif", "codeclimate"])
 def test_a_whole_report_rendered_counts_no_silenced_finding(fmt: str) -> None:
     """audit renders a whole Report (``render``/``feed``): the same as validate-domain's stream."""
-    from libvirt_txmode import report as rp
-    from libvirt_txmode.findings import Report, summarize
+    from libvirt_txmode.engine.wording import Report, summarize
+    from libvirt_txmode.report import formats as rp
 
     silenced = finding(suppression=Suppression(0, 7, "vendor appliance", None))
     found = [silenced]

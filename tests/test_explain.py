@@ -7,8 +7,14 @@ import dataclasses
 import pytest
 from lxml import etree
 
-from libvirt_txmode.explain import EXPLANATIONS, WIDTH, Explanation, explain, explain_markdown
-from libvirt_txmode.findings import CODES, Level
+from libvirt_txmode.engine.wording import CODES, Level
+from libvirt_txmode.report.explain import (
+    EXPLANATIONS,
+    WIDTH,
+    Explanation,
+    explain,
+    explain_markdown,
+)
 
 
 def test_every_code_has_exactly_one_explanation() -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
-from libvirt_txmode.snapshot import Snapshot
+from libvirt_txmode.engine.model import Guest, HostCapabilities, Support, SupportState
+from libvirt_txmode.host.snapshot import Snapshot
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, HookResult, domain, make_hook, nic, shared_dir
 

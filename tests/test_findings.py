@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from libvirt_txmode.findings import printable
-from libvirt_txmode.model import Finding, Level
+from libvirt_txmode.engine.model import Finding, Level
+from libvirt_txmode.engine.wording import printable
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode import codes
-from libvirt_txmode.cli import validate_main
-from libvirt_txmode.model import Finding, Guest, HostCapabilities, Level, Support, SupportState
-from libvirt_txmode.snapshot import Snapshot, write_snapshot
+from libvirt_txmode.ci.cli import validate_main
+from libvirt_txmode.engine import codes
+from libvirt_txmode.engine.model import (
+    Finding,
+    Guest,
+    HostCapabilities,
+    Level,
+    Support,
+    SupportState,
+)
+from libvirt_txmode.host.snapshot import Snapshot, write_snapshot
 
 DATA = Path(__file__).resolve().parent / "data"
 DOMAINS = sorted((DATA / "domains").glob("*.xml"))

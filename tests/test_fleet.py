@@ -15,9 +15,9 @@ import pytest
 from lxml import etree
 from lxml import html as lxml_html
 
-from libvirt_txmode.audit import with_host_and_time
-from libvirt_txmode.fleet import FleetInput, HostInput, build, parse_hosts, summary_lines
-from libvirt_txmode.fleet_render import to_html, to_junit
+from libvirt_txmode.admin.audit import with_host_and_time
+from libvirt_txmode.report.fleet import FleetInput, HostInput, build, parse_hosts, summary_lines
+from libvirt_txmode.report.fleet_render import to_html, to_junit
 from tests.libvirt_env import skip_unless_ci
 
 REPO = Path(__file__).resolve().parent.parent

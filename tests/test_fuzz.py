@@ -13,11 +13,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from libvirt_txmode import hook
-from libvirt_txmode.check import check_domain
-from libvirt_txmode.domain import DomainXMLError, parse_domain
-from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
-from libvirt_txmode.policy import Policy, PolicyError, parse_policy
+from libvirt_txmode.engine.check import check_domain
+from libvirt_txmode.engine.domain_xml import DomainXMLError, parse_domain
+from libvirt_txmode.engine.model import Guest, HostCapabilities, Support, SupportState
+from libvirt_txmode.engine.policy import Policy, PolicyError, parse_policy
+from libvirt_txmode.hook import protocol as hook
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from libvirt_txmode.globmatch import compile_glob, match_name
-from libvirt_txmode.inputs import compile_pattern
+from libvirt_txmode.ci.globmatch import compile_glob, match_name
+from libvirt_txmode.ci.inputs import compile_pattern
 
 
 def matches(pattern: str, path: str) -> bool:
@@ -61,7 +61,7 @@ def test_twenty_double_stars_against_thirty_levels_finishes() -> None:
     """The pattern that ran past 120 s as a backtracking regex. In a subprocess with a timeout,
     so a regression fails instead of hanging the suite; the assertions are on the results."""
     code = (
-        "from libvirt_txmode.inputs import compile_pattern\n"
+        "from libvirt_txmode.ci.inputs import compile_pattern\n"
         "p = compile_pattern('**/' * 20 + 'z')\n"
         "deep = '/'.join(['a'] * 30)\n"
         "print(p.glob.matches(deep), p.glob.matches(deep + '/z'), p.glob.matches('z'))\n"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode import hook as hook_module
-from libvirt_txmode import verdict
-from libvirt_txmode.files import MAX_XML_BYTES
+from libvirt_txmode.common.files import MAX_XML_BYTES
+from libvirt_txmode.hook import protocol as hook_module
+from libvirt_txmode.hook import verdict
 from tests import libvirt_env as env
 from tests.hookrun import (
     POLICY,
@@ -77,7 +77,7 @@ def test_missing_or_odd_argv_is_a_noop(hook: InstalledHook, argv: list[str]) -> 
 def test_python_module_run_directly_is_a_noop_too(op: str, sub: str) -> None:
     import sys
 
-    argv = [sys.executable, "-I", "-m", "libvirt_txmode.hook", "--", "vm1", op, sub, "-"]
+    argv = [sys.executable, "-I", "-m", "libvirt_txmode.hook.protocol", "--", "vm1", op, sub, "-"]
     result = run_hook(argv, stdin=None, timeout=30)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
@@ -245,7 +245,7 @@ def test_internal_error_fails_closed_without_traceback(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("engine fell over")
 
-    monkeypatch.setattr("libvirt_txmode.check.check_domain", explode)
+    monkeypatch.setattr("libvirt_txmode.engine.check.check_domain", explode)
     err = io.StringIO()
     code = hook_module.main(
         [
@@ -414,7 +414,7 @@ def test_5000_nics_are_decided_and_a_huge_refusal_is_not_cached(tmp_path: Path) 
 
 _COUNT_CALLS = """
 import cProfile, io, pstats, sys
-from libvirt_txmode import hook
+from libvirt_txmode.hook import protocol as hook
 xml = sys.stdin.buffer.read()
 profile = cProfile.Profile()
 profile.enable()

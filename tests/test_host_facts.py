@@ -25,13 +25,12 @@ from typing import Any, Optional
 import pytest
 
 from libvirt_txmode import __version__
-from libvirt_txmode import libvirt_qemucaps as qemucaps
-from libvirt_txmode.cache import ProbeCache
-from libvirt_txmode.domain import Domain, Nic
-from libvirt_txmode.local import local_capabilities, this_host
-from libvirt_txmode.model import HostCapabilities, Support, SupportState
-from libvirt_txmode.policy import Policy
-from libvirt_txmode.qemu import (
+from libvirt_txmode.engine.domain_xml import Domain, Nic
+from libvirt_txmode.engine.model import HostCapabilities, Support, SupportState
+from libvirt_txmode.engine.policy import Policy
+from libvirt_txmode.host import libvirt_caps as qemucaps
+from libvirt_txmode.host.facts import local_capabilities, this_host
+from libvirt_txmode.host.probe import (
     ProbeResult,
     ancestry_from_reply,
     ancestry_of,
@@ -40,7 +39,8 @@ from libvirt_txmode.qemu import (
     probe_emulator,
     qmp_request,
 )
-from libvirt_txmode.snapshot import (
+from libvirt_txmode.host.probe_cache import ProbeCache
+from libvirt_txmode.host.snapshot import (
     Snapshot,
     SnapshotError,
     load_snapshot,
@@ -67,7 +67,8 @@ def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixtur
     """caplog, also fed straight from the project's loggers: a hook run in-process earlier in the
     session routes "libvirt_txmode" to syslog without propagation (hook._syslog_handler)."""
     loggers = [
-        logging.getLogger(f"libvirt_txmode.{name}") for name in ("libvirt_qemucaps", "cache")
+        logging.getLogger(f"libvirt_txmode.{name}")
+        for name in ("host.libvirt_caps", "host.probe_cache")
     ]
     for logger in loggers:
         logger.addHandler(caplog.handler)

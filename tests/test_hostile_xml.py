@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from libvirt_txmode.domain import BeyondBoundsError, DomainXMLError, parse_domain
+from libvirt_txmode.engine.domain_xml import BeyondBoundsError, DomainXMLError, parse_domain
 
 
 def test_deep_nesting_is_refused_not_a_crash() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.inputs import IGNORE_FILE, InputError, collect
+from libvirt_txmode.ci.inputs import IGNORE_FILE, InputError, collect
 
 
 def tree(root: Path, *names: str) -> None:

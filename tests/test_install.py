@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.install import (
+from libvirt_txmode.admin.install import (
     DROPIN_NAME,
     InstallError,
     Layout,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.domain import BeyondBoundsError, parse_domain
+from libvirt_txmode.engine.domain_xml import BeyondBoundsError, parse_domain
 from tests.hookrun import domain, make_hook, nic
 
 

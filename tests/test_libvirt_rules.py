@@ -18,16 +18,16 @@ from typing import Any, Optional
 
 import pytest
 
-from libvirt_txmode.check import check_domain
-from libvirt_txmode.domain import parse_domain
-from libvirt_txmode.libvirt_rules import (
+from libvirt_txmode.engine.check import check_domain
+from libvirt_txmode.engine.domain_xml import parse_domain
+from libvirt_txmode.engine.libvirt_rules import (
     aliases,
     default_model,
     emulator_binary,
     plan_nic,
     virtio_transport,
 )
-from libvirt_txmode.model import (
+from libvirt_txmode.engine.model import (
     QEMU_TX,
     Domain,
     Guest,
@@ -37,7 +37,7 @@ from libvirt_txmode.model import (
     Support,
     SupportState,
 )
-from libvirt_txmode.policy import parse_policy
+from libvirt_txmode.engine.policy import parse_policy
 
 REPO = Path(__file__).resolve().parent.parent
 CASES_FILE = Path(__file__).parent / "data" / "libvirt" / "nic_cases.json"

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from libvirt_txmode import gate, logsink
-from libvirt_txmode.daemon import Daemon, process_start_time
-from libvirt_txmode.install import SELFTEST_DOMAIN, SELFTEST_XML
-from libvirt_txmode.liveness import (
+from libvirt_txmode.admin.daemon import Daemon, process_start_time
+from libvirt_txmode.admin.install import SELFTEST_DOMAIN, SELFTEST_XML
+from libvirt_txmode.admin.liveness import (
     CANARY_PREFIX,
     LIVE,
     OFF,
@@ -26,6 +25,8 @@ from libvirt_txmode.liveness import (
     hook_time,
     record_proof,
 )
+from libvirt_txmode.common import logsink
+from libvirt_txmode.hook import gate
 
 
 @pytest.fixture

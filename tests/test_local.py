@@ -10,12 +10,12 @@ from typing import Optional
 
 import pytest
 
-from libvirt_txmode.cache import ProbeCache
-from libvirt_txmode.domain import Domain, Nic
-from libvirt_txmode.local import local_capabilities, needed_devices
-from libvirt_txmode.model import Guest, HostCapabilities, Support, SupportState
-from libvirt_txmode.policy import Policy
-from libvirt_txmode.qemu import ProbeResult, identify
+from libvirt_txmode.engine.domain_xml import Domain, Nic
+from libvirt_txmode.engine.model import Guest, HostCapabilities, Support, SupportState
+from libvirt_txmode.engine.policy import Policy
+from libvirt_txmode.host.facts import local_capabilities, needed_devices
+from libvirt_txmode.host.probe import ProbeResult, identify
+from libvirt_txmode.host.probe_cache import ProbeCache
 from tests.fakes import FakeEmulators, make_fakes, processes_with, read
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="owner checks need root")

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode import __version__, hook, logsink
-from libvirt_txmode.text import printable
+from libvirt_txmode import __version__
+from libvirt_txmode.common import logsink
+from libvirt_txmode.common.text import printable
+from libvirt_txmode.hook import protocol as hook
 from tests import libvirt_env as env
 
 REPO = Path(__file__).resolve().parent.parent

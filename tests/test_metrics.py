@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from libvirt_txmode import __version__, host_commands, install, logsink, metrics, paths, tally
-from libvirt_txmode.model import Finding, Level, Report, Summary
+from libvirt_txmode import __version__
+from libvirt_txmode.admin import commands as host_commands
+from libvirt_txmode.admin import install, metrics
+from libvirt_txmode.common import logsink, paths
+from libvirt_txmode.engine.model import Finding, Level, Report, Summary
+from libvirt_txmode.hook import tally
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, domain, make_hook, nic
 from tests.libvirt_env import skip_unless_ci

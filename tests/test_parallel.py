@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from libvirt_txmode.parallel import in_slices
+from libvirt_txmode.ci.parallel import in_slices
 
 
 def _tagged(tag: str, part: Sequence[int]) -> list[str]:

@@ -20,11 +20,11 @@ from typing import Optional
 
 import pytest
 
-from libvirt_txmode import codes
-from libvirt_txmode.check import ANY_HOST, check_domain
-from libvirt_txmode.domain import parse_domain
-from libvirt_txmode.libvirt_rules import NicPlan, plan_domain_passthrough
-from libvirt_txmode.model import (
+from libvirt_txmode.engine import codes
+from libvirt_txmode.engine.check import ANY_HOST, check_domain
+from libvirt_txmode.engine.domain_xml import parse_domain
+from libvirt_txmode.engine.libvirt_rules import NicPlan, plan_domain_passthrough
+from libvirt_txmode.engine.model import (
     Domain,
     Finding,
     Guest,
@@ -36,7 +36,7 @@ from libvirt_txmode.model import (
     Support,
     SupportState,
 )
-from libvirt_txmode.passthrough import (
+from libvirt_txmode.engine.passthrough import (
     DRIVER_ROUTE,
     INNER_DEVICE,
     KNOWN_ANCESTRY,
@@ -46,8 +46,8 @@ from libvirt_txmode.passthrough import (
     resolve,
     txmode_of,
 )
-from libvirt_txmode.policy import Policy, parse_policy
-from libvirt_txmode.qemu_args import parse_commandline
+from libvirt_txmode.engine.policy import Policy, parse_policy
+from libvirt_txmode.engine.qemu_args import parse_commandline
 
 EMU = "/usr/bin/qemu-system-x86_64"
 S390 = "/usr/bin/qemu-system-s390x"

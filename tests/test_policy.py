@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.domain import Domain, Nic
-from libvirt_txmode.policy import (
+from libvirt_txmode.engine.domain_xml import Domain, Nic
+from libvirt_txmode.engine.policy import (
     DEFAULT_EMULATORS,
     MAX_POLICY_BYTES,
     Match,

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import pytest
 
-from libvirt_txmode import hook, policy
-from libvirt_txmode.policy import (
+from libvirt_txmode.engine import policy
+from libvirt_txmode.engine.policy import (
     Policy,
     PolicyError,
     compiled_path,
@@ -22,6 +22,7 @@ from libvirt_txmode.policy import (
     policy_from_json,
     policy_to_json,
 )
+from libvirt_txmode.hook import protocol as hook
 
 RICH_POLICY = """\
 version: 1
@@ -111,7 +112,7 @@ def test_json_round_trip(tmp_path: Path, text: str | None) -> None:
 
 
 def test_packaged_policy_round_trips(tmp_path: Path, cache_dir: Path) -> None:
-    from libvirt_txmode.install import _packaged
+    from libvirt_txmode.admin.install import _packaged
 
     path = tmp_path / "policy.yaml"
     path.write_text(_packaged("policy.yaml"))
@@ -329,11 +330,11 @@ def test_warm_run_does_not_parse_yaml_in_a_fresh_interpreter(
     load_policy(str(policy_file), str(cache_dir))
     out = _fresh_interpreter(
         f"""
-        import libvirt_txmode.policy as policy
+        import libvirt_txmode.engine.policy as policy
         def refuse(*args, **kwargs):
             raise AssertionError("the YAML was parsed")
         policy.parse_policy = refuse
-        from libvirt_txmode.policy import load_policy
+        from libvirt_txmode.engine.policy import load_policy
         print(load_policy({str(policy_file)!r}, {str(cache_dir)!r}).action)
         """
     )
@@ -345,7 +346,7 @@ def test_warm_run_does_not_import_yaml(policy_file: Path, cache_dir: Path) -> No
     out = _fresh_interpreter(
         f"""
         import sys
-        from libvirt_txmode.policy import load_policy
+        from libvirt_txmode.engine.policy import load_policy
         load_policy({str(policy_file)!r}, {str(cache_dir)!r})
         print("yaml" in sys.modules)
         """
@@ -356,7 +357,7 @@ def test_warm_run_does_not_import_yaml(policy_file: Path, cache_dir: Path) -> No
 def test_cold_run_in_a_fresh_interpreter_compiles(policy_file: Path, cache_dir: Path) -> None:
     out = _fresh_interpreter(
         f"""
-        from libvirt_txmode.policy import load_policy
+        from libvirt_txmode.engine.policy import load_policy
         print(load_policy({str(policy_file)!r}, {str(cache_dir)!r}).action)
         """
     )

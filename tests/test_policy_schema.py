@@ -16,9 +16,9 @@ import jsonschema
 import pytest
 import yaml
 
-from libvirt_txmode.policy import PolicyError, parse_policy
-from libvirt_txmode.policy_docs import reference_table, splice
-from libvirt_txmode.policy_schema import TOP_KEYS, json_schema
+from libvirt_txmode.admin.policy_docs import reference_table, splice
+from libvirt_txmode.engine.policy import PolicyError, parse_policy
+from libvirt_txmode.engine.policy_schema import TOP_KEYS, json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 TXMODE = str(Path(sys.executable).parent / "libvirt-txmode")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.model import Support, SupportState
-from libvirt_txmode.qemu import (
+from libvirt_txmode.engine.model import Support, SupportState
+from libvirt_txmode.host.probe import (
     MAX_OUTPUT_BYTES,
     PROBE_ENV,
     ProbeError,

@@ -13,8 +13,8 @@ from typing import Optional
 
 import pytest
 
-from libvirt_txmode.model import QemuArg
-from libvirt_txmode.qemu_args import (
+from libvirt_txmode.engine.model import QemuArg
+from libvirt_txmode.engine.qemu_args import (
     MAX_VALUE,
     opt_value,
     opts_id,

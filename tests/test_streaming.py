@@ -20,16 +20,17 @@ from typing import Any
 
 import pytest
 
-from libvirt_txmode import report as rp
-from libvirt_txmode import spool, validation
-from libvirt_txmode.check import check_domain
-from libvirt_txmode.cli import validate
-from libvirt_txmode.domain import NIC_FIELDS, DomainXMLError, parse_domain
-from libvirt_txmode.findings import Finding, Level, Report, Summary
-from libvirt_txmode.memo import Checker
-from libvirt_txmode.model import Nic
-from libvirt_txmode.policy import parse_policy
-from libvirt_txmode.snapshot import load_snapshot
+from libvirt_txmode.ci import run as validation
+from libvirt_txmode.ci.cli import validate
+from libvirt_txmode.ci.memo import Checker
+from libvirt_txmode.common import spool
+from libvirt_txmode.engine.check import check_domain
+from libvirt_txmode.engine.domain_xml import NIC_FIELDS, DomainXMLError, parse_domain
+from libvirt_txmode.engine.model import Nic
+from libvirt_txmode.engine.policy import parse_policy
+from libvirt_txmode.engine.wording import Finding, Level, Report, Summary
+from libvirt_txmode.host.snapshot import load_snapshot
+from libvirt_txmode.report import formats as rp
 
 from .test_throughput_equivalence import POLICY, _domain
 
@@ -219,7 +220,7 @@ def test_one_folder_in_one_process_is_walked_while_it_is_read(
 ) -> None:
     # -j 1 on one folder holds no list of its files: the walk enters the later folders only
     # after the first findings were handed on.
-    from libvirt_txmode import inputs
+    from libvirt_txmode.ci import inputs
 
     entered: list[str] = []
     real_from_file = inputs.Ignore.from_file.__func__  # type: ignore[attr-defined]
@@ -260,7 +261,7 @@ def test_one_folder_in_one_process_is_walked_while_it_is_read(
 def test_the_plain_nic_reader_reads_what_the_namespace_blind_one_does(interface: str) -> None:
     from lxml import etree
 
-    from libvirt_txmode import domain
+    from libvirt_txmode.engine import domain_xml as domain
 
     element = etree.fromstring(interface, domain.make_parser())
     assert domain._plain_nic_fields(3, element) == domain._nic_fields(3, element)

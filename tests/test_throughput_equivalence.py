@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.cli import EXIT_FATAL, validate
+from libvirt_txmode.ci.cli import EXIT_FATAL, validate
 
 from .test_cli import EMULATOR, snapshot
 

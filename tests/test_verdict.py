@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode import gate, paths, verdict
-from libvirt_txmode.install import hook_settings
-from libvirt_txmode.qemu import identify
+from libvirt_txmode.admin.install import hook_settings
+from libvirt_txmode.common import paths
+from libvirt_txmode.hook import gate, verdict
+from libvirt_txmode.host.probe import identify
 from tests import libvirt_env as env
 from tests.hookrun import LIBVIRT_ENV, POLICY, InstalledHook, domain, make_hook, nic, shared_dir
 from tests.test_faults import counting_emulator
@@ -36,7 +37,7 @@ def run_in_process(hook: InstalledHook, xml: bytes) -> tuple[int, str, bool]:
     """Run hook.main in a fresh interpreter; report whether lxml or yaml got imported."""
     code = (
         "import io, sys\n"
-        "from libvirt_txmode import hook\n"
+        "from libvirt_txmode.hook import protocol as hook\n"
         "err = io.StringIO()\n"
         f"rc = hook.main(['--policy', {str(hook.policy)!r}, '--snapshot', {hook.layout.snapshot!r},"
         f" '--cache-dir', {hook.layout.cache_dir!r}, '--', 'vm', 'prepare', 'begin', '-'],"
@@ -299,7 +300,7 @@ def test_a_cached_verdict_loads_nothing_beyond_the_interpreters_own_modules(
     }
     replayed = "".join(line + "\n" for line in stderr.splitlines() if not line.startswith("import"))
     assert (done.returncode, replayed) == (1, first.stderr)
-    assert "libvirt_txmode.verdict" in imported
+    assert "libvirt_txmode.hook.verdict" in imported
     heavy = {"site", "typing", "json", "re", "dataclasses", "lxml", "yaml", "runpy"}
     assert imported & heavy == set()
 
@@ -334,8 +335,8 @@ def test_a_decision_on_passthrough_rests_on_libvirts_capabilities_file() -> None
     # Whether libvirt passes -device as JSON (so whether a -set can reach a NIC) is read from
     # libvirt's capabilities cache for the emulator: a decision on passthrough must be stale once
     # that file changes, as it must once the emulator does.
-    from libvirt_txmode.domain import parse_domain
-    from libvirt_txmode.libvirt_qemucaps import caps_path
+    from libvirt_txmode.engine.domain_xml import parse_domain
+    from libvirt_txmode.host.libvirt_caps import caps_path
 
     emulator = "/usr/bin/qemu-system-x86_64"
     plain = domain("vm", nic("52:54:00:00:00:01", "iothread"), emulator=emulator)

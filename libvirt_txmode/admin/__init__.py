@@ -1,0 +1,1 @@
+"""The ``libvirt-txmode`` subcommands and what they need of the running daemon."""

@@ -1,0 +1,1 @@
+"""validate-domain: which files, which policy, parse, check, report."""

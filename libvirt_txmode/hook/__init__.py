@@ -1,0 +1,1 @@
+"""libvirt's qemu hook: the protocol, the cached decision and the full check behind it."""

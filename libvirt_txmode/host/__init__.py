@@ -1,0 +1,1 @@
+"""This host's facts: QEMU probing and its cache, libvirt's own files, snapshots."""
