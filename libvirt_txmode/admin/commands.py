@@ -29,6 +29,7 @@ from ..ci.cli import (
     validate_parser,
 )
 from ..common import paths
+from ..report.registry import FORMAT_NAMES
 from .manpage import PROGRAMS, SHELLS, completion_script
 
 if TYPE_CHECKING:
@@ -194,8 +195,6 @@ def _add_doctor(sub: Any) -> None:
 
 
 def _add_audit(sub: Any) -> None:
-    from ..report.formats import FORMATTERS  # noqa: PLC0415
-
     cmd = sub.add_parser(
         "audit",
         help="check every defined domain (inactive XML) and every running one (live XML) "
@@ -225,7 +224,7 @@ def _add_audit(sub: Any) -> None:
         "-f",
         "--format",
         default="auto",
-        choices=["auto", *sorted(FORMATTERS)],
+        choices=["auto", *FORMAT_NAMES],
         help="output format (auto: github under GitHub Actions, else text)",
     )
     complete_as(

@@ -13,6 +13,7 @@ import sys
 
 from .. import __version__
 from ..common.exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
+from ..report.registry import FORMAT_NAMES
 from .parallel import PARALLEL_MIN_FILES
 
 # typing.TYPE_CHECKING without importing typing when --version is all that is asked.
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
 
 # Kept light on purpose: `validate-domain --version` and `--help` import only this module (and
 # argparse); the run itself lives in validation.py, imported once the command line is parsed.
-# report.FORMATTERS' names, spelled out so that building the parser imports no formatter (a test
-# keeps the two equal).
-FORMAT_NAMES = ("codeclimate", "github", "json", "junit", "sarif", "text")
 
 
 # Shell-completion hints, read by shtab when scripts/gen-docs or `libvirt-txmode completion` build
