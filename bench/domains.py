@@ -13,8 +13,9 @@ from typing import Any, Optional
 
 from libvirt_txmode.admin.install import _packaged
 from libvirt_txmode.engine.model import Guest, HostCapabilities
+from libvirt_txmode.host.emulator import identify
 from libvirt_txmode.host.libvirt_snapshot import VIRTIO_NET_DEVICES
-from libvirt_txmode.host.probe import identify, probe
+from libvirt_txmode.host.probe import probe
 from libvirt_txmode.host.snapshot import Snapshot
 
 QEMU = "/usr/bin/qemu-system-x86_64"

@@ -139,7 +139,7 @@ def test_stale_snapshot_is_named(tmp_path: Path) -> None:
     emulator = tmp_path / "qemu-system-x86_64"
     emulator.write_text("#!/bin/sh\nexit 0\n")
     emulator.chmod(0o755)
-    from libvirt_txmode.host.probe import identify
+    from libvirt_txmode.host.emulator import identify
 
     snapshot = tmp_path / "snapshot.json"
     document = {

@@ -703,8 +703,9 @@ def _cmd_fleet_report(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace, out: IO[str]) -> int:
+    from ..host.emulator import ProbeError, trust_problem  # noqa: PLC0415
     from ..host.libvirt_snapshot import VIRTIO_NET_DEVICES  # noqa: PLC0415
-    from ..host.probe import ProbeError, probe, trust_problem  # noqa: PLC0415
+    from ..host.probe import probe  # noqa: PLC0415
 
     policy = _host_policy(args.policy)
     problem = trust_problem(args.emulator, policy.emulators)

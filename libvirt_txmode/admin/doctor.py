@@ -160,7 +160,7 @@ def snapshot_drift(path: str, uri: Optional[str] = None) -> tuple[Optional[list[
     problems is None when the snapshot cannot be read (notes[0] says why). An emulator whose
     binary changed identity (a QEMU upgrade) or vanished is a problem; so, when libvirt answers
     on ``uri`` (read-only), is an emulator libvirt now lists that the snapshot lacks."""
-    from ..host.probe import ProbeError, identify  # noqa: PLC0415
+    from ..host.emulator import ProbeError, identify  # noqa: PLC0415
     from ..host.snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
 
     try:
