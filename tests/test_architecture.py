@@ -295,3 +295,31 @@ def test_validate_domain_on_an_unchanged_policy_needs_no_yaml(tmp_path: Path) ->
     assert "yaml" not in loaded[1]
     no_cache = subprocess.run([*command, "--no-cache"], capture_output=True, text=True, check=False)
     assert "yaml" in {line.split("|")[-1].strip() for line in no_cache.stderr.splitlines()}
+
+
+def _deferred_imports(module: str) -> list[tuple[int, bool]]:
+    """(line, has a reason) of each group of imports inside a function: consecutive import
+    statements share the reason the first one gives after ``noqa: PLC0415 -``."""
+    path = FILES[module]
+    lines = path.read_text().splitlines()
+    found: list[tuple[int, bool]] = []
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        blocks = (getattr(inner, "body", None) for inner in ast.walk(node))
+        for block in (b for b in blocks if isinstance(b, list)):
+            previous_was_import = False
+            for statement in block:
+                is_import = isinstance(statement, (ast.Import, ast.ImportFrom))
+                if is_import and not previous_was_import:
+                    text = lines[statement.lineno - 1]
+                    found.append((statement.lineno, "PLC0415 - " in text))
+                previous_was_import = is_import
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_deferred_import_says_why(module: str) -> None:
+    # A deferred import hides a dependency from the reader: each one states what it saves.
+    silent = [line for line, reason in _deferred_imports(module) if not reason]
+    assert silent == [], f"{FILES[module]}: deferred imports without a reason at lines {silent}"

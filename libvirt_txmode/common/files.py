@@ -1,7 +1,8 @@
 """Which files may be believed, how they are told apart, and how much of an input is read.
 
 Shared by the probe cache, the compiled policy, the verdict cache, the snapshot, the emulator check
-and the hook. Standard library only: the hook's hot path (a cached verdict) must not import lxml,
+and the hook. One module, past 400 lines, on purpose: the trust rule and every read and write that
+applies it stay side by side, so no caller can read a file the rule has not judged. Standard library only: the hook's hot path (a cached verdict) must not import lxml,
 YAML or the engine.
 """
 
@@ -388,7 +389,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644, *, sync: bool = True
     fsync: for a cache whose reader checks every entry anyway, where a crash may cost the entry
     but never a wrong answer."""
     import contextlib  # noqa: PLC0415 - writers only, never the hook's cached path
-    import tempfile  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415 - writers only (tempfile pulls in random and shutil)
 
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
     try:

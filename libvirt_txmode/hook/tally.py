@@ -19,6 +19,7 @@ wait for the lock nor ever fails because of it: a count that cannot be taken is 
 from __future__ import annotations
 
 import os
+import time
 
 from ..common import files, logsink
 
@@ -89,8 +90,6 @@ def _add(cache_dir: str, outcome: str) -> bool:
 
 
 def _lock(fd: int, how: int) -> bool:
-    import time  # noqa: PLC0415 - already loaded by logsink; here for the waits only
-
     for _ in range(_LOCK_TRIES):
         try:
             os.lockf(fd, how, 0)

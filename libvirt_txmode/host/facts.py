@@ -68,8 +68,7 @@ def _which(name: str) -> Optional[str]:
 def _default_prober(
     emulator: str, devices: Sequence[str], timeout: float, *, ancestry: bool
 ) -> ProbeResult:
-    # A miss answered from the probe cache starts no process: subprocess only with a probe.
-    from .probe import probe_emulator  # noqa: PLC0415
+    from .probe import probe_emulator  # noqa: PLC0415 - a miss the probe cache answers starts no process
 
     return probe_emulator(emulator, devices, timeout=timeout, ancestry=ancestry)
 
