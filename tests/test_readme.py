@@ -310,3 +310,17 @@ def test_the_readme_policy_is_one_the_tool_accepts() -> None:
     (sample,) = re.findall(r"```yaml\n(.*?)```", README, re.S)
     policy = parse_policy(sample, "README.md")
     assert [rule.name for rule in policy.rules] == ["storage-no-timer"]
+
+
+def test_the_readme_validate_domain_lines_run(domains_repo: Path) -> None:
+    """The short tour's command lines, in a repository laid out as the CI guide says."""
+    block = README.split("### validate-domain\n", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    assert len(lines) == 2 and all(line.startswith("validate-domain ") for line in lines)
+    for line in lines:
+        result = run_line(line, domains_repo)
+        # The examples include failing domains: findings, not a crash.
+        assert (result.returncode, result.stderr) == (1, ""), line
+    assert "domains/04-storage-timer.xml:17: error: " in run_line(lines[0], domains_repo).stdout
+    sarif = json.loads((domains_repo / "txmode.sarif").read_text())
+    assert sarif["runs"][0]["invocations"][0]["exitCode"] == 1
