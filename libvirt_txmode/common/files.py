@@ -2,8 +2,8 @@
 
 Shared by the probe cache, the compiled policy, the verdict cache, the snapshot, the emulator check
 and the hook. One module, past 400 lines, on purpose: the trust rule and every read and write that
-applies it stay side by side, so no caller can read a file the rule has not judged. Standard library only: the hook's hot path (a cached verdict) must not import lxml,
-YAML or the engine.
+applies it stay side by side, so no caller can read a file the rule has not judged. Standard
+library only: the hook's hot path (a cached verdict) must not import lxml, YAML or the engine.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ def path_trust_problem(  # noqa: C901, PLR0912 - one walk over the path, step by
     and ``private``: the path itself is not even readable by group or others (a cache of
     decisions names domains and MACs, as libvirt's own 0600 domain XML does).
 
-    One exception, documented in the README: a sticky directory (``/tmp``, ``/var/tmp``) owned by
-    an allowed uid is accepted on the way to a *directory* below it, but never as the directory
-    holding the file itself. In a sticky directory only the owner of an entry (or of the
+    One exception (docs/policy.md, "The trust rule"): a sticky directory (``/tmp``, ``/var/tmp``)
+    owned by an allowed uid is accepted on the way to a *directory* below it, but never as the
+    directory holding the file itself. In a sticky directory only the owner of an entry (or of the
     directory, or root) can rename or remove it, so a root-owned directory in ``/tmp`` cannot be
     replaced, and a squatter's entry fails the owner check (the reasoning of the kernel's
     ``protected_symlinks``). A *file* directly in ``/tmp`` stays refused: anyone may plant a hard
