@@ -3,7 +3,7 @@
 Each checked file and its findings go to the formatters the moment they are known (nothing per
 file is kept); document formats hold their parts in spools (memory, then an unlinked file) until
 the end. These tests pin the behaviour: findings reach the formatter before the input is
-exhausted, the streamed text equals ``report.render`` of the same findings for every format
+exhausted, the streamed text equals ``registry.render`` of the same findings for every format
 (also when the spools spill to disk), and the per-shape memo (memo.Checker) answers exactly what
 check_domain does.
 """
