@@ -137,7 +137,7 @@ THIRD_PARTY = {
     "engine.policy": {"yaml"},
     "host.networks": {"lxml"},
     "host.libvirt_snapshot": {"lxml", "libvirt"},
-    "report.formats": {"lxml"},
+    "report.junit_format": {"lxml"},
     "report.fleet_render": {"lxml"},
     "admin.audit": {"libvirt"},
     "admin.liveness": {"libvirt"},

@@ -145,7 +145,8 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
     from ..engine.wording import Report, summarize  # noqa: PLC0415
     from ..host.facts import local_capabilities  # noqa: PLC0415
     from ..host.probe_cache import ProbeCache  # noqa: PLC0415
-    from ..report.formats import RunInfo, choose_format, render  # noqa: PLC0415
+    from ..report.base import RunInfo  # noqa: PLC0415
+    from ..report.registry import choose_format, render  # noqa: PLC0415
 
     started = time.time()
     try:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from ..engine.model import HostCapabilities
     from ..engine.policy import Policy
-    from ..report.formats import Formatter, RunInfo
+    from ..report.base import Formatter, RunInfo
 
 LOG = logs.get("libvirt_txmode")
 
@@ -138,7 +138,8 @@ def run(
     stderr: Optional[IO[str]] = None,
 ) -> int:
     """validate-domain with parsed ``args`` (``argv`` as given, for the SARIF invocation)."""
-    from ..report.formats import FORMATTERS, RunInfo  # noqa: PLC0415
+    from ..report.base import RunInfo  # noqa: PLC0415
+    from ..report.registry import FORMATS  # noqa: PLC0415
 
     if args.verbose:
         import logging  # noqa: PLC0415 - only -v logs; logs.get loggers import it when they write
@@ -162,7 +163,7 @@ def run(
                 # reason is in it (SARIF invocations, a JUnit error, a JSON "error").
                 failed = replace(run, fatal=str(exc), exit_code=EXIT_FATAL, ended=time.time())
                 empty = Report(files=(), findings=(), summary=summarize(0, 0, 0, []))
-                if fmt in FORMATTERS:  # no half list of exceptions: a failed run writes none
+                if fmt in FORMATS:  # no half list of exceptions: a failed run writes none
                     _write_report(
                         args.output, fmt, replace(empty, tool_version=__version__), failed
                     )
@@ -193,21 +194,21 @@ def _make_sinks(
 ) -> tuple[str, _Sinks]:
     """The report(s) written as the run goes: -o gets --format and the terminal text; with
     --generate-exceptions the exceptions take the report's place."""
-    from ..report.formats import FORMATTERS, choose_format  # noqa: PLC0415
+    from ..report.registry import choose_format, formatter  # noqa: PLC0415
 
-    formatters: dict[str, type[Formatter]] = dict(FORMATTERS)
+    chosen: type[Formatter]
     if args.generate_exceptions:
         from .exception_gen import ExceptionsFormatter  # noqa: PLC0415
 
-        fmt = ExceptionsFormatter.name
-        formatters[fmt] = ExceptionsFormatter
+        fmt, chosen = ExceptionsFormatter.name, ExceptionsFormatter
     else:
         fmt = choose_format(args.format, environ)
-    terminal_fmt = "text" if args.output else fmt
-    color = terminal_fmt == "text" and _use_color(stdout, args, environ)
+        chosen = formatter(fmt)
+    terminal = formatter("text") if args.output else chosen
+    color = terminal.name == "text" and _use_color(stdout, args, environ)
     return fmt, _Sinks(
-        file=formatters[fmt](color=False, run=run) if args.output else None,
-        terminal=formatters[terminal_fmt](color=color, run=run),
+        file=chosen(color=False, run=run) if args.output else None,
+        terminal=terminal(color=color, run=run),
     )
 
 
@@ -277,7 +278,7 @@ class _Sinks:
 
 
 def _write_report(path: str, fmt: str, report: Report, run: RunInfo) -> None:
-    from ..report.formats import write  # noqa: PLC0415
+    from ..report.registry import write  # noqa: PLC0415
 
     try:
         with open(path, "w", encoding="utf-8") as handle:
