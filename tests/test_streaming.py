@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from libvirt_txmode.ci import checking
 from libvirt_txmode.ci import run as validation
 from libvirt_txmode.ci.cli import validate
 from libvirt_txmode.ci.memo import Checker
@@ -134,7 +135,7 @@ def test_findings_reach_the_formatter_before_the_input_is_exhausted(
     corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[str] = []
-    real_read = validation.read_input
+    real_read = checking.read_input
 
     def counting_read(item: Any, limit: int) -> Any:
         reads.append(item.label)
@@ -147,7 +148,7 @@ def test_findings_reach_the_formatter_before_the_input_is_exhausted(
         seen_at.append(len(reads))
         real_finding(self, finding)
 
-    monkeypatch.setattr(validation, "read_input", counting_read)
+    monkeypatch.setattr(checking, "read_input", counting_read)
     monkeypatch.setattr(JsonFormatter, "finding", noting_finding)
     _, text = _run(corpus, "json", "-j", "1")
     total = len(reads)
