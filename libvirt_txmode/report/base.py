@@ -85,8 +85,7 @@ def fingerprint(finding: Finding, path: str) -> str:
 
 
 def _sha256(data: bytes) -> Any:
-    # hashlib loads OpenSSL: only the formats with fingerprints pay for it.
-    import hashlib  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415 - OpenSSL's binding: only the formats with fingerprints pay for it
 
     return hashlib.sha256(data)
 

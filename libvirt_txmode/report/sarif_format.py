@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from json.encoder import encode_basestring_ascii as _json_string  # C: json.dumps' own escaping
+from urllib.parse import quote
 
 from ..common.spool import Spool
 from ..engine.model import Suppression
 from ..engine.wording import CODES, Finding, Level, Report, message, printable
 from .base import TOOL_NAME, Formatter, RunInfo, column, fingerprint, repo_path, summary_dict, utf8
+from .explain import EXPLANATIONS, explain, explain_markdown
 
 # typing.TYPE_CHECKING without importing typing: it weighs on validate-domain's start.
 TYPE_CHECKING = False
@@ -26,13 +29,6 @@ SRCROOT = "%SRCROOT%"
 SARIF_MAX_RESULTS = 25_000
 # The key of our partialFingerprints entry; bump the suffix if what it hashes ever changes.
 FINGERPRINT_KEY = "libvirtTxmodeFinding/v1"
-
-
-def quote(path: bytes) -> str:
-    """urllib.parse.quote, imported only when a report writes URIs."""
-    from urllib.parse import quote as _quote  # noqa: PLC0415
-
-    return _quote(path)
 
 
 class SarifFormatter(Formatter):
@@ -263,8 +259,6 @@ class SarifFormatter(Formatter):
 
     @staticmethod
     def _rule(code: str) -> dict[str, Any]:
-        from .explain import EXPLANATIONS, explain, explain_markdown  # noqa: PLC0415
-
         item = EXPLANATIONS[code]
         return {
             "id": code,
@@ -302,7 +296,5 @@ def _compact(value: Any) -> str:
 
 
 def _utc(seconds: float) -> str:
-    import time  # noqa: PLC0415
-
     whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     return f"{whole}.{int(seconds % 1 * 1000):03d}Z"

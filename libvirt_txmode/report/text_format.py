@@ -3,14 +3,13 @@ summary line; silenced findings too with -v."""
 
 from __future__ import annotations
 
+from ..engine.exceptions import describe
 from ..engine.wording import Finding, Report, message, printable
 from .base import Formatter, line, summary_line
 
 
 def suppressed_line(finding: Finding) -> str:
     """A silenced finding in the text report (-v): where, what, and the exception's reason."""
-    from ..engine.exceptions import describe  # noqa: PLC0415
-
     assert finding.suppression is not None  # noqa: S101 - only silenced findings come here
     return (
         f"{printable(finding.file)}:{finding.line}: silenced: {message(finding)} "
