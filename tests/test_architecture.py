@@ -323,3 +323,14 @@ def test_every_deferred_import_says_why(module: str) -> None:
     # A deferred import hides a dependency from the reader: each one states what it saves.
     silent = [line for line, reason in _deferred_imports(module) if not reason]
     assert silent == [], f"{FILES[module]}: deferred imports without a reason at lines {silent}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_a_long_module_says_why_it_is_one(module: str) -> None:
+    # Past ~400 lines a module usually holds two jobs; one that does not says so at its top.
+    source = FILES[module].read_text()
+    if source.count("\n") > 400:
+        assert "past 400 lines" in (ast.get_docstring(ast.parse(source)) or ""), (
+            f"{FILES[module]} has {source.count(chr(10))} lines: split it by job, or say in its "
+            "docstring why it is one module ('past 400 lines')"
+        )
