@@ -272,8 +272,8 @@ def test_fleet_check_as_the_readme_shows(
     (work / "site-policy.yaml").write_text(SITE_POLICY)
     (work / "hypervisors.ini").write_text(
         "[hypervisors]\n"
-        f"deb12-a ansible_host={root_a.root} ansible_connection=libvirt_txmode.report.fleet.chroot\n"
-        f"deb12-b ansible_host={root_b.root} ansible_connection=libvirt_txmode.report.fleet.chroot\n"
+        f"deb12-a ansible_host={root_a.root} ansible_connection=libvirt_txmode.fleet.chroot\n"
+        f"deb12-b ansible_host={root_b.root} ansible_connection=libvirt_txmode.fleet.chroot\n"
         "gone ansible_host=127.0.0.1 ansible_port=1 ansible_connection=ssh"
         " ansible_ssh_common_args='-o StrictHostKeyChecking=no -o ConnectTimeout=5'\n"
     )
