@@ -34,7 +34,7 @@ from .manpage import PROGRAMS, SHELLS, completion_script
 
 if TYPE_CHECKING:
     from ..engine.policy import Policy
-    from .install import Layout
+    from .layout import Layout
 
 DEFAULT_URI = "qemu:///system"
 DEFAULT_HOOKS_DIR = paths.HOOKS_DIR
@@ -553,7 +553,7 @@ def _check_snapshot(args: argparse.Namespace, out: IO[str]) -> int:
 
 
 def _layout(args: argparse.Namespace) -> Layout:
-    from .install import Layout  # noqa: PLC0415
+    from .layout import Layout  # noqa: PLC0415
 
     # Absolute: the paths are written into the hook, which libvirt runs from its own directory.
     dirs = (args.hooks_dir, args.config_dir, args.state_dir, args.cache_dir)
@@ -568,7 +568,8 @@ def _manages_daemon(args: argparse.Namespace, layout: Layout) -> bool:
 def _cmd_install(args: argparse.Namespace, out: IO[str]) -> int:
     from ..engine.policy import PolicyError, load_policy  # noqa: PLC0415
     from .daemon import reload_daemon  # noqa: PLC0415
-    from .install import InstallError, install  # noqa: PLC0415
+    from .install import install  # noqa: PLC0415
+    from .layout import InstallError  # noqa: PLC0415
 
     layout = _layout(args)
 
@@ -612,7 +613,7 @@ def _make_live(args: argparse.Namespace, layout: Layout, changed: bool, out: IO[
     FatalError (exit 2) when the hook is installed but not proven to run."""
     from . import liveness  # noqa: PLC0415
     from .daemon import reload_daemon, running_daemon  # noqa: PLC0415
-    from .install import installed_copies  # noqa: PLC0415
+    from .hook_file import installed_copies  # noqa: PLC0415
 
     daemon = running_daemon()
     if daemon is None:
@@ -652,7 +653,8 @@ def _daemon_step(
 
 def _cmd_uninstall(args: argparse.Namespace, out: IO[str]) -> int:
     from .daemon import reload_daemon  # noqa: PLC0415
-    from .install import InstallError, uninstall  # noqa: PLC0415
+    from .layout import InstallError  # noqa: PLC0415
+    from .uninstall import uninstall  # noqa: PLC0415
 
     layout = _layout(args)
     try:

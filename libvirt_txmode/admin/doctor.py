@@ -18,19 +18,10 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 from .daemon import running_daemon
-from .install import (
-    DROPIN_NAME,
-    SELFTEST_DOMAIN,
-    InstallError,
-    Layout,
-    describe_copy,
-    hook_settings,
-    inspect_interpreter,
-    installed_copies,
-    interpreter_trust_problem,
-    is_ours,
-    self_test,
-)
+from .hook_file import DROPIN_NAME, describe_copy, hook_settings, installed_copies, is_ours
+from .interpreter import inspect_interpreter, interpreter_trust_problem
+from .layout import InstallError, Layout
+from .selftest import SELFTEST_DOMAIN, self_test
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 # Exit codes and names of the monitoring-plugin convention (Nagios, Icinga, Zabbix, Sensu).

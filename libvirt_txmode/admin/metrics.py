@@ -40,7 +40,7 @@ from ..hook import tally
 
 if TYPE_CHECKING:
     from ..engine.model import Report
-    from .install import Layout
+    from .layout import Layout
 
 LOG = logging.getLogger(__name__)
 PREFIX = "libvirt_txmode_"
