@@ -9,7 +9,7 @@ appeared after the daemon's start, with no reload since, is not run: every VM st
   (``PROOF_NAME`` in the state directory) names the daemon instance and when it was taken.
 * By canary (``run_canary``): libvirt is asked to create a transient domain, paused, without disk,
   carrying a marker in its <metadata> that the hook refuses before it reads the policy
-  (gate.CANARY_NAMESPACE). Refused by the hook: live. Started: the gate is off; it is destroyed
+  (markers.CANARY_NAMESPACE). Refused by the hook: live. Started: the gate is off; it is destroyed
   at once. No canary is ever left behind: it is destroyed on every way out, SIGTERM included,
   and leftovers of a killed run (``CANARY_PREFIX``) are destroyed first.
 """
@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from ..common import files
 from ..common.records import SLOTS
-from ..hook.gate import CANARY_NAMESPACE
+from ..hook.markers import CANARY_NAMESPACE
 from .daemon import Daemon
 
 LIVE, OFF, UNKNOWN = "live", "off", "unknown"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 
-from ..hook.gate import SELFTEST_NAMESPACE
+from ..hook.markers import SELFTEST_NAMESPACE
 from .hook_file import HOOK_ENV
 from .layout import InstallError
 
