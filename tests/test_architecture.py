@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.admin.install import hook_settings
+from libvirt_txmode.admin.hook_file import hook_settings
 from tests.hookrun import LIBVIRT_ENV, domain, make_hook, nic
 
 QEMU = "/usr/bin/qemu-system-x86_64"

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_txmode.admin.doctor import Check, exit_code, render_checks, snapshot_drift
-from libvirt_txmode.admin.install import Layout, install
+from libvirt_txmode.admin.install import install
+from libvirt_txmode.admin.layout import Layout
 
 CLI = Path(sys.executable).parent / "libvirt-txmode"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.admin.install import hook_settings
+from libvirt_txmode.admin.hook_file import hook_settings
 from libvirt_txmode.common import paths
 from libvirt_txmode.hook import gate, verdict
 from libvirt_txmode.host.emulator import identify

@@ -32,6 +32,7 @@ from ..host.networks import network_file_keys
 from ..host.probe_cache import ProbeCache
 from ..host.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, parse_snapshot
 from . import tally, verdict
+from .markers import CANARY_NAMESPACE, SELFTEST_NAMESPACE
 
 if TYPE_CHECKING:
     from ..engine.model import Domain, HostCapabilities
@@ -39,13 +40,7 @@ if TYPE_CHECKING:
 
 
 IDENT = "libvirt-txmode"
-# Markers only this project's tools put into a domain's <metadata>, found by a byte search (a
-# few microseconds on a domain's XML, before anything is parsed). The canary
-# (``libvirt-txmode doctor --canary``, liveness.py) is refused before the policy is read, whatever
-# it says: refused by the hook proves the daemon runs it. The self-test's sample domain is
-# checked like any other, but an allowed one is logged as DECISION=selftest, not as a decision.
-CANARY_NAMESPACE = "http://libvirt-txmode.invalid/xmlns/canary/1"
-SELFTEST_NAMESPACE = "http://libvirt-txmode.invalid/xmlns/selftest/1"
+# The canary and self-test markers (markers.py), found by a byte search before anything is parsed.
 _CANARY_MARK = CANARY_NAMESPACE.encode()
 _SELFTEST_MARK = SELFTEST_NAMESPACE.encode()
 
