@@ -55,3 +55,25 @@ def test_each_listed_module_adds_a_subcommand(module: ModuleType) -> None:
     module.add_parser(sub)
     assert sub.choices
     assert all(callable(p.get_default("run")) for p in sub.choices.values())
+
+
+@pytest.mark.parametrize("module", ["libvirt_txmode", "libvirt_txmode.host_commands"])
+def test_the_command_runs_under_its_module_names(module: str) -> None:
+    # The snapshot unit install-hook writes runs `python -I -m libvirt_txmode snapshot`; units
+    # written by 0.3 run `-m libvirt_txmode.host_commands`, and install-hook keeps existing units.
+    done = subprocess.run(
+        [sys.executable, "-I", "-m", module, "snapshot", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: libvirt-txmode snapshot")
+
+
+def test_the_snapshot_unit_runs_the_stable_module_name() -> None:
+    unit = (
+        Path(__file__).resolve().parent.parent
+        / "libvirt_txmode/data/libvirt-txmode-snapshot.service"
+    )
+    assert "ExecStart=@PYTHON@ -I -m libvirt_txmode snapshot\n" in unit.read_text()

@@ -41,8 +41,9 @@ ALLOWED = {
     "ci": {"common", "engine", "host", "report"},
     "admin": {"common", "engine", "host", "report", "hook", "ci"},
 }
-# The top of the package: the version, and the script installed hooks run.
-TOP_LEVEL = {"", "hookstart"}
+# The top of the package: the version, the script installed hooks run, and the command's names
+# for python -m (the current one and the one 0.3's snapshot units run).
+TOP_LEVEL = {"", "hookstart", "__main__", "host_commands"}
 
 
 def _imports(module: str) -> set[str]:

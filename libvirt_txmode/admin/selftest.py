@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import subprocess
 
-from ..hook.markers import SELFTEST_NAMESPACE
+from ..hook.markers import SELFTEST_DOMAIN, SELFTEST_NAMESPACE
 from .hook_file import HOOK_ENV
 from .layout import InstallError
 
-SELFTEST_DOMAIN = "libvirt-txmode-selftest"
 # A domain without NICs: compliant under every valid policy, yet it goes through the whole hook
 # (policy, XML parser, engine, logging), which is what the self-test must prove. Its marker has
 # the hook log it as DECISION=selftest, not as an allowed start.

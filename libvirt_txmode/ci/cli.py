@@ -1,6 +1,6 @@
 """``validate-domain``: domain XML files in, findings out; and what both command lines share.
 
-The host-side ``libvirt-txmode`` command lives in host_commands.py. Exit codes (validate-domain):
+The host-side ``libvirt-txmode`` command lives in admin/. Exit codes (validate-domain):
 0 no error findings, 1 at least one (with --strict: or a warning), 2 the tool could not do its job
 (usage, unreadable policy/snapshot/input path, internal error).
 """
@@ -255,7 +255,7 @@ def guard(prog: str, run: Callable[[], int]) -> int:
         return EXIT_FATAL
 
 
-# The exit codes and FatalError are re-exported: host_commands and the tests take them from here.
+# The exit codes and FatalError are re-exported: admin commands and tests take them from here.
 __all__ = [
     "DIR_COMPLETION",
     "EXIT_FATAL",

@@ -12,3 +12,5 @@ from __future__ import annotations
 
 CANARY_NAMESPACE = "http://libvirt-txmode.invalid/xmlns/canary/1"
 SELFTEST_NAMESPACE = "http://libvirt-txmode.invalid/xmlns/selftest/1"
+# The self-test's domain name: its starts prove the hook works and are not counted as VM starts.
+SELFTEST_DOMAIN = "libvirt-txmode-selftest"

@@ -22,6 +22,7 @@ import os
 import time
 
 from ..common import files, logsink
+from .markers import SELFTEST_DOMAIN
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
 
 FILE_NAME = "decisions"
 MAX_BYTES = 4096
-# The self-test install-hook and doctor run through the installed hook (install.SELFTEST_DOMAIN;
-# tests/test_metrics.py keeps the two equal): it proves the hook works, it is not a VM start.
-SELFTEST_DOMAIN = "libvirt-txmode-selftest"
 # The lock is held for a read and a write; 200 tries 1 ms apart bound the wait should another
 # holder hang, and a count is given up rather than a start delayed.
 _LOCK_TRIES = 200
