@@ -77,7 +77,7 @@ def _policy(
     return Policy(
         action=action,
         on_unknown=on_unknown,
-        defaults=Settings(action=action, **defaults),  # type: ignore[arg-type]
+        defaults=Settings.of(action=action, **defaults),
         rules=rules,
     )
 
@@ -565,7 +565,7 @@ _NICS = st.builds(
     address_type=st.one_of(st.none(), st.sampled_from(["pci", "ccw", "virtio-mmio", "spapr-vio"])),
 )
 _SETTINGS = st.builds(
-    Settings,
+    Settings.of,
     allowed=st.lists(st.sampled_from(["iothread", "timer"]), max_size=2, unique=True).map(tuple),
     require=st.booleans(),
     ineffective=st.sampled_from(["error", "warn", "ignore"]),

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Optional
@@ -20,20 +20,24 @@ from typing import TYPE_CHECKING, Any, Optional
 from .. import __version__
 from ..common import files, paths
 from ..common.records import SLOTS
+from .model import Domain, Nic
 from .policy_schema import (  # the one description of the policy's keys and values
-    DEFAULT_EMULATORS,
+    DEFAULT_SETTINGS,
     EXCEPTION_MATCH_KEYS,
     MATCH_KEYS,
     POLICY,
+    SETTING_NAMES,
+    SETTINGS,
+    Field,
     JsonSource,
+    ListOf,
+    Number,
     Source,
     validate,
 )
 
 if TYPE_CHECKING:
     import yaml
-
-from .model import TXMODES, Domain, Nic
 
 DEFAULT_POLICY_PATH = paths.POLICY
 MAX_POLICY_BYTES = 1024 * 1024
@@ -88,15 +92,61 @@ class Match:
         return True
 
 
+def _frozen(spec: Field, value: Any) -> Any:
+    """A schema value as a record keeps it: lists as tuples, numbers as floats."""
+    if isinstance(spec.kind, ListOf):
+        return tuple(value)
+    if isinstance(spec.kind, Number):
+        return float(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """The inverse of ``_frozen`` for JSON: tuples as lists."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+_TOP = {spec.name: spec for spec in POLICY.fields}
+# The schema's settings, in its order: Settings.values holds one value for each.
+_SETTING_INDEX = {name: i for i, name in enumerate(SETTING_NAMES)}
+# A setting without a default of its own takes the top-level key's (``action``); else None.
+_SETTING_DEFAULTS = tuple(
+    _frozen(spec, spec.default)
+    if spec.default is not None
+    else (_TOP[spec.name].default if spec.name in _TOP else None)
+    for spec in SETTINGS
+)
+
+
 @dataclass(frozen=True, **SLOTS)
 class Settings:
-    """What applies to one NIC once defaults and the matching rule are merged."""
+    """What applies to one NIC once defaults and the matching rule are merged: a value for each
+    setting of the schema (``policy_schema.SETTINGS``, in its order), read as an attribute of
+    the same name (``settings.allowed``), and the name of the rule (None: defaults)."""
 
-    allowed: tuple[str, ...] = TXMODES
-    require: bool = False
-    ineffective: str = "warn"
-    action: str = "enforce"
+    values: tuple[Any, ...] = _SETTING_DEFAULTS
     rule: Optional[str] = None
+
+    @classmethod
+    def of(cls, rule: Optional[str] = None, **values: Any) -> Settings:
+        """The built-in defaults with ``values`` in their place (values as records keep them)."""
+        unknown = set(values) - set(SETTING_NAMES)
+        if unknown:
+            raise TypeError(f"not a policy setting: {', '.join(sorted(unknown))}")
+        return cls(_SETTING_DEFAULTS, rule).merged(values.items(), rule)
+
+    def merged(self, overrides: Iterable[tuple[str, Any]], rule: Optional[str]) -> Settings:
+        values = list(self.values)
+        for name, value in overrides:
+            values[_SETTING_INDEX[name]] = value
+        return Settings(tuple(values), rule)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for what is not a slot: the settings' names.
+        index = _SETTING_INDEX.get(name)
+        if index is None:
+            raise AttributeError(name)
+        return self.values[index]
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -129,33 +179,36 @@ class PolicyException:
         )
 
 
+# The top-level keys Policy holds as typed attributes, each as the schema declares it
+# (test_policy checks that they are exactly the schema's scalar keys).
+_SCALARS = tuple(name for name in _TOP if name not in ("defaults", "rules", "exceptions"))
+
+
 @dataclass(frozen=True, **SLOTS)
 class Policy:
     source: str = "(built-in)"
     version: int = 1
-    action: str = "enforce"
-    on_unknown: str = "deny"
-    on_error: str = "deny"
-    passthrough: str = "deny"
-    emulators: tuple[str, ...] = DEFAULT_EMULATORS
-    probe_timeout: float = 5.0
+    action: str = _TOP["action"].default
+    on_unknown: str = _TOP["on_unknown"].default
+    on_error: str = _TOP["on_error"].default
+    passthrough: str = _TOP["passthrough"].default
+    emulators: tuple[str, ...] = _frozen(_TOP["emulators"], _TOP["emulators"].default)
+    probe_timeout: float = _frozen(_TOP["probe_timeout"], _TOP["probe_timeout"].default)
     defaults: Settings = field(default_factory=Settings)
     rules: tuple[Rule, ...] = ()
     exceptions: tuple[PolicyException, ...] = ()
+    # Each rule's settings merged with the defaults once, not for every NIC it is asked about.
+    _merged: tuple[Settings, ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        merged = tuple(self.defaults.merged(rule.overrides, rule.name) for rule in self.rules)
+        object.__setattr__(self, "_merged", merged)
 
     def settings_for(self, domain: Domain, nic: Nic) -> Settings:
         """First rule whose match fits wins; its keys override the defaults."""
-        for rule in self.rules:
+        for rule, settings in zip(self.rules, self._merged):
             if rule.match.fits(domain, nic):
-                values = dict(rule.overrides)
-                values["rule"] = rule.name
-                return Settings(
-                    allowed=values.get("allowed", self.defaults.allowed),
-                    require=values.get("require", self.defaults.require),
-                    ineffective=values.get("ineffective", self.defaults.ineffective),
-                    action=values.get("action", self.defaults.action),
-                    rule=rule.name,
-                )
+                return settings
         return self.defaults
 
     def trusts(self, emulator: str) -> bool:
@@ -252,9 +305,11 @@ def build_policy(
     exception_lines: Sequence[int] = (),
 ) -> Policy:
     """A Policy from a document the schema walker accepted (from YAML or the compiled copy)."""
-    action = data.get("action", "enforce")
+    top = {name: _frozen(_TOP[name], data.get(name, _TOP[name].default)) for name in _SCALARS}
     defaults = dict(data.get("defaults", {}))
-    defaults.setdefault("action", action)
+    for spec in DEFAULT_SETTINGS:
+        if spec.default is None and spec.name in top:
+            defaults.setdefault(spec.name, top[spec.name])  # defaults.action: the top-level one
     rules = []
     seen: set[str] = set()
     for i, (item, line) in enumerate(zip(data.get("rules", []), rule_lines)):
@@ -274,14 +329,8 @@ def build_policy(
         )
     return Policy(
         source=source,
-        version=data["version"],
-        action=action,
-        on_unknown=data.get("on_unknown", "deny"),
-        on_error=data.get("on_error", "deny"),
-        passthrough=data.get("passthrough", "deny"),
-        emulators=tuple(data.get("emulators", DEFAULT_EMULATORS)),
-        probe_timeout=float(data.get("probe_timeout", 5.0)),
-        defaults=Settings(**_settings(defaults)),
+        **top,
+        defaults=Settings.of(**_settings(defaults)),
         rules=tuple(rules),
         exceptions=tuple(
             PolicyException(
@@ -296,8 +345,11 @@ def build_policy(
     )
 
 
+_SETTING_SPECS = {spec.name: spec for spec in SETTINGS}
+
+
 def _settings(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if k == "allowed" else v for k, v in values.items()}
+    return {name: _frozen(_SETTING_SPECS[name], value) for name, value in values.items()}
 
 
 def policy_document(policy: Policy) -> tuple[dict[str, Any], list[int]]:
@@ -308,24 +360,13 @@ def policy_document(policy: Policy) -> tuple[dict[str, Any], list[int]]:
         match = {k: getattr(rule.match, k) for k in MATCH_KEYS if getattr(rule.match, k)}
         if match:
             item["match"] = match
-        item.update((k, list(v) if isinstance(v, tuple) else v) for k, v in rule.overrides)
+        item.update((k, _plain(v)) for k, v in rule.overrides)
         rules.append(item)
-    document = {
-        "version": policy.version,
-        "action": policy.action,
-        "on_unknown": policy.on_unknown,
-        "on_error": policy.on_error,
-        "passthrough": policy.passthrough,
-        "emulators": list(policy.emulators),
-        "probe_timeout": policy.probe_timeout,
-        "defaults": {
-            "allowed": list(policy.defaults.allowed),
-            "require": policy.defaults.require,
-            "ineffective": policy.defaults.ineffective,
-            "action": policy.defaults.action,
-        },
-        "rules": rules,
+    document: dict[str, Any] = {name: _plain(getattr(policy, name)) for name in _SCALARS}
+    document["defaults"] = {
+        spec.name: _plain(getattr(policy.defaults, spec.name)) for spec in DEFAULT_SETTINGS
     }
+    document["rules"] = rules
     if policy.exceptions:
         document["exceptions"] = [
             {

@@ -14,6 +14,7 @@ the compiled copy needs no YAML.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Optional, TypeVar, Union
@@ -53,6 +54,14 @@ class Number:
 
 
 @dataclass(frozen=True, **SLOTS)
+class Integer:
+    """A whole number in decimal (YAML's 0x10, 0o7 and 1:30 are refused, as for Number)."""
+
+    low: int
+    high: int
+
+
+@dataclass(frozen=True, **SLOTS)
 class Text:
     absolute: bool = False  # must start with '/'
 
@@ -80,6 +89,8 @@ class Field:
     default: Any = None
     required: str = ""  # non-empty: required, and this is the message when it is missing
     default_text: str = ""  # the default as the reference states it, where it is not a value
+    # A setting only a rule may set (a limit on the NICs it matches means nothing in defaults).
+    rules_only: bool = False
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -96,11 +107,15 @@ class Mapping:
         return next(f for f in self.fields if f.name == name)
 
 
-Kind = Union[Choice, Boolean, Number, Text, Date, Version, ListOf, Mapping]
+Kind = Union[Choice, Boolean, Number, Integer, Text, Date, Version, ListOf, Mapping]
 
 
 # --- the policy, version 1 -----------------------------------------------------------------------
 
+# What a rule may set for the NICs it matches, and ``defaults`` for the others (but the
+# rules-only ones). ``policy.Settings`` holds one value per entry: a key declared here is read,
+# merged, compiled and checked everywhere. A setting with no default of its own takes the
+# top-level key of the same name (``action``); one with neither is None ("no limit").
 SETTINGS = (
     Field(
         "allowed",
@@ -129,6 +144,7 @@ SETTINGS = (
     ),
 )
 SETTING_NAMES = tuple(f.name for f in SETTINGS)
+DEFAULT_SETTINGS = tuple(f for f in SETTINGS if not f.rules_only)
 
 MATCH = Mapping(
     tuple(
@@ -249,7 +265,7 @@ POLICY = Mapping(
             "seconds: a probe running longer is killed and support counts as unknown",
             default=5,
         ),
-        Field("defaults", Mapping(SETTINGS), "what applies to a NIC no rule matches"),
+        Field("defaults", Mapping(DEFAULT_SETTINGS), "what applies to a NIC no rule matches"),
         Field(
             "rules",
             ListOf(RULE),
@@ -357,7 +373,19 @@ def validate(  # noqa: C901, PLR0912 - one dispatch over the schema's node kinds
         if not kind.low <= number <= kind.high:
             raise source.error(node, key, f"must be between {kind.low:g} and {kind.high:g}")
         return number
+    if isinstance(kind, Integer):
+        return _integer(source, node, kind, key)
     return _version(source, node, kind, key)
+
+
+def _integer(source: Source[N], node: N, kind: Integer, key: str) -> int:
+    # number() first: it refuses the non-decimal forms with a message that says so.
+    whole = source.integer(node) if source.number(node, key) is not None else None
+    if whole is None:
+        raise source.error(node, key, "expected a whole number")
+    if not kind.low <= whole <= kind.high:
+        raise source.error(node, key, f"must be between {kind.low} and {kind.high}")
+    return whole
 
 
 def _date(source: Source[N], node: N, key: str) -> str:
@@ -368,8 +396,6 @@ def _date(source: Source[N], node: N, key: str) -> str:
 
 
 def is_iso_date(text: str) -> bool:
-    import time  # noqa: PLC0415 - only policies with a date pay for it
-
     if len(text) != 10 or text[4] != "-" or text[7] != "-":
         return False
     try:
@@ -537,6 +563,8 @@ def _kind_schema(kind: Kind) -> dict[str, Any]:  # noqa: C901 - one case per kin
         return {"type": "string", "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
     if isinstance(kind, Number):
         return {"type": "number", "minimum": kind.low, "maximum": kind.high}
+    if isinstance(kind, Integer):
+        return {"type": "integer", "minimum": kind.low, "maximum": kind.high}
     return {"type": "integer", "const": kind.value}
 
 
