@@ -4,6 +4,10 @@ The YAML is composed into nodes (never constructed into Python objects, so no ta
 and walked against the schema of policy_schema.py (which also checks the hook's compiled copy and
 is published as a JSON Schema); every error names the file, the line and the dotted key, because
 a typo that silently weakened the policy would be worse than no policy at all.
+
+One module (over 400 lines) because every reader of policy.yaml — the YAML walk, the compiled
+copy, load_policy's cache — builds the same records through ``build_policy``; its importers
+name one place for all of them.
 """
 
 from __future__ import annotations
@@ -402,7 +406,7 @@ def policy_problems(text: str, file: str) -> list[PolicyError]:
     """Every problem of the policy ``text`` in one pass (check-policy), in the file's order:
     the schema walker goes on past each error; the checks across items (unique rule names)
     run when the shape is right."""
-    import yaml  # noqa: PLC0415
+    import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
 
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)

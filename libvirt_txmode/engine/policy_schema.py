@@ -10,6 +10,9 @@ Three readers are driven by it, so they cannot drift apart:
 this a mapping, what are its items, is this scalar a string/boolean/number" for its node type, and
 turns an error into its own exception (with the line for YAML). Standard library only: reading
 the compiled copy needs no YAML.
+
+One module (over 400 lines) because it is the one description of the policy: its kinds, its
+keys, the walker that checks a document against them and the JSON Schema it publishes.
 """
 
 from __future__ import annotations
