@@ -114,21 +114,11 @@ class NicView:
     nic: Nic
     host: HostCapabilities
     plan: NicPlan
+    settings: Settings
     subject: _Subject  # names the NIC, its rule and the tx that reaches QEMU in a finding
     label: Optional[str]  # the host's name in findings, when there are several hosts
-
-    @property
-    def settings(self) -> Settings:
-        return self.subject.settings
-
-    @property
-    def starts(self) -> bool:
-        return self.plan.refused is None
-
-    @property
-    def valid_txmode(self) -> bool:
-        """A tx QEMU knows reaches the device (so it is worth allowing and probing)."""
-        return self.starts and self.plan.txmode in TXMODES
+    starts: bool  # libvirt and QEMU start the domain with this NIC (plan.refused is None)
+    valid_txmode: bool  # it starts, and a tx QEMU knows reaches the device (worth probing)
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -162,7 +152,10 @@ def _nic_views(
             settings = governing[plan.model] = policy.settings_for(domain, as_formatted)
         line = plan.line if plan.line is not None else nic.line
         subject = _Subject(domain, nic, settings, policy.on_unknown, plan.txmode, line)
-        views.append(NicView(nic, host, plan, subject, host.name if len(hosts) > 1 else None))
+        label = host.name if len(hosts) > 1 else None
+        starts = plan.refused is None
+        valid = starts and plan.txmode in TXMODES
+        views.append(NicView(nic, host, plan, settings, subject, label, starts, valid))
     return tuple(views)
 
 

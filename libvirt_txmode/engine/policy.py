@@ -145,12 +145,18 @@ class Settings:
             values[_SETTING_INDEX[name]] = value
         return Settings(tuple(values), rule)
 
-    def __getattr__(self, name: str) -> Any:
-        # Only called for what is not a slot: the settings' names.
-        index = _SETTING_INDEX.get(name)
-        if index is None:
-            raise AttributeError(name)
-        return self.values[index]
+    if TYPE_CHECKING:  # the attributes below, one per setting, as type checkers see them
+
+        def __getattr__(self, name: str) -> Any: ...
+
+
+def _setting(index: int) -> property:
+    return property(lambda settings: settings.values[index])
+
+
+# A property per setting (read on the hook's path for every NIC: no __getattr__ detour).
+for _name, _index in _SETTING_INDEX.items():
+    setattr(Settings, _name, _setting(_index))
 
 
 @dataclass(frozen=True, **SLOTS)
