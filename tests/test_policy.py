@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from libvirt_txmode.engine import policy_schema
 from libvirt_txmode.engine.domain_xml import Domain, Nic
 from libvirt_txmode.engine.policy import (
     MAX_POLICY_BYTES,
@@ -190,13 +191,11 @@ def test_comments_and_explicit_document_markers() -> None:
 
 # --- errors ---------------------------------------------------------------------------------------
 
-TOP = (
-    "version, action, on_unknown, on_error, passthrough, emulators, probe_timeout, defaults, rules, "
-    "exceptions"
-)
-SETTINGS = "allowed, require, ineffective, action"
-RULE = "name, match, allowed, require, ineffective, action"
-MATCHES = "domain, network, bridge, type, model, mac"
+# The key lists the messages offer, as the schema declares them (a new setting adds itself).
+TOP = ", ".join(policy_schema.POLICY.names)
+SETTINGS = ", ".join(spec.name for spec in policy_schema.DEFAULT_SETTINGS)
+RULE = ", ".join(policy_schema.RULE.names)
+MATCHES = ", ".join(policy_schema.MATCH_KEYS)
 
 
 @pytest.mark.parametrize(
