@@ -31,11 +31,13 @@ from libvirt_txmode.engine.policy_schema import (
     RULE,
     SETTING_NAMES,
     SETTINGS,
+)
+from libvirt_txmode.engine.schema import (
     Field,
     Integer,
     JsonSource,
     Mapping,
-    _kind_schema,
+    kind_schema,
     validate,
 )
 
@@ -56,7 +58,7 @@ def test_integer_accepted(text: str, value: int) -> None:
     assert found == {"limit": value}
     assert type(found["limit"]) is int
     assert _from_json(json.dumps(found)) == found
-    jsonschema.validate(found, _kind_schema(LIMITS))
+    jsonschema.validate(found, kind_schema(LIMITS))
 
 
 @pytest.mark.parametrize(
@@ -91,7 +93,7 @@ def test_integer_refused_by_the_compiled_reader_and_the_json_schema(
     with pytest.raises(ValueError, match=f"^{message}$"):
         _from_json(json.dumps({"limit": value}))
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"limit": value}, _kind_schema(LIMITS))
+        jsonschema.validate({"limit": value}, kind_schema(LIMITS))
 
 
 def test_defaults_take_every_setting_but_the_rules_only_ones() -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..engine.policy_schema import (
-    DEFAULT_SETTINGS,
-    POLICY,
+from ..engine.policy_schema import DEFAULT_SETTINGS, POLICY
+from ..engine.schema import (
     Boolean,
     Choice,
     Date,

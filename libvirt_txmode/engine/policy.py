@@ -32,13 +32,8 @@ from .policy_schema import (  # the one description of the policy's keys and val
     POLICY,
     SETTING_NAMES,
     SETTINGS,
-    Field,
-    JsonSource,
-    ListOf,
-    Number,
-    Source,
-    validate,
 )
+from .schema import Field, JsonSource, ListOf, Number, Source, validate
 
 if TYPE_CHECKING:
     import yaml
