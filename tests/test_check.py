@@ -15,7 +15,7 @@ from libvirt_txmode.engine.check import ALL_HOSTS, ANY_HOST, check_domain
 from libvirt_txmode.engine.codes import START_WILL_FAIL
 from libvirt_txmode.engine.domain_xml import Domain, Nic
 from libvirt_txmode.engine.model import Guest, HostCapabilities, Support, SupportState
-from libvirt_txmode.engine.policy import Match, Policy, Rule, Settings
+from libvirt_txmode.engine.policy_records import Match, Policy, Rule, Settings
 from libvirt_txmode.engine.wording import Finding, Level
 
 EMU = "/usr/bin/qemu-system-x86_64"

@@ -10,16 +10,8 @@ import pytest
 
 from libvirt_txmode.engine import policy_schema
 from libvirt_txmode.engine.domain_xml import Domain, Nic
-from libvirt_txmode.engine.policy import (
-    MAX_POLICY_BYTES,
-    Match,
-    Policy,
-    PolicyError,
-    Rule,
-    Settings,
-    load_policy,
-    parse_policy,
-)
+from libvirt_txmode.engine.policy import MAX_POLICY_BYTES, PolicyError, load_policy, parse_policy
+from libvirt_txmode.engine.policy_records import Match, Policy, Rule, Settings
 from libvirt_txmode.engine.policy_schema import DEFAULT_EMULATORS
 
 REPO_POLICY = Path(__file__).resolve().parent.parent / "policy.yaml"

@@ -16,15 +16,9 @@ import pytest
 import yaml
 
 from libvirt_txmode.admin.policy_docs import _rows
-from libvirt_txmode.engine.policy import (
-    Policy,
-    PolicyError,
-    Settings,
-    _YamlSource,
-    parse_policy,
-    policy_from_json,
-    policy_to_json,
-)
+from libvirt_txmode.engine.policy import PolicyError, _YamlSource, parse_policy
+from libvirt_txmode.engine.policy_compiled import policy_from_json, policy_to_json
+from libvirt_txmode.engine.policy_records import Policy, Settings
 from libvirt_txmode.engine.policy_schema import (
     DEFAULT_SETTINGS,
     POLICY,

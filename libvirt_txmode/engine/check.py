@@ -17,7 +17,7 @@ from . import codes
 from .libvirt_rules import NicPlan, plan_domain_passthrough
 from .model import TXMODES, Domain, Finding, HostCapabilities, Level, Nic, SupportState
 from .passthrough import DRIVER_ROUTE, DeviceTx, Passthrough
-from .policy import Policy, Settings
+from .policy_records import Policy, Settings
 
 ALL_HOSTS = "all"
 ANY_HOST = "any"
