@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from libvirt_txmode.engine import check
 from libvirt_txmode.engine import wording as codes
 from libvirt_txmode.engine.check import ALL_HOSTS, ANY_HOST, check_domain
 from libvirt_txmode.engine.codes import START_WILL_FAIL
@@ -725,3 +726,55 @@ def test_not_allowed_lists_the_policys_allowed_list_as_written() -> None:
     assert [f.message for f in found] == [
         "txmode 'timer' is not allowed by rule 'defaults' (allowed: iothread, iothread)"
     ]
+
+
+# --- the check lists -----------------------------------------------------------------------------
+
+
+def test_a_domain_check_sees_every_nic_with_its_governing_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[list[tuple[int, Optional[str], Optional[str], tuple[str, ...]]]] = []
+
+    def spy(whole: check.DomainView) -> list[Finding]:
+        seen.append(
+            [
+                (view.nic.index, view.settings.rule, view.label, view.settings.allowed)
+                for views in whole.nics
+                for view in views
+            ]
+        )
+        return []
+
+    monkeypatch.setattr(check, "DOMAIN_CHECKS", (*check.DOMAIN_CHECKS, spy))
+    rule = Rule(
+        name="storage",
+        line=3,
+        match=Match(network="storage*"),
+        overrides=(("allowed", ("iothread",)),),
+    )
+    domain = _domain(_nic(0, network="storage-1"), _nic(1))
+    assert check_domain(domain, _policy(rules=(rule,)), [_host("a"), _host("b")]) == []
+    both = ("iothread", "timer")
+    assert seen == [
+        [
+            (0, "storage", "a", ("iothread",)),
+            (0, "storage", "b", ("iothread",)),
+            (1, None, "a", both),
+            (1, None, "b", both),
+        ]
+    ]
+
+
+def test_each_nic_rule_is_resolved_once_for_all_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+    resolve = Policy.settings_for
+
+    def counting(policy: Policy, domain: Domain, nic: Nic) -> Settings:
+        asked.append(nic.index)
+        return resolve(policy, domain, nic)
+
+    monkeypatch.setattr(Policy, "settings_for", counting)
+    domain = _domain(_nic(0), _nic(1, txmode="timer"))
+    check_domain(domain, _policy(), [_host("a"), _host("b"), _host("c")])
+    assert asked == [0, 1]
