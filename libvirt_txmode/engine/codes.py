@@ -4,7 +4,7 @@ SARIF carries it as rule help. Like yamllint's rule docstrings, this is the user
 the checks; the libvirt/QEMU facts it states are listed with their sources in
 docs/libvirt-facts.md. Standard library only.
 
-One module (over 400 lines) because it is the registry: one entry per finding code.
+One module past 400 lines because it is the registry: one entry per finding code.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The hook runs as root on XML other people wrote, so the parser resolves no entities, loads no DTD,
 touches no network, refuses any DOCTYPE and reads a bounded number of bytes.
 
-One module (over 400 lines) because it is the engine's only XML reader (the one module that
+One module past 400 lines because it is the engine's only XML reader (the one module that
 may import lxml): the hardened parser and the walk from elements to records.
 """
 
