@@ -26,7 +26,8 @@ import sys
 import tempfile
 import time
 
-from libvirt_txmode.admin.install import Layout, install
+from libvirt_txmode.admin.install import install
+from libvirt_txmode.admin.layout import Layout
 from libvirt_txmode.common import logsink
 from libvirt_txmode.hook import tally
 

@@ -11,10 +11,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from libvirt_txmode.admin.install import _packaged
+from libvirt_txmode.admin.hook_file import packaged
 from libvirt_txmode.engine.model import Guest, HostCapabilities
+from libvirt_txmode.host.emulator import identify
 from libvirt_txmode.host.libvirt_snapshot import VIRTIO_NET_DEVICES
-from libvirt_txmode.host.probe import identify, probe
+from libvirt_txmode.host.probe import probe
 from libvirt_txmode.host.snapshot import Snapshot
 
 QEMU = "/usr/bin/qemu-system-x86_64"
@@ -149,7 +150,7 @@ def write_corpus(
 
 def bench_policy(extra_emulator_globs: Sequence[str] = ()) -> str:
     """The packaged default policy, trusting the bench's wrapper emulators as well."""
-    text = _packaged("policy.yaml")
+    text = packaged("policy.yaml")
     globs = "".join(f"  - {glob}\n" for glob in extra_emulator_globs)
     marker = "  - /usr/libexec/qemu-kvm\n"
     assert marker in text, "packaged policy changed: update bench/domains.py"

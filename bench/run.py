@@ -35,7 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import domains
 
 from libvirt_txmode.admin import daemon
-from libvirt_txmode.admin import install as installer
+from libvirt_txmode.admin.hook_file import DROPIN_NAME, hook_settings, is_ours
+from libvirt_txmode.admin.install import install
+from libvirt_txmode.admin.layout import DEFAULT_HOOKS_DIR, Layout
+from libvirt_txmode.admin.uninstall import uninstall
+from libvirt_txmode.host.probe_cache import write_atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -237,7 +241,7 @@ def clear_dir(path: str, keep: Callable[[str], bool] = lambda _name: False) -> N
 
 def bench_hook(bench: Bench) -> None:
     wrapper, count = make_counting_emulator(bench)
-    layout = installer.Layout(
+    layout = Layout(
         hooks_dir=bench.path("hooks"),
         config_dir=bench.path("etc"),
         state_dir=bench.path("state"),
@@ -247,7 +251,7 @@ def bench_hook(bench: Bench) -> None:
     with open(layout.policy, "w", encoding="utf-8") as handle:
         handle.write(domains.bench_policy([bench.path("bin", "*", "qemu-system-*")]))
     os.chmod(layout.policy, 0o644)
-    hook = installer.install(layout, python=bench.python).hook_path
+    hook = install(layout, python=bench.python).hook_path
     assert hook is not None
 
     # A snapshot at the hook's snapshot path only for the 'snapshot' case: it is moved in and out.
@@ -485,15 +489,13 @@ def bench_hook(bench: Bench) -> None:
             )
     bench.tables.append(scaling)
     bench_large_inputs(bench, hook, layout, base_env)
-    installer.uninstall(layout)
+    uninstall(layout)
 
 
-def bench_large_inputs(
-    bench: Bench, hook: str, layout: installer.Layout, env: dict[str, str]
-) -> None:
+def bench_large_inputs(bench: Bench, hook: str, layout: Layout, env: dict[str, str]) -> None:
     """1 MiB and 60 MiB domains, on one line and formatted, through the installed hook and
     through the Python it execs (``python -I -S hookstart.py``): the wrapper adds nothing."""
-    settings = installer.hook_settings(hook)
+    settings = hook_settings(hook)
     hookstart = [
         bench.python, "-I", "-S", os.path.join(settings["PACKAGE"], "hookstart.py"),
         "--policy", settings["POLICY"], "--snapshot", settings["SNAPSHOT"],
@@ -726,15 +728,15 @@ def wait_for_daemon() -> None:
 
 
 @contextlib.contextmanager
-def hook_installed(layout: installer.Layout, python: str) -> Iterator[str]:
-    outcome = installer.install(layout, python=python)
+def hook_installed(layout: Layout, python: str) -> Iterator[str]:
+    outcome = install(layout, python=python)
     assert outcome.hook_path is not None
     try:
         daemon.reload_daemon()
         wait_for_daemon()
         yield outcome.hook_path
     finally:
-        installer.uninstall(layout)
+        uninstall(layout)
         daemon.reload_daemon()
         wait_for_daemon()
 
@@ -754,12 +756,12 @@ def bench_virsh(bench: Bench, cycles: int, blocks: int) -> None:
         print(f"\n### 3. virsh start/destroy\n\nSKIPPED: {problem}", flush=True)
         bench.results["virsh"] = {"skipped": problem}
         return
-    hooks_dir = installer.DEFAULT_HOOKS_DIR
+    hooks_dir = DEFAULT_HOOKS_DIR
     for existing in (
         os.path.join(hooks_dir, "qemu"),
-        os.path.join(hooks_dir, "qemu.d", installer.DROPIN_NAME),
+        os.path.join(hooks_dir, "qemu.d", DROPIN_NAME),
     ):
-        if os.path.lexists(existing) and installer.is_ours(existing):
+        if os.path.lexists(existing) and is_ours(existing):
             reason = (
                 f"{existing} is an installed libvirt-txmode hook (someone else's install): "
                 "not touching it"
@@ -768,7 +770,7 @@ def bench_virsh(bench: Bench, cycles: int, blocks: int) -> None:
             bench.results["virsh"] = {"skipped": reason}
             return
     created_hooks_dir = not os.path.exists(hooks_dir)
-    layout = installer.Layout(
+    layout = Layout(
         hooks_dir=hooks_dir,
         config_dir=bench.path("virsh-etc"),
         state_dir=bench.path("virsh-state"),
@@ -822,7 +824,7 @@ def bench_virsh(bench: Bench, cycles: int, blocks: int) -> None:
         if os.path.lexists(os.path.join(hooks_dir, "qemu")) or os.path.isdir(
             os.path.join(hooks_dir, "qemu.d")
         ):
-            installer.uninstall(layout)
+            uninstall(layout)
         if created_hooks_dir:
             with contextlib.suppress(OSError):
                 os.rmdir(hooks_dir)
@@ -923,7 +925,7 @@ def bench_virsh(bench: Bench, cycles: int, blocks: int) -> None:
 
 
 def virsh_event_breakdown(
-    bench: Bench, layout: installer.Layout, name: str, cycles: int
+    bench: Bench, layout: Layout, name: str, cycles: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Put a wrapper that timestamps each invocation in place of the installed hook; restore it.
 
@@ -953,13 +955,13 @@ def virsh_event_breakdown(
                     f'echo "$2 $3 $t0 $t1 $rc" >> {log}\n'
                     "exit $rc\n"
                 )
-                installer.write_atomic(hook, wrapper.encode(), mode=0o755)
+                write_atomic(hook, wrapper.encode(), mode=0o755)
                 for _ in range(cycles):
                     timed("start", name)
                     timed("destroy", name)
                 _read_events(log, mode, events, spans)
         finally:
-            installer.write_atomic(hook, original, mode=0o755)  # uninstall checks the digest
+            write_atomic(hook, original, mode=0o755)  # uninstall checks the digest
     return events, spans
 
 

@@ -3,10 +3,10 @@
 A script rather than ``-m libvirt_txmode.hook.protocol``, and ``-S``: runpy and ``site`` cost
 more than answering from the verdict cache. Without ``site`` only the standard library is on
 ``sys.path``, so this puts the directory holding this package there (where the installing
-interpreter, run with ``-I``, imports it from: admin/install.py records it as PACKAGE). When the
-cache cannot answer, ``site`` is set up as a normal start would before the full check (lxml and
-YAML live there). This file stays at the package's top: installed hooks name it.
-Kept tiny: a script is compiled at every run, a module comes from its .pyc.
+interpreter, run with ``-I``, imports it from: admin/hook_file.py writes it into the hook as
+PACKAGE). When the cache cannot answer, ``site`` is set up as a normal start would before the
+full check (lxml and YAML live there). This file stays at the package's top: installed hooks
+name it. Kept tiny: a script is compiled at every run, a module comes from its .pyc.
 """
 
 import os

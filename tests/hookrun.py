@@ -21,7 +21,8 @@ from typing import Optional, Union
 
 import pytest
 
-from libvirt_txmode.admin.install import Layout, install
+from libvirt_txmode.admin.install import install
+from libvirt_txmode.admin.layout import Layout
 from tests.libvirt_env import LOG_VARIABLES
 
 LIBVIRT_ENV = {

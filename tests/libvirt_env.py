@@ -19,7 +19,7 @@ from typing import Optional
 
 import pytest
 
-from libvirt_txmode.admin.install import DROPIN_NAME, hook_settings, is_ours
+from libvirt_txmode.admin.hook_file import DROPIN_NAME, hook_settings, is_ours
 from libvirt_txmode.common import logsink
 
 REPO = Path(__file__).resolve().parent.parent

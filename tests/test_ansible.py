@@ -3,7 +3,7 @@
 The collection is built with `ansible-galaxy collection build ansible/` and installed into a
 private collections path. The role installs the .deb built from HEAD, the site policy and the
 hook on this machine (`-i localhost, -c local`: a change, then no change, then a clean
-`--check`). fleet-check runs as the README shows against three hosts: two fresh Debian 12 roots
+`--check`). fleet-check runs as the fleet guide shows against three hosts: two fresh Debian 12 roots
 with their own libvirtd, reached through the collection's chroot connection (one without the
 package at first), and one that cannot be reached; its report names all three. ansible-lint's
 production profile passes. This machine is left as it was: the package is purged and
@@ -145,7 +145,7 @@ class Ansible:
                         expect_rc=expect_rc)  # fmt: skip
 
     def line(self, line: str, cwd: Path, expect_rc: int = 0) -> dict[str, Any]:
-        """A command line as a user types it (the README's), run by sh in ``cwd``."""
+        """A command line as a user types it (the fleet guide's), run by sh in ``cwd``."""
         return self.run(["sh", "-c", line], expect_rc=expect_rc, cwd=cwd)
 
     def run(self, argv: list[str], expect_rc: int = 0, cwd: Path | None = None) -> dict[str, Any]:
@@ -203,10 +203,10 @@ def unseen_daemon(root: DebianRoot) -> None:
 
 
 def readme_command(playbook: str) -> str:
-    """The README's ansible-playbook line for ``playbook``, continuation lines joined."""
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"```sh\n(ansible-playbook -i hypervisors\.ini .*?)```", readme, re.S)
-    assert block is not None, "the README's ansible-playbook commands"
+    """The fleet guide's ansible-playbook line for ``playbook``, continuation lines joined."""
+    guide = (REPO / "docs" / "fleet-guide.md").read_text()
+    block = re.search(r"```sh\n(ansible-playbook -i hypervisors\.ini .*?)```", guide, re.S)
+    assert block is not None, "the fleet guide's ansible-playbook commands"
     lines = block.group(1).replace("\\\n", " ").strip().splitlines()
     (line,) = [c for c in lines if f"/playbooks/{playbook} " in c]
     return line
@@ -260,7 +260,7 @@ def test_fleet_check_as_the_readme_shows(
     collections: Path, two_roots: tuple[DebianRoot, DebianRoot], tmp_path: Path
 ) -> None:
     """Three hosts: deb12-a with the package, deb12-b without it at first, and one that cannot be
-    reached (nothing listens on 127.0.0.1 port 1: ssh is refused at once). The README's commands
+    reached (nothing listens on 127.0.0.1 port 1: ssh is refused at once). The fleet guide's commands
     run from a directory that holds the clone (here this repository), the inventory, the site
     policy and the domain definitions."""
     root_a, root_b = two_roots
@@ -272,8 +272,8 @@ def test_fleet_check_as_the_readme_shows(
     (work / "site-policy.yaml").write_text(SITE_POLICY)
     (work / "hypervisors.ini").write_text(
         "[hypervisors]\n"
-        f"deb12-a ansible_host={root_a.root} ansible_connection=libvirt_txmode.report.fleet.chroot\n"
-        f"deb12-b ansible_host={root_b.root} ansible_connection=libvirt_txmode.report.fleet.chroot\n"
+        f"deb12-a ansible_host={root_a.root} ansible_connection=libvirt_txmode.fleet.chroot\n"
+        f"deb12-b ansible_host={root_b.root} ansible_connection=libvirt_txmode.fleet.chroot\n"
         "gone ansible_host=127.0.0.1 ansible_port=1 ansible_connection=ssh"
         " ansible_ssh_common_args='-o StrictHostKeyChecking=no -o ConnectTimeout=5'\n"
     )
@@ -329,7 +329,7 @@ def test_fleet_check_as_the_readme_shows(
     summary = task_results(first, "Fleet summary")["localhost"]["msg"]
     assert "host gone: not checked (unreachable: " in summary[2]
 
-    # 2. deb12-b gets the package too (the README's site.yml line, on every host it can reach).
+    # 2. deb12-b gets the package too (the fleet guide's site.yml line, on every host it can reach).
     ansible.line(site, work, expect_rc=4)  # 4: 'gone' is unreachable
     second = ansible.line(check, work, expect_rc=2)
     report = json.loads((work / "report" / "fleet.json").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.admin.install import hook_settings
+from libvirt_txmode.admin.hook_file import hook_settings
 from tests.hookrun import LIBVIRT_ENV, domain, make_hook, nic
 
 QEMU = "/usr/bin/qemu-system-x86_64"
@@ -41,8 +41,9 @@ ALLOWED = {
     "ci": {"common", "engine", "host", "report"},
     "admin": {"common", "engine", "host", "report", "hook", "ci"},
 }
-# The top of the package: the version, and the script installed hooks run.
-TOP_LEVEL = {"", "hookstart"}
+# The top of the package: the version, the script installed hooks run, and the command's names
+# for python -m (the current one and the one 0.3's snapshot units run).
+TOP_LEVEL = {"", "hookstart", "__main__", "host_commands"}
 
 
 def _imports(module: str) -> set[str]:
@@ -137,7 +138,7 @@ THIRD_PARTY = {
     "engine.policy": {"yaml"},
     "host.networks": {"lxml"},
     "host.libvirt_snapshot": {"lxml", "libvirt"},
-    "report.formats": {"lxml"},
+    "report.junit_format": {"lxml"},
     "report.fleet_render": {"lxml"},
     "admin.audit": {"libvirt"},
     "admin.liveness": {"libvirt"},
@@ -295,3 +296,42 @@ def test_validate_domain_on_an_unchanged_policy_needs_no_yaml(tmp_path: Path) ->
     assert "yaml" not in loaded[1]
     no_cache = subprocess.run([*command, "--no-cache"], capture_output=True, text=True, check=False)
     assert "yaml" in {line.split("|")[-1].strip() for line in no_cache.stderr.splitlines()}
+
+
+def _deferred_imports(module: str) -> list[tuple[int, bool]]:
+    """(line, has a reason) of each group of imports inside a function: consecutive import
+    statements share the reason the first one gives after ``noqa: PLC0415 -``."""
+    path = FILES[module]
+    lines = path.read_text().splitlines()
+    found: list[tuple[int, bool]] = []
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        blocks = (getattr(inner, "body", None) for inner in ast.walk(node))
+        for block in (b for b in blocks if isinstance(b, list)):
+            previous_was_import = False
+            for statement in block:
+                is_import = isinstance(statement, (ast.Import, ast.ImportFrom))
+                if is_import and not previous_was_import:
+                    text = lines[statement.lineno - 1]
+                    found.append((statement.lineno, "PLC0415 - " in text))
+                previous_was_import = is_import
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_deferred_import_says_why(module: str) -> None:
+    # A deferred import hides a dependency from the reader: each one states what it saves.
+    silent = [line for line, reason in _deferred_imports(module) if not reason]
+    assert silent == [], f"{FILES[module]}: deferred imports without a reason at lines {silent}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_a_long_module_says_why_it_is_one(module: str) -> None:
+    # Past ~400 lines a module usually holds two jobs; one that does not says so at its top.
+    source = FILES[module].read_text()
+    if source.count("\n") > 400:
+        assert "past 400 lines" in (ast.get_docstring(ast.parse(source)) or ""), (
+            f"{FILES[module]} has {source.count(chr(10))} lines: split it by job, or say in its "
+            "docstring why it is one module ('past 400 lines')"
+        )

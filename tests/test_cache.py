@@ -15,7 +15,7 @@ from libvirt_txmode import __version__
 from libvirt_txmode.common.paths import default_cache_dir
 from libvirt_txmode.engine.model import Support, SupportState
 from libvirt_txmode.host import probe_cache as cache_module
-from libvirt_txmode.host.probe import EmulatorIdentity, identify
+from libvirt_txmode.host.emulator import EmulatorIdentity, identify
 from libvirt_txmode.host.probe_cache import (
     FORMAT,
     FORMAT_VERSION,

@@ -18,7 +18,8 @@ import pytest
 from lxml import etree
 
 from libvirt_txmode.engine.wording import Finding, Level, Report, summarize
-from libvirt_txmode.report import formats as rp
+from libvirt_txmode.report import sarif_format
+from libvirt_txmode.report.registry import FORMAT_NAMES, render
 from tests.libvirt_env import skip_unless_ci
 
 from .test_cli import (
@@ -234,7 +235,7 @@ def test_closed_stdout_keeps_the_exit_code_and_the_report(repo: Path) -> None:
     assert proc.stderr == ""
 
 
-@pytest.mark.parametrize("fmt", sorted(rp.FORMATTERS))
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
 def test_file_names_that_are_not_utf8(repo: Path, fmt: str) -> None:
     name = b"caf\xe9-timer.xml"
     with open(os.path.join(os.fsencode(repo / "domains"), name), "wb") as handle:
@@ -272,7 +273,9 @@ def test_sarif_for_code_scanning(repo: Path) -> None:
     assert sarif_run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == f"file://{repo}/"
     (invocation,) = sarif_run["invocations"]
     assert (invocation["executionSuccessful"], invocation["exitCode"]) == (True, 1)
-    fingerprints = [r["partialFingerprints"][rp.FINGERPRINT_KEY] for r in sarif_run["results"]]
+    fingerprints = [
+        r["partialFingerprints"][sarif_format.FINGERPRINT_KEY] for r in sarif_run["results"]
+    ]
     assert len(set(fingerprints)) == len(fingerprints) == 2
     # Moving the NIC down (an edit elsewhere in the file) keeps its fingerprint.
     (repo / "domains" / "timer.xml").write_text("\n\n" + TIMER, encoding="utf-8")
@@ -281,31 +284,34 @@ def test_sarif_for_code_scanning(repo: Path) -> None:
            "timer.xml")[1]
     )  # fmt: skip
     (moved_run,) = moved["runs"]
-    assert [r["partialFingerprints"][rp.FINGERPRINT_KEY] for r in moved_run["results"]] == (
-        fingerprints
-    )
+    assert [
+        r["partialFingerprints"][sarif_format.FINGERPRINT_KEY] for r in moved_run["results"]
+    ] == (fingerprints)
     assert moved_run["results"][0]["locations"][0]["physicalLocation"]["region"]["startLine"] == 7
 
 
-def test_a_failed_run_still_writes_its_report(repo: Path) -> None:
-    for fmt, name in (("sarif", "r.sarif"), ("junit", "r.xml"), ("json", "r.json")):
-        code, _, err = vd(
-            repo, "-p", "ci-policy.yaml", "--caps", "missing.json", "-f", fmt, "-o", name,
-            "domains",
-        )  # fmt: skip
-        assert code == 2 and "missing.json" in err
-        text = (repo / name).read_text()
-        if fmt == "sarif":
-            document = json.loads(text)
-            _validate_sarif(document)
-            (invocation,) = document["runs"][0]["invocations"]
-            assert (invocation["executionSuccessful"], invocation["exitCode"]) == (False, 2)
-            assert "missing.json" in invocation["toolExecutionNotifications"][0]["message"]["text"]
-        elif fmt == "junit":
-            error = etree.fromstring(text.encode()).find(".//testcase/error")
-            assert error is not None and "missing.json" in error.get("message", "")
-        else:
-            assert "missing.json" in json.loads(text)["error"]
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+def test_a_failed_run_still_writes_its_report(repo: Path, fmt: str) -> None:
+    (repo / "r.out").write_text("stale\n")
+    code, _, err = vd(
+        repo, "-p", "ci-policy.yaml", "--caps", "missing.json", "-f", fmt, "-o", "r.out",
+        "domains",
+    )  # fmt: skip
+    assert code == 2 and "missing.json" in err
+    text = (repo / "r.out").read_text()
+    assert "stale" not in text  # the failed run's report, not whatever was there
+    # The document formats carry the reason, so the CI page shows it instead of a gap.
+    if fmt == "sarif":
+        document = json.loads(text)
+        _validate_sarif(document)
+        (invocation,) = document["runs"][0]["invocations"]
+        assert (invocation["executionSuccessful"], invocation["exitCode"]) == (False, 2)
+        assert "missing.json" in invocation["toolExecutionNotifications"][0]["message"]["text"]
+    elif fmt == "junit":
+        error = etree.fromstring(text.encode()).find(".//testcase/error")
+        assert error is not None and "missing.json" in error.get("message", "")
+    elif fmt == "json":
+        assert "missing.json" in json.loads(text)["error"]
 
 
 def _many(count: int) -> Report:
@@ -321,8 +327,8 @@ def _many(count: int) -> Report:
 
 
 def test_sarif_result_cap_keeps_errors_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rp, "SARIF_MAX_RESULTS", 10)
-    document = json.loads(rp.render("sarif", _many(30), color=False))
+    monkeypatch.setattr(sarif_format, "SARIF_MAX_RESULTS", 10)
+    document = json.loads(render("sarif", _many(30), color=False))
     (sarif_run,) = document["runs"]
     assert len(sarif_run["results"]) == 10
     assert {r["level"] for r in sarif_run["results"]} == {"error"}

@@ -18,6 +18,7 @@ from lxml import etree
 from libvirt_txmode.engine.model import Guest, HostCapabilities, Support, SupportState
 from libvirt_txmode.host.snapshot import Snapshot
 from libvirt_txmode.report.explain import EXPLANATIONS, explain
+from libvirt_txmode.report.registry import FORMAT_NAMES
 
 BIN = Path(sys.executable).parent
 VALIDATE = str(BIN / "validate-domain")
@@ -371,10 +372,7 @@ SCENARIOS = {
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_exit_code_never_depends_on_format(site: Path, scenario: str) -> None:
     expected, argv = SCENARIOS[scenario]
-    codes = {
-        fmt: validate(site, "-f", fmt, *argv)[0]
-        for fmt in ("auto", "text", "json", "junit", "github", "sarif")
-    }
+    codes = {fmt: validate(site, "-f", fmt, *argv)[0] for fmt in ("auto", *FORMAT_NAMES)}
     codes["-o"] = validate(site, "-f", "sarif", "-o", "out.sarif", *argv)[0]
     codes["GITHUB_ACTIONS"] = validate(site, *argv, env={"GITHUB_ACTIONS": "true"})[0]
     assert set(codes.values()) == {expected}, codes

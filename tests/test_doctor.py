@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_txmode.admin.doctor import Check, exit_code, render_checks, snapshot_drift
-from libvirt_txmode.admin.install import Layout, install
+from libvirt_txmode.admin.install import install
+from libvirt_txmode.admin.layout import Layout
 
 CLI = Path(sys.executable).parent / "libvirt-txmode"
 
@@ -139,7 +140,7 @@ def test_stale_snapshot_is_named(tmp_path: Path) -> None:
     emulator = tmp_path / "qemu-system-x86_64"
     emulator.write_text("#!/bin/sh\nexit 0\n")
     emulator.chmod(0o755)
-    from libvirt_txmode.host.probe import identify
+    from libvirt_txmode.host.emulator import identify
 
     snapshot = tmp_path / "snapshot.json"
     document = {

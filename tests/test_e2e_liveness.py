@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.admin.install import installed_copies
+from libvirt_txmode.admin.hook_file import installed_copies
 from libvirt_txmode.admin.liveness import CANARY_PREFIX
 from tests import libvirt_env as env
 

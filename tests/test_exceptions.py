@@ -17,6 +17,7 @@ from libvirt_txmode.engine.exceptions import apply
 from libvirt_txmode.engine.model import Finding, Level, Suppression
 from libvirt_txmode.engine.policy import PolicyError, parse_policy
 from libvirt_txmode.hook.gate import _decide
+from libvirt_txmode.report.registry import FORMAT_NAMES
 
 from .test_cli import EMULATOR, domain_xml, nic, snapshot
 
@@ -413,16 +414,17 @@ def test_generate_exceptions_to_stdout_lists_what_no_exception_can_silence(repo:
     assert lines[-1] == "exceptions: []"
 
 
-@pytest.mark.parametrize("fmt", ["text", "json", "junit", "github", "sarif", "codeclimate"])
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
 def test_a_whole_report_rendered_counts_no_silenced_finding(fmt: str) -> None:
     """audit renders a whole Report (``render``/``feed``): the same as validate-domain's stream."""
     from libvirt_txmode.engine.wording import Report, summarize
-    from libvirt_txmode.report import formats as rp
+    from libvirt_txmode.report.base import RunInfo
+    from libvirt_txmode.report.registry import render
 
     silenced = finding(suppression=Suppression(0, 7, "vendor appliance", None))
     found = [silenced]
     document = Report(files=("vm.xml",), findings=tuple(found), summary=summarize(1, 1, 1, found))
-    out = rp.render(fmt, document, color=False, run=rp.RunInfo(suppressed=1, verbose=True))
+    out = render(fmt, document, color=False, run=RunInfo(suppressed=1, verbose=True))
     if fmt == "sarif":
         (result,) = json.loads(out)["runs"][0]["results"]
         assert result["suppressions"][0]["justification"] == "vendor appliance"

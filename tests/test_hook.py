@@ -245,7 +245,8 @@ def test_internal_error_fails_closed_without_traceback(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("engine fell over")
 
-    monkeypatch.setattr("libvirt_txmode.engine.check.check_domain", explode)
+    # The full check calls the engine through the name gate.py imported.
+    monkeypatch.setattr("libvirt_txmode.hook.gate.check_domain", explode)
     err = io.StringIO()
     code = hook_module.main(
         [

@@ -29,17 +29,11 @@ from libvirt_txmode.engine.domain_xml import Domain, Nic
 from libvirt_txmode.engine.model import HostCapabilities, Support, SupportState
 from libvirt_txmode.engine.policy import Policy
 from libvirt_txmode.host import libvirt_caps as qemucaps
+from libvirt_txmode.host.emulator import identify
 from libvirt_txmode.host.facts import local_capabilities, this_host
-from libvirt_txmode.host.probe import (
-    ProbeResult,
-    ancestry_from_reply,
-    ancestry_of,
-    identify,
-    probe,
-    probe_emulator,
-    qmp_request,
-)
+from libvirt_txmode.host.probe import ProbeResult, probe, probe_emulator, qmp_request
 from libvirt_txmode.host.probe_cache import ProbeCache
+from libvirt_txmode.host.qom_ancestry import ancestry_from_reply, ancestry_of
 from libvirt_txmode.host.snapshot import (
     Snapshot,
     SnapshotError,

@@ -19,16 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.admin.install import (
-    DROPIN_NAME,
-    InstallError,
-    Layout,
-    hook_settings,
-    install,
-    is_ours,
-    render_hook,
-    uninstall,
-)
+from libvirt_txmode.admin.hook_file import DROPIN_NAME, hook_settings, is_ours, render_hook
+from libvirt_txmode.admin.install import install
+from libvirt_txmode.admin.layout import InstallError, Layout
+from libvirt_txmode.admin.uninstall import uninstall
 from tests.libvirt_env import fake_venv, skip_unless_ci
 
 FOREIGN = "#!/bin/sh\n# the operator's own hook\nexit 0\n"

@@ -15,7 +15,6 @@ import pytest
 from lxml import etree
 
 from libvirt_txmode.admin.daemon import Daemon, process_start_time
-from libvirt_txmode.admin.install import SELFTEST_DOMAIN, SELFTEST_XML
 from libvirt_txmode.admin.liveness import (
     CANARY_PREFIX,
     LIVE,
@@ -25,6 +24,7 @@ from libvirt_txmode.admin.liveness import (
     hook_time,
     record_proof,
 )
+from libvirt_txmode.admin.selftest import SELFTEST_DOMAIN, SELFTEST_XML
 from libvirt_txmode.common import logsink
 from libvirt_txmode.hook import gate
 

@@ -13,8 +13,9 @@ import pytest
 from libvirt_txmode.engine.domain_xml import Domain, Nic
 from libvirt_txmode.engine.model import Guest, HostCapabilities, Support, SupportState
 from libvirt_txmode.engine.policy import Policy
+from libvirt_txmode.host.emulator import identify
 from libvirt_txmode.host.facts import local_capabilities, needed_devices
-from libvirt_txmode.host.probe import ProbeResult, identify
+from libvirt_txmode.host.probe import ProbeResult
 from libvirt_txmode.host.probe_cache import ProbeCache
 from tests.fakes import FakeEmulators, make_fakes, processes_with, read
 

@@ -22,10 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from libvirt_txmode import __version__
 from libvirt_txmode.admin import commands as host_commands
-from libvirt_txmode.admin import install, metrics
+from libvirt_txmode.admin import metrics
+from libvirt_txmode.admin.uninstall import CACHE_NAMES
 from libvirt_txmode.common import logsink, paths
 from libvirt_txmode.engine.model import Finding, Level, Report, Summary
 from libvirt_txmode.hook import tally
+from libvirt_txmode.hook.markers import SELFTEST_DOMAIN
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, domain, make_hook, nic
 from tests.libvirt_env import skip_unless_ci
@@ -147,7 +149,7 @@ def test_parallel_hooks_lose_no_count(tmp_path: Path) -> None:
     assert changed is not None
     assert [p.name for p in cache.iterdir()] == ["decisions"]
     assert (cache / "decisions").stat().st_mode & 0o777 == 0o600
-    assert install.CACHE_NAMES.fullmatch("decisions")  # uninstall-hook empties it with the cache
+    assert CACHE_NAMES.fullmatch("decisions")  # uninstall-hook empties it with the cache
 
 
 def test_counter_in_an_untrusted_place_is_neither_written_nor_believed(tmp_path: Path) -> None:
@@ -171,8 +173,7 @@ def test_counter_in_an_untrusted_place_is_neither_written_nor_believed(tmp_path:
 
 
 def test_the_self_test_is_not_a_decision() -> None:
-    assert tally.SELFTEST_DOMAIN == install.SELFTEST_DOMAIN
-    fields = {"MESSAGE_ID": logsink.MESSAGE_IDS[logsink.ALLOWED], "DOMAIN": tally.SELFTEST_DOMAIN}
+    fields = {"MESSAGE_ID": logsink.MESSAGE_IDS[logsink.ALLOWED], "DOMAIN": SELFTEST_DOMAIN}
     assert not tally.count_decision("/nonexistent-but-never-reached", [fields])
 
 
@@ -180,9 +181,7 @@ def test_installed_hook_counts_every_outcome_also_from_its_verdict_cache(tmp_pat
     hook = make_hook(tmp_path)
     cache = hook.layout.cache_dir
     assert (
-        hook.run(
-            install.SELFTEST_DOMAIN, "prepare", "begin", "-", stdin=domain(install.SELFTEST_DOMAIN)
-        ).returncode
+        hook.run(SELFTEST_DOMAIN, "prepare", "begin", "-", stdin=domain(SELFTEST_DOMAIN)).returncode
         == 0
     )
     assert tally.read(cache)[0] == dict.fromkeys(logsink.OUTCOMES, 0)  # the self-test: no count
@@ -293,7 +292,7 @@ def test_last_audit_summary_becomes_findings_by_code_and_rule(tmp_path: Path) ->
     metrics.save_audit(str(cache), report, 1, 1_700_000_000.0)
     saved = (cache / metrics.AUDIT_FILE).read_text()
     assert "(inactive XML)" not in saved  # counts only: no domain names kept
-    assert install.CACHE_NAMES.fullmatch(metrics.AUDIT_FILE)  # emptied with the cache
+    assert CACHE_NAMES.fullmatch(metrics.AUDIT_FILE)  # emptied with the cache
     samples = parse(metrics.render(metrics.audit_metrics(str(cache))))
     assert samples["libvirt_txmode_audit_findings"] == {
         (("code", "txmode-not-allowed"), ("level", "error"), ("rule", "no-timer")): 2.0,

@@ -106,10 +106,10 @@ def test_json_round_trip(tmp_path: Path, text: str | None) -> None:
 
 
 def test_packaged_policy_round_trips(tmp_path: Path, cache_dir: Path) -> None:
-    from libvirt_txmode.admin.install import _packaged
+    from libvirt_txmode.admin.hook_file import packaged
 
     path = tmp_path / "policy.yaml"
-    path.write_text(_packaged("policy.yaml"))
+    path.write_text(packaged("policy.yaml"))
     expected = load_policy(str(path))
     load_policy(str(path), str(cache_dir))
     assert load_policy(str(path), str(cache_dir)) == expected

@@ -17,20 +17,15 @@ from pathlib import Path
 import pytest
 
 from libvirt_txmode.engine.model import Support, SupportState
+from libvirt_txmode.host.bounded_run import MAX_OUTPUT_BYTES, PROBE_ENV, probe_user, run_bounded
+from libvirt_txmode.host.emulator import ProbeError, identify, trust_problem
 from libvirt_txmode.host.probe import (
-    MAX_OUTPUT_BYTES,
-    PROBE_ENV,
-    ProbeError,
-    identify,
     parse_help,
     parse_qmp,
     probe,
     probe_help,
     probe_qmp,
-    probe_user,
     qmp_request,
-    run_bounded,
-    trust_problem,
 )
 from tests.fakes import FakeEmulators, make_fakes, processes_with, read
 

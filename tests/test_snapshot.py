@@ -424,7 +424,7 @@ def test_take_snapshot_from_recording(fakes: FakeEmulators) -> None:
         Guest("i686", i386, ("qemu", "kvm"), "pc-i440fx-7.2"),
         Guest("x86_64", x86, ("qemu", "kvm"), "pc-i440fx-7.2"),
     )
-    from libvirt_txmode.host.probe import identify
+    from libvirt_txmode.host.emulator import identify
 
     assert snapshot.identities == {x86: identify(x86).key(), i386: identify(i386).key()}
     assert snapshot.capabilities.devices[x86]["virtio-net-ccw"].state is SupportState.UNSUPPORTED
@@ -503,7 +503,7 @@ def test_take_snapshot_real_libvirt(libvirt_up: None) -> None:
     assert Guest("x86_64", X86, ("qemu", "kvm")) in snapshot.capabilities.guests or any(
         g.arch == "x86_64" and g.emulator == X86 for g in snapshot.capabilities.guests
     )
-    from libvirt_txmode.host.probe import identify
+    from libvirt_txmode.host.emulator import identify
 
     assert snapshot.identities[X86] == identify(X86).key()
     assert document["libvirt"]["hypervisor"] == "QEMU"

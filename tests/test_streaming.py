@@ -3,7 +3,7 @@
 Each checked file and its findings go to the formatters the moment they are known (nothing per
 file is kept); document formats hold their parts in spools (memory, then an unlinked file) until
 the end. These tests pin the behaviour: findings reach the formatter before the input is
-exhausted, the streamed text equals ``report.render`` of the same findings for every format
+exhausted, the streamed text equals ``registry.render`` of the same findings for every format
 (also when the spools spill to disk), and the per-shape memo (memo.Checker) answers exactly what
 check_domain does.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from libvirt_txmode.ci import checking
 from libvirt_txmode.ci import run as validation
 from libvirt_txmode.ci.cli import validate
 from libvirt_txmode.ci.memo import Checker
@@ -30,12 +31,14 @@ from libvirt_txmode.engine.model import Nic
 from libvirt_txmode.engine.policy import parse_policy
 from libvirt_txmode.engine.wording import Finding, Level, Report, Summary
 from libvirt_txmode.host.snapshot import load_snapshot
-from libvirt_txmode.report import formats as rp
+from libvirt_txmode.report import sarif_format
+from libvirt_txmode.report.base import RunInfo
+from libvirt_txmode.report.json_format import JsonFormatter
+from libvirt_txmode.report.registry import FORMAT_NAMES, render
 
 from .test_throughput_equivalence import POLICY, _domain
 
 FILES = 120
-FORMATS = ["text", "json", "junit", "github", "sarif", "codeclimate"]
 _TIMING = re.compile(r'( time="[0-9.]+"|"(?:start|end)TimeUtc":"[^"]*")')
 
 
@@ -66,7 +69,7 @@ def _finding(data: dict[str, Any]) -> Finding:
     return Finding(**data)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
 def test_streamed_report_is_the_whole_report(corpus: Path, fmt: str) -> None:
     # The same run as JSON gives the files and findings; render() of that Report (the
     # whole-report path) must be the text the streaming run wrote, byte for byte.
@@ -84,13 +87,13 @@ def test_streamed_report_is_the_whole_report(corpus: Path, fmt: str) -> None:
         tool_version=document["tool"]["version"],
     )
     assert code == 1 and report.findings and summary["skipped"] == 1
-    run = rp.RunInfo(
+    run = RunInfo(
         skipped=summary["skipped"],
         cwd=os.getcwd(),
         base=validation.repository_root(os.getcwd()),
         exit_code=code,
     )
-    whole = rp.render(fmt, report, color=False, run=run)
+    whole = render(fmt, report, color=False, run=run)
     if fmt == "sarif":
         streamed, whole = (_sarif_without_invocation(t) for t in (streamed, whole))
     assert _TIMING.sub("", streamed) == _TIMING.sub("", whole)
@@ -104,7 +107,7 @@ def _sarif_without_invocation(text: str) -> str:
     return json.dumps(document, sort_keys=True)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
 def test_spilled_spools_change_nothing(
     corpus: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,7 +124,7 @@ def test_sarif_cap_keeps_errors_first_from_a_spilled_spool(
     corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(spool, "MEMORY_LIMIT", 64)
-    monkeypatch.setattr(rp, "SARIF_MAX_RESULTS", 5)
+    monkeypatch.setattr(sarif_format, "SARIF_MAX_RESULTS", 5)
     _, text = _run(corpus, "sarif")
     run = json.loads(text)["runs"][0]
     assert [r["level"] for r in run["results"]] == ["error"] * 5
@@ -132,21 +135,21 @@ def test_findings_reach_the_formatter_before_the_input_is_exhausted(
     corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[str] = []
-    real_read = validation.read_input
+    real_read = checking.read_input
 
     def counting_read(item: Any, limit: int) -> Any:
         reads.append(item.label)
         return real_read(item, limit)
 
     seen_at: list[int] = []
-    real_finding = rp.JsonFormatter.finding
+    real_finding = JsonFormatter.finding
 
-    def noting_finding(self: rp.JsonFormatter, finding: Finding) -> None:
+    def noting_finding(self: JsonFormatter, finding: Finding) -> None:
         seen_at.append(len(reads))
         real_finding(self, finding)
 
-    monkeypatch.setattr(validation, "read_input", counting_read)
-    monkeypatch.setattr(rp.JsonFormatter, "finding", noting_finding)
+    monkeypatch.setattr(checking, "read_input", counting_read)
+    monkeypatch.setattr(JsonFormatter, "finding", noting_finding)
     _, text = _run(corpus, "json", "-j", "1")
     total = len(reads)
     assert total == FILES + 1
@@ -230,14 +233,14 @@ def test_one_folder_in_one_process_is_walked_while_it_is_read(
         return real_from_file(cls, directory)
 
     firsts: list[int] = []
-    real_finding = rp.JsonFormatter.finding
+    real_finding = JsonFormatter.finding
 
-    def noting_finding(self: rp.JsonFormatter, finding: Finding) -> None:
+    def noting_finding(self: JsonFormatter, finding: Finding) -> None:
         firsts.append(len(entered))
         real_finding(self, finding)
 
     monkeypatch.setattr(inputs.Ignore, "from_file", classmethod(noting_from_file))
-    monkeypatch.setattr(rp.JsonFormatter, "finding", noting_finding)
+    monkeypatch.setattr(JsonFormatter, "finding", noting_finding)
     code, _ = _run(corpus, "json", "-j", "1")
     assert code == 1
     folders = [d for d in entered if os.path.basename(d).startswith("d") and d != os.getcwd()]

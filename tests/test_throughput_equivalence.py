@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_txmode.ci.cli import EXIT_FATAL, validate
+from libvirt_txmode.report.registry import FORMAT_NAMES
 
 from .test_cli import EMULATOR, snapshot
 
@@ -112,7 +113,7 @@ def _paths(corpus: Path) -> list[str]:
     return [str(domains / "d01"), str(domains / "d00" / "vm-0003.xml"), str(domains)]
 
 
-@pytest.mark.parametrize("fmt", ["text", "json", "junit", "github", "sarif"])
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
 @pytest.mark.parametrize(
     "hosts",
     [("--caps", "h1.json"), ("--caps", "h1.json", "--caps", "h2.json", "--any-host")],

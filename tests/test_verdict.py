@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_txmode.admin.install import hook_settings
+from libvirt_txmode.admin.hook_file import hook_settings
 from libvirt_txmode.common import paths
 from libvirt_txmode.hook import gate, verdict
-from libvirt_txmode.host.probe import identify
+from libvirt_txmode.host.emulator import identify
 from tests import libvirt_env as env
 from tests.hookrun import LIBVIRT_ENV, POLICY, InstalledHook, domain, make_hook, nic, shared_dir
 from tests.test_faults import counting_emulator

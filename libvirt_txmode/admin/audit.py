@@ -15,17 +15,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Optional
+from typing import IO, Any, Optional
 
 from .. import __version__
+from ..ci.cli import DIR_COMPLETION, FILE_COMPLETION, complete_as
 from ..common import paths
-
-if TYPE_CHECKING:
-    from ..engine.model import Report
+from ..common.exits import FatalError
+from ..common.paths import default_cache_dir
+from ..engine.check import check_domain
+from ..engine.exceptions import apply as apply_exceptions
+from ..engine.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
+from ..engine.wording import XML_INVALID, Finding, Level, Report, summarize
+from ..host.facts import local_capabilities
+from ..host.probe_cache import ProbeCache
+from ..host.snapshot import SnapshotError, load_snapshot
+from ..report.base import RunInfo
+from ..report.registry import FORMAT_NAMES, choose_format, render
+from .metrics import save_audit
+from .options import add_connect, add_policy
 
 DEFAULT_SNAPSHOT = paths.SNAPSHOT
 EXIT_OK, EXIT_FINDINGS = 0, 1
@@ -50,7 +62,7 @@ class DomainXML:
 
 def fetch_domains(conn: Any, names: list[str]) -> list[DomainXML]:
     """Inactive XML of every (or each named) domain, plus the live XML of running ones."""
-    import libvirt  # noqa: PLC0415
+    import libvirt  # noqa: PLC0415 - optional libvirt-python, only to talk to libvirt
 
     try:
         if names:
@@ -92,7 +104,7 @@ def with_host_and_time(document: str, host: str, started: float) -> str:
 
 
 def open_read_only(uri: str) -> Any:
-    from ..host.libvirt_snapshot import ConnectError, connect  # noqa: PLC0415
+    from ..host.libvirt_snapshot import ConnectError, connect  # noqa: PLC0415 - loads lxml: not for --help
 
     try:
         return connect(uri, read_only=True)
@@ -101,8 +113,6 @@ def open_read_only(uri: str) -> Any:
 
 
 def _snapshot(path: Optional[str]) -> tuple[Any, dict[str, str]]:
-    from ..host.snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
-
     chosen = path or (DEFAULT_SNAPSHOT if os.path.lexists(DEFAULT_SNAPSHOT) else None)
     if chosen is None:
         return None, {}
@@ -111,7 +121,6 @@ def _snapshot(path: Optional[str]) -> tuple[Any, dict[str, str]]:
     except SnapshotError as exc:
         if path is not None:
             raise AuditError(str(exc)) from None
-        import logging  # noqa: PLC0415
 
         logging.getLogger(__name__).warning("ignoring %s; probing emulators directly", exc)
         return None, {}
@@ -120,8 +129,7 @@ def _snapshot(path: Optional[str]) -> tuple[Any, dict[str, str]]:
 
 def _parse(documents: Sequence[DomainXML]) -> tuple[list[Any], list[Any]]:
     """Each document's Domain, and an xml-invalid finding for each that does not parse."""
-    from ..engine.domain_xml import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415
-    from ..engine.wording import XML_INVALID, Finding, Level  # noqa: PLC0415
+    from ..engine.domain_xml import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415 - loads lxml: not for --help
 
     parser = make_parser()
     domains, found = [], []
@@ -138,15 +146,6 @@ def _parse(documents: Sequence[DomainXML]) -> tuple[list[Any], list[Any]]:
 
 
 def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) -> int:
-    from ..common.paths import default_cache_dir  # noqa: PLC0415
-    from ..engine.check import check_domain  # noqa: PLC0415
-    from ..engine.exceptions import apply as apply_exceptions  # noqa: PLC0415
-    from ..engine.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy  # noqa: PLC0415
-    from ..engine.wording import Report, summarize  # noqa: PLC0415
-    from ..host.facts import local_capabilities  # noqa: PLC0415
-    from ..host.probe_cache import ProbeCache  # noqa: PLC0415
-    from ..report.formats import RunInfo, choose_format, render  # noqa: PLC0415
-
     started = time.time()
     try:
         policy = load_policy(args.policy or DEFAULT_POLICY_PATH)
@@ -206,13 +205,68 @@ def audit(args: argparse.Namespace, out: IO[str], environ: Mapping[str, str]) ->
 
 def _keep_summary(cache_dir: str, report: Report, code: int) -> None:
     """For ``libvirt-txmode metrics``, beside the hook's counts in the cache directory."""
-    import time  # noqa: PLC0415
-
-    from .metrics import save_audit  # noqa: PLC0415
-
     try:
         save_audit(cache_dir, report, code, time.time())
     except OSError as exc:
-        import logging  # noqa: PLC0415
-
         logging.getLogger(__name__).info("audit summary not kept for metrics: %s", exc)
+
+
+def add_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "audit",
+        help="check every defined domain (inactive XML) and every running one (live XML) "
+        "against the policy, as validate-domain does",
+    )
+    add_connect(cmd)
+    add_policy(cmd, "policy file (default: /etc/libvirt-txmode/policy.yaml)")
+    complete_as(
+        cmd.add_argument(
+            "--snapshot",
+            default=None,
+            metavar="FILE",
+            help=f"capability snapshot to believe for unchanged emulators (default: "
+            f"{DEFAULT_SNAPSHOT} when present); other emulators are probed, as the hook does",
+        ),
+        FILE_COMPLETION,
+    )
+    cmd.add_argument(
+        "-d",
+        "--domain",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this domain (repeatable; default: all)",
+    )
+    cmd.add_argument(
+        "-f",
+        "--format",
+        default="auto",
+        choices=["auto", *FORMAT_NAMES],
+        help="output format (auto: github under GitHub Actions, else text)",
+    )
+    complete_as(
+        cmd.add_argument(
+            "-o", "--output", metavar="FILE", help="write the report in --format to FILE"
+        ),
+        FILE_COMPLETION,
+    )
+    cmd.add_argument(
+        "--strict", action="store_true", help="warnings count as failures for the exit code"
+    )
+    cmd.add_argument("--no-color", action="store_true", help="never colour (NO_COLOR too)")
+    complete_as(
+        cmd.add_argument(
+            "--cache-dir",
+            help="probe cache directory (default: /var/cache/libvirt-txmode as root)",
+        ),
+        DIR_COMPLETION,
+    )
+    cmd.add_argument("--no-cache", action="store_true", help="don't read or write the cache")
+    cmd.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: IO[str]) -> int:
+    try:
+        return audit(args, out, dict(os.environ))
+    except AuditError as exc:
+        raise FatalError(str(exc)) from None

@@ -1,4 +1,5 @@
-"""The shell completion scripts the wheel installs, found at run time (no shtab needed).
+"""``libvirt-txmode completion``: the shell completion scripts the wheel installs, found at run
+time (no shtab needed).
 
 scripts/gen-docs generates them from the parsers into completion/ (checked in, and kept current
 by a test); setup.cfg's data_files install them where bash-completion and zsh look:
@@ -8,11 +9,14 @@ below the installation prefix. A source checkout has them in completion/.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Optional
+from typing import IO, Any, Optional
 
 from ..common import paths
+from ..common.exits import EXIT_OK, FatalError
+from .manpage import PROGRAMS, SHELLS, completion_script
 
 
 def _candidates(program: str, shell: str) -> list[str]:
@@ -36,3 +40,30 @@ def shipped_script(program: str, shell: str) -> Optional[str]:
         except OSError:
             continue
     return None
+
+
+def add_parser(sub: Any) -> None:
+    cmd = sub.add_parser("completion", help="print a shell completion script")
+    cmd.add_argument("shell", choices=SHELLS)
+    cmd.add_argument(
+        "program",
+        nargs="?",
+        default="libvirt-txmode",
+        choices=sorted(PROGRAMS),
+        help="the command to complete (default: %(default)s)",
+    )
+    cmd.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: IO[str]) -> int:
+    shipped = shipped_script(args.program, args.shell)
+    if shipped is not None:  # the generated script the wheel installs: no shtab needed
+        out.write(shipped)
+        return EXIT_OK
+    try:
+        # The parser factories come from the top parser (commands.main_parser), which builds
+        # this subcommand: importing commands here would make a cycle.
+        out.write(completion_script(args.parsers[args.program], args.shell))
+    except ImportError:
+        raise FatalError("shell completion needs shtab: pip install shtab") from None
+    return EXIT_OK

@@ -10,27 +10,28 @@ proved the hook live leaves its proof (liveness.py).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import IO, Any, Callable, Optional
 
+from ..common.files import path_trust_problem, private_dir_problem
+from ..common.logsink import destination, recent_decisions
+from ..common.text import printable
+from ..engine.policy import PolicyError, load_policy
+from ..hook.verdict import PREFIX
+from ..host.emulator import ProbeError, identify
+from ..host.snapshot import SnapshotError, load_snapshot
+from . import liveness
 from .daemon import running_daemon
-from .install import (
-    DROPIN_NAME,
-    SELFTEST_DOMAIN,
-    InstallError,
-    Layout,
-    describe_copy,
-    hook_settings,
-    inspect_interpreter,
-    installed_copies,
-    interpreter_trust_problem,
-    is_ours,
-    self_test,
-)
+from .hook_file import DROPIN_NAME, describe_copy, hook_settings, installed_copies, is_ours
+from .interpreter import inspect_interpreter, interpreter_trust_problem
+from .layout import InstallError, Layout
+from .options import add_connect, add_directories, layout_of
+from .selftest import SELFTEST_DOMAIN, self_test
 
 OK, INFO, WARN, FAIL = "ok", "info", "warn", "fail"
 # Exit codes and names of the monitoring-plugin convention (Nagios, Icinga, Zabbix, Sensu).
@@ -76,7 +77,6 @@ def check_hook(state: _State) -> Check:
     mode = info.st_mode & 0o7777
     if not mode & stat.S_IXUSR:
         return Check("hook", FAIL, f"{hook} is not executable (mode {mode:04o}): libvirt skips it")
-    from ..common.files import path_trust_problem  # noqa: PLC0415
 
     problem = path_trust_problem(hook)
     if problem is not None:
@@ -138,8 +138,6 @@ def check_self_test(state: _State) -> Check:
 
 
 def check_policy(state: _State) -> Check:
-    from ..engine.policy import PolicyError, load_policy  # noqa: PLC0415
-
     path = state.setting("POLICY", state.layout.policy)
     try:
         policy = load_policy(path)
@@ -160,9 +158,6 @@ def snapshot_drift(path: str, uri: Optional[str] = None) -> tuple[Optional[list[
     problems is None when the snapshot cannot be read (notes[0] says why). An emulator whose
     binary changed identity (a QEMU upgrade) or vanished is a problem; so, when libvirt answers
     on ``uri`` (read-only), is an emulator libvirt now lists that the snapshot lacks."""
-    from ..host.probe import ProbeError, identify  # noqa: PLC0415
-    from ..host.snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
-
     try:
         snapshot = load_snapshot(path, require_root_owned=False)
     except SnapshotError as exc:
@@ -194,7 +189,7 @@ def snapshot_drift(path: str, uri: Optional[str] = None) -> tuple[Optional[list[
 
 
 def _libvirt_emulators(uri: str) -> Optional[set[str]]:
-    from ..host.libvirt_snapshot import ConnectError, connect, guests_from_capabilities  # noqa: PLC0415
+    from ..host.libvirt_snapshot import ConnectError, connect, guests_from_capabilities  # noqa: PLC0415 - loads lxml: not for --help
 
     try:
         conn = connect(uri, read_only=True)
@@ -230,9 +225,6 @@ def check_snapshot(state: _State) -> Check:
 
 
 def check_cache(state: _State) -> Check:
-    from ..common.files import private_dir_problem  # noqa: PLC0415
-    from ..hook.verdict import PREFIX  # noqa: PLC0415
-
     path = state.setting("CACHE", state.layout.cache_dir)
     if not os.path.lexists(path):
         return Check("cache", OK, f"{path} not created yet (the hook creates it)")
@@ -250,8 +242,6 @@ def check_cache(state: _State) -> Check:
 
 
 def check_logging(state: _State) -> Check:
-    from ..common.logsink import destination  # noqa: PLC0415
-
     where, problem = destination()
     if problem is not None:
         return Check("logging", FAIL, f"{where}: {problem}: decisions would be lost")
@@ -267,8 +257,6 @@ def check_daemon(state: _State) -> Check:
 
 def check_live(state: _State) -> Check:
     """Does the running daemon run the hook: by times, or proven by a canary (--canary)."""
-    from . import liveness  # noqa: PLC0415
-
     daemon = running_daemon()
     if state.canary:
         if daemon is None:
@@ -297,8 +285,6 @@ def check_live(state: _State) -> Check:
 
 
 def check_decisions(state: _State) -> Check:
-    from ..common.logsink import recent_decisions  # noqa: PLC0415
-
     # Self-tests of earlier versions were logged as allowed starts: not decisions either.
     selftest = f"'{SELFTEST_DOMAIN}'"
     recent = [line for line in recent_decisions(20) if selftest not in line][-3:]
@@ -346,8 +332,6 @@ def exit_code(checks: list[Check]) -> int:
 
 
 def render_checks(checks: list[Check], fmt: str) -> str:
-    from ..common.text import printable  # noqa: PLC0415
-
     failed = sum(1 for c in checks if c.status == FAIL)
     warnings = sum(1 for c in checks if c.status == WARN)
     passed = len(checks) - failed - warnings
@@ -368,3 +352,27 @@ def render_checks(checks: list[Check], fmt: str) -> str:
         f"{status}: {counts}" if failed or warnings else f"OK: all {len(checks)} checks passed"
     )
     return "\n".join(lines) + "\n"
+
+
+def add_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "doctor",
+        help="check the installed hook, interpreter, policy, snapshot, cache, logging and that "
+        "the daemon runs the hook (one line per check; exit 0 OK, 1 WARNING, 2 CRITICAL)",
+    )
+    add_directories(cmd)
+    cmd.add_argument("-f", "--format", default="text", choices=["text", "json"])
+    cmd.add_argument(
+        "--canary",
+        action="store_true",
+        help="prove the daemon runs the hook: start a transient, paused, diskless domain the "
+        "hook refuses whatever the policy says (started: the gate is off; destroyed at once)",
+    )
+    add_connect(cmd)
+    cmd.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: IO[str]) -> int:
+    checks = run_checks(layout_of(args), canary=args.canary, uri=args.connect)
+    out.write(render_checks(checks, args.format))
+    return exit_code(checks)

@@ -1,5 +1,6 @@
-"""The I/O edge of ``libvirt-txmode fleet-report``: read what fleet-check.yml collected, write
-fleet.json, fleet-junit.xml and fleet.html into the report directory, print the summary.
+"""``libvirt-txmode fleet-report``, its command line and I/O edge: read what fleet-check.yml
+collected, write fleet.json, fleet-junit.xml and fleet.html into the report directory, print the
+summary.
 
 Exit codes: 0 the repository's domains have no error finding, 1 they have one (the controller's
 task fails once for them; each host's own audit fails that host in the playbook), 2 bad input.
@@ -17,6 +18,7 @@ import sys
 from dataclasses import replace
 from typing import IO, Any, Optional
 
+from ..ci.cli import DIR_COMPLETION, FILE_COMPLETION, complete_as
 from ..common import files
 from ..common.exits import FatalError
 from ..report.fleet import (
@@ -28,7 +30,6 @@ from ..report.fleet import (
     parse_hosts,
     summary_lines,
 )
-from ..report.fleet_render import to_html, to_junit
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _snapshot(directory: Optional[str], host: str) -> Optional[dict[str, Any]]:
 
 def _domain_names(report: Any) -> dict[str, str]:
     """file -> domain name for the columns of files without a finding."""
-    from ..engine.domain_xml import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415
+    from ..engine.domain_xml import DomainXMLError, make_parser, parse_domain  # noqa: PLC0415 - loads lxml: not for --help
 
     names: dict[str, str] = {}
     if not isinstance(report, dict):
@@ -97,7 +98,54 @@ def _policy_hash(path: Optional[str]) -> Optional[str]:
     return hashlib.sha256(_read(path, MAX_INPUT_BYTES, "policy")).hexdigest()
 
 
+def add_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "fleet-report",
+        help="one fleet report (fleet.json, fleet-junit.xml, fleet.html) from what "
+        "fleet-check.yml collected",
+        description="Write fleet.json, fleet-junit.xml and fleet.html into --output-dir from the "
+        "per-host results fleet-check.yml collected and validate-domain's JSON over the "
+        "repository's domains. Exit 1 when a repository domain has an error finding.",
+    )
+    complete_as(
+        cmd.add_argument(
+            "--hosts",
+            required=True,
+            metavar="FILE",
+            help='the per-host results as JSON ({"hosts": [...]}); - reads stdin',
+        ),
+        FILE_COMPLETION,
+    )
+    complete_as(
+        cmd.add_argument(
+            "--domains-report",
+            metavar="FILE",
+            help="validate-domain -f json --all-hosts over the repository's domains",
+        ),
+        FILE_COMPLETION,
+    )
+    complete_as(
+        cmd.add_argument(
+            "--snapshots-dir", metavar="DIR", help="the fetched snapshots, one HOST.json per host"
+        ),
+        DIR_COMPLETION,
+    )
+    complete_as(
+        cmd.add_argument("--policy", metavar="FILE", help="the policy checked against (hashed)"),
+        FILE_COMPLETION,
+    )
+    complete_as(
+        cmd.add_argument(
+            "-o", "--output-dir", required=True, metavar="DIR", help="where the reports go"
+        ),
+        DIR_COMPLETION,
+    )
+    cmd.set_defaults(run=run)
+
+
 def run(args: argparse.Namespace, out: IO[str]) -> int:
+    from ..report.fleet_render import to_html, to_junit  # noqa: PLC0415 - loads lxml: not for --help
+
     collected = _json(args.hosts, MAX_INPUT_BYTES, "host results")
     try:
         hosts = parse_hosts(collected)

@@ -9,7 +9,7 @@ appeared after the daemon's start, with no reload since, is not run: every VM st
   (``PROOF_NAME`` in the state directory) names the daemon instance and when it was taken.
 * By canary (``run_canary``): libvirt is asked to create a transient domain, paused, without disk,
   carrying a marker in its <metadata> that the hook refuses before it reads the policy
-  (gate.CANARY_NAMESPACE). Refused by the hook: live. Started: the gate is off; it is destroyed
+  (markers.CANARY_NAMESPACE). Refused by the hook: live. Started: the gate is off; it is destroyed
   at once. No canary is ever left behind: it is destroyed on every way out, SIGTERM included,
   and leftovers of a killed run (``CANARY_PREFIX``) are destroyed first.
 """
@@ -29,8 +29,9 @@ from typing import Any, Optional
 
 from ..common import files
 from ..common.records import SLOTS
-from ..hook.gate import CANARY_NAMESPACE
-from .daemon import Daemon
+from ..hook.markers import CANARY_NAMESPACE
+from ..host.probe_cache import write_atomic
+from .daemon import Daemon, running_daemon
 
 LIVE, OFF, UNKNOWN = "live", "off", "unknown"
 CANARY_PREFIX = "libvirt-txmode-canary-"
@@ -121,8 +122,6 @@ def proof_time(state_dir: str, daemon: Daemon) -> Optional[float]:
 
 def record_proof(state_dir: str, daemon: Daemon, proven: float) -> Optional[str]:
     """Keep a canary's proof for later runs of doctor; why it could not be kept, or None."""
-    from ..host.probe_cache import write_atomic  # noqa: PLC0415
-
     document = {"daemon": daemon.name, "pid": daemon.pid, "started": daemon.started}
     document["proven"] = proven
     try:
@@ -175,7 +174,7 @@ def _terminate_as_exception() -> Iterator[None]:
 def run_canary(uri: str, *, retries: Sequence[float] = ()) -> Liveness:
     """Ask libvirt at ``uri`` to create the canary; the hook refusing it proves it live.
     ``retries``: pauses before trying again while it starts (right after a reload)."""
-    from ..host.libvirt_snapshot import ConnectError, connect  # noqa: PLC0415
+    from ..host.libvirt_snapshot import ConnectError, connect  # noqa: PLC0415 - loads lxml: not for --help
 
     try:
         conn = connect(uri, read_only=False)
@@ -196,7 +195,7 @@ def run_canary(uri: str, *, retries: Sequence[float] = ()) -> Liveness:
 
 
 def _one_canary(conn: Any) -> Liveness:
-    import libvirt  # noqa: PLC0415 - connect() has imported it
+    import libvirt  # noqa: PLC0415 - optional libvirt-python, only to talk to libvirt
 
     name = CANARY_PREFIX + secrets.token_hex(6)
     try:
@@ -221,7 +220,7 @@ def _one_canary(conn: Any) -> Liveness:
 
 def destroy_leftovers(conn: Any) -> None:
     """Canaries a killed earlier run left behind."""
-    import libvirt  # noqa: PLC0415
+    import libvirt  # noqa: PLC0415 - optional libvirt-python, only to talk to libvirt
 
     try:
         names = [d.name() for d in conn.listAllDomains()]
@@ -233,7 +232,7 @@ def destroy_leftovers(conn: Any) -> None:
 
 
 def _destroy(conn: Any, name: str) -> None:
-    import libvirt  # noqa: PLC0415
+    import libvirt  # noqa: PLC0415 - optional libvirt-python, only to talk to libvirt
 
     try:
         domain = conn.lookupByName(name)
@@ -249,8 +248,6 @@ def _destroy(conn: Any, name: str) -> None:
 def prove_after_reload(uri: str, state_dir: str, *, wait: float = 30.0) -> Liveness:
     """After a reload: wait until the daemon answers again, send the canary (again while it may
     still meet the state before the reload) and keep the proof when it was refused."""
-    from .daemon import running_daemon  # noqa: PLC0415
-
     deadline = time.monotonic() + wait
     while True:
         result = run_canary(uri, retries=RELOAD_RETRIES)

@@ -1,12 +1,12 @@
 """Man pages and shell completions, generated from the argparse parsers.
 
-The parsers in ``cli`` and ``host_commands`` are the one description of the command line;
+The parsers in ``ci.cli`` and ``admin.commands`` are the one description of the command line;
 ``scripts/gen-docs`` writes these generated files into the tree, and a test regenerates them and
 compares, so the checked-in copies never drift from ``--help``. argparse-manpage and shtab are
 test/doc dependencies only: they are imported inside the functions, so the CLI runs without them.
 
 This module imports neither command module: callers hand it the parser factories
-(``host_commands.PARSERS``), so the dependency runs one way (host_commands -> manpage).
+(``commands.PARSERS``), so the dependency runs one way (commands -> manpage).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _sections(program: str) -> list[tuple[str, str]]:
 def manpage(program: str, factory: ParserFactory) -> str:
     """The roff source of ``program``'s man page (section 1), from its parser ``factory``."""
     # argparse-manpage ships no type information (no py.typed).
-    from argparse_manpage.manpage import Manpage  # type: ignore[import-untyped]  # noqa: PLC0415
+    from argparse_manpage.manpage import Manpage  # type: ignore[import-untyped]  # noqa: PLC0415 - optional: docs only
 
     parser = _parser(factory)
     # A fixed date field (the version, not today's date) keeps regenerated pages byte-identical.
@@ -138,7 +138,7 @@ def manpage(program: str, factory: ParserFactory) -> str:
 
 def completion_script(factory: ParserFactory, shell: str) -> str:
     """A bash or zsh completion script for a parser (shtab reads the ``complete`` hints)."""
-    import shtab  # noqa: PLC0415
+    import shtab  # noqa: PLC0415 - optional: only to generate a completion script
 
     if shell not in SHELLS:
         raise ValueError(f"unsupported shell {shell!r} (supported: {', '.join(SHELLS)})")

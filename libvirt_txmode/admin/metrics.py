@@ -22,6 +22,7 @@ A source that cannot be read leaves its metrics out and sets
 
 from __future__ import annotations
 
+import argparse
 import calendar
 import json
 import logging
@@ -31,16 +32,28 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 from .. import __version__
+from ..ci.cli import FILE_COMPLETION, complete_as
 from ..common import files, logsink
+from ..common.exits import EXIT_OK, FatalError
 from ..common.records import SLOTS
 from ..hook import tally
+from .doctor import (
+    OK,
+    check_hook,
+    check_interpreter,
+    check_live,
+    check_policy,
+    run_checks,
+    snapshot_drift,
+)
+from .options import add_connect, add_directories, layout_of
 
 if TYPE_CHECKING:
     from ..engine.model import Report
-    from .install import Layout
+    from .layout import Layout
 
 LOG = logging.getLogger(__name__)
 PREFIX = "libvirt_txmode_"
@@ -79,8 +92,6 @@ def gauge(name: str, help_text: str, value: float, **labels: str) -> Metric:
 def hook_health(layout: Layout) -> HookHealth:
     """doctor's verdicts on the hook, its interpreter, whether the running daemon has loaded it
     (by times, or a canary's proof: never a canary of its own on every scrape) and the policy."""
-    from .doctor import OK, check_hook, check_interpreter, check_live, check_policy, run_checks  # noqa: PLC0415
-
     checks = (check_hook, check_interpreter, check_live, check_policy)
     status = {c.name: c.status for c in run_checks(layout, checks)}
     installed = status.get("hook") == OK
@@ -92,8 +103,6 @@ def hook_health(layout: Layout) -> HookHealth:
 
 
 def snapshot_metrics(path: str, uri: Optional[str], now: float) -> list[Metric]:
-    from .doctor import snapshot_drift  # noqa: PLC0415
-
     present = os.path.lexists(path)
     out = [gauge("snapshot_present", "1 if the capability snapshot exists.", float(present))]
     if not present:
@@ -323,3 +332,32 @@ def write(text: str, output: Optional[str], out: Any) -> None:
         out.write(text)
         return
     files.write_atomic(output, text.encode("utf-8"), mode=0o644)
+
+
+def add_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "metrics",
+        help="write this host's gate state as Prometheus text (node_exporter textfile format)",
+    )
+    add_directories(cmd)
+    add_connect(cmd)
+    complete_as(
+        cmd.add_argument(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="write to FILE in one rename (e.g. "
+            "/var/lib/prometheus/node-exporter/libvirt-txmode.prom) instead of stdout",
+        ),
+        FILE_COMPLETION,
+    )
+    cmd.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: IO[str]) -> int:
+    text = render(collect(layout_of(args), uri=args.connect))
+    try:
+        write(text, args.output, out)
+    except OSError as exc:
+        raise FatalError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    return EXIT_OK

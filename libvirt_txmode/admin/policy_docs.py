@@ -1,15 +1,20 @@
-"""The policy reference, written from the schema (``policy_schema``): the README's key table.
+"""The reference tables of docs/, written from their one source: the policy's keys from the schema
+(``policy_schema``), the finding codes from their registry (``codes``), the ``-f`` choices from the
+format registry (``report.registry``).
 
-``scripts/gen-docs`` puts it between the README's ``policy-reference`` markers; a test keeps the
-README in step. One row per key a policy author writes: ``defaults.X`` for each setting, one row
-for a ``match`` mapping with its keys, and one row for the settings a rule overrides.
+``scripts/gen-docs`` puts each between its markers in the file ``DOCUMENTS`` names, and its
+``--check`` (the stale-file test) fails while one differs. Policy keys: one row per key a policy
+author writes — ``defaults.X`` for each setting, one row for a ``match`` mapping with its keys,
+and one row for the settings a rule overrides.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping as MappingType
+from typing import Any, Callable
 
+from ..engine.codes import REGISTRY
 from ..engine.policy_schema import DEFAULT_SETTINGS, POLICY
 from ..engine.schema import (
     Boolean,
@@ -24,9 +29,7 @@ from ..engine.schema import (
     Text,
     Version,
 )
-
-BEGIN = "<!-- BEGIN policy-reference: written by scripts/gen-docs from policy_schema.py -->"
-END = "<!-- END policy-reference -->"
+from ..report.registry import FORMAT_NAMES
 
 
 def _code(value: Any) -> str:
@@ -114,18 +117,66 @@ def _rows(prefix: str, mapping: Mapping) -> list[str]:
     return rows
 
 
+def _policy_rows() -> list[str]:
+    return ["| key | type, default | meaning |", "|---|---|---|", *_rows("", POLICY)]
+
+
+def _code_rows() -> list[str]:
+    rows = ["| code | level | meaning |", "|---|---|---|"]
+    for code, item in REGISTRY.items():
+        meaning = " ".join(item.meaning.split())
+        rows.append(f"| `{code}` | {_meaning(item.level_note)} | {_meaning(meaning)} |")
+    return rows
+
+
+def _format_rows() -> list[str]:
+    names = ", ".join(f"`{name}`" for name in FORMAT_NAMES)
+    return [
+        f"`-f FORMAT` (validate-domain and `libvirt-txmode audit`) is one of: {names}; or `auto`, "
+        "the default: `github` when `GITHUB_ACTIONS=true`, else `text`."
+    ]
+
+
+# Block name -> (the source named in its marker, what writes its lines).
+BLOCKS: MappingType[str, tuple[str, Callable[[], list[str]]]] = {
+    "policy-reference": ("policy_schema.py", _policy_rows),
+    "finding-codes": ("engine/codes.py", _code_rows),
+    "format-choices": ("report/registry.py", _format_rows),
+}
+# Which file below the project root holds which blocks.
+DOCUMENTS: MappingType[str, tuple[str, ...]] = {
+    "docs/policy.md": ("policy-reference", "finding-codes"),
+    "docs/ci-guide.md": ("format-choices",),
+}
+
+
+def begin(name: str) -> str:
+    return f"<!-- BEGIN {name}: written by scripts/gen-docs from {BLOCKS[name][0]} -->"
+
+
+def end(name: str) -> str:
+    return f"<!-- END {name} -->"
+
+
+def block(name: str) -> str:
+    """Block ``name``, Markdown, between its markers."""
+    return "\n".join([begin(name), "", *BLOCKS[name][1](), "", end(name)])
+
+
 def reference_table() -> str:
-    """The key table, Markdown, between its markers."""
-    lines = [BEGIN, "", "| key | type, default | meaning |", "|---|---|---|", *_rows("", POLICY)]
-    return "\n".join([*lines, "", END])
+    """The policy key table, Markdown, between its markers."""
+    return block("policy-reference")
 
 
-def splice(readme: str) -> str:
-    """``readme`` with the text between the markers replaced by the current table."""
-    head, found, rest = readme.partition(BEGIN)
-    if not found:
-        raise ValueError(f"README has no '{BEGIN}' marker")
-    _, found, tail = rest.partition(END)
-    if not found:
-        raise ValueError(f"README has no '{END}' marker")
-    return head + reference_table() + tail
+def splice(text: str, names: tuple[str, ...] = ("policy-reference",)) -> str:
+    """``text`` with what stands between each named block's markers replaced by the block as it
+    is written now (ValueError when a marker is missing)."""
+    for name in names:
+        head, found, rest = text.partition(begin(name))
+        if not found:
+            raise ValueError(f"no '{begin(name)}' marker")
+        _, found, tail = rest.partition(end(name))
+        if not found:
+            raise ValueError(f"no '{end(name)}' marker")
+        text = head + block(name) + tail
+    return text

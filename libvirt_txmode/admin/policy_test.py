@@ -15,17 +15,27 @@ ones. Exit 0 when every sample matches, 1 on a difference, 2 on bad input.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Optional
+from typing import IO, Any, Optional
 
+from ..ci.cli import DIR_COMPLETION, FILE_COMPLETION, complete_as
+from ..ci.discovery import find_policy
 from ..common.exits import EXIT_FINDINGS, EXIT_OK, FatalError
 from ..common.records import SLOTS
 from ..engine import codes
+from ..engine.check import check_domain
+from ..engine.exceptions import apply, counted
 from ..engine.model import Finding, HostCapabilities, Level
-from ..engine.policy import Policy
+from ..engine.policy import Policy, PolicyError, load_policy
+from ..engine.policy_schema import is_iso_date
+from ..engine.wording import message
+from ..host.snapshot import SnapshotError, load_snapshot
+from .options import add_policy
 
 HEADER = re.compile(r"<!--\s*expect:((?:\s+[a-z-]+(?:@[0-9]+)?)*)\s*-->")
 MAX_SAMPLE_BYTES = 64 * 1024 * 1024
@@ -99,9 +109,7 @@ def compare(sample: str, expected: Sequence[str], found: Sequence[Finding]) -> O
 def check_sample(
     path: str, policy: Policy, hosts: Sequence[HostCapabilities], today: str
 ) -> Outcome:
-    from ..engine.check import check_domain  # noqa: PLC0415
-    from ..engine.domain_xml import DomainXMLError, parse_domain  # noqa: PLC0415
-    from ..engine.exceptions import apply, counted  # noqa: PLC0415
+    from ..engine.domain_xml import DomainXMLError, parse_domain  # noqa: PLC0415 - loads lxml: not for --help
 
     try:
         with open(path, "rb") as handle:
@@ -127,8 +135,6 @@ def run_tests(
 
 def report(outcomes: Sequence[Outcome], out: IO[str], *, verbose: bool = False) -> int:
     """One line per sample (FAIL with what differs), a summary; the exit code."""
-    from ..engine.wording import message  # noqa: PLC0415
-
     failed = 0
     for outcome in outcomes:
         if outcome.passed:
@@ -151,8 +157,6 @@ def report(outcomes: Sequence[Outcome], out: IO[str], *, verbose: bool = False) 
 
 
 def load_hosts(paths: Sequence[str]) -> list[HostCapabilities]:
-    from ..host.snapshot import SnapshotError, load_snapshot  # noqa: PLC0415
-
     try:
         return [load_snapshot(path, require_root_owned=False).capabilities for path in paths]
     except SnapshotError as exc:
@@ -160,12 +164,53 @@ def load_hosts(paths: Sequence[str]) -> list[HostCapabilities]:
 
 
 def policy_for(path: Optional[str], environ: dict[str, str], cwd: str) -> Policy:
-    from ..ci.discovery import find_policy  # noqa: PLC0415
-    from ..engine.policy import PolicyError, load_policy  # noqa: PLC0415
-
     choice = find_policy(path, environ, cwd)
     try:
         # Nothing is executed: the policy is only read, whoever owns it.
         return load_policy(choice.path, require_root_owned=False)
     except PolicyError as exc:
         raise FatalError(f"bad policy: {exc}") from None
+
+
+def add_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "policy-test",
+        help="check a policy against sample domains whose first line states the expected "
+        "findings (<!-- expect: CODE@LINE ... -->); exit 0 all match, 1 a difference, 2 bad input",
+    )
+    complete_as(
+        cmd.add_argument("directory", metavar="DIR", help="the samples: every *.xml below it"),
+        DIR_COMPLETION,
+    )
+    add_policy(
+        cmd,
+        "the policy to test (default: validate-domain's lookup: $LIBVIRT_TXMODE_POLICY, the "
+        "project file, /etc/libvirt-txmode/policy.yaml, the bundled one)",
+    )
+    complete_as(
+        cmd.add_argument(
+            "--caps",
+            action="append",
+            default=[],
+            metavar="SNAPSHOT",
+            help="capability snapshot of a target host (repeatable); without it the samples "
+            "are judged on the policy alone (no support findings)",
+        ),
+        FILE_COMPLETION,
+    )
+    cmd.add_argument(
+        "--today",
+        metavar="YYYY-MM-DD",
+        help="the day policy exceptions are judged on (default: today), to test an expiry",
+    )
+    cmd.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: IO[str]) -> int:
+    today = args.today or time.strftime("%Y-%m-%d")
+    if not is_iso_date(today):
+        raise FatalError(f"--today: expected a date as YYYY-MM-DD, not {today!r}")
+    policy = policy_for(args.policy, dict(os.environ), os.getcwd())
+    hosts = load_hosts(args.caps)
+    outcomes = list(run_tests(args.directory, policy, hosts, today))
+    return report(outcomes, out, verbose=args.verbose)

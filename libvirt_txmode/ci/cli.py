@@ -1,6 +1,6 @@
 """``validate-domain``: domain XML files in, findings out; and what both command lines share.
 
-The host-side ``libvirt-txmode`` command lives in host_commands.py. Exit codes (validate-domain):
+The host-side ``libvirt-txmode`` command lives in admin/. Exit codes (validate-domain):
 0 no error findings, 1 at least one (with --strict: or a warning), 2 the tool could not do its job
 (usage, unreadable policy/snapshot/input path, internal error).
 """
@@ -8,11 +8,13 @@ The host-side ``libvirt-txmode`` command lives in host_commands.py. Exit codes (
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 
 from .. import __version__
 from ..common.exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
+from ..common.text import printable
 from ..report.registry import FORMAT_NAMES
 from .parallel import PARALLEL_MIN_FILES
 
@@ -208,8 +210,6 @@ def validate_main(argv: Optional[Sequence[str]] = None) -> int:
     if sys.stdin is not None:
         stdin: IO[bytes] = sys.stdin.buffer
     else:
-        import io  # noqa: PLC0415
-
         stdin = io.BytesIO()
     code = guard(
         "validate-domain",
@@ -234,8 +234,6 @@ def _quiet_exit(stream: IO[str]) -> None:
 
 def guard(prog: str, run: Callable[[], int]) -> int:
     """FatalError -> one clean line and exit 2; anything unexpected -> no traceback unless asked."""
-    from ..common.text import printable  # noqa: PLC0415
-
     try:
         return run()
     except FatalError as exc:
@@ -251,13 +249,13 @@ def guard(prog: str, run: Callable[[], int]) -> int:
             f"{prog}: please report this; set LIBVIRT_TXMODE_DEBUG=1 for the traceback\n"
         )
         if os.environ.get("LIBVIRT_TXMODE_DEBUG"):
-            import traceback  # noqa: PLC0415
+            import traceback  # noqa: PLC0415 - only when a traceback is asked for
 
             traceback.print_exc()
         return EXIT_FATAL
 
 
-# The exit codes and FatalError are re-exported: host_commands and the tests take them from here.
+# The exit codes and FatalError are re-exported: admin commands and tests take them from here.
 __all__ = [
     "DIR_COMPLETION",
     "EXIT_FATAL",

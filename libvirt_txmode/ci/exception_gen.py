@@ -13,10 +13,11 @@ import json
 import time
 from typing import IO, Optional
 
+from ..common.text import printable
 from ..engine import codes
 from ..engine.model import Finding, Report
 from ..engine.policy_schema import TODO_REASON
-from ..report.formats import Formatter, RunInfo, printable
+from ..report.base import Formatter, RunInfo
 
 
 def literal_glob(text: str) -> str:

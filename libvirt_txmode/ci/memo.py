@@ -17,7 +17,9 @@ from operator import itemgetter
 
 from ..engine.check import ALL_HOSTS, check_domain
 from ..engine.domain_xml import NIC_FIELDS, NicFields, domain_from_parts
+from ..engine.exceptions import apply
 from ..engine.model import Domain, Finding, Level
+from ..engine.policy_schema import MATCH_KEYS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -68,8 +70,6 @@ class Checker:
         host_mode: str = ALL_HOSTS,
         today: str = "",
     ) -> None:
-        from ..engine.policy_schema import MATCH_KEYS  # noqa: PLC0415
-
         self.policy = policy
         # The policy's exceptions, applied to each domain's findings once they are addressed
         # to it (they match names and MACs, which a shape leaves out); "" when there are none.
@@ -103,8 +103,6 @@ class Checker:
         for a shape not seen yet."""
         found = self._check_parts(fields, nics, domain)
         if self.today:
-            from ..engine.exceptions import apply  # noqa: PLC0415
-
             return apply(found, self.policy, self.today)
         return found
 

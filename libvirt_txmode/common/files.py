@@ -1,8 +1,9 @@
 """Which files may be believed, how they are told apart, and how much of an input is read.
 
 Shared by the probe cache, the compiled policy, the verdict cache, the snapshot, the emulator check
-and the hook. Standard library only: the hook's hot path (a cached verdict) must not import lxml,
-YAML or the engine.
+and the hook. One module, past 400 lines, on purpose: the trust rule and every read and write that
+applies it stay side by side, so no caller can read a file the rule has not judged. Standard
+library only: the hook's hot path (a cached verdict) must not import lxml, YAML or the engine.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def path_trust_problem(  # noqa: C901, PLR0912 - one walk over the path, step by
     and ``private``: the path itself is not even readable by group or others (a cache of
     decisions names domains and MACs, as libvirt's own 0600 domain XML does).
 
-    One exception, documented in the README: a sticky directory (``/tmp``, ``/var/tmp``) owned by
-    an allowed uid is accepted on the way to a *directory* below it, but never as the directory
-    holding the file itself. In a sticky directory only the owner of an entry (or of the
+    One exception (docs/policy.md, "The trust rule"): a sticky directory (``/tmp``, ``/var/tmp``)
+    owned by an allowed uid is accepted on the way to a *directory* below it, but never as the
+    directory holding the file itself. In a sticky directory only the owner of an entry (or of the
     directory, or root) can rename or remove it, so a root-owned directory in ``/tmp`` cannot be
     replaced, and a squatter's entry fails the owner check (the reasoning of the kernel's
     ``protected_symlinks``). A *file* directly in ``/tmp`` stays refused: anyone may plant a hard
@@ -388,7 +389,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644, *, sync: bool = True
     fsync: for a cache whose reader checks every entry anyway, where a crash may cost the entry
     but never a wrong answer."""
     import contextlib  # noqa: PLC0415 - writers only, never the hook's cached path
-    import tempfile  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415 - writers only (tempfile pulls in random and shutil)
 
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
     try:

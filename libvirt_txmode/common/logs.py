@@ -13,6 +13,8 @@ of ``logging`` it configures are.
 
 from __future__ import annotations
 
+import sys
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
@@ -24,8 +26,6 @@ _SETUP: list[Callable[[], None]] = []
 def before_first_use(setup: Callable[[], None]) -> None:
     """Run ``setup`` before the next message of ours reaches ``logging``: at once if ``logging``
     is already imported (nothing to save then), as the code it replaces did."""
-    import sys  # noqa: PLC0415 - loaded at start-up anyway
-
     if "logging" in sys.modules:
         setup()
     else:

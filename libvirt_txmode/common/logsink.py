@@ -227,7 +227,7 @@ def _append(path: str, line: bytes) -> bool:
 def recent_decisions(count: int = 5, targets: Optional[Targets] = None) -> list[str]:
     """The last decisions the hook logged, from wherever this host keeps them (best effort)."""
     targets = targets or default_targets()
-    import subprocess  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415 - doctor reads the journal; the hook never does
 
     lines: list[str] = []
     if _is_socket(targets.journal):

@@ -1,7 +1,7 @@
 """How a finding is worded, the same everywhere: the hook's lines, the text report, SARIF messages.
 
 The records live in ``model``, the codes and their registry in ``codes``; both names stay
-importable from here (report.py, the hook and the tests do).
+importable from here (the report formats, the hook and the tests do).
 """
 
 from __future__ import annotations

@@ -7,30 +7,40 @@ cache when every file it rests on is known and nothing transient (a failed probe
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import syslog
+import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Optional
 
 from .. import __version__
-from ..common import files, logsink, paths
+from ..common import files, logs, logsink, paths
+from ..common.paths import default_cache_dir
 from ..common.records import SLOTS
 from ..common.text import printable
+from ..engine.check import check_domain
+from ..engine.domain_xml import BeyondBoundsError, DomainXMLError, parse_domain
+from ..engine.exceptions import apply
+from ..engine.exceptions import describe as describe_exception
+from ..engine.policy import MAX_POLICY_BYTES, PolicyError, load_policy
+from ..engine.wording import UNKNOWN_SUPPORT, Finding, Level, describe
+from ..host.facts import local_capabilities, needed_devices, this_host
+from ..host.libvirt_caps import caps_path
+from ..host.networks import network_file_keys
+from ..host.probe_cache import ProbeCache
+from ..host.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, parse_snapshot
 from . import tally, verdict
+from .markers import CANARY_NAMESPACE, SELFTEST_NAMESPACE
 
 if TYPE_CHECKING:
     from ..engine.model import Domain, HostCapabilities
     from ..engine.policy import Policy
-    from ..engine.wording import Finding
 
 
 IDENT = "libvirt-txmode"
-# Markers only this project's tools put into a domain's <metadata>, found by a byte search (a
-# few microseconds on a domain's XML, before anything is parsed). The canary
-# (``libvirt-txmode doctor --canary``, liveness.py) is refused before the policy is read, whatever
-# it says: refused by the hook proves the daemon runs it. The self-test's sample domain is
-# checked like any other, but an allowed one is logged as DECISION=selftest, not as a decision.
-CANARY_NAMESPACE = "http://libvirt-txmode.invalid/xmlns/canary/1"
-SELFTEST_NAMESPACE = "http://libvirt-txmode.invalid/xmlns/selftest/1"
+# The canary and self-test markers (markers.py), found by a byte search before anything is parsed.
 _CANARY_MARK = CANARY_NAMESPACE.encode()
 _SELFTEST_MARK = SELFTEST_NAMESPACE.encode()
 
@@ -90,7 +100,7 @@ def run(request: Request, err: IO[str]) -> int:
 
 def internal_error(domain_name: str, exc: BaseException, err: IO[str]) -> int:
     """The last line of defence: no traceback ever reaches libvirt's user; refuse (fail closed)."""
-    import traceback  # noqa: PLC0415 - only on this path
+    import traceback  # noqa: PLC0415 - off the miss path (tests/test_architecture.py pins it)
 
     detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     logsink.log(
@@ -110,8 +120,6 @@ def _emulator_dependencies(domain: Domain, found: dict[str, str]) -> Optional[di
     """The emulator a decision rests on (its tx support, its type ancestry) and, for passthrough,
     libvirt's capabilities file for it (whether libvirt passes -device as JSON); None when the
     decision must not be kept."""
-    from ..host.libvirt_caps import caps_path  # noqa: PLC0415
-
     emulator = domain.emulator
     key = verdict.emulator_key(emulator) if emulator else None
     if emulator is None or key is None:
@@ -125,14 +133,6 @@ def _emulator_dependencies(domain: Domain, found: dict[str, str]) -> Optional[di
 
 def _check(request: Request) -> tuple[Decision, Optional[dict[str, str]]]:
     """The decision and, if it may be cached, the files it rests on with their identities."""
-    from ..common.paths import default_cache_dir  # noqa: PLC0415
-    from ..engine.check import check_domain  # noqa: PLC0415
-    from ..engine.domain_xml import BeyondBoundsError, DomainXMLError, parse_domain  # noqa: PLC0415
-    from ..engine.policy import PolicyError, load_policy  # noqa: PLC0415
-    from ..engine.wording import UNKNOWN_SUPPORT  # noqa: PLC0415
-    from ..host.facts import local_capabilities, needed_devices, this_host  # noqa: PLC0415
-    from ..host.networks import network_file_keys  # noqa: PLC0415
-    from ..host.probe_cache import ProbeCache  # noqa: PLC0415 - each only once the domain is readable
 
     domain_name = request.domain
     if request.data is not None and _CANARY_MARK in request.data:
@@ -175,10 +175,6 @@ def _check(request: Request) -> tuple[Decision, Optional[dict[str, str]]]:
     )
     findings = check_domain(domain, policy, [caps])
     if policy.exceptions:
-        import time  # noqa: PLC0415
-
-        from ..engine.exceptions import apply  # noqa: PLC0415
-
         findings = apply(findings, policy, time.strftime("%Y-%m-%d"))
         if any(f.suppression is not None and f.suppression.expires for f in findings):
             dependencies = None  # replayed after its last day, the exception would still hold
@@ -227,13 +223,11 @@ def _route_library_logs() -> None:
     """Warnings from the cache and prober go to the system log: on stderr libvirt would either
     drop them (exit 0) or mix them into the refusal it shows the user. Set up when the first of
     them is written (logs.py): a check that logs nothing never imports logging."""
-    from ..common import logs  # noqa: PLC0415
-
     logs.before_first_use(_log_handler)
 
 
 def _log_handler() -> None:
-    import logging  # noqa: PLC0415
+    import logging  # noqa: PLC0415 - a check that logs nothing never loads logging (logs.py)
 
     class SyslogHandler(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -248,12 +242,8 @@ def _log_handler() -> None:
 
 
 def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
-    import os  # noqa: PLC0415
-
     if not path or not os.path.lexists(path):
         return None, {}
-    from ..host.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, parse_snapshot  # noqa: PLC0415
-
     try:
         problem = files.path_trust_problem(path) if os.geteuid() == 0 else None
         if problem is not None:
@@ -266,8 +256,6 @@ def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
             raise SnapshotError(f"{path}: cannot read snapshot: {exc.strerror}") from None
         if len(raw) > MAX_SNAPSHOT_BYTES:
             raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
-        import json  # noqa: PLC0415
-
         try:
             document = json.loads(raw)
         except (ValueError, RecursionError) as exc:
@@ -281,8 +269,6 @@ def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
 
 
 def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> Decision:
-    from ..engine.wording import Level, describe  # noqa: PLC0415
-
     silenced = [f for f in findings if f.suppression is not None]
     findings = [f for f in findings if f.suppression is None]
     errors = [f for f in findings if f.level is Level.ERROR]
@@ -312,11 +298,10 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> De
 def _excepted(finding: Finding) -> LogRecord:
     """A finding a policy exception silenced: logged with the exception and its reason, so that
     what the gate let through on purpose stays visible."""
-    from ..engine.exceptions import describe as exception  # noqa: PLC0415
-    from ..engine.wording import describe  # noqa: PLC0415
-
     assert finding.suppression is not None  # noqa: S101 - only silenced findings come here
-    message = f"excepted: {describe(finding)} (silenced by {exception(finding.suppression)})"
+    message = (
+        f"excepted: {describe(finding)} (silenced by {describe_exception(finding.suppression)})"
+    )
     fields = _fields(finding.domain, "excepted", finding)
     return LogRecord(syslog.LOG_NOTICE, message, fields)
 
@@ -353,10 +338,6 @@ def _outcome_fields(outcome: str, policy_path: Optional[str] = None) -> dict[str
 
 
 def _sha256(path: str) -> Optional[str]:
-    import hashlib  # noqa: PLC0415
-
-    from ..engine.policy import MAX_POLICY_BYTES  # noqa: PLC0415 - loaded by the check already
-
     try:
         raw, _ = files.read_regular(path, MAX_POLICY_BYTES, follow_symlinks=True)
     except OSError:

@@ -17,6 +17,7 @@ write to stdout (libvirt reads it as replacement XML for migrate/restore), never
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ..common import files, paths
@@ -83,8 +84,6 @@ def _stderr() -> IO[str]:
     passes a pipe, but a decision must not depend on it."""
     if sys.stderr is not None:
         return sys.stderr
-    import os  # noqa: PLC0415
-
     return open(os.devnull, "w", encoding="utf-8")
 
 

@@ -19,8 +19,10 @@ wait for the lock nor ever fails because of it: a count that cannot be taken is 
 from __future__ import annotations
 
 import os
+import time
 
 from ..common import files, logsink
+from .markers import SELFTEST_DOMAIN
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,9 +31,6 @@ if TYPE_CHECKING:
 
 FILE_NAME = "decisions"
 MAX_BYTES = 4096
-# The self-test install-hook and doctor run through the installed hook (install.SELFTEST_DOMAIN;
-# tests/test_metrics.py keeps the two equal): it proves the hook works, it is not a VM start.
-SELFTEST_DOMAIN = "libvirt-txmode-selftest"
 # The lock is held for a read and a write; 200 tries 1 ms apart bound the wait should another
 # holder hang, and a count is given up rather than a start delayed.
 _LOCK_TRIES = 200
@@ -89,8 +88,6 @@ def _add(cache_dir: str, outcome: str) -> bool:
 
 
 def _lock(fd: int, how: int) -> bool:
-    import time  # noqa: PLC0415 - already loaded by logsink; here for the waits only
-
     for _ in range(_LOCK_TRIES):
         try:
             os.lockf(fd, how, 0)

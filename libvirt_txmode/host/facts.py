@@ -8,7 +8,7 @@ The same holds for the virtio-net types' ancestry, which the probe records with 
 comes from the snapshot or the cache for the same binary, else from the probe that runs anyway
 for a missing device. Ancestry alone never causes a probe: where none is recorded (an older
 snapshot or cache entry, a QEMU without qom-list-types) it stays unknown. Whether libvirt passes
--device as JSON is read from libvirt's own capabilities file (``libvirt_qemucaps``: what libvirt
+-device as JSON is read from libvirt's own capabilities file (``libvirt_caps``: what libvirt
 itself uses for this start, checked against the binary's ctime), and only where that cannot be
 read (not root) from the snapshot of the same binary.
 """
@@ -18,24 +18,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from ..common import logs, paths
 from ..common.records import SLOTS
 from ..engine.libvirt_rules import emulator_binary, needs_libvirt_version, plan_domain_passthrough
 from ..engine.model import Domain, Guest, HostCapabilities, Support, SupportState
 from ..engine.policy import Policy
-from . import libvirt_caps as libvirt_qemucaps
+from . import libvirt_caps
+from .emulator import EmulatorIdentity, ProbeError, identify, trust_problem
 from .networks import read_forward_modes
-from .probe import (
-    EmulatorIdentity,
-    ProbeError,
-    ProbeResult,
-    identify,
-    probe_emulator,
-    trust_problem,
-)
 from .probe_cache import ProbeCache
+
+if TYPE_CHECKING:
+    from .probe import ProbeResult
 
 LOG = logs.get(__name__)  # logging itself only once there is a message
 VHOST_NET_DEVICE = paths.VHOST_NET_DEVICE
@@ -72,11 +68,13 @@ def _which(name: str) -> Optional[str]:
 def _default_prober(
     emulator: str, devices: Sequence[str], timeout: float, *, ancestry: bool
 ) -> ProbeResult:
+    from .probe import probe_emulator  # noqa: PLC0415 - a miss the probe cache answers starts no process
+
     return probe_emulator(emulator, devices, timeout=timeout, ancestry=ancestry)
 
 
 def _default_device_json(emulator: str) -> Optional[bool]:
-    return libvirt_qemucaps.device_json(emulator)
+    return libvirt_caps.device_json(emulator)
 
 
 def host_arch() -> str:
@@ -105,7 +103,7 @@ def this_host(
     if version is None and any(needs_libvirt_version(d) for d in domains):
         guests = snapshot.guests if snapshot is not None else ()
         emulators = [d.emulator for d in domains if d.emulator] + [g.emulator for g in guests]
-        version = libvirt_qemucaps.installed_libvirt_version(emulators)
+        version = libvirt_caps.installed_libvirt_version(emulators)
     return HostCapabilities(
         # socket.gethostname() is uname's nodename on Linux; socket costs the hook ~2 ms.
         name=name or os.uname().nodename,

@@ -20,8 +20,9 @@ from .. import __version__
 from ..common import paths
 from ..engine.model import Guest, HostCapabilities, Support, libvirt_version_text
 from ..engine.policy import Policy
-from . import libvirt_caps as libvirt_qemucaps
-from .probe import ProbeError, ProbeResult, identify, probe_emulator, trust_problem
+from . import libvirt_caps
+from .emulator import ProbeError, identify, trust_problem
+from .probe import ProbeResult, probe_emulator
 from .snapshot import Snapshot, SnapshotError
 
 LOG = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def _probe(emulator: str, devices: Sequence[str], timeout: float) -> ProbeResult
 
 
 def _device_json(emulator: str, libvirt_version: Optional[int]) -> Optional[bool]:
-    return libvirt_qemucaps.device_json(emulator, libvirt_version=libvirt_version)
+    return libvirt_caps.device_json(emulator, libvirt_version=libvirt_version)
 
 
 def _parse(xml: str) -> etree._Element:

@@ -25,7 +25,7 @@ from ..common import files, logs
 from ..common.files import write_atomic  # its home is files.py; importable from here as before
 from ..common.records import SLOTS
 from ..engine.model import Support, SupportState
-from .probe import EmulatorIdentity
+from .emulator import EmulatorIdentity
 
 # The one JSON form of a probe answer and of type ancestry, shared with snapshots (the support
 # pair is re-exported for older imports).

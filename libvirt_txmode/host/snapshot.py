@@ -3,7 +3,8 @@
 A snapshot is taken on a host (``libvirt_host.take_snapshot``, outside the hook, where calling
 libvirt is safe), read by the hook as a warm source of probe answers, and read by
 ``validate-domain --caps`` in CI, where there is no libvirt at all. ``Snapshot.to_json`` and
-``parse_snapshot`` are the only writer and reader of the format (README, "Capability snapshots").
+``parse_snapshot`` are the only writer and reader of the format (docs/operator-guide.md,
+"Capability snapshots").
 Standard library only, like the model it fills.
 """
 

@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from .. import __version__
 from ..common.records import SLOTS
+from ..common.text import printable
 
 FORMAT = "libvirt-txmode-fleet"
 FORMAT_VERSION = 1
@@ -363,8 +364,6 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
 
 def finding_text(finding: Mapping[str, Any]) -> str:
     """A grouped finding the way validate-domain words one: domain, NIC (index, MAC), rule."""
-    from ..common.text import printable  # noqa: PLC0415
-
     who = f"domain '{printable(str(finding.get('domain')))}'"
     if finding.get("interface") is not None:
         who += f" NIC #{finding['interface']} ({printable(str(finding.get('mac') or 'no MAC'))})"

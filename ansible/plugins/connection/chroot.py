@@ -51,7 +51,7 @@ CLEAN_ENV = {
 
 
 class Connection(ConnectionBase):  # type: ignore[misc]
-    transport = "libvirt_txmode.report.fleet.chroot"
+    transport = "libvirt_txmode.fleet.chroot"
     has_pipelining = True
     default_user = "root"
 
