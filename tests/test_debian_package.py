@@ -8,26 +8,35 @@ reinstall fires the trigger -> `apt remove` (hook gone, edited policy kept, star
 `apt purge` (nothing left) -> an install while libvirtd is down still succeeds -> an install the
 daemon is not told of warns, with the command to run. Each install proves the hook live with a
 canary (postinst). One test, because each step needs the state the previous one left.
+
+A second test upgrades in place: the previous release's .deb, built from git history by its own
+scripts/build-deb, gates a Debian 12 root (and fills the hook's caches); `apt install` of this
+tree's .deb over it, with nothing restarted, must keep the same gate.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.debian_root import DebianRoot, build_deb, debian_root, require_tools
-from tests.libvirt_env import REPO, daemon_pid, domain_xml
+from tests.debian_root import DebianRoot, build_deb, debian_root, host_env, require_tools
+from tests.libvirt_env import REPO, daemon_pid, domain_xml, skip_unless_ci
 
 pytestmark = [pytest.mark.integration, pytest.mark.debian_root]
 
 HOOK = "/etc/libvirt/hooks/qemu.d/50-libvirt-txmode"
+HOOK_TARGET = "/usr/libexec/libvirt-txmode/qemu"
+MODULES = "/usr/lib/python3/dist-packages/libvirt_txmode"
+CACHE = "/var/cache/libvirt-txmode"
 POLICY = "/etc/libvirt-txmode/policy.yaml"
 SNAPSHOT = "/var/lib/libvirt-txmode/snapshot.json"
 FALLBACK_LOG = "/var/log/libvirt-txmode.log"
@@ -250,3 +259,175 @@ def test_package_lifecycle_on_a_clean_debian_root(deb: Path, root: DebianRoot) -
     proven = root.run("libvirt-txmode", "doctor", "--canary", check=False)
     assert proven.returncode in (0, 1), proven.stdout
     assert "ok   live: canary domain libvirt-txmode-canary-" in proven.stdout
+
+
+# The last release of the flat layout (0.3.0, every module at the package's top): hosts run it, and
+# `apt install` of this tree's package must upgrade them in place. A full id: tags are not used.
+PREVIOUS_RELEASE = "fb6ffa58087de51491484c94d6db2597779677b5"
+
+
+@pytest.fixture(scope="module")
+def previous_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The previous release's .deb, built as that release built it: its own scripts/build-deb."""
+    require_tools()
+    present = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"],
+        capture_output=True,
+        check=False,
+    )
+    if present.returncode != 0:
+        skip_unless_ci(
+            f"the previous release's commit {PREVIOUS_RELEASE} is not in this clone "
+            "(a shallow clone? fetch the full history: git fetch --unshallow)"
+        )
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS_RELEASE],
+        capture_output=True,
+        check=True,
+    ).stdout
+    src = tmp_path_factory.mktemp("previous-src")
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    # That build-deb packs the commit of the repository it lives in: make the old tree one.
+    git = ["git", "-C", str(src), "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
+    for step in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", PREVIOUS_RELEASE]):
+        subprocess.run([*git, *step], capture_output=True, check=True)
+    out = tmp_path_factory.mktemp("previous-deb")
+    result = subprocess.run(
+        [str(src / "scripts" / "build-deb"), str(out)],
+        capture_output=True,
+        text=True,
+        env=host_env(),
+        timeout=600,
+        check=False,
+    )
+    debs = sorted(out.glob("libvirt-txmode_*_all.deb"))
+    assert debs, f"the previous release did not build:\n{result.stdout}\n{result.stderr}"
+    return debs[0]
+
+
+def field(deb: Path, name: str) -> str:
+    return subprocess.run(
+        ["dpkg-deb", "-f", str(deb), name], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def deb_members(deb: Path) -> set[str]:
+    """The paths a .deb ships (directories included), as absolute paths."""
+    listing = subprocess.run(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(listing)) as tar:
+        return {"/" + member.name.lstrip("./") for member in tar.getmembers()}
+
+
+def deb_file(deb: Path, inside: str) -> bytes:
+    listing = subprocess.run(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(listing)) as tar:
+        handle = tar.extractfile("." + inside)
+        assert handle is not None, inside
+        return handle.read()
+
+
+def gate_holds(root: DebianRoot, refused: str, allowed: str) -> str:
+    """The site's gate: ``refused`` (timer) is refused, naming it, its NIC and the rule, and
+    ``allowed`` (iothread) starts; returns the refusal's stderr."""
+    code, err = start(root, refused, "timer")
+    assert code == 1, err
+    assert f"domain '{refused}' NIC #0 (52:54:00:7e:00:00)" in err
+    assert "txmode 'timer' is not allowed" in err and "[txmode-not-allowed]" in err
+    assert start(root, allowed, "iothread") == (0, "")
+    return err
+
+
+def cache_files(root: DebianRoot) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in root.path(CACHE).iterdir() if p.is_file()}
+
+
+def test_upgrade_in_place_from_the_previous_release(
+    previous_deb: Path, deb: Path, tmp_path: Path
+) -> None:
+    with debian_root(tmp_path, "bookworm") as root:
+        root.assert_separate_from_host(daemon_pid())
+        # The two files share a name (the version may be the same): each in a folder of its own.
+        old_inside, new_inside = f"/tmp/old/{previous_deb.name}", f"/tmp/new/{deb.name}"
+        for source, inside in ((previous_deb, old_inside), (deb, new_inside)):
+            root.path(inside).parent.mkdir(parents=True)
+            root.path(inside).write_bytes(source.read_bytes())
+
+        # The previous release gates the host; the site forbids timer in the conffile.
+        old = root.run("apt-get", "install", "-y", "--no-install-recommends", old_inside)
+        assert "libvirt-txmode: the hook is live (a canary domain was refused by it)" in old.stdout
+        assert root.path(f"{MODULES}/gate.py").is_file()  # the flat layout it is
+        root.path(POLICY).write_text(SITE_POLICY)
+        # Without a snapshot (as after an install while libvirtd was down) its hook probes QEMU
+        # itself: all three of its caches get files, verdicts, compiled policy, probe answers.
+        root.path(SNAPSHOT).unlink()
+        refusal = gate_holds(root, "txmtest-upg-timer", "txmtest-upg-iothread")
+        before = cache_files(root)
+        kinds = {name.split("-")[0] if "-" in name else name.split(".")[-1] for name in before}
+        assert {"verdict", "policy", "json"} <= kinds, sorted(before)
+        daemon = root.daemon_pid("libvirtd")
+
+        # The operator's upgrade: apt, and nothing restarted by hand.
+        upgrade = root.run("apt-get", "install", "-y", "--no-install-recommends", new_inside)
+        said = upgrade.stdout + upgrade.stderr
+        versions = [field(d, "Version") for d in (deb, previous_deb)]
+        unpacked = "Unpacking libvirt-txmode ({}) over ({})".format(*versions)
+        assert unpacked in said, f"apt did not upgrade the package:\n{said}"
+        assert "libvirt-txmode: the hook is live (a canary domain was refused by it)" in said
+        assert root.daemon_pid("libvirtd") == daemon  # reloaded (SIGHUP), not restarted
+        assert root.path(POLICY).read_text() == SITE_POLICY  # the site's conffile kept
+
+        # The first starts after the upgrade meet the previous release's caches alone (the
+        # snapshot the postinst wrote is set aside): its verdicts for the domains it saw, its
+        # probe answers and compiled policy for ones it never saw. Used or redone, never misread.
+        root.path(SNAPSHOT).rename(root.path(SNAPSHOT + ".new"))
+        assert gate_holds(root, "txmtest-upg-timer", "txmtest-upg-iothread") == refusal
+        fresh = gate_holds(root, "txmtest-upg-timer-new", "txmtest-upg-iothread-new")
+        assert fresh == refusal.replace("txmtest-upg-timer", "txmtest-upg-timer-new")
+        # With the snapshot back, as the operator's host has it.
+        root.path(SNAPSHOT + ".new").rename(root.path(SNAPSHOT))
+        assert gate_holds(root, "txmtest-upg-timer", "txmtest-upg-iothread") == refusal
+
+        # The hook libvirt runs is this package's file, and every installed file is as shipped.
+        assert os.readlink(root.path(HOOK)) == HOOK_TARGET
+        assert root.path(HOOK_TARGET).read_bytes() == deb_file(deb, HOOK_TARGET)
+        verify = root.run("dpkg", "--verify", "libvirt-txmode", check=False).stdout
+        # dpkg --verify lists changed files; the one the site edited is the only one allowed.
+        assert verify.splitlines() == [f"??5?????? c {POLICY}"], verify
+        # Nothing of the flat layout is left beside the subpackages: every file below the
+        # package is this release's, or the bytecode Debian's py3compile made of one of its modules.
+        shipped = deb_members(deb)
+        assert f"{MODULES}/hookstart.py" in shipped and f"{MODULES}/gate.py" not in shipped
+        left = []
+        for path in root.path(MODULES).rglob("*"):
+            inside = "/" + str(path.relative_to(root.root))
+            if inside in shipped or (path.is_dir() and path.name == "__pycache__"):
+                continue
+            if path.parent.name == "__pycache__" and path.suffix == ".pyc":
+                module = path.parent.parent / (path.name.split(".")[0] + ".py")
+                if "/" + str(module.relative_to(root.root)) in shipped:
+                    continue
+            left.append(inside)
+        assert not left, f"files the upgrade left behind: {sorted(left)}"
+
+        doctor = root.run("libvirt-txmode", "doctor", check=False)
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+        # purge: nothing of either release is left.
+        root.run("apt-get", "purge", "-y", "libvirt-txmode")
+        for gone in (
+            MODULES,
+            HOOK,
+            "/usr/libexec/libvirt-txmode",
+            "/etc/libvirt-txmode",
+            "/var/lib/libvirt-txmode",
+            CACHE,
+            FALLBACK_LOG,
+            *OPERATOR_FILES,
+        ):
+            assert not os.path.lexists(root.path(gone)), gone
+        assert root.run("dpkg-query", "-W", "libvirt-txmode", check=False).returncode != 0
+        assert start(root, "txmtest-upg-timer", "timer") == (0, "")
