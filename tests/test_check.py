@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from libvirt_txmode.engine import check
 from libvirt_txmode.engine import wording as codes
 from libvirt_txmode.engine.check import ALL_HOSTS, ANY_HOST, check_domain
 from libvirt_txmode.engine.codes import START_WILL_FAIL
 from libvirt_txmode.engine.domain_xml import Domain, Nic
 from libvirt_txmode.engine.model import Guest, HostCapabilities, Support, SupportState
-from libvirt_txmode.engine.policy import Match, Policy, Rule, Settings
+from libvirt_txmode.engine.policy_records import Match, Policy, Rule, Settings
 from libvirt_txmode.engine.wording import Finding, Level
 
 EMU = "/usr/bin/qemu-system-x86_64"
@@ -77,7 +78,7 @@ def _policy(
     return Policy(
         action=action,
         on_unknown=on_unknown,
-        defaults=Settings(action=action, **defaults),  # type: ignore[arg-type]
+        defaults=Settings.of(action=action, **defaults),
         rules=rules,
     )
 
@@ -565,7 +566,7 @@ _NICS = st.builds(
     address_type=st.one_of(st.none(), st.sampled_from(["pci", "ccw", "virtio-mmio", "spapr-vio"])),
 )
 _SETTINGS = st.builds(
-    Settings,
+    Settings.of,
     allowed=st.lists(st.sampled_from(["iothread", "timer"]), max_size=2, unique=True).map(tuple),
     require=st.booleans(),
     ineffective=st.sampled_from(["error", "warn", "ignore"]),
@@ -725,3 +726,55 @@ def test_not_allowed_lists_the_policys_allowed_list_as_written() -> None:
     assert [f.message for f in found] == [
         "txmode 'timer' is not allowed by rule 'defaults' (allowed: iothread, iothread)"
     ]
+
+
+# --- the check lists -----------------------------------------------------------------------------
+
+
+def test_a_domain_check_sees_every_nic_with_its_governing_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[list[tuple[int, Optional[str], Optional[str], tuple[str, ...]]]] = []
+
+    def spy(whole: check.DomainView) -> list[Finding]:
+        seen.append(
+            [
+                (view.nic.index, view.settings.rule, view.label, view.settings.allowed)
+                for views in whole.nics
+                for view in views
+            ]
+        )
+        return []
+
+    monkeypatch.setattr(check, "DOMAIN_CHECKS", (*check.DOMAIN_CHECKS, spy))
+    rule = Rule(
+        name="storage",
+        line=3,
+        match=Match(network="storage*"),
+        overrides=(("allowed", ("iothread",)),),
+    )
+    domain = _domain(_nic(0, network="storage-1"), _nic(1))
+    assert check_domain(domain, _policy(rules=(rule,)), [_host("a"), _host("b")]) == []
+    both = ("iothread", "timer")
+    assert seen == [
+        [
+            (0, "storage", "a", ("iothread",)),
+            (0, "storage", "b", ("iothread",)),
+            (1, None, "a", both),
+            (1, None, "b", both),
+        ]
+    ]
+
+
+def test_each_nic_rule_is_resolved_once_for_all_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+    resolve = Policy.settings_for
+
+    def counting(policy: Policy, domain: Domain, nic: Nic) -> Settings:
+        asked.append(nic.index)
+        return resolve(policy, domain, nic)
+
+    monkeypatch.setattr(Policy, "settings_for", counting)
+    domain = _domain(_nic(0), _nic(1, txmode="timer"))
+    check_domain(domain, _policy(), [_host("a"), _host("b"), _host("c")])
+    assert asked == [0, 1]

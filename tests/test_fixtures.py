@@ -1,8 +1,10 @@
 """The fixture corpus: each tests/data/domains/*.xml states the findings it must produce.
 
 Like pycodestyle's testsuite, the first line of every fixture is a header comment,
-``<!-- expect: CODE@LINE ... -->`` (``<!-- expect: -->`` for a clean file). The domains are
-checked with tests/data/policies/site.yaml against one host, built here: an x86_64 QEMU 7.2 that
+``<!-- expect: CODE@LINE ... -->`` (``<!-- expect: -->`` for a clean file), which may name the
+policy the domain is checked with first, ``<!-- policy: NAME.yaml expect: ... -->`` (a file in
+tests/data/policies; without one, site.yaml). A new case is a new file: the corpus has no size
+limit. The domains are checked against one host, built here: an x86_64 QEMU 7.2 that
 has every PCI/mmio virtio-net device (and no virtio-net-ccw), an s390x QEMU, an old QEMU without
 ``tx``, and an aarch64 QEMU whose probe failed.
 """
@@ -32,8 +34,9 @@ from libvirt_txmode.host.snapshot import Snapshot, write_snapshot
 
 DATA = Path(__file__).resolve().parent / "data"
 DOMAINS = sorted((DATA / "domains").glob("*.xml"))
-POLICY = DATA / "policies" / "site.yaml"
-HEADER = re.compile(r"<!-- expect:((?: [a-z-]+@[0-9]+)*) -->")
+POLICIES = DATA / "policies"
+POLICY = POLICIES / "site.yaml"
+HEADER = re.compile(r"<!-- (?:policy: ([\w.-]+\.yaml) )?expect:((?: [a-z-]+@[0-9]+)*) -->")
 
 X86 = "/usr/bin/qemu-system-x86_64"
 S390 = "/usr/bin/qemu-system-s390x"
@@ -86,18 +89,28 @@ def policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield snapshot
 
 
-def expected(path: Path) -> list[str]:
+def _header(path: Path) -> re.Match[str]:
     first = path.read_text(encoding="utf-8").split("\n", 1)[0]
     header = HEADER.fullmatch(first)
     assert header is not None, f"{path.name}: first line is not an '<!-- expect: ... -->' header"
-    return sorted(header.group(1).split())
+    return header
+
+
+def expected(path: Path) -> list[str]:
+    return sorted(_header(path).group(2).split())
+
+
+def policy_of(path: Path) -> Path:
+    named = _header(path).group(1)
+    return POLICIES / named if named else POLICY
 
 
 def run(path: Path, snapshot: Path) -> list[Finding]:
-    """``validate-domain -p site.yaml --caps SNAPSHOT -f json FILE``, read back into findings."""
+    """``validate-domain -p POLICY --caps SNAPSHOT -f json FILE``, read back into findings."""
     out = io.StringIO()
+    argv = ["-p", str(policy_of(path)), "--caps", str(snapshot), "-f", "json", str(path)]
     with contextlib.redirect_stdout(out):
-        code = validate_main(["-p", str(POLICY), "--caps", str(snapshot), "-f", "json", str(path)])
+        code = validate_main(argv)
     report = json.loads(out.getvalue())
     found = [Finding(**{**item, "level": Level(item["level"])}) for item in report["findings"]]
     assert code == (1 if any(f.level is Level.ERROR for f in found) else 0)
@@ -111,11 +124,13 @@ def test_fixture(path: Path, policy: Path) -> None:
     assert all(f.file == str(path) for f in found)
 
 
-def test_corpus_size_and_coverage() -> None:
-    assert 10 <= len(DOMAINS) <= 20
+def test_corpus_coverage() -> None:
     seen = {item.split("@")[0] for path in DOMAINS for item in expected(path)}
     assert seen == set(codes.CODES)
     assert any(expected(path) == [] for path in DOMAINS)
+    named = {policy_of(path) for path in DOMAINS}
+    assert POLICY in named
+    assert all(path.is_file() for path in named)
 
 
 def test_headers_name_interface_lines() -> None:
@@ -147,6 +162,11 @@ def test_fixture_levels(policy: Path) -> None:
         ("txmode-not-allowed", 18, "error"),
     ]
     assert levels["13-unknown-support.xml"] == [("txmode-unknown-support", 12, "error")]
+    # Its own policy: no txmode-ineffective for the e1000 NIC (ineffective: ignore).
+    assert levels["21-strict-policy.xml"] == [
+        ("txmode-not-allowed", 17, "error"),
+        ("txmode-required", 12, "error"),
+    ]
 
 
 def test_fixture_messages(policy: Path) -> None:

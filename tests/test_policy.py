@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from libvirt_txmode.engine import policy_schema
 from libvirt_txmode.engine.domain_xml import Domain, Nic
-from libvirt_txmode.engine.policy import (
-    DEFAULT_EMULATORS,
-    MAX_POLICY_BYTES,
-    Match,
-    Policy,
-    PolicyError,
-    Rule,
-    Settings,
-    load_policy,
-    parse_policy,
-)
+from libvirt_txmode.engine.policy import MAX_POLICY_BYTES, PolicyError, load_policy, parse_policy
+from libvirt_txmode.engine.policy_records import Match, Policy, Rule, Settings
+from libvirt_txmode.engine.policy_schema import DEFAULT_EMULATORS
 
 REPO_POLICY = Path(__file__).resolve().parent.parent / "policy.yaml"
 FIXTURE_POLICY = Path(__file__).resolve().parent / "data" / "policies" / "site.yaml"
@@ -59,7 +52,7 @@ def test_bundled_policy_loads() -> None:
     )
     assert policy.emulators == DEFAULT_EMULATORS
     assert policy.probe_timeout == 5.0
-    assert policy.defaults == Settings(
+    assert policy.defaults == Settings.of(
         allowed=("iothread", "timer"), require=False, ineffective="warn", action="enforce"
     )
     storage = policy.settings_for(_domain(), _nic(network="storage-a"))
@@ -109,7 +102,7 @@ rules:
         on_error="allow",
         emulators=("/opt/qemu/bin/*", "/usr/bin/qemu-system-x86_64"),
         probe_timeout=0.5,
-        defaults=Settings(allowed=("timer",), require=True, ineffective="error", action="audit"),
+        defaults=Settings.of(allowed=("timer",), require=True, ineffective="error", action="audit"),
         rules=(
             Rule(
                 name="r1",
@@ -181,7 +174,7 @@ def test_standard_explicit_tags_accepted() -> None:
     policy = _parse(
         "version: !!int 1\ndefaults: !!map {allowed: !!seq [timer], require: !!bool on}\n"
     )
-    assert policy.defaults == Settings(allowed=("timer",), require=True)
+    assert policy.defaults == Settings.of(allowed=("timer",), require=True)
 
 
 def test_comments_and_explicit_document_markers() -> None:
@@ -190,13 +183,11 @@ def test_comments_and_explicit_document_markers() -> None:
 
 # --- errors ---------------------------------------------------------------------------------------
 
-TOP = (
-    "version, action, on_unknown, on_error, passthrough, emulators, probe_timeout, defaults, rules, "
-    "exceptions"
-)
-SETTINGS = "allowed, require, ineffective, action"
-RULE = "name, match, allowed, require, ineffective, action"
-MATCHES = "domain, network, bridge, type, model, mac"
+# The key lists the messages offer, as the schema declares them (a new setting adds itself).
+TOP = ", ".join(policy_schema.POLICY.names)
+SETTINGS = ", ".join(spec.name for spec in policy_schema.DEFAULT_SETTINGS)
+RULE = ", ".join(policy_schema.RULE.names)
+MATCHES = ", ".join(policy_schema.MATCH_KEYS)
 
 
 @pytest.mark.parametrize(
@@ -488,7 +479,7 @@ def test_no_rule_gives_defaults(rules_policy: Policy) -> None:
 
 def test_first_match_wins(rules_policy: Policy) -> None:
     settings = rules_policy.settings_for(_domain(), _nic(network="storage-b"))
-    assert settings == Settings(
+    assert settings == Settings.of(
         allowed=("iothread",), require=False, ineffective="warn", action="enforce", rule="storage"
     )
 
@@ -505,7 +496,7 @@ def test_match_keys_are_anded(rules_policy: Policy) -> None:
 
 def test_rule_overrides_merge_with_defaults(rules_policy: Policy) -> None:
     settings = rules_policy.settings_for(_domain("db-1"), _nic())
-    assert settings == Settings(
+    assert settings == Settings.of(
         allowed=("iothread", "timer"),
         require=True,
         ineffective="warn",
@@ -543,7 +534,7 @@ def test_globs_are_case_sensitive_except_mac() -> None:
 
 def test_rule_without_settings_names_itself() -> None:
     policy = _parse("version: 1\nrules:\n  - name: just-a-label\n")
-    assert policy.settings_for(_domain(), _nic()) == Settings(rule="just-a-label")
+    assert policy.settings_for(_domain(), _nic()) == Settings.of(rule="just-a-label")
 
 
 def test_trusts() -> None:

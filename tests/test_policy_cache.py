@@ -13,15 +13,9 @@ from typing import Any, Callable
 
 import pytest
 
-from libvirt_txmode.engine import policy
-from libvirt_txmode.engine.policy import (
-    Policy,
-    PolicyError,
-    compiled_path,
-    load_policy,
-    policy_from_json,
-    policy_to_json,
-)
+from libvirt_txmode.engine import policy, policy_compiled
+from libvirt_txmode.engine.policy import Policy, PolicyError, load_policy
+from libvirt_txmode.engine.policy_compiled import compiled_path, policy_from_json, policy_to_json
 from libvirt_txmode.hook import protocol as hook
 
 RICH_POLICY = """\
@@ -166,7 +160,7 @@ def test_other_tool_version_is_stale(
     policy_file: Path, cache_dir: Path, yaml_loads: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     load_policy(str(policy_file), str(cache_dir))
-    monkeypatch.setattr(policy, "__version__", "99.0")
+    monkeypatch.setattr(policy_compiled, "__version__", "99.0")
     load_policy(str(policy_file), str(cache_dir))
     assert len(yaml_loads) == 2
 

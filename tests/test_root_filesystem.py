@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_txmode.common.files import path_trust_problem, private_dir_problem, read_regular
-from libvirt_txmode.engine.policy import compiled_path
+from libvirt_txmode.engine.policy_compiled import compiled_path
 from libvirt_txmode.hook import verdict
 from libvirt_txmode.host.bounded_run import probe_user
 from libvirt_txmode.host.emulator import identify

@@ -15,13 +15,13 @@ from collections.abc import Mapping as MappingType
 from typing import Any, Callable
 
 from ..engine.codes import REGISTRY
-from ..engine.policy_schema import (
-    POLICY,
-    SETTINGS,
+from ..engine.policy_schema import DEFAULT_SETTINGS, POLICY
+from ..engine.schema import (
     Boolean,
     Choice,
     Date,
     Field,
+    Integer,
     Kind,
     ListOf,
     Mapping,
@@ -40,7 +40,7 @@ def _code(value: Any) -> str:
     return f"`{value}`"
 
 
-def _kind(kind: Kind) -> str:
+def _kind(kind: Kind) -> str:  # noqa: C901 - one case per kind of value
     if isinstance(kind, Choice):
         return " \\| ".join(f"`{v}`" for v in kind.values)
     if isinstance(kind, ListOf):
@@ -54,6 +54,8 @@ def _kind(kind: Kind) -> str:
         return "bool"
     if isinstance(kind, Number):
         return f"number, {kind.low:g} to {kind.high:g}"
+    if isinstance(kind, Integer):
+        return f"integer, {kind.low} to {kind.high}"
     if isinstance(kind, Text):
         return "string"
     if isinstance(kind, Date):
@@ -92,8 +94,10 @@ def _match_row(key: str, spec: Field) -> str:
 
 def _rows(prefix: str, mapping: Mapping) -> list[str]:
     rows: list[str] = []
-    # A rule's settings are the defaults' own: one row says so (defaults has a row for each).
-    overrides = [f for f in mapping.fields if f in SETTINGS] if mapping.fields != SETTINGS else []
+    # A rule's settings are the defaults' own: one row says so (defaults has a row for each);
+    # a rules-only setting has a row of its own.
+    shared = DEFAULT_SETTINGS
+    overrides = [f for f in mapping.fields if f in shared] if mapping.fields != shared else []
     for spec in mapping.fields:
         key = f"{prefix}{spec.name}"
         if spec in overrides:

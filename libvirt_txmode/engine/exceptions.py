@@ -16,7 +16,7 @@ from typing import Optional
 
 from . import codes
 from .model import Finding, Level, Suppression
-from .policy import Policy, PolicyException
+from .policy_records import Policy, PolicyException
 
 
 def fits(exception: PolicyException, finding: Finding) -> bool:

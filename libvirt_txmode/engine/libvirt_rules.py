@@ -11,6 +11,9 @@ versions it was checked on.
 
 A NIC may also keep the domain from starting at all (``NicPlan.refused``): then no tx is
 predicted for it, the finding says why.
+
+One module past 400 lines: libvirt's post-parse defaults and device choice, one function
+per libvirt rule, read together against libvirt's source.
 """
 
 from __future__ import annotations

@@ -1,165 +1,30 @@
-"""policy.yaml -> a validated, immutable Policy.
+"""policy.yaml -> a validated, immutable Policy (``policy_records``).
 
 The YAML is composed into nodes (never constructed into Python objects, so no tag can run code)
 and walked against the schema of policy_schema.py (which also checks the hook's compiled copy and
 is published as a JSON Schema); every error names the file, the line and the dotted key, because
-a typo that silently weakened the policy would be worse than no policy at all.
+a typo that silently weakened the policy would be worse than no policy at all. ``load_policy``
+reads through the compiled copy (``policy_compiled``) while the file is unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
-from .. import __version__
 from ..common import files, paths
-from ..common.records import SLOTS
-from .policy_schema import (  # the one description of the policy's keys and values
-    DEFAULT_EMULATORS,
-    EXCEPTION_MATCH_KEYS,
-    MATCH_KEYS,
-    POLICY,
-    JsonSource,
-    Source,
-    validate,
-)
+from .policy_compiled import read_compiled, write_compiled
+from .policy_records import Policy, PolicyError, build_policy
+from .policy_schema import POLICY
+from .schema import Source, validate
 
 if TYPE_CHECKING:
     import yaml
 
-from .model import TXMODES, Domain, Nic
-
 DEFAULT_POLICY_PATH = paths.POLICY
 MAX_POLICY_BYTES = 1024 * 1024
-
-
-class PolicyError(Exception):
-    """A policy problem at ``line`` (and ``column``, where YAML gives one); line 0 is the file
-    as a whole (unreadable, untrusted), written without a line."""
-
-    def __init__(self, file: str, line: int, key: str, message: str, column: int = 0) -> None:
-        self.file, self.line, self.key, self.message = file, line, key, message
-        self.column = column
-        where = f"{key}: " if key else ""
-        super().__init__(f"{file}:{line}: {where}{message}" if line else f"{file}: {message}")
-
-    def located(self) -> str:
-        """yamllint's form, ``file:line:col: key: message`` (check-policy, one per line)."""
-        if not self.line:
-            return str(self)
-        where = f"{self.key}: " if self.key else ""
-        return f"{self.file}:{self.line}:{self.column or 1}: {where}{self.message}"
-
-
-@dataclass(frozen=True, **SLOTS)
-class Match:
-    domain: Optional[str] = None
-    network: Optional[str] = None
-    bridge: Optional[str] = None
-    type: Optional[str] = None
-    model: Optional[str] = None
-    mac: Optional[str] = None
-
-    def fits(self, domain: Domain, nic: Nic) -> bool:
-        values = {
-            "domain": domain.name,
-            "network": nic.network,
-            "bridge": nic.bridge,
-            "type": nic.type,
-            "model": nic.model,
-            "mac": nic.mac.lower() if nic.mac else None,
-        }
-        for key in MATCH_KEYS:
-            pattern = getattr(self, key)
-            if pattern is None:
-                continue
-            value = values[key]
-            if key == "mac":
-                # libvirt lower-cases MAC addresses, and people write them in either case.
-                pattern = pattern.lower()
-            if value is None or not fnmatchcase(value, pattern):
-                return False
-        return True
-
-
-@dataclass(frozen=True, **SLOTS)
-class Settings:
-    """What applies to one NIC once defaults and the matching rule are merged."""
-
-    allowed: tuple[str, ...] = TXMODES
-    require: bool = False
-    ineffective: str = "warn"
-    action: str = "enforce"
-    rule: Optional[str] = None
-
-
-@dataclass(frozen=True, **SLOTS)
-class Rule:
-    name: str
-    line: int
-    match: Match
-    overrides: tuple[tuple[str, Any], ...]
-
-
-@dataclass(frozen=True, **SLOTS)
-class PolicyException:
-    """``exceptions[index]``: silences the findings its patterns fit, for ``reason``, up to and
-    including the day ``expires`` (ISO text; None: no end)."""
-
-    index: int
-    line: int
-    reason: str
-    expires: Optional[str] = None
-    domain: Optional[str] = None
-    mac: Optional[str] = None
-    rule: Optional[str] = None
-    code: Optional[str] = None
-
-    def match_items(self) -> tuple[tuple[str, str], ...]:
-        return tuple(
-            (key, value)
-            for key in EXCEPTION_MATCH_KEYS
-            if (value := getattr(self, key)) is not None
-        )
-
-
-@dataclass(frozen=True, **SLOTS)
-class Policy:
-    source: str = "(built-in)"
-    version: int = 1
-    action: str = "enforce"
-    on_unknown: str = "deny"
-    on_error: str = "deny"
-    passthrough: str = "deny"
-    emulators: tuple[str, ...] = DEFAULT_EMULATORS
-    probe_timeout: float = 5.0
-    defaults: Settings = field(default_factory=Settings)
-    rules: tuple[Rule, ...] = ()
-    exceptions: tuple[PolicyException, ...] = ()
-
-    def settings_for(self, domain: Domain, nic: Nic) -> Settings:
-        """First rule whose match fits wins; its keys override the defaults."""
-        for rule in self.rules:
-            if rule.match.fits(domain, nic):
-                values = dict(rule.overrides)
-                values["rule"] = rule.name
-                return Settings(
-                    allowed=values.get("allowed", self.defaults.allowed),
-                    require=values.get("require", self.defaults.require),
-                    ineffective=values.get("ineffective", self.defaults.ineffective),
-                    action=values.get("action", self.defaults.action),
-                    rule=rule.name,
-                )
-        return self.defaults
-
-    def trusts(self, emulator: str) -> bool:
-        return any(fnmatchcase(emulator, glob) for glob in self.emulators)
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -245,99 +110,6 @@ class _YamlSource(Source["yaml.Node"]):
             return -1  # 0x1, 0o1: not the plain 1 a version is written as
 
 
-def build_policy(
-    data: dict[str, Any],
-    source: str,
-    rule_lines: Sequence[int],
-    exception_lines: Sequence[int] = (),
-) -> Policy:
-    """A Policy from a document the schema walker accepted (from YAML or the compiled copy)."""
-    action = data.get("action", "enforce")
-    defaults = dict(data.get("defaults", {}))
-    defaults.setdefault("action", action)
-    rules = []
-    seen: set[str] = set()
-    for i, (item, line) in enumerate(zip(data.get("rules", []), rule_lines)):
-        if item["name"] in seen:
-            raise PolicyError(
-                source, line, f"rules[{i}].name", f"duplicate rule name '{item['name']}'"
-            )
-        seen.add(item["name"])
-        overrides = {k: v for k, v in item.items() if k not in ("name", "match")}
-        rules.append(
-            Rule(
-                name=item["name"],
-                line=line,
-                match=Match(**item.get("match", {})),
-                overrides=tuple(sorted(_settings(overrides).items())),
-            )
-        )
-    return Policy(
-        source=source,
-        version=data["version"],
-        action=action,
-        on_unknown=data.get("on_unknown", "deny"),
-        on_error=data.get("on_error", "deny"),
-        passthrough=data.get("passthrough", "deny"),
-        emulators=tuple(data.get("emulators", DEFAULT_EMULATORS)),
-        probe_timeout=float(data.get("probe_timeout", 5.0)),
-        defaults=Settings(**_settings(defaults)),
-        rules=tuple(rules),
-        exceptions=tuple(
-            PolicyException(
-                index=i,
-                line=line,
-                reason=item["reason"],
-                expires=item.get("expires"),
-                **item["match"],
-            )
-            for i, (item, line) in enumerate(zip(data.get("exceptions", []), exception_lines))
-        ),
-    )
-
-
-def _settings(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if k == "allowed" else v for k, v in values.items()}
-
-
-def policy_document(policy: Policy) -> tuple[dict[str, Any], list[int]]:
-    """The inverse of ``build_policy``: the policy as plain data, and its rules' lines."""
-    rules = []
-    for rule in policy.rules:
-        item: dict[str, Any] = {"name": rule.name}
-        match = {k: getattr(rule.match, k) for k in MATCH_KEYS if getattr(rule.match, k)}
-        if match:
-            item["match"] = match
-        item.update((k, list(v) if isinstance(v, tuple) else v) for k, v in rule.overrides)
-        rules.append(item)
-    document = {
-        "version": policy.version,
-        "action": policy.action,
-        "on_unknown": policy.on_unknown,
-        "on_error": policy.on_error,
-        "passthrough": policy.passthrough,
-        "emulators": list(policy.emulators),
-        "probe_timeout": policy.probe_timeout,
-        "defaults": {
-            "allowed": list(policy.defaults.allowed),
-            "require": policy.defaults.require,
-            "ineffective": policy.defaults.ineffective,
-            "action": policy.defaults.action,
-        },
-        "rules": rules,
-    }
-    if policy.exceptions:
-        document["exceptions"] = [
-            {
-                "match": dict(item.match_items()),
-                "reason": item.reason,
-                **({"expires": item.expires} if item.expires else {}),
-            }
-            for item in policy.exceptions
-        ]
-    return document, [rule.line for rule in policy.rules]
-
-
 def parse_policy(text: str, file: str) -> Policy:
     import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
 
@@ -361,7 +133,7 @@ def policy_problems(text: str, file: str) -> list[PolicyError]:
     """Every problem of the policy ``text`` in one pass (check-policy), in the file's order:
     the schema walker goes on past each error; the checks across items (unique rule names)
     run when the shape is right."""
-    import yaml  # noqa: PLC0415
+    import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
 
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -425,20 +197,20 @@ def load_policy(
     change, is refused (``files.path_trust_problem``): it decides what root's hook lets through,
     so it must be as protected as the hook itself. Parsing YAML costs the hook more than its
     whole check, so the validated policy is also kept as JSON in ``cache_dir`` and read back
-    while the file is unchanged (``_read_compiled``); anything wrong with that copy only means
+    while the file is unchanged (``policy_compiled``); anything wrong with that copy only means
     the YAML is parsed again.
     """
     if require_root_owned is None:
         require_root_owned = os.geteuid() == 0
     key = _identity(path, require_root_owned)
     if cache_dir is not None:
-        policy = _read_compiled(cache_dir, path, key)
+        policy = read_compiled(cache_dir, path, key)
         if policy is not None:
             return policy
     policy = parse_policy(_read_text(path), path)
     # Stored only if the file just parsed is still the one the key describes (no edit meanwhile).
     if cache_dir is not None and _identity(path, require_root_owned) == key:
-        _write_compiled(cache_dir, path, key, policy)
+        write_compiled(cache_dir, path, key, policy)
     return policy
 
 
@@ -470,103 +242,3 @@ def _read_text(path: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(path, 1, "", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-
-
-# --- the compiled copy ---------------------------------------------------------------------------
-# JSON, never pickle or marshal (no code runs from a file): the policy as the plain document
-# policy_schema describes, checked against it again and rebuilt by the same ``build_policy``.
-
-COMPILED_FORMAT = "libvirt-txmode-compiled-policy"
-COMPILED_VERSION = 3
-MAX_COMPILED_BYTES = 4 * 1024 * 1024
-
-
-class CompiledPolicyError(ValueError):
-    """The compiled copy is not one we can use: ignore it and parse the YAML."""
-
-
-def compiled_path(cache_dir: str, policy_path: str) -> str:
-    digest = hashlib.sha256(policy_path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return os.path.join(cache_dir, f"policy-{digest}.json")
-
-
-def _read_compiled(cache_dir: str, path: str, key: str) -> Optional[Policy]:
-    compiled = compiled_path(cache_dir, path)
-    try:
-        if files.private_dir_problem(cache_dir, create=False) is not None:
-            return None
-        raw = files.read_trusted(compiled, MAX_COMPILED_BYTES, allowed_uids=files.owners())
-        document = json.loads(raw)
-    except (OSError, ValueError):  # ValueError: not JSON, not UTF-8
-        return None
-    if (
-        not isinstance(document, dict)
-        or document.get("format") != COMPILED_FORMAT
-        or document.get("version") != COMPILED_VERSION
-        or document.get("tool") != __version__
-        or document.get("key") != key
-    ):
-        return None
-    try:
-        policy = policy_from_json(document.get("policy"))
-    except CompiledPolicyError:
-        return None
-    return policy if policy.source == path else None
-
-
-def _write_compiled(cache_dir: str, path: str, key: str, policy: Policy) -> None:
-    document = {
-        "format": COMPILED_FORMAT,
-        "version": COMPILED_VERSION,
-        "tool": __version__,
-        "key": key,
-        "policy": policy_to_json(policy),
-    }
-    try:
-        if files.private_dir_problem(cache_dir, create=True) is not None:
-            return
-        # No fsync: a copy cut short by a crash does not parse, and the YAML is read again.
-        data = json.dumps(document, indent=1).encode() + b"\n"
-        files.write_atomic(compiled_path(cache_dir, path), data, mode=0o600, sync=False)
-    except OSError:
-        pass  # a read-only or full disk only costs the next run a YAML parse
-
-
-def policy_to_json(policy: Policy) -> dict[str, Any]:
-    document, lines = policy_document(policy)
-    return {
-        "source": policy.source,
-        "document": document,
-        "rule_lines": lines,
-        "exception_lines": [item.line for item in policy.exceptions],
-    }
-
-
-def policy_from_json(data: object) -> Policy:
-    """Rebuild a Policy, checking the document against the same schema as the YAML reader."""
-    keys = {"source", "document", "rule_lines", "exception_lines"}
-    if not isinstance(data, dict) or set(data) != keys:
-        raise CompiledPolicyError(
-            "policy: expected an object with source, document, rule_lines, exception_lines"
-        )
-    source, lines = data["source"], data["rule_lines"]
-    exception_lines = data["exception_lines"]
-    if not isinstance(source, str) or not source:
-        raise CompiledPolicyError("policy.source: expected a non-empty string")
-    document = validate(JsonSource(CompiledPolicyError), data["document"], POLICY, "")
-    if (
-        not isinstance(lines, list)
-        or not all(type(line) is int and line > 0 for line in lines)
-        or len(lines) != len(document.get("rules", []))
-    ):
-        raise CompiledPolicyError("policy.rule_lines: expected a positive line per rule")
-    if (
-        not isinstance(exception_lines, list)
-        or not all(type(line) is int and line > 0 for line in exception_lines)
-        or len(exception_lines) != len(document.get("exceptions", []))
-    ):
-        raise CompiledPolicyError("policy.exception_lines: expected a positive line per exception")
-    try:
-        return build_policy(document, source, lines, exception_lines)
-    except PolicyError as exc:
-        raise CompiledPolicyError(str(exc)) from None
