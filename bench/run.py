@@ -39,7 +39,7 @@ from libvirt_txmode.admin.hook_file import DROPIN_NAME, hook_settings, is_ours
 from libvirt_txmode.admin.install import install
 from libvirt_txmode.admin.layout import DEFAULT_HOOKS_DIR, Layout
 from libvirt_txmode.admin.uninstall import uninstall
-from libvirt_txmode.host.probe_cache import write_atomic
+from libvirt_txmode.common.files import write_atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..host.probe_cache import write_atomic
+from ..common.files import write_atomic
 from .hook_file import hook_target, other_copies_problem, packaged, render_hook, sha256_of
 from .interpreter import inspect_interpreter, interpreter_trust_problem
 from .layout import UNIT_PATH, InstallError, Layout, Outcome, layout_trust_problem

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..common import files
+from ..common.files import write_atomic
 from ..common.records import SLOTS
 from ..hook.markers import CANARY_NAMESPACE
-from ..host.probe_cache import write_atomic
 from .daemon import Daemon, running_daemon
 
 LIVE, OFF, UNKNOWN = "live", "off", "unknown"

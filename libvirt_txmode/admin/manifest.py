@@ -14,7 +14,7 @@ import stat
 from typing import Any, Optional
 
 from ..common import files
-from ..host.probe_cache import write_atomic
+from ..common.files import write_atomic
 from .hook_file import DROPIN_NAME, hook_target
 from .layout import UNIT_PATH, Layout
 

@@ -10,8 +10,8 @@ from typing import IO, Any, Callable
 
 from ..ci.cli import FILE_COMPLETION, complete_as
 from ..common.exits import EXIT_FINDINGS, EXIT_OK, FatalError
+from ..common.files import write_atomic
 from ..engine.policy import Policy
-from ..host.probe_cache import write_atomic
 from ..host.snapshot import SnapshotError
 from .doctor import snapshot_drift
 from .options import DEFAULT_SNAPSHOT, add_connect, add_policy, host_policy, progress

@@ -22,7 +22,7 @@ from typing import Optional
 
 from .. import __version__
 from ..common import files, logs
-from ..common.files import write_atomic  # its home is files.py; importable from here as before
+from ..common.files import write_atomic
 from ..common.records import SLOTS
 from ..engine.model import Support, SupportState
 from .emulator import EmulatorIdentity
