@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_txmode import __version__
+from libvirt_txmode.common.files import write_atomic
 from libvirt_txmode.common.paths import default_cache_dir
 from libvirt_txmode.engine.model import Support, SupportState
 from libvirt_txmode.host import probe_cache as cache_module
@@ -22,7 +23,6 @@ from libvirt_txmode.host.probe_cache import (
     ProbeCache,
     support_from_json,
     support_to_json,
-    write_atomic,
 )
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="owner checks are about root's cache")
