@@ -54,15 +54,16 @@ def require_tools() -> None:
 _BUILT: dict[str, Path] = {}
 
 
-def build_deb(out: Path) -> Path:
-    """The .deb built from a clean copy of HEAD, as CI builds it (scripts/build-deb)."""
+def build_deb(out: Path, repo: Path = REPO) -> Path:
+    """The .deb built from a clean copy of ``repo``'s HEAD by that tree's own scripts/build-deb,
+    as CI builds it."""
     head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
     if head in _BUILT and _BUILT[head].exists():
         return _BUILT[head]
     result = subprocess.run(
-        [str(REPO / "scripts" / "build-deb"), str(out)],
+        [str(repo / "scripts" / "build-deb"), str(out)],
         capture_output=True,
         text=True,
         env=host_env(),

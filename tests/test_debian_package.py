@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.debian_root import DebianRoot, build_deb, debian_root, host_env, require_tools
+from tests.debian_root import DebianRoot, build_deb, debian_root, require_tools
 from tests.libvirt_env import REPO, daemon_pid, domain_xml, skip_unless_ci
 
 pytestmark = [pytest.mark.integration, pytest.mark.debian_root]
@@ -292,18 +292,7 @@ def previous_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     git = ["git", "-C", str(src), "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
     for step in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", PREVIOUS_RELEASE]):
         subprocess.run([*git, *step], capture_output=True, check=True)
-    out = tmp_path_factory.mktemp("previous-deb")
-    result = subprocess.run(
-        [str(src / "scripts" / "build-deb"), str(out)],
-        capture_output=True,
-        text=True,
-        env=host_env(),
-        timeout=600,
-        check=False,
-    )
-    debs = sorted(out.glob("libvirt-txmode_*_all.deb"))
-    assert debs, f"the previous release did not build:\n{result.stdout}\n{result.stderr}"
-    return debs[0]
+    return build_deb(tmp_path_factory.mktemp("previous-deb"), repo=src)
 
 
 def field(deb: Path, name: str) -> str:
