@@ -8,7 +8,6 @@ cache when every file it rests on is known and nothing transient (a failed probe
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import syslog
 import time
@@ -30,7 +29,7 @@ from ..host.facts import local_capabilities, needed_devices, this_host
 from ..host.libvirt_caps import caps_path
 from ..host.networks import network_file_keys
 from ..host.probe_cache import ProbeCache
-from ..host.snapshot import MAX_SNAPSHOT_BYTES, SnapshotError, parse_snapshot
+from ..host.snapshot import SnapshotError, load_snapshot
 from . import tally, verdict
 from .markers import CANARY_NAMESPACE, SELFTEST_NAMESPACE
 
@@ -245,22 +244,7 @@ def _snapshot(path: str) -> tuple[Optional[HostCapabilities], dict[str, str]]:
     if not path or not os.path.lexists(path):
         return None, {}
     try:
-        problem = files.path_trust_problem(path) if os.geteuid() == 0 else None
-        if problem is not None:
-            raise SnapshotError(f"{path}: refused: {problem}")
-        try:
-            # Non-blocking and regular files only: a FIFO here must not hang the hook, and with
-            # it `virsh start`. (The snapshot may be a root-owned link: the trust rule allows it.)
-            raw, _ = files.read_regular(path, MAX_SNAPSHOT_BYTES, follow_symlinks=True)
-        except OSError as exc:
-            raise SnapshotError(f"{path}: cannot read snapshot: {exc.strerror}") from None
-        if len(raw) > MAX_SNAPSHOT_BYTES:
-            raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
-        try:
-            document = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise SnapshotError(f"{path}: not a valid snapshot: not JSON: {exc}") from None
-        snapshot = parse_snapshot(document, path)
+        snapshot = load_snapshot(path)
     except SnapshotError as exc:
         # A bad snapshot only costs speed: the emulators are probed directly instead.
         logsink.log(syslog.LOG_WARNING, printable(f"ignoring snapshot: {exc}"))

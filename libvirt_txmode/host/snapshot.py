@@ -153,17 +153,19 @@ def load_snapshot(
 ) -> Snapshot:
     if require_root_owned is None:
         require_root_owned = os.geteuid() == 0
+    if require_root_owned:
+        # As root the snapshot decides which answers are believed: the whole path must be
+        # trusted, the rule the hook and the policy follow (files.path_trust_problem), before
+        # anything is opened (a missing file is reported as unreadable, below).
+        problem = files.path_trust_problem(path) if os.path.lexists(path) else None
+        if problem is not None:
+            raise SnapshotError(f"{path}: refused: {problem}")
     try:
-        # Regular files only, opened without blocking: a FIFO in its place must not hang CI.
+        # Regular files only, opened without blocking: a FIFO in its place must not hang the
+        # hook (and with it `virsh start`) or CI. A root-owned link is allowed by the trust rule.
         raw, _info = files.read_regular(path, MAX_SNAPSHOT_BYTES, follow_symlinks=True)
     except OSError as exc:
         raise SnapshotError(f"{path}: cannot read snapshot: {exc.strerror or exc}") from None
-    if require_root_owned:
-        # As root the snapshot decides which answers are believed: the whole path must be
-        # trusted, the rule the hook and the policy follow (files.path_trust_problem).
-        problem = files.path_trust_problem(path)
-        if problem is not None:
-            raise SnapshotError(f"{path}: refused: {problem}")
     if len(raw) > MAX_SNAPSHOT_BYTES:
         raise SnapshotError(f"{path}: larger than {MAX_SNAPSHOT_BYTES} bytes")
     try:
