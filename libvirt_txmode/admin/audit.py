@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Optional
 
 from .. import __version__
-from ..ci.cli import DIR_COMPLETION, FILE_COMPLETION, complete_as
+from ..ci.cli import DIR_COMPLETION, FILE_COMPLETION, add_format_option, complete_as
 from ..common import paths
 from ..common.exits import FatalError
 from ..common.paths import default_cache_dir
@@ -35,7 +35,7 @@ from ..host.facts import local_capabilities
 from ..host.probe_cache import ProbeCache
 from ..host.snapshot import SnapshotError, load_snapshot
 from ..report.base import RunInfo
-from ..report.registry import FORMAT_NAMES, choose_format, render
+from ..report.registry import choose_format, render
 from .metrics import save_audit
 from .options import add_connect, add_policy
 
@@ -237,13 +237,7 @@ def add_parser(sub: Any) -> None:
         metavar="NAME",
         help="only this domain (repeatable; default: all)",
     )
-    cmd.add_argument(
-        "-f",
-        "--format",
-        default="auto",
-        choices=["auto", *FORMAT_NAMES],
-        help="output format (auto: github under GitHub Actions, else text)",
-    )
+    add_format_option(cmd)
     complete_as(
         cmd.add_argument(
             "-o", "--output", metavar="FILE", help="write the report in --format to FILE"

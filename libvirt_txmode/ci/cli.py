@@ -39,6 +39,17 @@ def complete_as(action: argparse.Action, kind: dict[str, str]) -> None:
     action.complete = kind  # type: ignore[attr-defined]
 
 
+def add_format_option(parser: argparse.ArgumentParser) -> None:
+    """``-f``, the same for every command that writes a report: the registry's formats."""
+    parser.add_argument(
+        "-f",
+        "--format",
+        default="auto",
+        choices=["auto", *FORMAT_NAMES],
+        help="output format (auto: github under GitHub Actions, else text)",
+    )
+
+
 # --- validate-domain -----------------------------------------------------------------------------
 
 
@@ -97,13 +108,7 @@ def validate_parser() -> argparse.ArgumentParser:
         help="with several --caps: one supporting host is enough",
     )
     parser.set_defaults(host_mode="all")
-    parser.add_argument(
-        "-f",
-        "--format",
-        default="auto",
-        choices=["auto", *FORMAT_NAMES],
-        help="output format (auto: github under GitHub Actions, else text)",
-    )
+    add_format_option(parser)
     complete_as(
         parser.add_argument(
             "-o",
