@@ -10,11 +10,10 @@ wins, as it is what the running network uses.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ..common import logs, paths
+from ..common import files, logs, paths
 
 if TYPE_CHECKING:
     from ..engine.model import Domain
@@ -46,20 +45,19 @@ def _plain_name(name: str) -> bool:
 
 
 def _forward_mode(path: str) -> Optional[str]:
-    try:
-        # O_NONBLOCK: a FIFO planted at the path must not hang a domain start.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+    """The forward mode the file at ``path`` declares, or None when it is absent or cannot be
+    believed: the hook runs as root, and a network file anyone but root could have written would
+    let them decide how a NIC is checked (files.path_trust_problem, the one trust rule)."""
+    problem = files.path_trust_problem(path, kind="file")
+    if problem is not None:
+        if os.path.lexists(path):
+            LOG.warning("ignoring libvirt network file %s: %s", path, problem)
         return None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_NETWORK_XML_BYTES:
-            return None
-        data = os.read(fd, MAX_NETWORK_XML_BYTES + 1)
-    except OSError:
+        data = files.read_trusted(path, MAX_NETWORK_XML_BYTES, allowed_uids=files.ROOT_ONLY)
+    except OSError as exc:
+        LOG.warning("cannot read libvirt network file %s: %s", path, exc.strerror or exc)
         return None
-    finally:
-        os.close(fd)
     from lxml import etree  # noqa: PLC0415 - only when a domain has a network NIC
 
     from ..engine.domain_xml import make_parser  # noqa: PLC0415
