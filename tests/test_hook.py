@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_txmode.common.files import MAX_XML_BYTES
+from libvirt_txmode.hook import gate, verdict
 from libvirt_txmode.hook import protocol as hook_module
-from libvirt_txmode.hook import verdict
 from tests import libvirt_env as env
 from tests.hookrun import (
     POLICY,
@@ -396,9 +396,10 @@ def many_nics(name: str, count: int, txmode: str) -> bytes:
 
 
 def test_5000_nics_are_decided_and_a_huge_refusal_is_not_cached(tmp_path: Path) -> None:
-    """A layout libvirt accepts. The refusal names every NIC (~0.8 MB on stderr, ~1.6 MB as a
-    verdict entry with its syslog lines): more than verdict.MAX_ENTRY_BYTES, so it is not stored
-    (it could not be read back) and every start checks it again, with the same answer."""
+    """A layout libvirt accepts. The refusal logs every NIC (~1 MB of syslog lines as a verdict
+    entry): more than verdict.MAX_ENTRY_BYTES, so it is not stored (it could not be read back)
+    and every start checks it again, with the same answer. Its stderr, which libvirt quotes
+    whole to the user, names the first gate.MAX_STDERR_VIOLATIONS and counts the rest."""
     hook = make_hook(tmp_path)
     ok = many_nics("big", 5000, "iothread")
     assert hook.run("big", "prepare", "begin", "-", stdin=ok, timeout=300).returncode == 0
@@ -407,7 +408,13 @@ def test_5000_nics_are_decided_and_a_huge_refusal_is_not_cached(tmp_path: Path) 
     second = hook.run("big-notimer", "prepare", "begin", "-", stdin=bad, timeout=300)
     assert first.returncode == second.returncode == 1
     assert first.stderr == second.stderr
-    assert first.stderr.count("[txmode-not-allowed") == 5000
+    assert first.stderr.count("[txmode-not-allowed") == gate.MAX_STDERR_VIOLATIONS == 20
+    assert "NIC #19 (52:54:00:00:00:13)" in first.stderr
+    assert "NIC #20 " not in first.stderr
+    assert f"... and {5000 - 20} more violations (every one is logged as 'denied: ...'" in (
+        first.stderr
+    )
+    assert "refusing to start domain 'big-notimer': 5000 violations of" in first.stderr
     entries = list(Path(hook.layout.cache_dir).glob("verdict-*.txt"))
     assert len(entries) == 1  # the allowed domain's; the refusal is not kept
     assert entries[0].stat().st_size <= verdict.MAX_ENTRY_BYTES

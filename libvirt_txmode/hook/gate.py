@@ -42,6 +42,9 @@ IDENT = "libvirt-txmode"
 # The canary and self-test markers (markers.py), found by a byte search before anything is parsed.
 _CANARY_MARK = CANARY_NAMESPACE.encode()
 _SELFTEST_MARK = SELFTEST_NAMESPACE.encode()
+# libvirt quotes a refusing hook's whole stderr in the error it shows: past this many violations
+# the rest are counted there, and every one of them is in the system log.
+MAX_STDERR_VIOLATIONS = 20
 
 
 @dataclass(frozen=True, **SLOTS)
@@ -264,7 +267,13 @@ def _decide(domain_name: str, findings: list[Finding], policy_source: str) -> De
         logged.append(LogRecord(priority, f"{level}: {describe(finding)}", fields))
     if errors:
         count = f"{len(errors)} violation{'s' if len(errors) != 1 else ''}"
-        lines = [f"{IDENT}: {describe(finding)}" for finding in errors]
+        shown = errors[:MAX_STDERR_VIOLATIONS]
+        lines = [f"{IDENT}: {describe(finding)}" for finding in shown]
+        if len(errors) > len(shown):
+            lines.append(
+                f"{IDENT}: ... and {len(errors) - len(shown)} more violations "
+                "(every one is logged as 'denied: ...', see libvirt-txmode doctor for where)"
+            )
         lines.append(
             f"{IDENT}: refusing to start domain '{printable(domain_name)}': {count} of "
             f"{printable(policy_source)}"
