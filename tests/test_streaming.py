@@ -164,18 +164,25 @@ def test_spool_round_trips_any_text_and_leaves_no_file(
 ) -> None:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     held = spool.Spool(limit=7)
-    text = "".join(f"caf\u00e9 \udcff{i} \u20ac\n" for i in range(500))
+    text = "".join(f"caf\u00e9 \udcff{i}\r \u20ac\n" for i in range(500)) + "no newline"
     for start in range(0, len(text), 5):
         held.write(text[start : start + 5])
-    assert held.file._rolled  # type: ignore[attr-defined]  # spilled, into a file with no name
+    assert held.file is not None  # spilled, into a file with no name
     assert os.listdir(tmp_path) == []
     assert "".join(held.chunks()) == text
-    assert "".join(held.lines()) == text
+    assert list(held.lines()) == [f"{line}\n" for line in text.split("\n")[:-1]] + ["no newline"]
     out = io.StringIO()
     held.copy_to(out)
     assert out.getvalue() == text
     held.close()
     assert os.listdir(tmp_path) == []
+    # A line begun in the file and ended in memory is one line.
+    split = spool.Spool(limit=7)
+    for piece in ("ab\ncdefgh", "ij\nk"):
+        split.write(piece)
+    assert split.file is not None and split.parts == ["ij\nk"]
+    assert list(split.lines()) == ["ab\n", "cdefghij\n", "k"] == list(split.lines())
+    split.close()
 
 
 def test_nic_fields_are_the_records_fields() -> None:
