@@ -335,3 +335,18 @@ def test_a_long_module_says_why_it_is_one(module: str) -> None:
             f"{FILES[module]} has {source.count(chr(10))} lines: split it by job, or say in its "
             "docstring why it is one module ('past 400 lines')"
         )
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_record_says_what_it_is(module: str) -> None:
+    # A record is read more often than its fields: a docstring says what one stands for. (A
+    # dataclass without one also has dataclasses build one through inspect.signature, at every
+    # import: 0.15 ms a class on the hook's miss.)
+    missing = [
+        f"{node.name} (line {node.lineno})"
+        for node in ast.walk(ast.parse(FILES[module].read_text()))
+        if isinstance(node, ast.ClassDef)
+        and any("dataclass" in ast.unparse(decorator) for decorator in node.decorator_list)
+        and not ast.get_docstring(node)
+    ]
+    assert missing == [], f"{FILES[module]}: records without a docstring: {missing}"

@@ -41,6 +41,8 @@ STATE_NAMES = {0: "OK", 1: "WARNING", 2: "CRITICAL"}
 
 @dataclass(frozen=True)
 class Check:
+    """One line of doctor's report: what was checked, how it stands, and why."""
+
     name: str
     status: str  # ok | info | warn | fail
     detail: str

@@ -27,6 +27,8 @@ class InstallError(Exception):
 
 @dataclass
 class Layout:
+    """Where an install puts the hook, the policy, the state and the caches."""
+
     hooks_dir: str = DEFAULT_HOOKS_DIR
     config_dir: str = DEFAULT_CONFIG_DIR
     state_dir: str = DEFAULT_STATE_DIR
@@ -61,6 +63,8 @@ class Layout:
 
 @dataclass
 class Outcome:
+    """What install-hook or uninstall-hook did, as the lines it tells the operator."""
+
     messages: list[str] = field(default_factory=list)
     hook_path: Optional[str] = None
     nothing: bool = False  # uninstall: no install of this hooks directory was found

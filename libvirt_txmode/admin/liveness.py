@@ -52,6 +52,8 @@ _ARCH_MACHINES = {
 
 @dataclass(frozen=True, **SLOTS)
 class Liveness:
+    """Whether the running daemon runs the installed hook, and how that was found."""
+
     state: str  # live | off | unknown
     detail: str
 

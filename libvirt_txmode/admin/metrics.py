@@ -77,6 +77,8 @@ class Metric:
 
 @dataclass(frozen=True, **SLOTS)
 class HookHealth:
+    """The hook's state as metrics shows it, from doctor's own checks."""
+
     installed: bool
     live: bool
     policy_valid: bool

@@ -31,6 +31,8 @@ ERROR, WARNING, NOTICE = "error", "warning", "notice"
 
 @dataclass(frozen=True, **SLOTS)
 class Problem:
+    """One problem of a policy file, where it is and how serious."""
+
     file: str
     line: int  # 0: the file as a whole
     column: int
@@ -57,6 +59,8 @@ class Problem:
 
 @dataclass(frozen=True, **SLOTS)
 class Checked:
+    """A policy file with every problem found in it, and the policy if it is usable."""
+
     file: str
     policy: Optional[Policy]
     problems: tuple[Problem, ...]

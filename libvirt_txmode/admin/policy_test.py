@@ -43,6 +43,8 @@ MAX_SAMPLE_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True, **SLOTS)
 class Outcome:
+    """One sample domain of policy-test: the findings it expects against those it got."""
+
     sample: str
     expected: tuple[str, ...]  # CODE@LINE or CODE, sorted
     found: tuple[Finding, ...]  # the findings that count

@@ -29,6 +29,8 @@ REPO_MARKERS = (".git", ".hg", ".svn")
 
 @dataclass(frozen=True, **SLOTS)
 class PolicyChoice:
+    """The policy file a run uses and the rule that chose it."""
+
     path: str
     how: str  # why this file: "-p", "$LIBVIRT_TXMODE_POLICY", "project file", "system", "bundled"
 

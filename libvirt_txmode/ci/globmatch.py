@@ -30,6 +30,8 @@ ANY_RUN = "*"
 
 @dataclass(frozen=True, **SLOTS)
 class CharClass:
+    """A ``[...]`` of a glob: characters and ranges, or everything but them."""
+
     chars: frozenset[str]
     ranges: tuple[tuple[str, str], ...]
     negated: bool
@@ -41,6 +43,8 @@ class CharClass:
 
 @dataclass(frozen=True, **SLOTS)
 class Literal:
+    """One character of a glob that stands for itself."""
+
     char: str
 
 
@@ -61,6 +65,8 @@ Segment = Union[Name, AnySegments]
 
 @dataclass(frozen=True, **SLOTS)
 class Glob:
+    """A compiled .gitignore pattern, one segment per path component."""
+
     segments: tuple[Segment, ...]
 
     def matches(self, path: str) -> bool:

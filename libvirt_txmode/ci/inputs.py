@@ -40,6 +40,8 @@ class InputError(Exception):
 
 @dataclass(frozen=True, **SLOTS)
 class Input:
+    """One domain XML to check: a file, or standard input."""
+
     label: str  # as the user wrote it (or as found below a folder they named)
     path: Optional[str]  # None: standard input
     # Opened with O_NONBLOCK|O_NOFOLLOW and checked to be a regular file: found by a walk.
@@ -48,6 +50,8 @@ class Input:
 
 @dataclass(frozen=True, **SLOTS)
 class _Pattern:
+    """One line of an ignore file or ``--exclude``, compiled."""
+
     glob: Glob
     negated: bool
     dir_only: bool
@@ -128,6 +132,8 @@ def _inside(path: str, root: str) -> bool:
 
 @dataclass(**SLOTS)
 class Selection:
+    """The inputs a run checks, and what was left out on the way."""
+
     inputs: list[Input] = field(default_factory=list)
     excluded: int = 0  # by --exclude or an ignore file
     skipped: list[str] = field(default_factory=list)  # not regular, or a link out of the tree

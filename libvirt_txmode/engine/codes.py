@@ -83,6 +83,8 @@ def level_of(
 
 @dataclass(frozen=True, **SLOTS)
 class FindingCode:
+    """A finding code and everything said about it: title, level rule, meaning, why, fix."""
+
     code: str
     title: str
     level_rule: LevelRule

@@ -69,6 +69,8 @@ class OverrideProp:
 
 @dataclass(frozen=True, **SLOTS)
 class Nic:
+    """One ``<interface>`` of a domain, as libvirt reads the parts that decide its tx."""
+
     index: int
     line: int
     type: str
@@ -90,6 +92,8 @@ class Nic:
 
 @dataclass(frozen=True, **SLOTS)
 class Domain:
+    """One domain definition, reduced to what decides its NICs' tx."""
+
     name: str
     file: str
     line: int
@@ -121,6 +125,8 @@ class SupportState(str, enum.Enum):
 
 @dataclass(frozen=True, **SLOTS)
 class Support:
+    """Whether an emulator's device takes ``tx``, and how that was learnt."""
+
     state: SupportState
     detail: str = ""
     method: str = ""
@@ -139,6 +145,8 @@ class Guest:
 
 @dataclass(frozen=True, **SLOTS)
 class HostCapabilities:
+    """What one host can do for a domain: its guests, emulators, networks and devices."""
+
     name: str
     guests: tuple[Guest, ...] = ()
     # emulator path -> QEMU device name -> Support
@@ -278,6 +286,8 @@ _FINDING_KEYS = tuple(f.name for f in fields(Finding) if f.name not in ("column"
 
 @dataclass(frozen=True, **SLOTS)
 class Summary:
+    """The counts a report ends with."""
+
     files: int = 0
     domains: int = 0
     nics: int = 0

@@ -46,6 +46,8 @@ class PolicyError(Exception):
 
 @dataclass(frozen=True, **SLOTS)
 class Match:
+    """Which NICs a rule or exception is about; an unset key fits every NIC."""
+
     domain: Optional[str] = None
     network: Optional[str] = None
     bridge: Optional[str] = None
@@ -140,6 +142,8 @@ for _name, _index in _SETTING_INDEX.items():
 
 @dataclass(frozen=True, **SLOTS)
 class Rule:
+    """A named rule of the policy: its match and the settings it overrides."""
+
     name: str
     line: int
     match: Match
@@ -175,6 +179,8 @@ _SCALARS = tuple(name for name in _TOP if name not in ("defaults", "rules", "exc
 
 @dataclass(frozen=True, **SLOTS)
 class Policy:
+    """A validated policy.yaml: what the site allows and how the gate acts."""
+
     source: str = "(built-in)"
     version: int = 1
     action: str = _TOP["action"].default

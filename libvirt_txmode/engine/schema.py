@@ -21,16 +21,20 @@ from ..common.records import SLOTS
 
 @dataclass(frozen=True, **SLOTS)
 class Choice:
+    """A value that must be one of ``values``."""
+
     values: tuple[str, ...]
 
 
 @dataclass(frozen=True, **SLOTS)
 class Boolean:
-    pass
+    """A YAML boolean."""
 
 
 @dataclass(frozen=True, **SLOTS)
 class Number:
+    """A number between ``low`` and ``high``."""
+
     low: float
     high: float
 
@@ -45,6 +49,8 @@ class Integer:
 
 @dataclass(frozen=True, **SLOTS)
 class Text:
+    """A string (an absolute path, when ``absolute``)."""
+
     absolute: bool = False  # must start with '/'
 
 
@@ -55,16 +61,22 @@ class Date:
 
 @dataclass(frozen=True, **SLOTS)
 class Version:
+    """The policy's schema version: exactly ``value``."""
+
     value: int
 
 
 @dataclass(frozen=True, **SLOTS)
 class ListOf:
+    """A list whose items are each of the kind ``item``."""
+
     item: Kind
 
 
 @dataclass(frozen=True, **SLOTS)
 class Field:
+    """One key of a mapping: its kind, its default and what the reference says of it."""
+
     name: str
     kind: Kind
     description: str
@@ -77,6 +89,8 @@ class Field:
 
 @dataclass(frozen=True, **SLOTS)
 class Mapping:
+    """A mapping with these keys and no others."""
+
     fields: tuple[Field, ...]
     description: str = ""
     at_least_one: bool = False  # an empty mapping is refused (an exception matching everything)

@@ -62,6 +62,8 @@ class Request:
 
 @dataclass(frozen=True, **SLOTS)
 class LogRecord:
+    """One message for the system log, with its journald fields."""
+
     priority: int  # syslog's
     message: str
     fields: dict[str, str] = field(default_factory=dict)  # journald's, logsink.FIELDS
@@ -69,6 +71,8 @@ class LogRecord:
 
 @dataclass(frozen=True, **SLOTS)
 class Decision:
+    """The hook's answer to libvirt: exit code, stderr lines, and what is logged."""
+
     code: int
     stderr: tuple[str, ...]
     logs: tuple[LogRecord, ...]

@@ -33,6 +33,8 @@ LOG = logs.get(__name__)  # logging itself only once there is a message
 
 @dataclass(frozen=True, **SLOTS)
 class RunResult:
+    """What a bounded run of an emulator gave: exit code, output, and whether it was cut short."""
+
     returncode: Optional[int]
     stdout: bytes
     stderr: bytes

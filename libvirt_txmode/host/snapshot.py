@@ -33,6 +33,8 @@ class SnapshotError(ValueError):
 
 @dataclass(frozen=True, **SLOTS)
 class Snapshot:
+    """A capability snapshot: one host's capabilities and the emulator identities they hold for."""
+
     host: str
     source: str
     capabilities: HostCapabilities

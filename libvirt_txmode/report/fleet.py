@@ -63,6 +63,8 @@ class HostInput:
 
 @dataclass(frozen=True, **SLOTS)
 class FleetInput:
+    """Everything fleet-report reads: each host's collection and the domains' check."""
+
     hosts: tuple[HostInput, ...]
     # validate-domain's JSON over the repository's domains; None: not run (no host snapshot)
     domains: Optional[Mapping[str, Any]] = None
