@@ -4,6 +4,7 @@ that never reaches libvirt."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -294,6 +295,33 @@ def test_validate_domain_on_an_unchanged_policy_needs_no_yaml(tmp_path: Path) ->
         loaded.append({line.split("|")[-1].strip() for line in done.stderr.splitlines()})
     assert "yaml" in loaded[0]
     assert "yaml" not in loaded[1]
+
+
+def test_validate_domain_loads_logging_only_to_say_something(tmp_path: Path) -> None:
+    # A snapshot without type ancestry: validate-domain has an INFO line for it, which only -v
+    # shows; without -v, logging (which would load only to drop the line) is not imported.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\n")
+    snapshot = json.loads(
+        (
+            Path(__file__).resolve().parent.parent / "examples" / "hosts" / "debian12.json"
+        ).read_text()
+    )
+    for emulator in snapshot["emulators"].values():
+        emulator.pop("ancestry", None)
+    caps = tmp_path / "caps.json"
+    caps.write_text(json.dumps(snapshot))
+    xml = tmp_path / "vm.xml"
+    xml.write_bytes(domain("vm", nic("52:54:00:00:00:01", "iothread"), emulator=QEMU))
+    command = [
+        sys.executable, "-X", "importtime", str(Path(sys.executable).parent / "validate-domain"),
+        "-p", str(policy), "--caps", str(caps), "-f", "json", str(xml),
+    ]  # fmt: skip
+    quiet = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "logging" not in {line.split("|")[-1].strip() for line in quiet.stderr.splitlines()}
+    verbose = subprocess.run([*command, "-v"], capture_output=True, text=True, check=False)
+    assert "has no recorded type ancestry" in verbose.stderr
     no_cache = subprocess.run([*command, "--no-cache"], capture_output=True, text=True, check=False)
     assert "yaml" in {line.split("|")[-1].strip() for line in no_cache.stderr.splitlines()}
 

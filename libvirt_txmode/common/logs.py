@@ -51,7 +51,11 @@ class Logger:
         self._logger().warning(message, *args)
 
     def info(self, message: str, *args: object) -> None:
-        self._logger().info(message, *args)
+        # Until something imports logging nobody can have configured it, and its defaults (root
+        # at WARNING, the last-resort handler at WARNING) drop an INFO message: importing
+        # logging to drop it cost validate-domain's start more than its own work on one file.
+        if "logging" in sys.modules or _SETUP:
+            self._logger().info(message, *args)
 
     def error(self, message: str, *args: object) -> None:
         self._logger().error(message, *args)
