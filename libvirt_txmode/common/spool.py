@@ -15,6 +15,7 @@ finding, that was a sixth of validate-domain's own time per domain.)
 
 from __future__ import annotations
 
+import sys
 import tempfile
 
 TYPE_CHECKING = False
@@ -43,11 +44,17 @@ class Spool:
 
     def _spill(self) -> None:
         if self.file is None:
-            # surrogateescape: file names need not be valid UTF-8. newline="\n": written as
-            # given, and read back as lines that end only in "\n", as lines() promises.
-            self.file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close()
-                "w+", encoding="utf-8", errors="surrogateescape", newline="\n"
-            )
+            try:
+                # surrogateescape: file names need not be valid UTF-8. newline="\n": written as
+                # given, and read back as lines that end only in "\n", as lines() promises.
+                self.file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close()
+                    "w+", encoding="utf-8", errors="surrogateescape", newline="\n"
+                )
+            except OSError:
+                # No usable temporary directory: the report is still whole, only memory no
+                # longer stays flat.
+                self.limit = sys.maxsize
+                return
         self.file.write("".join(self.parts))
         self.parts, self.size = [], 0
 
