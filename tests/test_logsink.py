@@ -24,6 +24,8 @@ import pytest
 from libvirt_txmode import __version__
 from libvirt_txmode.common import logsink
 from libvirt_txmode.common.text import printable
+from libvirt_txmode.engine import policy as policy_module
+from libvirt_txmode.hook import gate
 from libvirt_txmode.hook import protocol as hook
 from tests import libvirt_env as env
 
@@ -306,6 +308,51 @@ def test_every_record_of_a_decision_carries_its_outcomes_message_id(
     assert all(f["VERSION"] == __version__ and f["POLICY"] == str(path) for f in decided)
     digest = hashlib.sha256(policy.encode()).hexdigest()
     assert all(f["POLICY_SHA256"] == digest for f in decided)
+
+
+def test_policy_sha256_names_the_bytes_the_decision_was_made_against(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    targets: logsink.Targets,
+    journal: FakeSocket,
+) -> None:
+    # The policy is edited while a check runs: the record names the policy that was checked,
+    # not what the file holds afterwards; a later miss that reads the compiled copy (no YAML
+    # parsed) names the same bytes.
+    monkeypatch.setattr(logsink, "JOURNAL_SOCKET", targets.journal)
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    checked = hashlib.sha256(POLICY.encode()).hexdigest()
+    check_domain = gate.check_domain
+
+    def edited_meanwhile(*args: object, **kwargs: object) -> object:
+        found = check_domain(*args, **kwargs)  # type: ignore[arg-type]
+        path.write_text(POLICY + "# edited\n")
+        return found
+
+    monkeypatch.setattr(gate, "check_domain", edited_meanwhile)
+
+    def start(name: bytes) -> list[dict[str, str]]:
+        argv = [
+            "--policy", str(path),
+            "--snapshot", str(tmp_path / "none.json"),
+            "--cache-dir", str(tmp_path / "cache"),
+            "--", name.decode(), "prepare", "begin", "-",
+        ]  # fmt: skip
+        assert hook.main(argv, io.BytesIO(DOMAIN.replace(b"db-02", name)), io.StringIO()) == 1
+        sent = [journal_fields(d) for d in journal.received()]
+        return [f for f in sent if "MESSAGE_ID" in f]
+
+    assert {f["POLICY_SHA256"] for f in start(b"db-02")} == {checked}
+    monkeypatch.setattr(gate, "check_domain", check_domain)
+    path.write_text(POLICY)
+    assert {f["POLICY_SHA256"] for f in start(b"db-03")} == {checked}  # compiled copy written
+
+    def no_yaml(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the compiled copy was not read")
+
+    monkeypatch.setattr(policy_module, "parse_policy", no_yaml)
+    assert {f["POLICY_SHA256"] for f in start(b"db-04")} == {checked}
 
 
 def test_the_environment_names_sockets_of_its_own(

@@ -64,9 +64,9 @@ def yaml_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     parse = policy.parse_policy
 
-    def counting(text: str, file: str) -> Policy:
+    def counting(text: str, file: str, *, sha256: str = "") -> Policy:
         calls.append(file)
-        return parse(text, file)
+        return parse(text, file, sha256=sha256)
 
     monkeypatch.setattr(policy, "parse_policy", counting)
     return calls

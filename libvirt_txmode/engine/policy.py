@@ -9,6 +9,7 @@ reads through the compiled copy (``policy_compiled``) while the file is unchange
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Sequence
@@ -110,7 +111,7 @@ class _YamlSource(Source["yaml.Node"]):
             return -1  # 0x1, 0o1: not the plain 1 a version is written as
 
 
-def parse_policy(text: str, file: str) -> Policy:
+def parse_policy(text: str, file: str, *, sha256: str = "") -> Policy:
     import yaml  # noqa: PLC0415 - deferred: the hook's warm path reads the compiled policy
 
     try:
@@ -126,7 +127,9 @@ def parse_policy(text: str, file: str) -> Policy:
     if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
         raise PolicyError(file, 1, "", "the policy is empty (expected at least 'version: 1')")
     data = validate(_YamlSource(file), root, POLICY, "")
-    return build_policy(data, file, _item_lines(root, "rules"), _item_lines(root, "exceptions"))
+    return build_policy(
+        data, file, _item_lines(root, "rules"), _item_lines(root, "exceptions"), sha256
+    )
 
 
 def policy_problems(text: str, file: str) -> list[PolicyError]:
@@ -170,7 +173,7 @@ def file_problems(path: str) -> tuple[Optional[Policy], list[PolicyError]]:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
             return None, [PolicyError(path, 0, "", "not a regular file")]
-        text = _read_text(path)
+        text = _decode(_read_bytes(path), path)
     except OSError as exc:
         return None, [PolicyError(path, 0, "", f"cannot read policy: {exc.strerror}")]
     except PolicyError as exc:
@@ -207,7 +210,13 @@ def load_policy(
         policy = read_compiled(cache_dir, path, key)
         if policy is not None:
             return policy
-    policy = parse_policy(_read_text(path), path)
+    raw = _read_bytes(path)
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        policy = parse_policy(_decode(raw, path), path, sha256=digest)
+    except PolicyError as exc:
+        exc.sha256 = digest
+        raise
     # Stored only if the file just parsed is still the one the key describes (no edit meanwhile).
     if cache_dir is not None and _identity(path, require_root_owned) == key:
         write_compiled(cache_dir, path, key, policy)
@@ -230,7 +239,7 @@ def _identity(path: str, require_root_owned: bool) -> str:
     return f"{path}:{files.file_key(info)}"
 
 
-def _read_text(path: str) -> str:
+def _read_bytes(path: str) -> bytes:
     try:
         # Non-blocking, regular files only: a FIFO swapped in must not hang the hook in open().
         raw, _ = files.read_regular(path, MAX_POLICY_BYTES, follow_symlinks=True)
@@ -238,6 +247,10 @@ def _read_text(path: str) -> str:
         raise PolicyError(path, 0, "", f"cannot read policy: {exc.strerror}") from None
     if len(raw) > MAX_POLICY_BYTES:
         raise PolicyError(path, 0, "", f"larger than {MAX_POLICY_BYTES} bytes")
+    return raw
+
+
+def _decode(raw: bytes, path: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from typing import Any, Optional
 
 from .. import __version__
@@ -20,8 +21,9 @@ from .policy_schema import POLICY
 from .schema import JsonSource, validate
 
 COMPILED_FORMAT = "libvirt-txmode-compiled-policy"
-COMPILED_VERSION = 3
+COMPILED_VERSION = 4
 MAX_COMPILED_BYTES = 4 * 1024 * 1024
+_SHA256 = re.compile(r"(?:[0-9a-f]{64})?")
 
 
 class CompiledPolicyError(ValueError):
@@ -79,6 +81,7 @@ def policy_to_json(policy: Policy) -> dict[str, Any]:
     document, lines = policy_document(policy)
     return {
         "source": policy.source,
+        "sha256": policy.sha256,
         "document": document,
         "rule_lines": lines,
         "exception_lines": [item.line for item in policy.exceptions],
@@ -87,15 +90,17 @@ def policy_to_json(policy: Policy) -> dict[str, Any]:
 
 def policy_from_json(data: object) -> Policy:
     """Rebuild a Policy, checking the document against the same schema as the YAML reader."""
-    keys = {"source", "document", "rule_lines", "exception_lines"}
+    keys = {"source", "sha256", "document", "rule_lines", "exception_lines"}
     if not isinstance(data, dict) or set(data) != keys:
         raise CompiledPolicyError(
-            "policy: expected an object with source, document, rule_lines, exception_lines"
+            "policy: expected an object with source, sha256, document, rule_lines, exception_lines"
         )
     source, lines = data["source"], data["rule_lines"]
-    exception_lines = data["exception_lines"]
+    exception_lines, sha256 = data["exception_lines"], data["sha256"]
     if not isinstance(source, str) or not source:
         raise CompiledPolicyError("policy.source: expected a non-empty string")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise CompiledPolicyError("policy.sha256: expected 64 hex digits or an empty string")
     document = validate(JsonSource(CompiledPolicyError), data["document"], POLICY, "")
     if (
         not isinstance(lines, list)
@@ -110,6 +115,6 @@ def policy_from_json(data: object) -> Policy:
     ):
         raise CompiledPolicyError("policy.exception_lines: expected a positive line per exception")
     try:
-        return build_policy(document, source, lines, exception_lines)
+        return build_policy(document, source, lines, exception_lines, sha256)
     except PolicyError as exc:
         raise CompiledPolicyError(str(exc)) from None

@@ -33,6 +33,9 @@ class PolicyError(Exception):
     def __init__(self, file: str, line: int, key: str, message: str, column: int = 0) -> None:
         self.file, self.line, self.key, self.message = file, line, key, message
         self.column = column
+        # The SHA-256 of the file's bytes when they could be read: the hook logs which version
+        # of a policy it refused to use.
+        self.sha256 = ""
         where = f"{key}: " if key else ""
         super().__init__(f"{file}:{line}: {where}{message}" if line else f"{file}: {message}")
 
@@ -182,6 +185,9 @@ class Policy:
     """A validated policy.yaml: what the site allows and how the gate acts."""
 
     source: str = "(built-in)"
+    # The SHA-256 of the bytes it was read from ("" when built from text): the hook's log names
+    # the exact policy each decision was made against.
+    sha256: str = field(default="", compare=False)
     version: int = 1
     action: str = _TOP["action"].default
     on_unknown: str = _TOP["on_unknown"].default
@@ -215,6 +221,7 @@ def build_policy(
     source: str,
     rule_lines: Sequence[int],
     exception_lines: Sequence[int] = (),
+    sha256: str = "",
 ) -> Policy:
     """A Policy from a document the schema walker accepted (from YAML or the compiled copy)."""
     top = {name: _frozen(_TOP[name], data.get(name, _TOP[name].default)) for name in _SCALARS}
@@ -241,6 +248,7 @@ def build_policy(
         )
     return Policy(
         source=source,
+        sha256=sha256,
         **top,
         defaults=Settings.of(**_settings(defaults)),
         rules=tuple(rules),

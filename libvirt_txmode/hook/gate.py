@@ -7,7 +7,6 @@ cache when every file it rests on is known and nothing transient (a failed probe
 
 from __future__ import annotations
 
-import hashlib
 import os
 import syslog
 import time
@@ -23,7 +22,7 @@ from ..engine.check import check_domain
 from ..engine.domain_xml import BeyondBoundsError, DomainXMLError, parse_domain
 from ..engine.exceptions import apply
 from ..engine.exceptions import describe as describe_exception
-from ..engine.policy import MAX_POLICY_BYTES, PolicyError, load_policy
+from ..engine.policy import PolicyError, load_policy
 from ..engine.wording import UNKNOWN_SUPPORT, Finding, Level, describe
 from ..host.facts import local_capabilities, needed_devices, this_host
 from ..host.libvirt_caps import caps_path
@@ -82,8 +81,8 @@ class Decision:
 def run(request: Request, err: IO[str]) -> int:
     """Check, remember the decision when it may be, report it, count it."""
     try:
-        checked, dependencies = _check(request)
-        decision = _stamped(checked, request.policy)
+        checked, dependencies, digest = _check(request)
+        decision = _stamped(checked, request.policy, digest)
         if request.key is not None and dependencies is not None and request.cache_dir:
             verdict.store(
                 request.cache_dir,
@@ -137,30 +136,31 @@ def _emulator_dependencies(domain: Domain, found: dict[str, str]) -> Optional[di
     return found
 
 
-def _check(request: Request) -> tuple[Decision, Optional[dict[str, str]]]:
-    """The decision and, if it may be cached, the files it rests on with their identities."""
+def _check(request: Request) -> tuple[Decision, Optional[dict[str, str]], str]:
+    """The decision; if it may be cached, the files it rests on with their identities; and the
+    SHA-256 of the policy bytes it was made against ("" when they could not be read)."""
 
     domain_name = request.domain
     if request.data is not None and _CANARY_MARK in request.data:
-        return _canary(domain_name), None
+        return _canary(domain_name), None, ""
     _route_library_logs()
     cache_dir = request.cache_dir or default_cache_dir()
     try:
         policy = load_policy(request.policy, cache_dir)
     except PolicyError as exc:
         # Without a readable policy there is no on_error to consult: fail closed.
-        return _refusal(domain_name, f"policy unusable: {exc}"), None
+        return _refusal(domain_name, f"policy unusable: {exc}"), None, exc.sha256
 
     if request.data is None:
         reason = f"cannot read the domain XML from libvirt: {request.read_error}"
         too_large = request.read_error == files.TOO_LARGE
-        return _on_error(domain_name, policy, reason, beyond_bounds=too_large), None
+        return _on_error(domain_name, policy, reason, beyond_bounds=too_large), None, policy.sha256
     try:
         domain = parse_domain(request.data, "<stdin>")
     except DomainXMLError as exc:
         reason = f"cannot read the domain XML from libvirt: {exc.message}"
         beyond = isinstance(exc, BeyondBoundsError)
-        return _on_error(domain_name, policy, reason, beyond_bounds=beyond), None
+        return _on_error(domain_name, policy, reason, beyond_bounds=beyond), None, policy.sha256
 
     snapshot_caps, identities = _snapshot(request.snapshot)
     host = this_host([domain], snapshot=snapshot_caps)
@@ -189,7 +189,7 @@ def _check(request: Request) -> tuple[Decision, Optional[dict[str, str]]]:
     decision = _decide(domain.name, findings, policy.source)
     if _SELFTEST_MARK in request.data and decision.code == 0 and not findings:
         decision = _self_test_passed(domain.name)
-    return decision, dependencies
+    return decision, dependencies, policy.sha256
 
 
 def _canary(domain_name: str) -> Decision:
@@ -314,32 +314,25 @@ def _refusal(domain_name: str, reason: str) -> Decision:
     )
 
 
-def _stamped(decision: Decision, policy_path: str) -> Decision:
+def _stamped(decision: Decision, policy_path: str, policy_sha256: str) -> Decision:
     """Every record of a decision with its outcome's MESSAGE_ID, the policy it was checked
     against (path and SHA-256 of its bytes) and this tool's version: stored with the verdict,
     so a replayed decision names the same policy (the verdict is only replayed while the policy
     file is unchanged)."""
-    extra = _outcome_fields(decision.outcome, policy_path)
+    extra = _outcome_fields(decision.outcome, policy_path, policy_sha256)
     logs = tuple(LogRecord(r.priority, r.message, {**r.fields, **extra}) for r in decision.logs)
     return Decision(decision.code, decision.stderr, logs, decision.outcome)
 
 
-def _outcome_fields(outcome: str, policy_path: Optional[str] = None) -> dict[str, str]:
+def _outcome_fields(
+    outcome: str, policy_path: Optional[str] = None, policy_sha256: str = ""
+) -> dict[str, str]:
     fields = {"MESSAGE_ID": logsink.MESSAGE_IDS[outcome], "VERSION": __version__}
     if policy_path:
         fields["POLICY"] = printable(policy_path)
-        digest = _sha256(policy_path)
-        if digest is not None:
-            fields["POLICY_SHA256"] = digest
+        if policy_sha256:
+            fields["POLICY_SHA256"] = policy_sha256
     return fields
-
-
-def _sha256(path: str) -> Optional[str]:
-    try:
-        raw, _ = files.read_regular(path, MAX_POLICY_BYTES, follow_symlinks=True)
-    except OSError:
-        return None
-    return hashlib.sha256(raw).hexdigest() if len(raw) <= MAX_POLICY_BYTES else None
 
 
 def _fields(domain: str, decision: str, finding: Optional[Finding] = None) -> dict[str, str]:
