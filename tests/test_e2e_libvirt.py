@@ -110,6 +110,22 @@ def test_violating_domain_is_refused_with_the_hook_message(
     )
 
 
+def test_a_refusal_of_many_nics_names_twenty_and_counts_the_rest(
+    hook: tuple[Path, Path], domains: Defined, syslog: env.SyslogSink
+) -> None:
+    # libvirt puts the hook's whole stderr into the error virsh prints: 25 violations show as
+    # the first 20 and a count, while the log keeps all 25.
+    name = domains.define("notimer-many", txmode="timer", nics=25)
+    result = env.virsh("start", name, check=False)
+    assert result.returncode != 0
+    assert result.stderr.count("[txmode-not-allowed]") == 20
+    assert "NIC #19 (52:54:00:7e:00:13)" in result.stderr and "NIC #20 " not in result.stderr
+    assert "... and 5 more violations (every one is logged as 'denied: ...'" in result.stderr
+    assert f"refusing to start domain '{name}': 25 violations of" in result.stderr
+    denied = [line for line in syslog.lines() if "denied:" in line and name in line]
+    assert len(denied) == 25
+
+
 def test_audit_mode_lets_the_domain_start_and_logs_the_violation(
     hook: tuple[Path, Path], policy_file: Path, domains: Defined, syslog: env.SyslogSink
 ) -> None:
