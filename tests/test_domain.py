@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from libvirt_txmode.engine.domain_xml import (
     MAX_XML_BYTES,
@@ -391,3 +393,48 @@ def test_processing_instructions_and_comments_ignored() -> None:
         "<devices><!-- <interface type='user'/> --></devices></domain>"
     )
     assert (domain.name, domain.nics) == ("vm", ())
+
+
+_CHILDREN = st.lists(
+    st.sampled_from(
+        [
+            "<mac address='52:54:00:00:0{i}:0{j}'/>",
+            "<source network='net{i}-{j}'/>",
+            "<source bridge='br{i}-{j}' dev='eth{i}-{j}'/>",
+            "<source dev='tap{i}-{j}'/>",
+            "<model type='virtio'/>",
+            "<model type='e1000'/>",
+            "<driver name='qemu' txmode='timer'/>",
+            "<driver txmode='iothread'/>",
+            "<driver/>",
+            "<address type='pci'/>",
+            "<address type='ccw'/>",
+            "<model type='virtio-non-transitional'/>",
+            "<alias name='net{i}-{j}'/>",
+            "<target dev='vnet{i}-{j}'/>",
+            "<!-- a comment -->",
+        ]
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["network", "bridge", "user", ""]), _CHILDREN), max_size=4)
+)
+def test_both_nic_readers_give_the_same_nics(nics: list[tuple[str, list[str]]]) -> None:
+    # parse_parts reads a document without namespace declarations with lxml's own lookups
+    # (_plain_nic_fields) and any other one namespace-blind, as libvirt does (_nic_fields): one
+    # rule in two readers, so an unrelated declaration must change nothing.
+    interfaces = "".join(
+        f"<interface{f' type={kind!r}' if kind else ''}>"
+        + "".join(child.format(i=i, j=j) for j, child in enumerate(children))
+        + "</interface>"
+        for i, (kind, children) in enumerate(nics)
+    )
+    body = f"><name>vm</name><devices>{interfaces}</devices></domain>"
+    plain = parse_domain(f"<domain type='qemu'{body}".encode(), "a.xml")
+    declared = parse_domain(f"<domain type='qemu' xmlns:x='urn:unrelated'{body}".encode(), "a.xml")
+    assert plain.nics == declared.nics
+    assert len(plain.nics) == len(nics)
