@@ -218,7 +218,7 @@ def add_parser(sub: Any) -> None:
         "against the policy, as validate-domain does",
     )
     add_connect(cmd)
-    add_policy(cmd, "policy file (default: /etc/libvirt-txmode/policy.yaml)")
+    add_policy(cmd, f"policy file (default: {paths.POLICY})")
     complete_as(
         cmd.add_argument(
             "--snapshot",

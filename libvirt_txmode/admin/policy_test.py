@@ -25,6 +25,7 @@ from typing import IO, Any, Optional
 
 from ..ci.cli import DIR_COMPLETION, FILE_COMPLETION, complete_as
 from ..ci.discovery import find_policy
+from ..common import paths
 from ..common.exits import EXIT_FINDINGS, EXIT_OK, FatalError
 from ..common.records import SLOTS
 from ..engine import codes
@@ -187,7 +188,7 @@ def add_parser(sub: Any) -> None:
     add_policy(
         cmd,
         "the policy to test (default: validate-domain's lookup: $LIBVIRT_TXMODE_POLICY, the "
-        "project file, /etc/libvirt-txmode/policy.yaml, the bundled one)",
+        f"project file, {paths.POLICY}, the bundled one)",
     )
     complete_as(
         cmd.add_argument(

@@ -9,6 +9,7 @@ import os
 from typing import IO, Any, Callable
 
 from ..ci.cli import FILE_COMPLETION, complete_as
+from ..common import paths
 from ..common.exits import EXIT_FINDINGS, EXIT_OK, FatalError
 from ..common.files import write_atomic
 from ..engine.policy import Policy
@@ -35,8 +36,7 @@ def add_parser(sub: Any) -> None:
     )
     add_policy(
         cmd,
-        "policy whose 'emulators' may be probed "
-        "(default: /etc/libvirt-txmode/policy.yaml, else built-in)",
+        f"policy whose 'emulators' may be probed (default: {paths.POLICY}, else built-in)",
     )
     cmd.add_argument(
         "--check",

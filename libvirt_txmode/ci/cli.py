@@ -13,6 +13,7 @@ import os
 import sys
 
 from .. import __version__
+from ..common import paths
 from ..common.exits import EXIT_FATAL, EXIT_FINDINGS, EXIT_OK, FatalError
 from ..common.text import printable
 from ..report.registry import FORMAT_NAMES
@@ -76,7 +77,7 @@ def validate_parser() -> argparse.ArgumentParser:
             "--policy",
             help="policy file (default: $LIBVIRT_TXMODE_POLICY, else .libvirt-txmode.yaml or "
             ".libvirt-txmode/policy.yaml from here up to the repository root, else "
-            "/etc/libvirt-txmode/policy.yaml, else the bundled default)",
+            f"{paths.POLICY}, else the bundled default)",
         ),
         FILE_COMPLETION,
     )
